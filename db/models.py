@@ -1,0 +1,221 @@
+"""The tables. A job row is the contract between the bot and the GPU workers.
+
+Times are timezone-aware UTC. Enum-like columns are plain strings (portable across SQLite and
+PostgreSQL, and readable in a SQL shell); the allowed values live in the StrEnums below.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = True, **kw: Any) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, **kw))
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SongStatus(StrEnum):
+    queued = "queued"
+    drafting = "drafting"
+    voting = "voting"
+    upsampling = "upsampling"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class JobKind(StrEnum):
+    draft = "draft"
+    upsample = "upsample"
+    continue_ = "continue"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"  # retries exhausted or a permanent error
+    cancelled = "cancelled"
+
+
+class PublicationState(StrEnum):
+    scheduled = "scheduled"
+    publishing = "publishing"
+    published = "published"
+    failed = "failed"
+    unconfirmed = "unconfirmed"
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    discord_id: int = Field(sa_column=Column(BigInteger, unique=True, nullable=False))
+    name: str = ""
+    created_at: datetime = _created()
+
+
+class GuildConfig(SQLModel, table=True):
+    """Per-guild settings a moderator can change from Discord."""
+
+    __tablename__ = "guild_configs"
+    guild_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    drafts_channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    clips_channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    daily_channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    mod_channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    moderator_role_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    songs_per_day: int | None = None
+    max_running: int | None = None
+    vote_window_minutes: float | None = None
+    daily_time: str | None = None
+    timezone: str | None = None
+
+
+class Song(SQLModel, table=True):
+    """One request: what to sing, and where it stands."""
+
+    __tablename__ = "songs"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    guild_id: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    status_message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    status: str = Field(default=SongStatus.queued, index=True)
+    title: str = ""
+    model: str = "demo"
+    artist: str
+    genre: str
+    lyrics: str = ""
+    seconds: float
+    seed: int
+    n_drafts: int = 3
+    temperature: float = 0.98
+    parent_clip_id: int | None = None  # continuation of this clip (no FK: songs and clips refer both ways)
+    prime_key: str | None = None  # storage key of an uploaded prime audio file
+    prime_seconds: float | None = None
+    vote_closes_at: datetime | None = _ts()
+    winner_draft_id: int | None = None
+    error: str | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Job(SQLModel, table=True):
+    """The queue. Claimed with a lease; every write by a worker is fenced by lease_token."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "kind", "status", "run_at"),
+        UniqueConstraint("idempotency_key", name="uq_jobs_idempotency_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    song_id: int | None = Field(default=None, foreign_key="songs.id", index=True)
+    payload: dict[str, Any] = _json()
+    status: str = Field(default=JobStatus.queued)
+    priority: int = 0
+    run_at: datetime = _created()
+    attempts: int = 0
+    max_attempts: int = 3
+    reclaims: int = 0
+    max_reclaims: int = 10
+    lease_owner: str | None = None
+    lease_token: int = 0  # the fencing token: incremented on every claim
+    lease_expires_at: datetime | None = _ts()
+    heartbeat_at: datetime | None = _ts()
+    cancel_requested: bool = False
+    progress: dict[str, Any] = _json()
+    checkpoint_key: str | None = None
+    result: dict[str, Any] = _json()
+    last_error: str | None = None
+    idempotency_key: str | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
+class Draft(SQLModel, table=True):
+    __tablename__ = "drafts"
+    __table_args__ = (UniqueConstraint("song_id", "index", name="uq_drafts_song_index"),)
+    id: int | None = Field(default=None, primary_key=True)
+    song_id: int = Field(foreign_key="songs.id", index=True)
+    index: int
+    audio_key: str  # level-2 preview (wav)
+    codes_key: str  # level-2 codes (.npy)
+    waveform_key: str | None = None
+    seconds: float = 0.0
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    created_at: datetime = _created()
+
+
+class Clip(SQLModel, table=True):
+    """A finished, upsampled song."""
+
+    __tablename__ = "clips"
+    id: int | None = Field(default=None, primary_key=True)
+    song_id: int = Field(foreign_key="songs.id", unique=True)
+    audio_key: str  # level-0 wav
+    mp3_key: str | None = None
+    codes_key: str  # all three levels (.npz), for continuation
+    waveform_key: str | None = None
+    seconds: float = 0.0
+    channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    featured_on: str | None = Field(default=None, unique=True)  # the day (YYYY-MM-DD) it was the daily clip
+    created_at: datetime = _created()
+
+
+class Vote(SQLModel, table=True):
+    """One vote per member per song and stage ('draft' or 'clip'); changing it updates the row."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("song_id", "user_id", "stage", name="uq_votes_member_song_stage"),)
+    id: int | None = Field(default=None, primary_key=True)
+    song_id: int = Field(foreign_key="songs.id", index=True)
+    user_id: int = Field(foreign_key="users.id")
+    stage: str = "draft"
+    draft_id: int | None = Field(default=None, foreign_key="drafts.id")
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Publication(SQLModel, table=True):
+    """One upload of one clip to one platform. Never sent twice: see publisher/state.py."""
+
+    __tablename__ = "publications"
+    __table_args__ = (UniqueConstraint("clip_id", "platform", name="uq_publications_clip_platform"),)
+    id: int | None = Field(default=None, primary_key=True)
+    clip_id: int = Field(foreign_key="clips.id", index=True)
+    platform: str  # discord | x | soundcloud
+    state: str = Field(default=PublicationState.scheduled, index=True)
+    scheduled_for: datetime = _created()
+    attempts: int = 0
+    max_attempts: int = 3
+    caption: str = ""
+    remote_id: str | None = None
+    remote_url: str | None = None
+    last_error: str | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    started_at: datetime | None = _ts()
+    published_at: datetime | None = _ts()
+
+
+ALL_TABLES = [User, GuildConfig, Song, Job, Draft, Clip, Vote, Publication]

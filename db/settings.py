@@ -1,0 +1,88 @@
+"""Settings for every jukebot process, read from the environment (prefix JUKEBOT_) and an optional .env.
+
+Secrets are SecretStr so they never show up in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JUKEBOT_", env_file=".env", extra="ignore")
+
+    # Where processes meet: the database and the storage.
+    database_url: str = "sqlite:///./data/jukebot.db"
+    storage_url: str = "./data"
+
+    # Engine
+    model: str = "demo"  # demo | 1b_lyrics | 5b_lyrics | 5b | path to a custom model folder
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    model_cache_dir: Path = Path("~/.cache/jukebot/models").expanduser()
+    model_mirrors: list[str] = Field(
+        default_factory=lambda: [
+            "https://openaipublic.azureedge.net/",
+            "https://openaipublic.blob.core.windows.net/",
+        ]
+    )
+    model_url: str | None = None  # a user-given mirror (URL or local folder), tried first
+
+    # Queue
+    lease_seconds: float = 300.0
+    heartbeat_seconds: float = 30.0
+    poll_seconds: float = 2.0
+    max_attempts: int = 3
+    max_reclaims: int = 10
+
+    # Discord
+    discord_token: SecretStr | None = None
+    discord_api_base: str | None = None  # e.g. a local fake Discord in tests
+    discord_gateway_url: str | None = None
+    discord_guild_id: int | None = None  # sync commands to this guild instantly
+    start_worker: bool = True  # `jukebot bot` on SQLite also starts a worker child process
+
+    # Limits
+    max_seconds: float = 60.0
+    min_seconds: float = 1.0
+    default_seconds: float = 10.0
+    max_drafts: int = 4
+    default_drafts: int = 3
+    max_lyrics_chars: int = 4000
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_prime_seconds: float = 30.0
+    songs_per_day: int = 10
+    max_queued_per_member: int = 2
+    max_running_per_guild: int = 4
+    vote_window_minutes: float = 30.0
+    daily_time: str = "18:00"
+    timezone: str = "UTC"
+
+    # Lyrics (any OpenAI-compatible server)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    lyrics_model: str | None = None
+    moderation: bool = False
+    lyrics_blocklist: list[str] = Field(default_factory=list)
+
+    # Publishing
+    x_api_base: str = "https://api.x.com"
+    x_consumer_key: SecretStr | None = None
+    x_consumer_secret: SecretStr | None = None
+    x_access_token: SecretStr | None = None
+    x_access_token_secret: SecretStr | None = None
+    x_client_id: SecretStr | None = None  # OAuth 2.0 user context (alternative to 1.0a)
+    soundcloud_api_base: str = "https://api.soundcloud.com"
+    soundcloud_auth_base: str = "https://secure.soundcloud.com"
+    soundcloud_client_id: SecretStr | None = None
+    soundcloud_client_secret: SecretStr | None = None
+    publish_times: dict[str, str] = Field(default_factory=lambda: {"x": "19:00", "soundcloud": "19:30"})
+    channel_tag: str = "#jukebot"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
