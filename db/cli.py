@@ -1,0 +1,233 @@
+"""`jukebot db …` (schema) and `jukebot doctor` (is this machine ready, and if not, what to do)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from db.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+_URL_OPTION = typer.Option(None, "--database-url", help="Database URL (default: JUKEBOT_DATABASE_URL).")
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]Error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@app.command("upgrade")
+def upgrade_command(
+    revision: str = typer.Argument("head", help="Revision to reach (default: the newest)."),
+    database_url: str | None = _URL_OPTION,
+) -> None:
+    """Create or update the database tables (safe to run again)."""
+    from db import migrate
+    from db.database import Database, DatabaseUnavailable
+
+    try:
+        db = Database(database_url or _settings().database_url)
+        try:
+            db.ping()
+            reached = migrate.upgrade(db, revision)
+        finally:
+            db.dispose()
+    except DatabaseUnavailable as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"Database {db.masked_url} is at revision {reached} (head is {migrate.head_revision()}).")
+
+
+@app.command("current")
+def current_command(database_url: str | None = _URL_OPTION) -> None:
+    """Show the revision the database is at, and whether it is the newest."""
+    from db import migrate
+    from db.database import Database, DatabaseUnavailable
+
+    try:
+        db = Database(database_url or _settings().database_url)
+        try:
+            db.ping()
+            current = migrate.current_revision(db)
+        finally:
+            db.dispose()
+    except DatabaseUnavailable as exc:
+        raise _fail(str(exc)) from None
+    head = migrate.head_revision()
+    state = "up to date" if current == head else "behind: run `jukebot db upgrade`"
+    typer.echo(f"Database {db.masked_url} is at revision {current or 'none (empty)'}; head is {head} ({state}).")
+
+
+@app.command("revision", hidden=True)
+def revision_command(message: str = typer.Argument(..., help="What the migration changes.")) -> None:
+    """(Developers) Write a new migration from the changes in db/models.py."""
+    from db.migrate import new_revision
+
+    typer.echo(f"Wrote {new_revision(message)}; read it, then run the migration tests.")
+
+
+def _settings() -> Settings:
+    from db.settings import get_settings
+
+    return get_settings()
+
+
+# --- doctor ----------------------------------------------------------------------------------------
+
+
+class Status(StrEnum):
+    ok = "ok"
+    warn = "warn"  # works, but something is off or limited
+    off = "off"  # an optional feature is switched off
+    fail = "FAIL"  # required and broken: doctor exits with 1
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def check_database(settings: Settings) -> Check:
+    from db.database import DatabaseUnavailable, mask_url, open_database
+    from db.migrate import head_revision
+
+    try:
+        db = open_database(settings.database_url, upgrade=False)
+    except DatabaseUnavailable as exc:
+        fix = "Run `jukebot db upgrade`." if "upgrade" in str(exc) else "Fix JUKEBOT_DATABASE_URL or start the server."
+        return Check("database", Status.fail, str(exc), fix)
+    db.dispose()
+    return Check("database", Status.ok, f"{mask_url(settings.database_url)} at revision {head_revision()} (newest)")
+
+
+def check_storage(settings: Settings) -> Check:
+    from db.storage import StorageUnavailable, get_storage
+
+    try:
+        storage = get_storage(settings)
+        key = f".doctor/probe-{uuid.uuid4().hex}"
+        payload = uuid.uuid4().bytes
+        storage.write_bytes(key, payload)
+        try:
+            if storage.read_bytes(key) != payload:
+                return Check("storage", Status.fail, f"{settings.storage_url}: a file read back differently.", "Check the storage.")
+        finally:
+            storage.delete(key)
+    except StorageUnavailable as exc:
+        return Check("storage", Status.fail, str(exc), "Fix JUKEBOT_STORAGE_URL.")
+    except OSError as exc:
+        return Check("storage", Status.fail, f"{settings.storage_url}: writing a test file failed: {exc}", "Check permissions and free space.")
+    return Check("storage", Status.ok, f"{storage.url} (write, read and delete work)")
+
+
+def check_tool(name: str) -> Check:
+    path = shutil.which(name)
+    fix = "Install it: `apt-get install ffmpeg` (Debian/Ubuntu) or your system's ffmpeg package."
+    if path is None:
+        return Check(name, Status.fail, f"{name} is not on PATH; clips cannot be converted for Discord, X or SoundCloud.", fix)
+    try:
+        out = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Check(name, Status.fail, f"{path} does not run: {exc}", fix)
+    first = out.splitlines()[0] if out else "unknown version"
+    return Check(name, Status.ok, f"{path}: {first}")
+
+
+def check_gpu() -> Check:
+    if importlib.util.find_spec("torch") is None:
+        return Check(
+            "gpu", Status.off,
+            "The engine extra is not installed (no torch): fine for a bot-only machine; this machine cannot render.",
+            "To render here: pip install 'jukebot[engine]'.",
+        )
+    try:
+        import torch  # heavy: only when doctor runs
+    except Exception as exc:  # a broken torch install should not crash the doctor
+        return Check("gpu", Status.warn, f"torch is installed but does not import: {exc}", "Reinstall: pip install 'jukebot[engine]'.")
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return Check("gpu", Status.ok, f"torch {torch.__version__}, CUDA GPU(s): {names}")
+    return Check(
+        "gpu", Status.warn,
+        f"torch {torch.__version__} sees no CUDA GPU: the worker runs on the CPU (fine for the demo model, far too slow for OpenAI's models).",
+        "Install a CUDA build of torch and the NVIDIA driver on GPU workers.",
+    )
+
+
+def _present(*secrets: SecretStr | None) -> bool:
+    return all(s is not None and s.get_secret_value().strip() for s in secrets)
+
+
+def check_credentials(settings: Settings) -> list[Check]:
+    """Which credentials are set (never their values) and which features that turns on or off."""
+    checks = []
+    if _present(settings.discord_token):
+        checks.append(Check("discord", Status.ok, "JUKEBOT_DISCORD_TOKEN is set"))
+    else:
+        checks.append(Check("discord", Status.fail, "JUKEBOT_DISCORD_TOKEN is not set: the bot cannot log in.",
+                            "Create a bot at https://discord.com/developers/applications and set JUKEBOT_DISCORD_TOKEN."))
+    if _present(settings.openai_api_key) or settings.openai_base_url:
+        where = settings.openai_base_url or "api.openai.com"
+        checks.append(Check("lyrics", Status.ok, f"lyrics drafting on ({where})"))
+    else:
+        checks.append(Check("lyrics", Status.off, "lyrics drafting is off (members can still paste their own lyrics)",
+                            "Set JUKEBOT_OPENAI_API_KEY (or JUKEBOT_OPENAI_BASE_URL for a local server)."))
+    x_oauth1 = _present(settings.x_consumer_key, settings.x_consumer_secret, settings.x_access_token, settings.x_access_token_secret)
+    if x_oauth1 or _present(settings.x_client_id):
+        checks.append(Check("x", Status.ok, "X uploads on (" + ("OAuth 1.0a keys set" if x_oauth1 else "OAuth 2.0 client id set") + ")"))
+    else:
+        checks.append(Check("x", Status.off, "X uploads are off",
+                            "Set JUKEBOT_X_CONSUMER_KEY/SECRET and JUKEBOT_X_ACCESS_TOKEN/SECRET (or JUKEBOT_X_CLIENT_ID and run `jukebot publish auth x`)."))
+    if _present(settings.soundcloud_client_id, settings.soundcloud_client_secret):
+        checks.append(Check("soundcloud", Status.ok, "SoundCloud uploads on (client id and secret set; `jukebot publish auth soundcloud` links the account)"))
+    else:
+        checks.append(Check("soundcloud", Status.off, "SoundCloud uploads are off",
+                            "Set JUKEBOT_SOUNDCLOUD_CLIENT_ID and JUKEBOT_SOUNDCLOUD_CLIENT_SECRET, then run `jukebot publish auth soundcloud`."))
+    return checks
+
+
+def run_checks(settings: Settings | None = None) -> list[Check]:
+    settings = settings or _settings()
+    return [
+        check_database(settings),
+        check_storage(settings),
+        check_tool("ffmpeg"),
+        check_tool("ffprobe"),
+        check_gpu(),
+        *check_credentials(settings),
+    ]
+
+
+_STYLE = {Status.ok: "green", Status.warn: "yellow", Status.off: "dim", Status.fail: "bold red"}
+
+
+def doctor() -> None:
+    """Check the database, storage, ffmpeg, GPU and credentials, and say what to fix."""
+    checks = run_checks()
+    table = Table(title="jukebot doctor", show_lines=False)
+    for column in ("check", "status", "details", "how to fix"):
+        table.add_column(column, overflow="fold")
+    for c in checks:
+        table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status.value}[/]", c.detail, c.fix)
+    console = Console(width=160)
+    console.print(table)
+    broken = [c.name for c in checks if c.status is Status.fail]
+    if broken:
+        console.print(f"[bold red]Not ready:[/] fix {', '.join(broken)} (see 'how to fix').", highlight=False)
+        raise typer.Exit(1)
+    console.print("[green]Ready.[/]")

@@ -1,0 +1,1 @@
+"""Alembic migration scripts for jukebot's tables (run through db.migrate, not an alembic.ini)."""

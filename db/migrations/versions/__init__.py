@@ -1,0 +1,1 @@
+"""Migration revisions. A package so that setuptools ships them with jukebot."""

@@ -1,0 +1,598 @@
+"""The job queue: the `jobs` table, claimed with leases and fenced by a token.
+
+How a job moves (procrastinate/Oban style; each step is one small function):
+
+    enqueue ─▶ queued ─claim─▶ running ─complete─▶ succeeded
+                 ▲               │ ├─fail(retry)─▶ queued again, run_at = now + backoff
+                 │               │ ├─fail(final)─▶ failed
+                 │               │ ├─release────▶ queued (SIGTERM: no attempt burned)
+                 └──reclaim──────┘ └─cancel──────▶ cancelled (at once if queued; asked if running)
+
+- claim: takes the best queued job whose run_at has come, or a running job whose lease expired (its
+  worker died or stalled), and gives it a new lease with `lease_token + 1`: the fencing token.
+  PostgreSQL picks the row with `FOR UPDATE SKIP LOCKED`; SQLite runs the same UPDATE … RETURNING
+  under `BEGIN IMMEDIATE` (SQLite has one writer at a time, so there is nothing to skip).
+- Every write a worker makes (heartbeat, checkpoint, result, finish) carries
+  `WHERE id = ? AND lease_token = ? AND status = 'running'`. Zero rows means another attempt owns
+  the job now: `LeaseLost` is raised and logged, and the stale worker's write is refused.
+- A lost lease counts in `reclaims` (its own cap), not `attempts`, so a crashed or preempted GPU does
+  not burn the job's retries.
+- Times that decide leases come from one clock: the PostgreSQL server's (workers may run on many
+  hosts); on SQLite (one host) the local clock.
+
+All functions are synchronous; the bot calls them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Interval, and_, case, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col
+
+from db.database import Database
+from db.models import Job, JobKind, JobStatus, UTCDateTime, utcnow
+
+log = logging.getLogger("jukebot.queue")
+
+NOTIFY_CHANNEL = "jukebot_jobs"
+BACKOFF_BASE_S = 15.0
+BACKOFF_CAP_S = 15 * 60.0
+_MAX_ERROR_CHARS = 4000
+
+Kinds = str | JobKind | Iterable[str | JobKind]
+
+
+class LeaseLost(RuntimeError):
+    """This worker no longer owns the job: its lease expired and another attempt took it, or the job
+    was finished, cancelled or requeued. The write was refused; stop working on the job."""
+
+    def __init__(
+        self,
+        job_id: int,
+        token: int,
+        owner: str,
+        action: str,
+        *,
+        current_token: int | None = None,
+        current_status: str | None = None,
+        current_owner: str | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.token = token
+        self.owner = owner
+        self.action = action
+        self.current_token = current_token
+        self.current_status = current_status
+        self.current_owner = current_owner
+        if current_status is None:
+            now = "the job no longer exists"
+        elif current_token is not None and current_token != token:
+            now = f"the job is {current_status} under token {current_token} (owner {current_owner})"
+        else:
+            now = f"the job is {current_status}"
+        super().__init__(
+            f"Lease lost on job {job_id}: {owner} held token {token} but {now}; its {action} was refused "
+            "so it cannot overwrite the newer attempt. This worker must stop working on the job."
+        )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a worker holds while it runs a job. `token` is the fencing token of this attempt."""
+
+    job_id: int
+    token: int
+    owner: str
+    kind: str
+    payload: dict[str, Any]
+    song_id: int | None
+    attempts: int
+    checkpoint_key: str | None
+    reclaims: int = 0
+    lease_seconds: float = 300.0
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+def default_owner() -> str:
+    """A worker id that says where it runs: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def backoff_seconds(attempts: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
+    """Exponential backoff with jitter: base·2^(attempts-1), capped, times a random 0.5–1.0."""
+    return min(cap, base * 2 ** max(attempts - 1, 0)) * random.uniform(0.5, 1.0)
+
+
+# --- clock ------------------------------------------------------------------------------------
+
+
+def _now(db: Database) -> ColumnElement[Any]:
+    if db.dialect == "postgresql":
+        return func.now()
+    return literal(utcnow(), UTCDateTime())
+
+
+def _after(db: Database, seconds: float) -> ColumnElement[Any]:
+    if db.dialect == "postgresql":
+        return func.now() + literal(timedelta(seconds=seconds), Interval())
+    return literal(utcnow() + timedelta(seconds=seconds), UTCDateTime())
+
+
+def _kinds(kinds: Kinds) -> list[str]:
+    if isinstance(kinds, str):  # JobKind is a str too
+        return [str(kinds)]
+    return [str(k) for k in kinds]
+
+
+def _fence(lease: Lease) -> ColumnElement[bool]:
+    return and_(col(Job.id) == lease.job_id, col(Job.lease_token) == lease.token, col(Job.status) == JobStatus.running)
+
+
+def _lost(session: Session, lease: Lease, action: str) -> LeaseLost:
+    """Build the LeaseLost for a refused write, saying who owns the job now, and log it."""
+    row = session.execute(
+        select(col(Job.lease_token), col(Job.status), col(Job.lease_owner)).where(col(Job.id) == lease.job_id)
+    ).first()
+    exc = LeaseLost(
+        lease.job_id,
+        lease.token,
+        lease.owner,
+        action,
+        current_token=row[0] if row else None,
+        current_status=row[1] if row else None,
+        current_owner=row[2] if row else None,
+    )
+    log.warning("%s", exc, extra={"job_id": lease.job_id, "token": lease.token})
+    return exc
+
+
+# --- enqueue ----------------------------------------------------------------------------------
+
+
+def enqueue(
+    db: Database,
+    kind: str | JobKind,
+    payload: dict[str, Any] | None = None,
+    *,
+    song_id: int | None = None,
+    idempotency_key: str | None = None,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    max_reclaims: int | None = None,
+) -> int:
+    """Add a job and return its id. A second enqueue with the same idempotency_key returns the first
+    job's id and adds nothing. Larger `priority` runs sooner. On PostgreSQL, wakes listening workers."""
+    from db.settings import get_settings
+
+    payload = dict(payload or {})
+    try:
+        json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The job payload must be plain JSON data (text, numbers, lists, dicts): {exc}") from None
+    settings = get_settings()
+    kind = str(kind)
+    values: dict[str, Any] = {
+        "kind": kind,
+        "payload": payload,
+        "song_id": song_id,
+        "status": JobStatus.queued.value,
+        "priority": priority,
+        "run_at": run_at if run_at is not None else _now(db),
+        "attempts": 0,
+        "max_attempts": max_attempts if max_attempts is not None else settings.max_attempts,
+        "reclaims": 0,
+        "max_reclaims": max_reclaims if max_reclaims is not None else settings.max_reclaims,
+        "lease_token": 0,
+        "cancel_requested": False,
+        "progress": {},
+        "result": {},
+        "idempotency_key": idempotency_key,
+        "created_at": utcnow(),
+        "updated_at": utcnow(),
+    }
+    insert = pg_insert if db.dialect == "postgresql" else sqlite_insert
+    by_key = select(col(Job.id)).where(col(Job.idempotency_key) == idempotency_key)
+    with db.write() as s:
+        if idempotency_key is not None and (existing := s.execute(by_key).scalar()) is not None:
+            return int(existing)
+        stmt = insert(Job).values(**values)
+        if idempotency_key is not None:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+        job_id = s.execute(stmt.returning(col(Job.id))).scalar()
+        if job_id is None:  # PostgreSQL: a concurrent enqueue with the same key won the race
+            return int(s.execute(by_key).scalar_one())
+        if db.dialect == "postgresql":
+            s.execute(select(func.pg_notify(NOTIFY_CHANNEL, kind)))  # delivered on commit
+    log.info("enqueued job %s (%s)", job_id, kind)
+    return int(job_id)
+
+
+# --- claim, heartbeat, reclaim ------------------------------------------------------------------
+
+
+def claim(db: Database, kinds: Kinds, owner: str, lease_seconds: float) -> Lease | None:
+    """Take the next job of one of `kinds` (or a job whose lease expired) with a fresh lease."""
+    now = _now(db)
+    ready = and_(col(Job.status) == JobStatus.queued, col(Job.run_at) <= now)
+    expired = and_(
+        col(Job.status) == JobStatus.running,
+        col(Job.lease_expires_at) < now,
+        col(Job.cancel_requested).is_(False),
+        col(Job.reclaims) < col(Job.max_reclaims),
+    )
+    pick = (
+        select(col(Job.id))
+        .where(col(Job.kind).in_(_kinds(kinds)), or_(ready, expired))
+        .order_by(col(Job.priority).desc(), col(Job.run_at), col(Job.id))
+        .limit(1)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer and ignores it
+        .scalar_subquery()
+    )
+    was_expired = col(Job.status) == JobStatus.running
+    stmt = (
+        update(Job)
+        .where(col(Job.id) == pick)
+        .values(
+            status=JobStatus.running.value,
+            lease_owner=owner,
+            lease_token=col(Job.lease_token) + 1,
+            lease_expires_at=_after(db, lease_seconds),
+            heartbeat_at=now,
+            attempts=col(Job.attempts) + case((was_expired, 0), else_=1),
+            reclaims=col(Job.reclaims) + case((was_expired, 1), else_=0),
+            started_at=func.coalesce(col(Job.started_at), now),
+            updated_at=now,
+        )
+        .returning(
+            col(Job.id), col(Job.lease_token), col(Job.kind), col(Job.payload), col(Job.song_id), col(Job.attempts),
+            col(Job.checkpoint_key), col(Job.reclaims), col(Job.progress),
+        )
+    )
+    with db.write() as s:
+        row = s.execute(stmt).first()
+    if row is None:
+        return None
+    lease = Lease(
+        job_id=row[0], token=row[1], owner=owner, kind=row[2], payload=dict(row[3] or {}), song_id=row[4],
+        attempts=row[5], checkpoint_key=row[6], reclaims=row[7], lease_seconds=lease_seconds,
+        progress=dict(row[8] or {}),
+    )
+    if lease.reclaims and lease.token > 1 and lease.checkpoint_key:
+        log.info("job %s claimed by %s (token %s), resuming from %s", lease.job_id, owner, lease.token, lease.checkpoint_key)
+    else:
+        log.info("job %s claimed by %s (token %s)", lease.job_id, owner, lease.token)
+    return lease
+
+
+def heartbeat(db: Database, lease: Lease, progress: dict[str, Any] | None = None) -> bool:
+    """Extend the lease (and record progress). Returns True when someone asked to cancel the job.
+    Raises LeaseLost when this worker no longer owns the job."""
+    values: dict[str, Any] = {
+        "lease_expires_at": _after(db, lease.lease_seconds),
+        "heartbeat_at": _now(db),
+        "updated_at": _now(db),
+    }
+    if progress is not None:
+        values["progress"] = dict(progress)
+    stmt = update(Job).where(_fence(lease)).values(**values).returning(col(Job.cancel_requested))
+    with db.write() as s:
+        row = s.execute(stmt).first()
+        if row is None:
+            raise _lost(s, lease, "heartbeat")
+    return bool(row[0])
+
+
+def reclaim_expired(db: Database) -> int:
+    """Deal with every running job whose lease expired (the sweeper; any process may call it):
+    requeue it (counting a reclaim, not an attempt), or finish it as cancelled when a cancel was
+    asked, or as failed when it has been lost too many times. Returns how many jobs it moved."""
+    now = _now(db)
+    with db.write() as s:
+        rows = s.execute(
+            select(col(Job.id), col(Job.cancel_requested), col(Job.reclaims), col(Job.max_reclaims), col(Job.lease_owner), col(Job.lease_token))
+            .where(col(Job.status) == JobStatus.running, col(Job.lease_expires_at) < now)
+            .order_by(col(Job.id))
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job_id, cancel_requested, reclaims, max_reclaims, owner, token in rows:
+            values: dict[str, Any] = {"lease_expires_at": None, "updated_at": now}
+            if cancel_requested:
+                values |= {"status": JobStatus.cancelled.value, "finished_at": now}
+            elif reclaims >= max_reclaims:
+                values |= {
+                    "status": JobStatus.failed.value,
+                    "finished_at": now,
+                    "last_error": f"The worker running this job was lost {reclaims + 1} times "
+                    "(crashed, killed or stalled past its lease); giving up.",
+                }
+            else:
+                values |= {
+                    "status": JobStatus.queued.value,
+                    "reclaims": col(Job.reclaims) + 1,
+                    "attempts": case((col(Job.attempts) > 0, col(Job.attempts) - 1), else_=0),  # the lost try is free
+                    "lease_owner": None,
+                    "run_at": now,
+                }
+            s.execute(update(Job).where(col(Job.id) == job_id).values(**values))
+            log.warning("job %s: lease of %s (token %s) expired; now %s", job_id, owner, token, values["status"])
+    return len(rows)
+
+
+# --- fenced writes ------------------------------------------------------------------------------
+
+
+@contextmanager
+def fenced(db: Database, lease: Lease) -> Iterator[Session]:
+    """A write transaction in which this lease was verified and the job row is held until commit
+    (row lock on PostgreSQL; the write lock on SQLite), so no other attempt can take the job
+    mid-way. Write the job's results here. Raises LeaseLost instead of yielding if the lease is gone."""
+    with db.write() as s:
+        row = s.execute(select(col(Job.id)).where(_fence(lease)).with_for_update()).first()
+        if row is None:
+            raise _lost(s, lease, "write")
+        yield s
+
+
+def _fenced_update(db: Database, lease: Lease, values: dict[str, Any], action: str, session: Session | None) -> None:
+    stmt = update(Job).where(_fence(lease)).values(updated_at=_now(db), **values).returning(col(Job.id))
+    if session is not None:
+        if session.execute(stmt).first() is None:
+            raise _lost(session, lease, action)
+        return
+    with db.write() as s:
+        if s.execute(stmt).first() is None:
+            raise _lost(s, lease, action)
+
+
+def save_checkpoint(db: Database, lease: Lease, key: str, *, session: Session | None = None) -> None:
+    """Record the storage key of the latest checkpoint (write the file first, atomically)."""
+    _fenced_update(db, lease, {"checkpoint_key": key}, "checkpoint", session)
+
+
+def complete(db: Database, lease: Lease, result: dict[str, Any] | None = None, *, session: Session | None = None) -> None:
+    """Finish the job as succeeded. Pass the session of `fenced()` to commit the results and the
+    completion in one transaction (then a crash can never leave results without completion)."""
+    values = {
+        "status": JobStatus.succeeded.value,
+        "result": dict(result or {}),
+        "finished_at": _now(db),
+        "lease_expires_at": None,
+    }
+    _fenced_update(db, lease, values, "completion", session)
+    log.info("job %s succeeded (token %s)", lease.job_id, lease.token)
+
+
+def fail(db: Database, lease: Lease, error: str, retry: bool = True, *, delay: float | None = None) -> str:
+    """Record a failed attempt. With retry and attempts left, the job goes back to the queue after an
+    exponential backoff (or `delay` seconds); otherwise it is failed for good (or cancelled, when a
+    cancel was asked). Returns the job's new status."""
+    with db.write() as s:
+        row = s.execute(
+            select(col(Job.attempts), col(Job.max_attempts), col(Job.cancel_requested)).where(_fence(lease)).with_for_update()
+        ).first()
+        if row is None:
+            raise _lost(s, lease, "failure report")
+        attempts, max_attempts, cancel_requested = row
+        values: dict[str, Any] = {"last_error": error[-_MAX_ERROR_CHARS:], "lease_expires_at": None, "updated_at": _now(db)}
+        if cancel_requested:
+            values |= {"status": JobStatus.cancelled.value, "finished_at": _now(db)}
+        elif retry and attempts < max_attempts:
+            wait = backoff_seconds(attempts) if delay is None else delay
+            values |= {"status": JobStatus.queued.value, "run_at": _after(db, wait), "lease_owner": None}
+        else:
+            values |= {"status": JobStatus.failed.value, "finished_at": _now(db)}
+        s.execute(update(Job).where(_fence(lease)).values(**values))
+    log.warning("job %s attempt %s/%s failed (%s): %s", lease.job_id, attempts, max_attempts, values["status"], error[:300])
+    return str(values["status"])
+
+
+def release(db: Database, lease: Lease) -> str:
+    """Give the job back without burning an attempt (a worker shutting down on SIGTERM). A job whose
+    cancel was asked becomes cancelled instead. Returns the job's new status."""
+    with db.write() as s:
+        row = s.execute(select(col(Job.cancel_requested)).where(_fence(lease)).with_for_update()).first()
+        if row is None:
+            raise _lost(s, lease, "release")
+        values: dict[str, Any] = {"lease_expires_at": None, "lease_owner": None, "updated_at": _now(db)}
+        if row[0]:
+            values |= {"status": JobStatus.cancelled.value, "finished_at": _now(db)}
+        else:
+            values |= {
+                "status": JobStatus.queued.value,
+                "attempts": case((col(Job.attempts) > 0, col(Job.attempts) - 1), else_=0),
+                "run_at": _now(db),
+            }
+        s.execute(update(Job).where(_fence(lease)).values(**values))
+    return str(values["status"])
+
+
+def finish_cancelled(db: Database, lease: Lease) -> None:
+    """The worker stopped because a cancel was asked: mark the job cancelled."""
+    _fenced_update(db, lease, {"status": JobStatus.cancelled.value, "finished_at": _now(db), "lease_expires_at": None}, "cancellation", None)
+
+
+# --- cancel, inspect, wait ----------------------------------------------------------------------
+
+
+def cancel(db: Database, job_id: int) -> bool:
+    """Cancel a job: a queued one at once; a running one is asked to stop (its worker sees it on
+    the next heartbeat). Returns False when the job is unknown or already finished."""
+    now = _now(db)
+    with db.write() as s:
+        done = s.execute(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == JobStatus.queued)
+            .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now)
+            .returning(col(Job.id))
+        ).first()
+        if done is None:
+            done = s.execute(
+                update(Job)
+                .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running)
+                .values(cancel_requested=True, updated_at=now)
+                .returning(col(Job.id))
+            ).first()
+    return done is not None
+
+
+def is_cancel_requested(db: Database, lease: Lease) -> bool:
+    """True when a cancel was asked. Raises LeaseLost when this worker no longer owns the job."""
+    with db.read() as s:
+        row = s.execute(select(col(Job.cancel_requested)).where(_fence(lease))).first()
+        if row is None:
+            raise _lost(s, lease, "cancel check")
+    return bool(row[0])
+
+
+def get_job(db: Database, job_id: int) -> Job | None:
+    with db.read() as s:
+        return s.get(Job, job_id)
+
+
+def queue_position(db: Database, job_id: int) -> int | None:
+    """1 for the next job of its kind to be claimed, 2 for the one after, …; None unless queued."""
+    with db.read() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status != JobStatus.queued:
+            return None
+        ahead = s.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                col(Job.kind) == job.kind,
+                col(Job.status) == JobStatus.queued,
+                col(Job.id) != job.id,
+                or_(
+                    col(Job.priority) > job.priority,
+                    and_(
+                        col(Job.priority) == job.priority,
+                        or_(col(Job.run_at) < job.run_at, and_(col(Job.run_at) == job.run_at, col(Job.id) < job.id)),
+                    ),
+                ),
+            )
+        ).scalar_one()
+    return int(ahead) + 1
+
+
+def seconds_until_work(db: Database, kinds: Kinds) -> float | None:
+    """Seconds until a job of `kinds` can be claimed (0 or less: now); None when there is none."""
+    due = case((col(Job.status) == JobStatus.queued, col(Job.run_at)), else_=col(Job.lease_expires_at))
+    with db.read() as s:
+        row = s.execute(
+            select(func.min(due), _now(db)).where(
+                col(Job.kind).in_(_kinds(kinds)),
+                or_(
+                    col(Job.status) == JobStatus.queued,
+                    and_(
+                        col(Job.status) == JobStatus.running,
+                        col(Job.cancel_requested).is_(False),
+                        col(Job.reclaims) < col(Job.max_reclaims),
+                    ),
+                ),
+            )
+        ).one()
+    first, now = row
+    if first is None:
+        return None
+    return float((first - now).total_seconds())
+
+
+class _Listener:
+    """One LISTEN connection per Database: notifications queue up between waits, so none is missed."""
+
+    def __init__(self, db: Database) -> None:
+        import psycopg
+
+        conninfo = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+        self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self.lock = threading.Lock()
+
+    def wait(self, kinds: list[str], timeout: float) -> bool:
+        """True as soon as a job of `kinds` is announced; False after `timeout` seconds without."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self.lock:
+            while True:
+                remaining = deadline - time.monotonic()
+                for note in self.conn.notifies(timeout=max(remaining, 0.0)):
+                    if note.payload in kinds:
+                        return True
+                    break  # another kind: keep waiting for the rest of the time
+                if time.monotonic() >= deadline:
+                    return False
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_listeners: weakref.WeakKeyDictionary[Database, _Listener] = weakref.WeakKeyDictionary()
+_listeners_lock = threading.Lock()
+
+
+def _listener(db: Database) -> _Listener:
+    with _listeners_lock:
+        found = _listeners.get(db)
+        if found is None or found.conn.closed:
+            found = _Listener(db)
+            _listeners[db] = found
+            weakref.finalize(db, found.close)
+        return found
+
+
+def wait_for_work(db: Database, kinds: Kinds, timeout: float, *, poll_seconds: float | None = None) -> bool:
+    """Block until a job of `kinds` can probably be claimed (True) or `timeout` seconds pass (False).
+
+    PostgreSQL: LISTEN/NOTIFY (enqueue notifies), plus a wake-up when a delayed retry or an expired
+    lease comes due. SQLite: short polling every `poll_seconds` (default JUKEBOT_POLL_SECONDS).
+    """
+    kind_list = _kinds(kinds)
+    deadline = time.monotonic() + timeout
+    if poll_seconds is None:
+        from db.settings import get_settings
+
+        poll_seconds = get_settings().poll_seconds
+    listener: _Listener | None = None
+    if db.dialect == "postgresql":
+        try:
+            listener = _listener(db)
+            # Catch up on what was announced since the last wait (or say so if a job already waits).
+            if listener.wait(kind_list, 0):
+                return True
+        except Exception as exc:  # a dropped LISTEN connection: fall back to polling, retry next time
+            log.warning("LISTEN on %s failed (%s); polling instead", db.masked_url, exc)
+            _listeners.pop(db, None)
+            listener = None
+    while True:
+        due = seconds_until_work(db, kind_list)
+        if due is not None and due <= 0:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        step = remaining if due is None else min(remaining, due + 0.01)
+        if listener is not None:
+            try:
+                if listener.wait(kind_list, step):
+                    return True
+                continue
+            except Exception as exc:
+                log.warning("LISTEN on %s failed (%s); polling instead", db.masked_url, exc)
+                _listeners.pop(db, None)
+                listener = None
+        time.sleep(min(step, poll_seconds))

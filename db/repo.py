@@ -1,0 +1,388 @@
+"""Small typed functions on users, songs, drafts, votes and clips, for the bot, the worker and the
+publisher.
+
+Each takes either a Database (it then runs in its own write transaction) or a Session (it then joins
+that transaction and leaves the commit to the caller, e.g. inside `queue.fenced(...)`).
+
+Song status contract: the worker sets `drafting` / `upsampling` when it claims a song's job; the
+bot moves the song to `voting` / `done` (and `failed` / `cancelled`). The queue itself never touches
+songs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from db.database import Database
+from db.models import Clip, Draft, Job, JobStatus, Song, SongStatus, User, Vote, utcnow
+
+Target = Database | Session
+
+DRAFT = "draft"
+CLIP = "clip"
+
+
+@contextmanager
+def _tx(target: Target) -> Iterator[Session]:
+    if isinstance(target, Session):
+        yield target
+        target.flush()
+    else:
+        with target.write() as s:
+            yield s
+
+
+@contextmanager
+def _read(target: Target) -> Iterator[Session]:
+    if isinstance(target, Session):
+        yield target
+    else:
+        with target.read() as s:
+            yield s
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _day(day: date | str) -> str:
+    return day.isoformat() if isinstance(day, date) else date.fromisoformat(day).isoformat()
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+
+def get_or_create_user(target: Target, discord_id: int, name: str = "") -> User:
+    """The user with this Discord id, created on first sight; the display name is kept current."""
+    with _tx(target) as s:
+        s.execute(
+            _insert(s)(User)
+            .values(discord_id=discord_id, name=name, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["discord_id"])
+        )
+        user = s.execute(select(User).where(col(User.discord_id) == discord_id)).scalar_one()
+        if name and user.name != name:
+            user.name = name
+            s.add(user)
+        return user
+
+
+# --- songs and drafts ------------------------------------------------------------------------------
+
+
+def create_song(
+    target: Target,
+    *,
+    user_id: int,
+    artist: str,
+    genre: str,
+    seconds: float,
+    seed: int,
+    lyrics: str = "",
+    title: str = "",
+    model: str = "demo",
+    n_drafts: int = 3,
+    temperature: float = 0.98,
+    guild_id: int | None = None,
+    channel_id: int | None = None,
+    parent_clip_id: int | None = None,
+    prime_key: str | None = None,
+    prime_seconds: float | None = None,
+) -> Song:
+    """A new song request, status `queued`."""
+    song = Song(
+        user_id=user_id, artist=artist, genre=genre, seconds=seconds, seed=seed, lyrics=lyrics, title=title,
+        model=model, n_drafts=n_drafts, temperature=temperature, guild_id=guild_id, channel_id=channel_id,
+        parent_clip_id=parent_clip_id, prime_key=prime_key, prime_seconds=prime_seconds,
+        status=SongStatus.queued.value,
+    )
+    with _tx(target) as s:
+        s.add(song)
+        s.flush()
+        return song
+
+
+def song_by_id(target: Target, song_id: int) -> Song | None:
+    with _read(target) as s:
+        return s.get(Song, song_id)
+
+
+def set_song_status(target: Target, song_id: int, status: SongStatus | str, *, error: str | None = None) -> None:
+    """Move a song to `status` (a SongStatus value); `error` is kept for `failed`."""
+    status = SongStatus(status)
+    values: dict[str, Any] = {"status": status.value, "updated_at": utcnow()}
+    if error is not None:
+        values["error"] = error
+    with _tx(target) as s:
+        if s.execute(update(Song).where(col(Song.id) == song_id).values(**values).returning(col(Song.id))).first() is None:
+            raise LookupError(f"There is no song {song_id}.")
+
+
+def add_draft(
+    target: Target,
+    song_id: int,
+    index: int,
+    audio_key: str,
+    codes_key: str,
+    *,
+    waveform_key: str | None = None,
+    seconds: float = 0.0,
+) -> Draft:
+    """Record draft `index` of a song; a retried job that writes it again replaces the keys."""
+    with _tx(target) as s:
+        draft = s.execute(select(Draft).where(col(Draft.song_id) == song_id, col(Draft.index) == index)).scalar_one_or_none()
+        if draft is None:
+            draft = Draft(song_id=song_id, index=index, audio_key=audio_key, codes_key=codes_key)
+        draft.audio_key, draft.codes_key = audio_key, codes_key
+        draft.waveform_key, draft.seconds = waveform_key, seconds
+        s.add(draft)
+        s.flush()
+        return draft
+
+
+def drafts_for_song(target: Target, song_id: int) -> list[Draft]:
+    """The song's drafts in draft order."""
+    stmt = select(Draft).where(col(Draft.song_id) == song_id).order_by(col(Draft.index))
+    with _read(target) as s:
+        return list(s.execute(stmt).scalars())
+
+
+# --- votes ------------------------------------------------------------------------------------------
+
+
+class VoteOutcome(StrEnum):
+    new = "new"
+    changed = "changed"
+    unchanged = "unchanged"
+
+
+def cast_vote(
+    target: Target,
+    song_id: int,
+    voter_discord_id: int,
+    draft_id: int | None = None,
+    stage: str = DRAFT,
+    *,
+    voter_name: str = "",
+) -> VoteOutcome:
+    """One vote per member per song and stage; voting again changes it.
+
+    Stage 'draft': `draft_id` must be one of the song's drafts. Stage 'clip': a vote for the song's
+    finished clip (draft_id stays None).
+    """
+    if stage not in (DRAFT, CLIP):
+        raise ValueError(f"Unknown vote stage {stage!r}; use 'draft' or 'clip'.")
+    with _tx(target) as s:
+        if stage == DRAFT:
+            draft = s.get(Draft, draft_id) if draft_id is not None else None
+            if draft is None or draft.song_id != song_id:
+                raise ValueError(f"Draft {draft_id} is not one of song {song_id}'s drafts.")
+        else:
+            draft_id = None
+        user = get_or_create_user(s, voter_discord_id, voter_name)
+        now = utcnow()
+        inserted = s.execute(
+            _insert(s)(Vote)
+            .values(song_id=song_id, user_id=user.id, stage=stage, draft_id=draft_id, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["song_id", "user_id", "stage"])
+            .returning(col(Vote.id))
+        ).first()
+        if inserted is not None:
+            return VoteOutcome.new
+        changed = s.execute(
+            update(Vote)
+            .where(col(Vote.song_id) == song_id, col(Vote.user_id) == user.id, col(Vote.stage) == stage, col(Vote.draft_id) != draft_id)
+            .values(draft_id=draft_id, updated_at=now)
+            .returning(col(Vote.id))
+        ).first()
+        return VoteOutcome.changed if changed is not None else VoteOutcome.unchanged
+
+
+def vote_counts(target: Target, song_id: int, stage: str = DRAFT) -> dict[int | None, int]:
+    """Votes per draft id (stage 'draft'), or {None: n} for a clip's votes (stage 'clip')."""
+    stmt = (
+        select(col(Vote.draft_id), func.count())
+        .where(col(Vote.song_id) == song_id, col(Vote.stage) == stage)
+        .group_by(col(Vote.draft_id))
+    )
+    with _read(target) as s:
+        rows = s.execute(stmt).all()
+    return {draft_id: int(n) for draft_id, n in rows}
+
+
+def pick_winner(target: Target, song_id: int) -> Draft | None:
+    """The draft with the most votes; a tie goes to the requester's own vote, then to draft order."""
+    with _tx(target) as s:
+        song = s.get(Song, song_id)
+        drafts = drafts_for_song(s, song_id)
+        if song is None or not drafts:
+            return None
+        counts = vote_counts(s, song_id, DRAFT)
+        own = s.execute(
+            select(col(Vote.draft_id)).where(col(Vote.song_id) == song_id, col(Vote.user_id) == song.user_id, col(Vote.stage) == DRAFT)
+        ).scalar()
+        return max(drafts, key=lambda d: (counts.get(d.id, 0), d.id == own, -d.index))
+
+
+def close_voting(target: Target, song_id: int) -> Draft | None:
+    """Choose and record the winning draft (once: a second call returns the recorded winner)."""
+    with _tx(target) as s:
+        song = s.get(Song, song_id)
+        if song is None:
+            raise LookupError(f"There is no song {song_id}.")
+        if song.winner_draft_id is not None:
+            return s.get(Draft, song.winner_draft_id)
+        winner = pick_winner(s, song_id)
+        if winner is not None:
+            song.winner_draft_id = winner.id
+            song.updated_at = utcnow()
+            s.add(song)
+        return winner
+
+
+# --- clips ------------------------------------------------------------------------------------------
+
+
+def add_clip(
+    target: Target,
+    song_id: int,
+    audio_key: str,
+    codes_key: str,
+    *,
+    mp3_key: str | None = None,
+    waveform_key: str | None = None,
+    seconds: float = 0.0,
+) -> Clip:
+    """Record the song's finished clip; a retried job that writes it again replaces the keys."""
+    with _tx(target) as s:
+        clip = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
+        if clip is None:
+            clip = Clip(song_id=song_id, audio_key=audio_key, codes_key=codes_key)
+        clip.audio_key, clip.codes_key, clip.mp3_key = audio_key, codes_key, mp3_key
+        clip.waveform_key, clip.seconds = waveform_key, seconds
+        s.add(clip)
+        s.flush()
+        return clip
+
+
+def clip_by_id(target: Target, clip_id: int) -> Clip | None:
+    with _read(target) as s:
+        return s.get(Clip, clip_id)
+
+
+def top_clips(
+    target: Target,
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    limit: int = 10,
+    guild_id: int | None = None,
+    unfeatured_only: bool = False,
+) -> list[tuple[Clip, int]]:
+    """Clips made in [since, until), most clip votes first (then the earlier clip), with their votes."""
+    votes = (
+        select(col(Vote.song_id), func.count().label("n")).where(col(Vote.stage) == CLIP).group_by(col(Vote.song_id)).subquery()
+    )
+    n = func.coalesce(votes.c.n, 0)
+    stmt = (
+        select(Clip, n)
+        .join(Song, col(Song.id) == col(Clip.song_id))
+        .outerjoin(votes, votes.c.song_id == col(Clip.song_id))
+        .where(col(Clip.created_at) >= since)
+        .order_by(n.desc(), col(Clip.created_at), col(Clip.id))
+        .limit(limit)
+    )
+    if until is not None:
+        stmt = stmt.where(col(Clip.created_at) < until)
+    if guild_id is not None:
+        stmt = stmt.where(col(Song.guild_id) == guild_id)
+    if unfeatured_only:
+        stmt = stmt.where(col(Clip.featured_on).is_(None))
+    with _read(target) as s:
+        return [(c, int(k)) for c, k in s.execute(stmt).all()]
+
+
+def daily_pick(target: Target, now: datetime | None = None, *, hours: float = 24.0, guild_id: int | None = None) -> Clip | None:
+    """The most-voted clip of the last `hours` that was never featured (None if there is none)."""
+    now = now or utcnow()
+    found = top_clips(target, now - timedelta(hours=hours), now, limit=1, guild_id=guild_id, unfeatured_only=True)
+    return found[0][0] if found else None
+
+
+def featured_clip(target: Target, day: date | str) -> Clip | None:
+    stmt = select(Clip).where(col(Clip.featured_on) == _day(day))
+    with _read(target) as s:
+        return s.execute(stmt).scalar_one_or_none()
+
+
+def mark_featured(target: Target, clip_id: int, day: date | str) -> bool:
+    """Make the clip the day's clip. False when the day already has one or the clip was featured."""
+    day_s = _day(day)
+    with _tx(target) as s:
+        if s.execute(select(col(Clip.id)).where(col(Clip.featured_on) == day_s)).first() is not None:
+            return False
+        try:
+            with s.begin_nested():  # another process may feature a clip for the same day right now
+                done = s.execute(
+                    update(Clip)
+                    .where(col(Clip.id) == clip_id, col(Clip.featured_on).is_(None))
+                    .values(featured_on=day_s)
+                    .returning(col(Clip.id))
+                ).first()
+        except IntegrityError:
+            return False
+        return done is not None
+
+
+# --- quotas -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberUsage:
+    songs_since: int  # songs requested since the given time (e.g. the start of today)
+    queued: int  # the member's jobs waiting in the queue
+    running: int  # the member's jobs being rendered now
+
+
+def start_of_day(now: datetime | None = None) -> datetime:
+    now = (now or utcnow()).astimezone(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def member_usage(target: Target, user_id: int, since: datetime | None = None) -> MemberUsage:
+    """What a member is using now, for quotas: songs since `since` (default: UTC midnight), jobs."""
+    since = since or start_of_day()
+    songs = select(func.count()).select_from(Song).where(col(Song.user_id) == user_id, col(Song.created_at) >= since)
+    jobs = (
+        select(col(Job.status), func.count())
+        .join(Song, col(Song.id) == col(Job.song_id))
+        .where(col(Song.user_id) == user_id, col(Job.status).in_([JobStatus.queued.value, JobStatus.running.value]))
+        .group_by(col(Job.status))
+    )
+    with _read(target) as s:
+        n_songs = int(s.execute(songs).scalar_one())
+        by_status = {status: int(n) for status, n in s.execute(jobs).all()}
+    return MemberUsage(n_songs, by_status.get(JobStatus.queued.value, 0), by_status.get(JobStatus.running.value, 0))
+
+
+def running_in_guild(target: Target, guild_id: int) -> int:
+    """Jobs of this guild's songs being rendered now."""
+    stmt = (
+        select(func.count())
+        .select_from(Job)
+        .join(Song, col(Song.id) == col(Job.song_id))
+        .where(col(Song.guild_id) == guild_id, col(Job.status) == JobStatus.running.value)
+    )
+    with _read(target) as s:
+        return int(s.execute(stmt).scalar_one())

@@ -1,0 +1,177 @@
+"""Where audio, codes and checkpoints live: one fsspec URL (a local folder by default, `./data`).
+
+Any fsspec URL works unchanged (`memory://`, `s3://bucket/prefix`, `file:///srv/jukebot`, …).
+Writes are atomic: the bytes go to a temporary key in the same folder, then are moved into place
+(a rename on a local disk), so a reader sees the old file or the new one, never half of one.
+Keys are relative POSIX paths inside the root; anything that could escape it is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+if TYPE_CHECKING:
+    from db.settings import Settings
+
+_TMP_MARK = ".tmp-"
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage URL cannot be used; the message says why and what to do."""
+
+
+def check_key(key: str, *, allow_empty: bool = False) -> str:
+    """Return `key` if it is a safe relative POSIX path inside the root; else raise ValueError."""
+    if not isinstance(key, str):
+        raise ValueError(f"A storage key must be text, not {type(key).__name__}.")
+    if key == "" and allow_empty:
+        return key
+    problem = None
+    if not key.strip():
+        problem = "it is empty"
+    elif "\\" in key:
+        problem = "it contains a backslash (use / between folders)"
+    elif "\x00" in key or any(ord(c) < 32 for c in key):
+        problem = "it contains a control character"
+    elif key.startswith("/") or key.startswith("~") or _DRIVE.match(key):
+        problem = "it is an absolute path"
+    elif "://" in key or key.startswith("::"):
+        problem = "it looks like a URL"
+    else:
+        parts = key.rstrip("/").split("/") if allow_empty else key.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            problem = "it has an empty, '.' or '..' part"
+    if problem:
+        raise ValueError(f"Storage key {key!r} is not allowed: {problem}. Keys look like 'songs/12/draft-0.wav'.")
+    return key
+
+
+class Storage:
+    """Files under one root, addressed by relative keys such as 'songs/12/draft-0.wav'."""
+
+    def __init__(self, url: str | os.PathLike[str]) -> None:
+        text = os.fspath(url).strip()
+        if not text:
+            raise StorageUnavailable("The storage URL is empty. Set JUKEBOT_STORAGE_URL, e.g. ./data or s3://bucket/jukebot.")
+        try:
+            fs, root = fsspec.core.url_to_fs(text)
+        except ImportError as exc:
+            raise StorageUnavailable(
+                f"The storage URL {text!r} needs a package that is not installed ({exc}). "
+                "Install it (e.g. `pip install s3fs` for s3://), or use a local folder."
+            ) from None
+        except (ValueError, TypeError) as exc:
+            raise StorageUnavailable(
+                f"The storage URL {text!r} cannot be used: {exc}. Use a folder such as ./data, or an "
+                "fsspec URL such as s3://bucket/prefix (JUKEBOT_STORAGE_URL)."
+            ) from None
+        self.url = text
+        self.fs: Any = fs
+        self.is_local = isinstance(fs, LocalFileSystem)
+        if self.is_local:
+            root = str(Path(root).expanduser().resolve())
+        self.root = root.rstrip("/") or "/"
+        self._prepare_root()
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url!r})"
+
+    def _prepare_root(self) -> None:
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"Cannot create the storage folder {self.root} ({self.url}): {exc.strerror or exc}. "
+                "Choose a writable place with JUKEBOT_STORAGE_URL."
+            ) from None
+        if self.is_local and not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(
+                f"The storage folder {self.root} is not writable for this user. Fix its permissions or "
+                "choose another place with JUKEBOT_STORAGE_URL."
+            )
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{check_key(key)}" if self.root != "/" else f"/{check_key(key)}"
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, atomically (a reader never sees a half-written file)."""
+        path = self._path(key)
+        parent, name = path.rsplit("/", 1)
+        tmp = f"{parent}/.{name}{_TMP_MARK}{uuid.uuid4().hex}"
+        self.fs.makedirs(parent, exist_ok=True)
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+                if self.is_local:  # the bytes are on disk before the rename makes them visible
+                    f.flush()
+                    os.fsync(f.fileno())
+            self.fs.mv(tmp, path)
+        except BaseException:
+            try:
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+            except OSError:
+                pass
+            raise
+
+    def write_file(self, key: str, source: str | os.PathLike[str]) -> None:
+        """Store a local file under `key`, atomically."""
+        self.write_bytes(key, Path(source).read_bytes())
+
+    def read_bytes(self, key: str) -> bytes:
+        """The bytes under `key`; FileNotFoundError (naming the key) if there are none."""
+        path = self._path(key)
+        try:
+            with self.fs.open(path, "rb") as f:
+                return bytes(f.read())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"Nothing is stored under {key!r} in {self.url}.") from None
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.isfile(self._path(key)))
+
+    def delete(self, key: str) -> bool:
+        """Remove `key`; False when there was nothing to remove."""
+        path = self._path(key)
+        if not self.fs.isfile(path):
+            return False
+        self.fs.rm(path)
+        return True
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key under `prefix` (a folder such as 'songs/12'), sorted; temporary files left out."""
+        check_key(prefix, allow_empty=True)
+        base = f"{self.root}/{prefix.strip('/')}" if prefix else self.root
+        if not self.fs.exists(base):
+            return []
+        start = len(self.root.rstrip("/")) + 1
+        keys = []
+        for found in self.fs.find(base):
+            key = self.fs._strip_protocol(found)[start:] if not self.is_local else str(found)[start:]
+            if _TMP_MARK not in key.rsplit("/", 1)[-1]:
+                keys.append(key)
+        return sorted(keys)
+
+    def local_path(self, key: str) -> Path | None:
+        """The file's path on this machine for a local storage (for ffmpeg and friends), else None."""
+        return Path(self._path(key)) if self.is_local else None
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self._path(key)))
+
+
+def get_storage(settings: Settings | None = None) -> Storage:
+    """The storage named by JUKEBOT_STORAGE_URL (default ./data)."""
+    if settings is None:
+        from db.settings import get_settings
+
+        settings = get_settings()
+    return Storage(settings.storage_url)
