@@ -1,0 +1,444 @@
+"""The sampling loop: one loop for drafts, upsampling and continuation (gpt-fast style).
+
+For each level to sample, for each window of the original schedule (`engine.windows`):
+build the conditioning (labels of this window, codes of the level above), prefill the tokens the
+window already has in one pass, then decode the new tokens one at a time with the prior's cached
+`decode_step`. Tokens are picked on the device with no host sync: temperature, then top-k or top-p
+filtering, then the Gumbel-max trick (`argmax(logits - log E)`, E ~ Exponential(1); gpt-fast's
+`probs / Exponential(1)`).
+
+Randomness is counter-based: the noise of a token is a hash of (seed, stream, level, sample row,
+absolute token position, vocabulary index). It does not depend on how the work was cut into
+windows, batches or processes, so
+- a run stopped after any window and resumed anywhere from its codes produces exactly the codes of
+  an uninterrupted run with the same seed (no generator state has to travel; the seed is the state),
+- rows of one job can share a decode batch with other jobs, or be split by `max_batch_size`, and
+  still get the same tokens,
+- nothing stateful sits inside the one-token step (CUDA-graph friendly).
+
+Windows whose tokens all exist are skipped and partly filled windows continue as primed windows,
+exactly like the original's `sample_single_window`, which is what makes priming and resume work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.windows import DEFAULT_HOP_FRACTIONS, Window, level_windows, tokens_to_sample
+
+# ---------------------------------------------------------------------------------------------
+# Counter-based noise
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """(x * c) mod 2^32 for x in [0, 2^32), in int64 without overflow (16-bit halves)."""
+    return ((x & 0xFFFF) * c + (((x >> 16) * c) & 0xFFFF) * 65536) & _M32
+
+
+def mix32(x: Tensor) -> Tensor:
+    """A 32-bit avalanche hash (Wellons' lowbias32) of int64 tensors holding values in [0, 2^32)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def mix32_int(x: int) -> int:
+    x &= _M32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+@dataclass(frozen=True)
+class NoiseKey:
+    """Names one independent stream of sampling noise: a job's seed and a stream number (e.g. which
+    draft an upsample belongs to)."""
+
+    seed: int
+    stream: int = 0
+
+    def level_key(self, level: int) -> int:
+        k = mix32_int(0x5EED0000 ^ level)
+        k = mix32_int(k ^ (self.stream & _M32))
+        k = mix32_int(k ^ ((self.seed >> 32) & _M32))
+        return mix32_int(k ^ (self.seed & _M32))
+
+    def row_bin_hash(self, level: int, rows: Sequence[int], bins: int, device: torch.device) -> Tensor:
+        """The per-(row, vocabulary index) part of the hash, [B, bins] int64; fixed per level."""
+        key = self.level_key(level)
+        row_keys = torch.tensor([mix32_int(key ^ mix32_int(0x0F0F0000 + r)) for r in rows], dtype=torch.int64)
+        bin_keys = mix32(torch.arange(bins, dtype=torch.int64) + 0x9E3779B9)
+        return mix32(row_keys[:, None] ^ bin_keys[None, :]).to(device)
+
+
+def position_hash(position: int) -> int:
+    return mix32_int(mix32_int(position ^ 0x2545F491) + 0x68E31DA4)
+
+
+def gumbel(row_bin: Tensor, position: int | Tensor) -> Tensor:
+    """Standard Gumbel noise [B, bins] for one absolute token position (int, or int64 tensor [B])."""
+    if isinstance(position, Tensor):
+        pos = mix32((mix32(position.to(torch.int64) ^ 0x2545F491) + 0x68E31DA4) & _M32)[:, None]
+    else:
+        pos = position_hash(position)  # type: ignore[assignment]
+    h = mix32(row_bin ^ pos)
+    u = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))  # in (0, 1), never 0 or 1
+    return -torch.log(-torch.log(u))
+
+
+# ---------------------------------------------------------------------------------------------
+# Picking a token
+
+
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
+    """Top-k or nucleus filtering (the original's `filter_logits`), on the device, no host sync."""
+    if top_k > 0:
+        k = min(top_k, logits.shape[-1])
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p > 0.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
+        remove = cum > top_p
+        # keep the first token above the threshold too
+        remove = torch.cat([torch.zeros_like(remove[..., :1]), remove[..., :-1]], dim=-1)
+        remove = torch.zeros_like(remove).scatter(-1, sorted_idx, remove)
+        logits = logits.masked_fill(remove, -math.inf)
+    return logits
+
+
+def pick_tokens(
+    logits: Tensor, noise: Tensor, temperature: float, top_k: int = 0, top_p: float = 0.0
+) -> Tensor:
+    """Sample one token per row from `logits` [B, bins] given Gumbel `noise` [B, bins]."""
+    scores = filter_logits(logits.float() / temperature, top_k, top_p)
+    return torch.argmax(scores + noise, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and progress
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to sample. Defaults are the original's: temp 0.99 for the upsamplers, 0.98 at the top
+    (the Colab's favourite), no top-k/top-p, hop fractions 0.5, 0.5, 0.125."""
+
+    temperatures: tuple[float, float, float] = (0.99, 0.99, 0.98)
+    top_k: int = 0
+    top_p: float = 0.0
+    hop_fractions: tuple[float, float, float] = DEFAULT_HOP_FRACTIONS  # type: ignore[assignment]
+    max_batch_size: int = 16  # rows per forward pass (memory); does not change the tokens
+
+    def __post_init__(self) -> None:
+        if self.top_k and self.top_p:
+            raise ValueError("use top-k or top-p, not both (as in the original)")
+        if any(t <= 0 for t in self.temperatures):
+            raise ValueError("temperatures must be positive")
+        if not 0.0 <= self.top_p <= 1.0 or self.top_k < 0:
+            raise ValueError("top_p must be in [0, 1] and top_k >= 0")
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplingSettings:
+        return cls(
+            temperatures=tuple(d["temperatures"]),  # type: ignore[arg-type]
+            top_k=int(d["top_k"]),
+            top_p=float(d["top_p"]),
+            hop_fractions=tuple(d["hop_fractions"]),  # type: ignore[arg-type]
+            max_batch_size=int(d.get("max_batch_size", 16)),
+        )
+
+
+@dataclass
+class Progress:
+    """Where a run stands; `done`/`total` count sampled tokens over all levels of the run."""
+
+    level: int
+    window: int  # index of the current (or last finished) window at `level`
+    windows: int  # windows at `level`
+    done: int
+    total: int
+    level_done: int
+    level_total: int
+    tokens_per_second: float = 0.0
+    eta_seconds: float | None = None
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+
+class SamplingStopped(Exception):
+    """Raised between windows when `should_stop` said so; the codes so far are in `codes`."""
+
+    def __init__(self, codes: list[np.ndarray], progress: Progress) -> None:
+        super().__init__(f"stopped at level {progress.level}, window {progress.window}")
+        self.codes = codes
+        self.progress = progress
+
+
+@dataclass
+class Hooks:
+    """Callbacks of a run. `on_window` gets the codes of every level after each window (for
+    checkpoints); `on_tokens` is called every `tokens_every` decoded tokens (cheap: no host sync);
+    `should_stop` is asked between windows."""
+
+    on_window: Callable[[Progress, list[np.ndarray]], None] | None = None
+    on_tokens: Callable[[Progress], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    tokens_every: int = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# What the sampler needs from a prior (engine.prior.JukeboxPrior provides it)
+
+
+class PriorLike(Protocol):
+    def get_cond(self, labels_y: Tensor | None, upper_codes: Tensor | None) -> Any: ...
+    def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> Any: ...
+    def prefill(self, cache: Any, tokens: Tensor, cond: Any) -> Tensor: ...
+    def decode_step(self, cache: Any, tokens: Tensor, pos: int, cond: Any) -> Tensor: ...
+
+
+# Label vectors y for a window of a level, [B, y_len] (None for a model without labels).
+LabelFn = Callable[[int, Window], Tensor | None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run: which levels to sample, in order, to how many tokens each, for how many rows."""
+
+    levels: tuple[int, ...]  # e.g. (2,), (1, 0), (2, 1, 0)
+    totals: tuple[int, ...]  # target tokens per level (index = level)
+    n_ctx: tuple[int, ...]  # window length per level
+    downsamples: tuple[int, ...]  # tokens of level L per token of level L+1 (index = L)
+    n_samples: int
+    key: NoiseKey
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
+
+    def windows(self, level: int) -> list[Window]:
+        return level_windows(level, self.totals[level], self.n_ctx[level], self.settings.hop_fractions[level])
+
+    def tokens_left(self, codes: Sequence[np.ndarray | Tensor]) -> dict[int, int]:
+        return {lv: tokens_to_sample(self.windows(lv), int(codes[lv].shape[1])) for lv in self.levels}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "levels": list(self.levels), "totals": list(self.totals), "n_ctx": list(self.n_ctx),
+            "downsamples": list(self.downsamples), "n_samples": self.n_samples,
+            "seed": self.key.seed, "stream": self.key.stream, "settings": self.settings.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        return cls(
+            levels=tuple(d["levels"]), totals=tuple(d["totals"]), n_ctx=tuple(d["n_ctx"]),
+            downsamples=tuple(d["downsamples"]), n_samples=int(d["n_samples"]),
+            key=NoiseKey(int(d["seed"]), int(d["stream"])), settings=SamplingSettings.from_dict(d["settings"]),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def _codes_to_host(codes: Sequence[Tensor]) -> list[np.ndarray]:
+    return [c.detach().to("cpu").numpy().astype(np.int64, copy=True) for c in codes]
+
+
+@torch.inference_mode()
+def sample_window(
+    prior: PriorLike,
+    cond: Any,
+    context: Tensor,
+    n_new: int,
+    *,
+    row_bin: Tensor,
+    abs_start: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    dtype: torch.dtype,
+    on_token: Callable[[int], None] | None = None,
+    tokens_every: int = 64,
+) -> Tensor:
+    """Sample `n_new` tokens after `context` [B, C] within one window. Returns [B, n_new].
+
+    `abs_start` is the absolute position (in the level) of window position 0: the noise of each
+    token is keyed by its absolute position, so windows and resumes agree."""
+    batch, n_ctx_have = context.shape
+    out = torch.empty(batch, n_new, dtype=torch.long, device=context.device)
+    cache = prior.new_cache(batch, context.device, dtype)
+    logits = prior.prefill(cache, context, cond)
+    for i in range(n_new):
+        pos = n_ctx_have + i  # window position of the token being sampled
+        tok = pick_tokens(logits, gumbel(row_bin, abs_start + pos), temperature, top_k, top_p)
+        out[:, i] = tok
+        if i + 1 < n_new:
+            logits = prior.decode_step(cache, tok, pos, cond)
+        if on_token is not None and (i + 1) % tokens_every == 0:
+            on_token(i + 1)
+    return out
+
+
+def run_plan(
+    plan: Plan,
+    prior_for_level: Callable[[int], PriorLike],
+    labels_for: LabelFn,
+    codes: Sequence[np.ndarray | Tensor],
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    hooks: Hooks | None = None,
+) -> list[np.ndarray]:
+    """Sample the plan's levels starting from `codes` (one [B, T_have] int array per level; empty
+    levels are [B, 0]). Returns the codes of every level on the host.
+
+    Raises `SamplingStopped` between windows when `hooks.should_stop()` is true (after
+    `on_window` saw the finished window); not after the last window."""
+    return _Run(plan, prior_for_level, labels_for, codes, device, dtype, hooks or Hooks()).run()
+
+
+class _Run:
+    def __init__(
+        self,
+        plan: Plan,
+        prior_for_level: Callable[[int], PriorLike],
+        labels_for: LabelFn,
+        codes: Sequence[np.ndarray | Tensor],
+        device: torch.device,
+        dtype: torch.dtype,
+        hooks: Hooks,
+    ) -> None:
+        self.plan, self.prior_for_level, self.labels_for = plan, prior_for_level, labels_for
+        self.device, self.dtype, self.hooks = device, dtype, hooks
+        self.cur = [torch.as_tensor(np.asarray(c), dtype=torch.long).to(device) for c in codes]
+        for lv, c in enumerate(self.cur):
+            if c.ndim != 2 or c.shape[0] != plan.n_samples:
+                raise ValueError(f"codes of level {lv} have shape {tuple(c.shape)}, expected [{plan.n_samples}, T]")
+            if lv in plan.levels and c.shape[1] > plan.totals[lv]:
+                raise ValueError(f"level {lv} already has {c.shape[1]} tokens, more than {plan.totals[lv]}")
+        self.left = plan.tokens_left(self.cur)
+        self.total = sum(self.left.values())
+        self.done = 0
+        self.t0 = time.monotonic()
+        mb = plan.settings.max_batch_size
+        self.slices = [(i, min(i + mb, plan.n_samples)) for i in range(0, plan.n_samples, mb)]
+
+    def progress(self, level: int, window: int, windows: int, level_done: int) -> Progress:
+        elapsed = time.monotonic() - self.t0
+        rate = self.done / elapsed if elapsed > 0 and self.done > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else None
+        return Progress(level, window, windows, self.done, self.total, level_done, self.left[level], rate, eta)
+
+    def run(self) -> list[np.ndarray]:
+        for level in self.plan.levels:
+            self.run_level(level)
+        return _codes_to_host(self.cur)
+
+    def run_level(self, level: int) -> None:
+        plan, cur = self.plan, self.cur
+        windows = plan.windows(level)
+        level_done = 0
+        prior: PriorLike | None = None
+        row_bins: list[Tensor] = []
+        for w in windows:
+            have = int(cur[level].shape[1])
+            n_new = w.new_tokens(have)
+            if n_new <= 0:
+                continue  # "Nothing new to sample": covered by a prompt or by an earlier run
+            if prior is None:
+                prior = self.prior_for_level(level)
+                bins = _vocab_size(prior)
+                row_bins = [plan.key.row_bin_hash(level, range(i, j), bins, self.device) for i, j in self.slices]
+            upper = None
+            if level + 1 < len(cur):  # every level but the top is conditioned on the level above
+                lo, hi = w.upper_slice(plan.downsamples[level])
+                if cur[level + 1].shape[1] < hi:
+                    raise ValueError(
+                        f"level {level + 1} has {cur[level + 1].shape[1]} tokens; "
+                        f"window {w.index} of level {level} needs {hi}"
+                    )
+                upper = cur[level + 1][:, lo:hi]
+            y = self.labels_for(level, w)
+            context = cur[level][:, w.start : have]
+            base_done = self.done
+            pieces = []
+            for bi, (i, j) in enumerate(self.slices):
+                cond = prior.get_cond(
+                    None if y is None else y[i:j].to(self.device), None if upper is None else upper[i:j]
+                )
+                tick = _Ticker(self, level, w.index, len(windows), base_done, level_done, bi, n_new)
+                pieces.append(
+                    sample_window(
+                        prior, cond, context[i:j], n_new, row_bin=row_bins[bi], abs_start=w.start,
+                        temperature=plan.settings.temperatures[level], top_k=plan.settings.top_k,
+                        top_p=plan.settings.top_p, dtype=self.dtype, on_token=tick,
+                        tokens_every=self.hooks.tokens_every,
+                    )
+                )
+            cur[level] = torch.cat([cur[level], torch.cat(pieces, dim=0)], dim=1)
+            self.done = base_done + n_new
+            level_done += n_new
+            self.after_window(self.progress(level, w.index, len(windows), level_done))
+
+    def after_window(self, prog: Progress) -> None:
+        hooks = self.hooks
+        if hooks.on_tokens is not None:
+            hooks.on_tokens(prog)
+        more = self.done < self.total
+        if hooks.on_window is None and not (more and hooks.should_stop is not None):
+            return
+        host = _codes_to_host(self.cur)
+        if hooks.on_window is not None:
+            hooks.on_window(prog, host)
+        if more and hooks.should_stop is not None and hooks.should_stop():
+            raise SamplingStopped(host, prog)
+
+
+class _Ticker:
+    """Progress inside a window. Every batch slice samples the same positions, so progress counts
+    positions (a slice's k-th token is k / len(slices) positions of the window)."""
+
+    def __init__(
+        self, run: _Run, level: int, window: int, windows: int, base_done: int, level_done: int, slice_index: int,
+        n_new: int,
+    ) -> None:
+        self.run, self.level, self.window, self.windows = run, level, window, windows
+        self.base_done, self.level_done, self.slice_index, self.n_new = base_done, level_done, slice_index, n_new
+
+    def __call__(self, k: int) -> None:
+        step = (self.slice_index * self.n_new + k) // len(self.run.slices)
+        self.run.done = self.base_done + step
+        if self.run.hooks.on_tokens is not None:
+            self.run.hooks.on_tokens(self.run.progress(self.level, self.window, self.windows, self.level_done + step))
+
+
+def _vocab_size(prior: Any) -> int:
+    for name in ("bins", "n_bins"):
+        v = getattr(prior, name, None)
+        if isinstance(v, int):
+            return v
+    cfg = getattr(prior, "config", None)
+    if cfg is not None and hasattr(cfg, "bins"):
+        return int(cfg.bins)
+    raise TypeError("the prior does not say its vocabulary size (`bins` or `config.bins`)")
