@@ -1,0 +1,387 @@
+"""OpenAI's Jukebox checkpoint files: download (mirrors, resume, SHA-256) and strict loading.
+
+Download: each file is tried at every mirror in order (a user URL or local folder first, then
+the CDN host, then the blob-storage origin). A partial download is kept as `<file>.part` and
+resumed with an HTTP Range request. The SHA-256 of a file is recorded in `manifest.json` in the
+cache folder the first time it is downloaded and checked after every later download and whenever
+the file's size or time changed. OpenAI's weights are under a noncommercial licence: the notice is
+shown whenever they are fetched.
+
+Loading: the original files are `{'model': state_dict, ...}` (maybe `hps`, `step`, `opt`), fp16 or
+fp32 tensors, maybe with `module.` prefixes. They are read without running pickled code
+(`weights_only`, or a whitelist unpickler for files that carry the original `Hyperparams`) and
+loaded strictly; a file that does not fit raises `CheckpointError` naming the file and the shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import sys
+import time
+import types
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+LICENSE_NOTICE = (
+    "OpenAI's Jukebox weights are under OpenAI's Noncommercial Use License: no portion of them, nor any "
+    "content created with them, may be used for commercial purposes "
+    "(https://github.com/openai/jukebox/blob/master/LICENSE)."
+)
+
+# Files of the released models, relative to a mirror's root.
+VQVAE_FILE = "jukebox/models/5b/vqvae.pth.tar"
+UPSAMPLER_FILES = ("jukebox/models/5b/prior_level_0.pth.tar", "jukebox/models/5b/prior_level_1.pth.tar")
+TOP_FILES = {
+    "5b": "jukebox/models/5b/prior_level_2.pth.tar",
+    "5b_lyrics": "jukebox/models/5b_lyrics/prior_level_2.pth.tar",
+    "1b_lyrics": "jukebox/models/1b_lyrics/prior_level_2.pth.tar",
+}
+DEFAULT_MIRRORS = ("https://openaipublic.azureedge.net/", "https://openaipublic.blob.core.windows.net/")
+
+
+def released_files(name: str) -> dict[str, str]:
+    """{'vqvae', 'prior_level_0', 'prior_level_1', 'prior_level_2'} -> path under a mirror."""
+    if name not in TOP_FILES:
+        raise KeyError(f"unknown released model {name!r}; choose one of {sorted(TOP_FILES)}")
+    return {"vqvae": VQVAE_FILE, "prior_level_0": UPSAMPLER_FILES[0], "prior_level_1": UPSAMPLER_FILES[1],
+            "prior_level_2": TOP_FILES[name]}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be fetched, read, or does not fit the model."""
+
+
+class DownloadError(CheckpointError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Download
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Manifest:
+    """`manifest.json` in the cache folder: {relative path: {sha256, size, mtime_ns, source}}."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "manifest.json"
+        self.entries: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                self.entries = json.loads(self.path.read_text(encoding="utf-8"))
+            except ValueError:
+                log.warning("ignoring unreadable %s", self.path)
+
+    def get(self, rel: str) -> dict[str, Any] | None:
+        return self.entries.get(rel)
+
+    def record(self, rel: str, file: Path, sha: str, source: str) -> None:
+        st = file.stat()
+        self.entries[rel] = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "source": source}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _is_url(mirror: str) -> bool:
+    return mirror.startswith(("http://", "https://"))
+
+
+def _local_candidates(mirror: str, rel: str) -> list[Path]:
+    root = Path(mirror.removeprefix("file://")).expanduser()
+    short = rel.removeprefix("jukebox/models/")
+    return [root / rel, root / short, root / Path(rel).name]
+
+
+def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                file=sys.stderr, leave=False)
+
+
+def _http_get(url: str, part: Path, *, timeout: float, progress: bool, chunk: int = 1 << 20) -> None:
+    """Download `url` into `part`, resuming from its current size. Raises on any failure,
+    including a response that ends before the announced length."""
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "jukebot", **({"Range": f"bytes={have}-"} if have else {})})
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # asked past the end: is the part already whole?
+            whole = e.headers.get("Content-Range", "").rpartition("/")[2]
+            if whole.isdigit() and int(whole) == have:
+                return
+            part.unlink()
+            raise DownloadError(f"HTTP 416 with a partial file of {have} bytes; starting again") from e
+        raise
+    with resp:
+        if have and resp.status == 200:  # the server ignored the range: start over
+            have = 0
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else None
+        bar = _progress(total, have, Path(url).name, progress)
+        try:
+            with open(part, "ab" if have else "wb") as f:
+                while block := resp.read(chunk):
+                    f.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+        finally:
+            if bar is not None:
+                bar.close()
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise DownloadError(f"the connection ended after {size} of {total} bytes")
+
+
+def fetch(
+    rel: str,
+    *,
+    cache_dir: str | Path,
+    mirrors: Sequence[str] = DEFAULT_MIRRORS,
+    progress: bool = True,
+    attempts: int = 3,
+    timeout: float = 60.0,
+    backoff: float = 1.0,
+    notice: Callable[[str], None] | None = None,
+) -> Path:
+    """The local path of checkpoint file `rel` (e.g. `jukebox/models/5b/vqvae.pth.tar`), downloading
+    it if needed. `notice` receives the licence text before anything is downloaded."""
+    root = Path(cache_dir).expanduser()
+    dest = root / rel
+    manifest = Manifest(root)
+    if dest.exists():
+        entry = manifest.get(rel)
+        if entry is None:
+            manifest.record(rel, dest, sha256_file(dest), "found in cache")
+            return dest
+        st = dest.stat()
+        if (st.st_size, st.st_mtime_ns) == (entry["size"], entry["mtime_ns"]):
+            return dest
+        sha = sha256_file(dest)
+        if sha == entry["sha256"]:
+            manifest.record(rel, dest, sha, entry.get("source", ""))
+            return dest
+        log.warning("%s changed on disk (SHA-256 %s, recorded %s); downloading it again", dest, sha, entry["sha256"])
+        dest.unlink()
+    if notice is not None:
+        notice(LICENSE_NOTICE)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    expected = (manifest.get(rel) or {}).get("sha256")
+    for round_ in range(2):  # a checksum mismatch gets one clean re-download
+        source = _download_any(rel, dest, mirrors, progress=progress, attempts=attempts, timeout=timeout,
+                               backoff=backoff)
+        sha = sha256_file(dest)
+        if expected is None or sha == expected:
+            manifest.record(rel, dest, sha, source)
+            return dest
+        dest.unlink()
+        if round_ == 1:
+            raise CheckpointError(
+                f"{rel}: downloaded twice and its SHA-256 is {sha}, not the recorded {expected}. The mirror "
+                f"serves a different file; check it, or delete {manifest.path} to accept the new one."
+            )
+        log.warning("%s: SHA-256 mismatch (%s != %s); downloading once more", rel, sha, expected)
+    raise AssertionError("unreachable")
+
+
+def _download_any(rel: str, dest: Path, mirrors: Sequence[str], *, progress: bool, attempts: int,
+                  timeout: float, backoff: float) -> str:
+    part = dest.with_name(dest.name + ".part")
+    failures: list[str] = []
+    for mirror in mirrors:
+        if not mirror:
+            continue
+        if not _is_url(mirror):
+            for cand in _local_candidates(mirror, rel):
+                if cand.is_file():
+                    shutil.copyfile(cand, part)
+                    os.replace(part, dest)
+                    return str(cand)
+            failures.append(f"{mirror}: no {rel} in this folder")
+            continue
+        url = mirror.rstrip("/") + "/" + rel
+        for attempt in range(attempts):
+            try:
+                _http_get(url, part, timeout=timeout, progress=progress)
+                os.replace(part, dest)
+                return url
+            except (OSError, DownloadError) as e:
+                why = _why(e)
+                log.warning("download %s failed (attempt %d of %d): %s", url, attempt + 1, attempts, why)
+                if isinstance(e, urllib.error.HTTPError) and e.code in (401, 403, 404, 410):
+                    break  # retrying will not help at this mirror
+                if attempt + 1 < attempts:
+                    time.sleep(backoff * (attempt + 1))
+        failures.append(f"{url}: {why}")
+    lines = "\n".join(f"  - {f}" for f in failures) or "  (no mirrors configured)"
+    raise DownloadError(f"could not download {rel} from any mirror:\n{lines}")
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        return f"cannot connect ({e.reason})"
+    return str(e) or type(e).__name__
+
+
+def fetch_released(name: str, parts: Iterable[str] | None = None, *, settings: Any = None,
+                   progress: bool = True, notice: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Fetch a released model's files ({part: local path}); mirrors and cache from `db.settings`."""
+    if settings is None:
+        from db.settings import get_settings
+
+        settings = get_settings()
+    files = released_files(name)
+    mirrors = [m for m in [settings.model_url, *settings.model_mirrors] if m]
+    shown: list[bool] = []
+
+    def once(text: str) -> None:
+        if not shown:
+            shown.append(True)
+            (notice or (lambda t: print(t, file=sys.stderr)))(text)
+
+    return {part: fetch(files[part], cache_dir=settings.model_cache_dir, mirrors=mirrors, progress=progress,
+                        notice=once)
+            for part in (parts or files)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and loading
+
+
+class _Hyperparams(dict):
+    """Stand-in for the original `jukebox.hparams.Hyperparams` (a dict with attribute access)."""
+
+
+_SAFE = {
+    ("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch._tensor", "_rebuild_from_type_v2"), ("torch", "Size"), ("builtins", "set"), ("builtins", "frozenset"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
+    ("builtins", "slice"),
+}
+
+
+class _WhitelistUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "Hyperparams" and module.endswith("hparams"):
+            return _Hyperparams
+        if (module, name) in _SAFE or (module == "torch" and (name.endswith("Storage") or
+                                                             isinstance(getattr(torch, name, None), torch.dtype))):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
+
+
+_whitelist_pickle = types.ModuleType("jukebot_whitelist_pickle")
+_whitelist_pickle.Unpickler = _WhitelistUnpickler  # type: ignore[attr-defined]
+_whitelist_pickle.load = lambda f, **kw: _WhitelistUnpickler(f, **kw).load()  # type: ignore[attr-defined]
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of an original-format file, without running arbitrary pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "Weights only load failed" not in str(e):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_whitelist_pickle)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path}: cannot read this checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"The file is {size} bytes; it may be truncated or not a PyTorch file. Delete it to download it again."
+        ) from e
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        return dict(obj)
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        return {"model": dict(obj)}  # a bare state dict
+    raise CheckpointError(f"{path}: not a Jukebox checkpoint (expected a dict with a 'model' state dict)")
+
+
+def state_dict_of(ckpt: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The original `restore_model`: strip a leading `module.` from every key."""
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in ckpt["model"].items()}
+
+
+def hparams_of(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:
+    hps = ckpt.get("hps")
+    return dict(hps) if isinstance(hps, Mapping) else None
+
+
+@dataclass
+class Mismatch:
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+    def describe(self, limit: int = 5) -> str:
+        lines = []
+        if self.shapes:
+            lines.append(f"{len(self.shapes)} tensors have other shapes (expected vs found):")
+            lines += [f"    {k}: expected {list(a)}, found {list(b)}" for k, a, b in self.shapes[:limit]]
+        if self.missing:
+            lines.append(f"{len(self.missing)} expected tensors are missing: " + ", ".join(self.missing[:limit]))
+        if self.unexpected:
+            lines.append(f"{len(self.unexpected)} tensors are not part of this model: "
+                         + ", ".join(self.unexpected[:limit]))
+        return "\n".join("  " + line for line in lines)
+
+
+def compare(module: nn.Module, sd: Mapping[str, Tensor]) -> Mismatch:
+    want = module.state_dict()
+    return Mismatch(
+        missing=[k for k in want if k not in sd],
+        unexpected=[k for k in sd if k not in want],
+        shapes=[(k, tuple(v.shape), tuple(sd[k].shape)) for k, v in want.items()
+                if k in sd and tuple(v.shape) != tuple(sd[k].shape)],
+    )
+
+
+def load_into(module: nn.Module, path: str | Path, what: str = "model", *, assign: bool = False) -> dict[str, Any]:
+    """Strictly load an original-format file into `module`; returns the checkpoint dict.
+    `assign=True` takes the file's tensors as the parameters (for a module built on `meta`)."""
+    ckpt = read_checkpoint(path)
+    sd = state_dict_of(ckpt)
+    bad = compare(module, sd)
+    if bad:
+        hint = ""
+        if any(k.startswith(("priors.", "vqvae.")) for k in sd):
+            hint = "\n  It looks like a Hugging Face transformers file; use OpenAI's original files."
+        raise CheckpointError(f"{path}: this checkpoint does not fit the {what}:\n{bad.describe()}{hint}")
+    module.load_state_dict(sd, strict=True, assign=assign)
+    return ckpt

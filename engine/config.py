@@ -1,0 +1,435 @@
+"""Model configs as small dataclasses: the VQ-VAE, the three priors, the whole model.
+
+Torch-free on purpose: the bot reads configs (sample rate, label version, lengths) without torch.
+
+Values of the released models come from OpenAI's `jukebox/hparams.py` (see
+shared/research/engine.md §1). `from_hparams` reads the ORIGINAL hparam names, so checkpoints
+trained with the original code (their `hps` dict) build the right modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+DEMO_DIR = Path(__file__).parent / "data" / "demo"  # the shipped demo model (model.json + weights)
+
+LabelVersion = Literal["v2", "v3", "custom"]
+LyricsKind = Literal["none", "separate", "prefix"]
+
+# The original code's defaults (hparams.py DEFAULTS), used when an hps dict omits a key.
+_VQVAE_DEFAULTS: dict[str, Any] = dict(
+    sr=44100, levels=2, downs_t=(1, 1), strides_t=(2, 2), hvqvae_multipliers=None, emb_width=64,
+    l_bins=512, width=128, depth=3, m_conv=1.0, dilation_growth_rate=1, dilation_cycle=None,
+    vqvae_reverse_decoder_dilation=True, use_bottleneck=True,
+)
+_PRIOR_DEFAULTS: dict[str, Any] = dict(
+    sr=44100, level=0, n_ctx=1024, prior_depth=3, prior_width=128, heads=1, attn_order=0, blocks=None,
+    spread=None, zero_out=False, res_scale=False, pos_init=False, init_scale=1.0, m_attn=0.25, m_mlp=1.0,
+    labels=True, labels_v3=False, y_bins=0, t_bins=64, max_bow_genre_size=None, min_duration=None,
+    max_duration=None, use_tokens=False, n_tokens=0, n_vocab=0, prime_loss_fraction=0.1,
+    single_enc_dec=False, merged_decoder=False, copy_input=False, fp16_params=False, l_bins=2048,
+    alignment_layer=None, alignment_head=None,
+    prime_depth=3, prime_width=128, prime_heads=1, prime_attn_order=0, prime_blocks=None,
+    prime_spread=None, prime_zero_out=False, prime_res_scale=False, prime_pos_init=False,
+    prime_init_scale=1.0, prime_m_attn=0.25, prime_m_mlp=1.0,
+    cond_depth=3, cond_width=128, cond_m_conv=1.0, cond_zero_out=False, cond_res_scale=False,
+    cond_dilation_growth_rate=1, cond_dilation_cycle=None, cond_c_res=0,
+)
+
+
+class ConfigError(ValueError):
+    """A config that the model code cannot build."""
+
+
+def _tuple(v: Any) -> tuple[int, ...]:
+    return tuple(int(x) for x in v)
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """The hierarchical VQ-VAE: one encoder/decoder per level, hop lengths 8/32/128 when released."""
+
+    sample_rate: int = 44100
+    levels: int = 3
+    downs_t: tuple[int, ...] = (3, 2, 2)
+    strides_t: tuple[int, ...] = (2, 2, 2)
+    emb_width: int = 64
+    l_bins: int = 2048
+    width: int = 32
+    depth: int = 4
+    m_conv: float = 1.0
+    dilation_growth_rate: int = 3
+    dilation_cycle: int | None = None
+    multipliers: tuple[int, ...] = (2, 1, 1)
+    reverse_decoder_dilation: bool = True
+
+    def __post_init__(self) -> None:
+        if self.levels != 3:
+            raise ConfigError(f"jukebot models have 3 levels, this config has {self.levels}")
+        if not (len(self.downs_t) == len(self.strides_t) == len(self.multipliers) == self.levels):
+            raise ConfigError("downs_t, strides_t and multipliers need one entry per level")
+
+    @property
+    def downsamples(self) -> tuple[int, ...]:
+        return tuple(s**d for s, d in zip(self.strides_t, self.downs_t, strict=True))
+
+    @property
+    def hop_lengths(self) -> tuple[int, ...]:
+        """Raw audio samples per token at each level (cumulative downsampling)."""
+        out, acc = [], 1
+        for d in self.downsamples:
+            acc *= d
+            out.append(acc)
+        return tuple(out)
+
+    @classmethod
+    def from_hparams(cls, hps: Mapping[str, Any]) -> VQVAEConfig:
+        h = {**_VQVAE_DEFAULTS, **hps}
+        if not h["use_bottleneck"]:
+            raise ConfigError("VQ-VAE without a bottleneck (use_bottleneck=False) is not supported")
+        levels = int(h["levels"])
+        mult = h["hvqvae_multipliers"]
+        return cls(
+            sample_rate=int(h["sr"]), levels=levels, downs_t=_tuple(h["downs_t"]),
+            strides_t=_tuple(h["strides_t"]), emb_width=int(h["emb_width"]), l_bins=int(h["l_bins"]),
+            width=int(h["width"]), depth=int(h["depth"]), m_conv=float(h["m_conv"]),
+            dilation_growth_rate=int(h["dilation_growth_rate"]),
+            dilation_cycle=None if h["dilation_cycle"] is None else int(h["dilation_cycle"]),
+            multipliers=(1,) * levels if mult is None else _tuple(mult),
+            reverse_decoder_dilation=bool(h["vqvae_reverse_decoder_dilation"]),
+        )
+
+
+@dataclass(frozen=True)
+class LyricEncoderConfig:
+    """The separate lyric encoder of 5b_lyrics (`prime_prior`): a small causal transformer."""
+
+    width: int = 1280
+    depth: int = 18
+    heads: int = 4
+    attn_order: int = 2
+    blocks: int | None = 32
+    spread: int | None = None
+    init_scale: float = 0.7
+    m_attn: float = 0.25
+    m_mlp: float = 1.0
+    res_scale: bool = False
+    zero_out: bool = False
+
+
+@dataclass(frozen=True)
+class ConditionerConfig:
+    """The upsampler conditioner: embeds the codes of the level above and upsamples them."""
+
+    width: int = 1024
+    depth: int = 16
+    m_conv: float = 1.0
+    dilation_growth_rate: int = 3
+    dilation_cycle: int | None = 8
+    zero_out: bool = False
+    res_scale: bool = False
+    checkpoint_res: bool = True  # the original's cond_c_res=1: Resnet1D keys use `.blocks.`
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """One level's prior: a factored-attention transformer over that level's codes.
+
+    `n_ctx` counts music tokens per window; with a lyric prefix (1b_lyrics) the transformer sees
+    `n_tokens + n_ctx` positions.
+    """
+
+    level: int
+    n_ctx: int
+    width: int
+    depth: int
+    heads: int
+    attn_order: int
+    blocks: int | None
+    l_bins: int = 2048
+    init_scale: float = 1.0
+    m_attn: float = 0.25
+    m_mlp: float = 1.0
+    res_scale: bool = False
+    zero_out: bool = False
+    spread: int | None = None
+    merged_decoder: bool = False
+    fp16_params: bool = False
+    # Labels (artist, genre, timing)
+    labels: bool = True
+    labels_version: LabelVersion = "v2"
+    y_bins: tuple[int, int] = (120, 4111)  # (genres, artists)
+    t_bins: int = 128
+    max_bow_genre_size: int = 5
+    min_duration: float | None = None  # seconds; timing signal only at the top level
+    max_duration: float | None = None
+    # Lyrics
+    lyrics: LyricsKind = "none"
+    n_tokens: int = 0
+    n_vocab: int = 80
+    prime_loss_fraction: float = 0.0
+    lyric_encoder: LyricEncoderConfig | None = None
+    # Upsampler conditioner (every level but the top)
+    conditioner: ConditionerConfig | None = None
+    alignment_layer: int | None = None
+    alignment_head: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.lyrics == "separate" and self.lyric_encoder is None:
+            raise ConfigError("a separate lyric encoder needs lyric_encoder settings")
+        if self.lyrics != "none" and self.n_tokens <= 0:
+            raise ConfigError("a lyrics model needs n_tokens > 0")
+        if self.lyrics == "prefix" and not self.labels:
+            raise ConfigError("a lyric-prefix model needs labels")
+        if self.blocks is not None and self.seq_len % self.blocks:
+            raise ConfigError(f"sequence length {self.seq_len} is not a multiple of blocks={self.blocks}")
+        if int(self.m_attn * self.width) % self.heads:
+            raise ConfigError(f"attention width {int(self.m_attn * self.width)} does not split into {self.heads} heads")
+
+    @property
+    def seq_len(self) -> int:
+        """Transformer positions per window (lyric prefix + music)."""
+        return self.n_ctx + (self.n_tokens if self.lyrics == "prefix" else 0)
+
+    @property
+    def bins(self) -> int:
+        """Transformer vocabulary: music codes, plus the characters for a lyric-prefix model."""
+        return self.l_bins + (self.n_vocab if self.lyrics == "prefix" else 0)
+
+    @property
+    def y_len(self) -> int:
+        """Length of the label vector y: [total, offset, length, artist, *genres, *lyric tokens]."""
+        return (4 + self.max_bow_genre_size + self.n_tokens) if self.labels else 0
+
+    @classmethod
+    def from_hparams(cls, hps: Mapping[str, Any], *, l_bins: int | None = None) -> PriorConfig:
+        """Build from the original hparam names (`prior_width`, `single_enc_dec`, `cond_width`, ...)."""
+        h = {**_PRIOR_DEFAULTS, **hps}
+        if h["pos_init"] or h["prime_pos_init"]:
+            raise ConfigError("pos_init=True priors are not supported")
+        if h["copy_input"]:
+            raise ConfigError("copy_input=True priors are not supported")
+        level = int(h["level"])
+        use_tokens, n_tokens = bool(h["use_tokens"]), int(h["n_tokens"] or 0)
+        lyrics: LyricsKind = "none"
+        if h["single_enc_dec"]:
+            lyrics = "prefix"
+        elif use_tokens and n_tokens > 0:
+            lyrics = "separate"
+        enc = None
+        if lyrics == "separate":
+            enc = LyricEncoderConfig(
+                width=int(h["prime_width"]), depth=int(h["prime_depth"]), heads=int(h["prime_heads"]),
+                attn_order=int(h["prime_attn_order"]),
+                blocks=None if h["prime_blocks"] is None else int(h["prime_blocks"]),
+                spread=h["prime_spread"], init_scale=float(h["prime_init_scale"]),
+                m_attn=float(h["prime_m_attn"]), m_mlp=float(h["prime_m_mlp"]),
+                res_scale=bool(h["prime_res_scale"]), zero_out=bool(h["prime_zero_out"]),
+            )
+        labels = bool(h["labels"])
+        y_bins = h["y_bins"]
+        top = level == 2
+        cond = None
+        if not top:
+            cond = ConditionerConfig(
+                width=int(h["cond_width"]), depth=int(h["cond_depth"]), m_conv=float(h["cond_m_conv"]),
+                dilation_growth_rate=int(h["cond_dilation_growth_rate"]),
+                dilation_cycle=None if h["cond_dilation_cycle"] is None else int(h["cond_dilation_cycle"]),
+                zero_out=bool(h["cond_zero_out"]), res_scale=bool(h["cond_res_scale"]),
+                checkpoint_res=bool(h["cond_c_res"]),
+            )
+        return cls(
+            level=level, n_ctx=int(h["n_ctx"]), width=int(h["prior_width"]), depth=int(h["prior_depth"]),
+            heads=int(h["heads"]), attn_order=int(h["attn_order"]),
+            blocks=None if h["blocks"] is None else int(h["blocks"]),
+            l_bins=int(l_bins if l_bins is not None else h["l_bins"]),
+            init_scale=float(h["init_scale"]), m_attn=float(h["m_attn"]), m_mlp=float(h["m_mlp"]),
+            res_scale=bool(h["res_scale"]), zero_out=bool(h["zero_out"]), spread=h["spread"],
+            merged_decoder=bool(h["merged_decoder"]), fp16_params=bool(h["fp16_params"]),
+            labels=labels, labels_version="v3" if h["labels_v3"] else "v2",
+            y_bins=(int(y_bins[0]), int(y_bins[1])) if labels else (0, 0),
+            t_bins=int(h["t_bins"]),
+            max_bow_genre_size=int(h["max_bow_genre_size"] or 0) if labels else 0,
+            min_duration=None if h["min_duration"] is None else float(h["min_duration"]),
+            max_duration=None if h["max_duration"] is None else float(h["max_duration"]),
+            lyrics=lyrics, n_tokens=n_tokens, n_vocab=int(h["n_vocab"] or 0),
+            prime_loss_fraction=float(h["prime_loss_fraction"]), lyric_encoder=enc, conditioner=cond,
+            alignment_layer=h["alignment_layer"], alignment_head=h["alignment_head"],
+        )
+
+
+@dataclass(frozen=True)
+class CustomLabels:
+    """Artist/genre lists and character vocabulary of a custom (e.g. demo) model."""
+
+    artists: tuple[str, ...]  # index = id
+    genres: tuple[str, ...]
+    vocab: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:;!?-'\"()[] \t\n"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole model: the VQ-VAE and one prior per level (index 0 = finest, 2 = top)."""
+
+    name: str
+    vqvae: VQVAEConfig
+    priors: tuple[PriorConfig, PriorConfig, PriorConfig]
+    custom_labels: CustomLabels | None = None
+
+    def __post_init__(self) -> None:
+        for level, p in enumerate(self.priors):
+            if p.level != level:
+                raise ConfigError(f"prior {level} says it is level {p.level}")
+            if p.l_bins != self.vqvae.l_bins:
+                raise ConfigError(f"prior {level} has {p.l_bins} bins, the VQ-VAE {self.vqvae.l_bins}")
+            if (p.labels_version == "custom") != (self.custom_labels is not None) and p.labels:
+                raise ConfigError("labels_version 'custom' needs custom_labels (and only then)")
+
+    @property
+    def sample_rate(self) -> int:
+        return self.vqvae.sample_rate
+
+    @property
+    def top(self) -> PriorConfig:
+        return self.priors[-1]
+
+    def raw_to_tokens(self, level: int) -> int:
+        """Raw audio samples per token at `level`."""
+        return self.vqvae.hop_lengths[level]
+
+    def window_samples(self, level: int) -> int:
+        """Raw samples one window of `level` covers (the original's prior.sample_length)."""
+        return self.priors[level].n_ctx * self.raw_to_tokens(level)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        return _build(cls, d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+_NESTED: dict[str, Any] = {
+    "vqvae": VQVAEConfig, "lyric_encoder": LyricEncoderConfig, "conditioner": ConditionerConfig,
+    "custom_labels": CustomLabels,
+}
+
+
+def _build(cls: Any, d: Mapping[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from `dataclasses.asdict` output (lists -> tuples)."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kw: dict[str, Any] = {}
+    for k, v in d.items():
+        if k == "priors":
+            v = tuple(_build(PriorConfig, p) for p in v)
+        elif k in _NESTED and v is not None:
+            v = _build(_NESTED[k], v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kw[k] = v
+    return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Released models (values from jukebox/hparams.py)
+
+VQVAE_5B = VQVAEConfig()
+
+_UPSAMPLER = dict(
+    n_ctx=8192, width=1920, depth=72, heads=1, attn_order=2, blocks=128, init_scale=0.4,
+    labels_version="v2", y_bins=(120, 4111), t_bins=128, max_bow_genre_size=5, n_vocab=80,
+)
+UPSAMPLER_LEVEL_0 = PriorConfig(level=0, conditioner=ConditionerConfig(), **_UPSAMPLER)  # type: ignore[arg-type]
+UPSAMPLER_LEVEL_1 = PriorConfig(
+    level=1, conditioner=ConditionerConfig(res_scale=True), **_UPSAMPLER  # type: ignore[arg-type]
+)
+PRIOR_5B = PriorConfig(
+    level=2, n_ctx=8192, width=4800, depth=72, heads=8, attn_order=2, blocks=128, init_scale=0.1,
+    min_duration=60.0, max_duration=600.0, merged_decoder=True, fp16_params=True,
+    labels_version="v2", y_bins=(120, 4111), t_bins=128, max_bow_genre_size=5, n_vocab=80,
+)
+PRIOR_5B_LYRICS = dataclasses.replace(
+    PRIOR_5B, depth=79, attn_order=10, min_duration=23.8, lyrics="separate", n_tokens=512,
+    prime_loss_fraction=0.4, lyric_encoder=LyricEncoderConfig(), alignment_layer=68, alignment_head=2,
+)
+PRIOR_1B_LYRICS = PriorConfig(
+    level=2, n_ctx=6144, width=2048, depth=72, heads=2, attn_order=12, blocks=64, init_scale=0.2,
+    labels_version="v3", y_bins=(604, 7898), t_bins=64, max_bow_genre_size=1, n_vocab=79,
+    min_duration=17.84, max_duration=600.0, lyrics="prefix", n_tokens=384, prime_loss_fraction=0.4,
+    alignment_layer=63, alignment_head=0,
+)
+
+PRESETS: dict[str, ModelConfig] = {
+    "5b": ModelConfig("5b", VQVAE_5B, (UPSAMPLER_LEVEL_0, UPSAMPLER_LEVEL_1, PRIOR_5B)),
+    "5b_lyrics": ModelConfig("5b_lyrics", VQVAE_5B, (UPSAMPLER_LEVEL_0, UPSAMPLER_LEVEL_1, PRIOR_5B_LYRICS)),
+    "1b_lyrics": ModelConfig("1b_lyrics", VQVAE_5B, (UPSAMPLER_LEVEL_0, UPSAMPLER_LEVEL_1, PRIOR_1B_LYRICS)),
+}
+
+
+def tiny_config(
+    name: str = "tiny", *, sample_rate: int = 22050, lyrics: LyricsKind = "prefix", n_ctx: int = 64,
+    width: int = 32, depth: int = 3, heads: int = 2, blocks: int = 8,
+    custom_labels: CustomLabels | None = None,
+) -> ModelConfig:
+    """A small 3-level model of any lyrics kind, for tests and as a starting point for the demo."""
+    labels = custom_labels or CustomLabels(artists=("unknown", "bach"), genres=("unknown", "chorale"))
+    vq = VQVAEConfig(
+        sample_rate=sample_rate, downs_t=(2, 1, 1), strides_t=(2, 2, 2), emb_width=16, l_bins=64,
+        width=16, depth=2, multipliers=(1, 1, 1),
+    )
+    common: dict[str, Any] = dict(
+        n_ctx=n_ctx, width=width, depth=depth, heads=heads, blocks=blocks, l_bins=vq.l_bins,
+        labels_version="custom", y_bins=(len(labels.genres), len(labels.artists)), t_bins=16,
+        max_bow_genre_size=1, n_vocab=len(labels.vocab) + 1,
+    )
+    cond = ConditionerConfig(width=16, depth=2, dilation_cycle=2)
+    ups = [PriorConfig(level=i, attn_order=2, conditioner=cond, **common) for i in (0, 1)]
+    top_kw: dict[str, Any] = dict(min_duration=0.0, max_duration=600.0, attn_order=2)
+    if lyrics == "prefix":
+        n_tokens = blocks * 2
+        top_kw.update(lyrics="prefix", n_tokens=n_tokens, attn_order=12, prime_loss_fraction=0.4)
+        top_kw["depth"] = max(depth, 16)  # attn_order 12 puts lyric attention at layer 15
+    elif lyrics == "separate":
+        top_kw.update(
+            lyrics="separate", n_tokens=16, attn_order=8, prime_loss_fraction=0.4,
+            lyric_encoder=LyricEncoderConfig(width=16, depth=2, heads=1, blocks=4, init_scale=0.7),
+        )
+        top_kw["depth"] = max(depth, 10)
+    top = PriorConfig(level=2, **{**common, **top_kw})
+    return ModelConfig(name, vq, (ups[0], ups[1], top), custom_labels=labels)
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """`demo` -> the shipped demo folder; anything else is a folder (or model.json) path."""
+    if str(name_or_path) == "demo":
+        return DEMO_DIR
+    return Path(name_or_path).expanduser()
+
+
+def seconds_to_tokens(seconds: float, config: ModelConfig, level: int) -> int:
+    """Whole tokens at `level` for `seconds` of audio (rounded down like the original)."""
+    return math.floor(seconds * config.sample_rate) // config.raw_to_tokens(level)
+
+
+__all__ = [
+    "DEMO_DIR", "PRESETS", "PRIOR_1B_LYRICS", "PRIOR_5B", "PRIOR_5B_LYRICS", "UPSAMPLER_LEVEL_0", "UPSAMPLER_LEVEL_1",
+    "VQVAE_5B", "ConditionerConfig", "ConfigError", "CustomLabels", "LabelVersion", "LyricEncoderConfig",
+    "LyricsKind", "ModelConfig", "PriorConfig", "VQVAEConfig", "resolve_model_dir", "seconds_to_tokens",
+    "tiny_config",
+]
