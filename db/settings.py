@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     lyrics_model: str | None = None
     moderation: bool = False
     lyrics_blocklist: list[str] = Field(default_factory=list)
+    lyrics_timeout: float = 90.0  # seconds one request to the text model may take (streaming included)
+    lyrics_attempts: int = 3  # tries per draft (timeouts, 429, 5xx, unusable replies)
+    lyrics_max_retry_after: float = 30.0  # longest Retry-After we wait; longer means "busy, try later"
 
     # Publishing
     x_api_base: str = "https://api.x.com"
