@@ -309,13 +309,15 @@ def run_plan(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     hooks: Hooks | None = None,
+    done_before: int = 0,
 ) -> list[np.ndarray]:
     """Sample the plan's levels starting from `codes` (one [B, T_have] int array per level; empty
     levels are [B, 0]). Returns the codes of every level on the host.
 
     Raises `SamplingStopped` between windows when `hooks.should_stop()` is true (after
-    `on_window` saw the finished window); not after the last window."""
-    return _Run(plan, prior_for_level, labels_for, codes, device, dtype, hooks or Hooks()).run()
+    `on_window` saw the finished window); not after the last window. `done_before` counts tokens
+    an earlier (resumed) run already sampled, so progress reads as one run."""
+    return _Run(plan, prior_for_level, labels_for, codes, device, dtype, hooks or Hooks(), done_before).run()
 
 
 class _Run:
@@ -328,6 +330,7 @@ class _Run:
         device: torch.device,
         dtype: torch.dtype,
         hooks: Hooks,
+        done_before: int = 0,
     ) -> None:
         self.plan, self.prior_for_level, self.labels_for = plan, prior_for_level, labels_for
         self.device, self.dtype, self.hooks = device, dtype, hooks
@@ -338,15 +341,16 @@ class _Run:
             if lv in plan.levels and c.shape[1] > plan.totals[lv]:
                 raise ValueError(f"level {lv} already has {c.shape[1]} tokens, more than {plan.totals[lv]}")
         self.left = plan.tokens_left(self.cur)
-        self.total = sum(self.left.values())
-        self.done = 0
+        self.total = done_before + sum(self.left.values())
+        self.done = self.done_before = done_before
         self.t0 = time.monotonic()
         mb = plan.settings.max_batch_size
         self.slices = [(i, min(i + mb, plan.n_samples)) for i in range(0, plan.n_samples, mb)]
 
     def progress(self, level: int, window: int, windows: int, level_done: int) -> Progress:
         elapsed = time.monotonic() - self.t0
-        rate = self.done / elapsed if elapsed > 0 and self.done > 0 else 0.0
+        fresh = self.done - self.done_before
+        rate = fresh / elapsed if elapsed > 0 and fresh > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else None
         return Progress(level, window, windows, self.done, self.total, level_done, self.left[level], rate, eta)
 
