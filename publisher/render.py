@@ -1,0 +1,685 @@
+"""Turn a clip's WAV into what each place takes: MP3/Opus/FLAC for Discord and SoundCloud, an MP4 with a
+title card and a moving waveform for X (X takes no audio files), and PNG pictures (waveform,
+spectrogram) for Discord posts.
+
+Every render goes through one preparation pass with ffmpeg: cut (start, max_seconds), loudness
+normalised to LOUDNESS_TARGET_LUFS (EBU R128, two-pass `loudnorm` in linear mode so the gain is one
+constant and the music's dynamics are kept), short fades so a cut never clicks. ffmpeg is called
+directly rather than through pydub: one filter chain does cut, gain and fades in a single pass,
+without loading the whole clip into Python, and ffmpeg's own error text reaches us.
+
+All functions are synchronous (they run ffmpeg); call them from asyncio via `asyncio.to_thread`.
+Input is WAV bytes, or a path to any audio file ffmpeg can read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+AudioSource = bytes | str | os.PathLike[str]
+AudioFormat = Literal["mp3", "opus", "flac", "wav"]
+VideoStyle = Literal["waves", "spectrum"]
+
+LOUDNESS_TARGET_LUFS = -14.0  # what streaming services play at; X and SoundCloud both sit near it
+TRUE_PEAK_DBTP = -1.5  # headroom for lossy encoders
+LOUDNESS_RANGE = 11.0
+FADE_IN_SECONDS = 0.05  # enough to remove the click of a cut, too short to hear as a fade
+FADE_OUT_SECONDS = 0.5
+SAMPLE_RATE = 48_000
+
+# X's hard limits for video (research/publish_queue.md §1.2).
+X_MAX_SECONDS = 140.0
+X_MIN_SECONDS = 0.5
+X_MAX_BYTES = 512 * 1024 * 1024
+X_MAX_FPS = 60.0
+X_MIN_SIZE = (32, 32)
+X_MAX_SIZE = (1280, 1024)
+
+AUDIO_MIME = {"mp3": "audio/mpeg", "opus": "audio/ogg", "flac": "audio/flac", "wav": "audio/wav"}
+AUDIO_EXTENSIONS = {"mp3": "mp3", "opus": "ogg", "flac": "flac", "wav": "wav"}
+_MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)  # MPEG-1 layer III CBR
+_OPUS_MIN_KBPS = 12
+_CONTAINER_SLACK_BYTES = 16 * 1024  # tags, headers and Ogg page overhead on top of the bitrate budget
+
+FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu")
+
+
+class RenderError(ValueError):
+    """A render that cannot be done, said so a musician understands."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration: float
+    sample_rate: int
+    channels: int
+    codec: str
+
+
+@dataclass(frozen=True)
+class RenderedAudio:
+    data: bytes
+    fmt: AudioFormat
+    duration: float
+    bitrate_kbps: int | None  # None for lossless
+
+    @property
+    def mime(self) -> str:
+        return AUDIO_MIME[self.fmt]
+
+    @property
+    def extension(self) -> str:
+        return AUDIO_EXTENSIONS[self.fmt]
+
+    def filename(self, stem: str) -> str:
+        return f"{stem}.{self.extension}"
+
+
+@dataclass(frozen=True)
+class TitleCard:
+    """What the X video shows above the waveform."""
+
+    title: str
+    artist: str = ""
+    genre: str = ""
+    requester: str = ""
+    footer: str = ""  # e.g. the channel tag and the licence note
+
+
+# --------------------------------------------------------------------------------------------- ffmpeg
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RenderError(f"{name} is not installed on this machine (Debian: apt-get install ffmpeg).")
+    return path
+
+
+def _run(args: list[str], *, what: str) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(args, capture_output=True, check=False)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = detail[-1] if detail else f"exit status {proc.returncode}"
+        raise RenderError(f"Could not {what}: {last}")
+    return proc
+
+
+@contextmanager
+def _as_path(src: AudioSource) -> Iterator[Path]:
+    """A readable file for ffmpeg: the given path, or the bytes written to a temporary file."""
+    if isinstance(src, bytes | bytearray | memoryview):
+        data = bytes(src)
+        if not data:
+            raise RenderError("The audio is empty (0 bytes).")
+        with tempfile.TemporaryDirectory(prefix="jukebot-render-") as tmp:
+            path = Path(tmp) / "input"
+            path.write_bytes(data)
+            yield path
+        return
+    path = Path(src)
+    if not path.is_file():
+        raise RenderError(f"The audio file {path.name!r} does not exist.")
+    if path.stat().st_size == 0:
+        raise RenderError(f"The audio file {path.name!r} is empty (0 bytes).")
+    yield path
+
+
+def _probe_path(path: Path) -> AudioInfo:
+    proc = subprocess.run(
+        [_tool("ffprobe"), "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RenderError("The audio could not be read: it is damaged or not an audio file ffmpeg knows.")
+    info = json.loads(proc.stdout or b"{}")
+    streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams:
+        raise RenderError("The file has no audio in it.")
+    stream = streams[0]
+    duration = _float(stream.get("duration")) or _float(info.get("format", {}).get("duration"))
+    if not duration or duration <= 0:
+        raise RenderError("The audio has no length (it holds no samples).")
+    return AudioInfo(
+        duration=duration,
+        sample_rate=int(stream.get("sample_rate") or 0),
+        channels=int(stream.get("channels") or 0),
+        codec=str(stream.get("codec_name") or ""),
+    )
+
+
+def _float(value: object) -> float | None:
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def probe_audio(src: AudioSource) -> AudioInfo:
+    """Duration, rate, channels and codec; RenderError for empty, corrupt or silent-less files."""
+    with _as_path(src) as path:
+        return _probe_path(path)
+
+
+def decode_mono(src: AudioSource, sample_rate: int = 8000) -> np.ndarray:
+    """The audio as one float32 channel at `sample_rate` (for pictures)."""
+    with _as_path(src) as path:
+        _probe_path(path)
+        proc = _run(
+            [_tool("ffmpeg"), "-v", "error", "-nostdin", "-i", str(path), "-ac", "1", "-ar", str(sample_rate),
+             "-f", "f32le", "-"],
+            what="decode the audio",
+        )
+    samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if samples.size == 0:
+        raise RenderError("The audio has no samples in it.")
+    return samples
+
+
+# --------------------------------------------------------------------------------------- preparation
+
+
+def _loudnorm_filter(path: Path, pre: str) -> str | None:
+    """Measure (pass 1) and return the pass-2 loudnorm filter; None for silence (nothing to lift)."""
+    target = f"I={LOUDNESS_TARGET_LUFS}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE}"
+    chain = f"{pre},loudnorm={target}:print_format=json" if pre else f"loudnorm={target}:print_format=json"
+    proc = _run(
+        [_tool("ffmpeg"), "-hide_banner", "-nostats", "-nostdin", "-i", str(path), "-af", chain, "-f", "null", "-"],
+        what="measure the loudness",
+    )
+    text = proc.stderr.decode("utf-8", "replace")
+    match = re.search(r"\{[^{}]*\"input_i\"[^{}]*\}", text)
+    if match is None:
+        raise RenderError("Could not measure the loudness (ffmpeg printed no measurement).")
+    m = json.loads(match.group(0))
+    measured_i = _float(m.get("input_i"))
+    if measured_i is None or measured_i < -70:  # digital silence: loudnorm would only add noise
+        return None
+    return (
+        f"loudnorm={target}:measured_I={m['input_i']}:measured_TP={m['input_tp']}"
+        f":measured_LRA={m['input_lra']}:measured_thresh={m['input_thresh']}"
+        f":offset={m['target_offset']}:linear=true"
+    )
+
+
+def _prepare(
+    path: Path,
+    out: Path,
+    *,
+    start: float,
+    max_seconds: float | None,
+    normalize: bool,
+    fade_in: float,
+    fade_out: float,
+) -> float:
+    """Cut, normalise and fade `path` into a 48 kHz stereo WAV at `out`; returns its duration."""
+    info = _probe_path(path)
+    if start < 0 or start >= info.duration:
+        raise RenderError(f"The start ({start:.1f} s) is outside the clip ({info.duration:.1f} s long).")
+    duration = info.duration - start
+    if max_seconds is not None:
+        if max_seconds <= 0:
+            raise RenderError("The length to render must be more than 0 seconds.")
+        duration = min(duration, max_seconds)
+    pre = f"atrim=start={start:.6f}:duration={duration:.6f},asetpts=PTS-STARTPTS"
+    filters = [pre]
+    if normalize:
+        loud = _loudnorm_filter(path, pre)
+        if loud is not None:
+            filters.append(loud)
+    filters.append(f"aresample={SAMPLE_RATE}")
+    fade_in = min(fade_in, duration / 4)
+    fade_out = min(fade_out, duration / 4)
+    if fade_in > 0:
+        filters.append(f"afade=t=in:st=0:d={fade_in:.4f}")
+    if fade_out > 0:
+        filters.append(f"afade=t=out:st={duration - fade_out:.4f}:d={fade_out:.4f}")
+    _run(
+        [_tool("ffmpeg"), "-v", "error", "-nostdin", "-y", "-i", str(path), "-vn", "-af", ",".join(filters),
+         "-ac", "2", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", str(out)],
+        what="prepare the audio",
+    )
+    return duration
+
+
+@contextmanager
+def prepared(
+    src: AudioSource,
+    *,
+    start: float = 0.0,
+    max_seconds: float | None = None,
+    normalize: bool = True,
+    fade_in: float = FADE_IN_SECONDS,
+    fade_out: float = FADE_OUT_SECONDS,
+) -> Iterator[tuple[Path, float]]:
+    """A temporary normalised, faded 48 kHz WAV and its duration, for several encodes of one clip."""
+    with _as_path(src) as path, tempfile.TemporaryDirectory(prefix="jukebot-prep-") as tmp:
+        out = Path(tmp) / "prepared.wav"
+        duration = _prepare(path, out, start=start, max_seconds=max_seconds, normalize=normalize,
+                            fade_in=fade_in, fade_out=fade_out)
+        yield out, duration
+
+
+# -------------------------------------------------------------------------------------------- audio
+
+
+def choose_bitrate(fmt: AudioFormat, duration: float, max_bytes: int, ceiling_kbps: int) -> int:
+    """The highest bitrate whose file for `duration` seconds fits in `max_bytes`."""
+    budget = max_bytes - _CONTAINER_SLACK_BYTES
+    kbps = math.floor(budget * 8 / duration / 1000 * 0.97) if budget > 0 else 0
+    if fmt == "mp3":
+        fitting = [b for b in _MP3_BITRATES if b <= min(kbps, ceiling_kbps)]
+        if not fitting:
+            raise _too_long(duration, max_bytes)
+        return fitting[-1]
+    if fmt == "opus":
+        kbps = min(kbps, ceiling_kbps, 256)
+        if kbps < _OPUS_MIN_KBPS:
+            raise _too_long(duration, max_bytes)
+        return kbps
+    raise ValueError(f"{fmt} has no bitrate")
+
+
+def _too_long(duration: float, max_bytes: int) -> RenderError:
+    return RenderError(
+        f"A {duration:.0f} s clip does not fit in {max_bytes / 1e6:.1f} MB even at the lowest quality; "
+        "post a shorter cut."
+    )
+
+
+def _encode_args(fmt: AudioFormat, kbps: int | None) -> list[str]:
+    if fmt == "mp3":
+        return ["-c:a", "libmp3lame", "-b:a", f"{kbps}k", "-f", "mp3"]
+    if fmt == "opus":  # constrained VBR keeps the size close to the budget
+        return ["-c:a", "libopus", "-b:a", f"{kbps}k", "-vbr", "constrained", "-f", "ogg"]
+    if fmt == "flac":
+        return ["-c:a", "flac", "-compression_level", "8", "-f", "flac"]
+    return ["-c:a", "pcm_s16le", "-f", "wav"]
+
+
+def _encode(wav: Path, fmt: AudioFormat, kbps: int | None, tags: Mapping[str, str]) -> bytes:
+    meta: list[str] = []
+    for key, value in tags.items():
+        meta += ["-metadata", f"{key}={value}"]
+    # To a file, not a pipe: FLAC and MP3 write their length into the header at the end (seek back).
+    out = wav.with_name(f"encoded.{AUDIO_EXTENSIONS[fmt]}")
+    _run(
+        [_tool("ffmpeg"), "-v", "error", "-nostdin", "-y", "-i", str(wav), "-map_metadata", "-1", *meta,
+         *_encode_args(fmt, kbps), str(out)],
+        what=f"encode {fmt}",
+    )
+    try:
+        return out.read_bytes()
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def render_audio(
+    src: AudioSource,
+    fmt: AudioFormat = "mp3",
+    *,
+    max_bytes: int | None = None,
+    max_bitrate_kbps: int | None = None,
+    start: float = 0.0,
+    max_seconds: float | None = None,
+    normalize: bool = True,
+    fade_in: float = FADE_IN_SECONDS,
+    fade_out: float = FADE_OUT_SECONDS,
+    tags: Mapping[str, str] | None = None,
+) -> RenderedAudio:
+    """Encode the clip, normalised and faded, at the best bitrate that fits `max_bytes`.
+
+    `max_bytes` is e.g. the guild's upload limit (`guild.filesize_limit`). MP3 is CBR from the standard
+    bitrates (≤ 256 kbps by default); Opus is constrained VBR (≤ 160 kbps by default). If an encode
+    still comes out too big it is redone a step lower. Lossless formats that do not fit raise.
+    """
+    with prepared(src, start=start, max_seconds=max_seconds, normalize=normalize, fade_in=fade_in,
+                  fade_out=fade_out) as (wav, duration):
+        return _render_prepared(wav, duration, fmt, max_bytes=max_bytes, max_bitrate_kbps=max_bitrate_kbps,
+                                tags=tags or {})
+
+
+def _render_prepared(
+    wav: Path,
+    duration: float,
+    fmt: AudioFormat,
+    *,
+    max_bytes: int | None,
+    max_bitrate_kbps: int | None,
+    tags: Mapping[str, str],
+) -> RenderedAudio:
+    if fmt in ("flac", "wav"):
+        data = _encode(wav, fmt, None, tags)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise RenderError(
+                f"The {fmt.upper()} file ({len(data) / 1e6:.1f} MB) is over the {max_bytes / 1e6:.1f} MB limit."
+            )
+        return RenderedAudio(data=data, fmt=fmt, duration=duration, bitrate_kbps=None)
+    if fmt not in ("mp3", "opus"):
+        raise ValueError(f"unknown audio format {fmt!r}")
+    ceiling = max_bitrate_kbps or (256 if fmt == "mp3" else 160)
+    limit = max_bytes if max_bytes is not None else 1 << 40
+    kbps = choose_bitrate(fmt, duration, limit, ceiling)
+    for _ in range(4):
+        data = _encode(wav, fmt, kbps, tags)
+        if len(data) <= limit:
+            return RenderedAudio(data=data, fmt=fmt, duration=duration, bitrate_kbps=kbps)
+        kbps = choose_bitrate(fmt, duration, limit, int(kbps * 0.85))  # raises when nothing smaller fits
+    raise _too_long(duration, limit)
+
+
+# -------------------------------------------------------------------------------------------- fonts
+
+
+def _font(size: int, *, bold: bool = False):  # type: ignore[no-untyped-def]
+    from PIL import ImageFont
+
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    for folder in FONT_DIRS:
+        path = Path(folder) / name
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size=size)  # Pillow's own font: plainer, but never missing
+
+
+def _fit_text(draw, text: str, max_width: int, size: int, *, bold: bool = False, min_size: int = 12):  # type: ignore[no-untyped-def]
+    """The largest font (down to min_size) at which `text` fits; shortened on word boundaries if not."""
+    while True:
+        font = _font(size, bold=bold)
+        if draw.textlength(text, font=font) <= max_width or size <= min_size:
+            break
+        size = max(min_size, int(size * 0.9))
+    if draw.textlength(text, font=font) > max_width:
+        words = text.split()
+        while len(words) > 1 and draw.textlength(" ".join(words) + " …", font=font) > max_width:
+            words.pop()
+        text = " ".join(words) + " …"
+    return text, font
+
+
+def format_duration(seconds: float) -> str:
+    total = round(seconds)
+    return f"{total // 60}:{total % 60:02d}"
+
+
+# ------------------------------------------------------------------------------------------ pictures
+
+BACKGROUND = (17, 24, 39)  # slate
+WAVE_PEAK = (56, 189, 248)  # sky blue
+WAVE_RMS = (186, 230, 253)
+TEXT = (241, 245, 249)
+MUTED = (148, 163, 184)
+
+
+def _png(image) -> bytes:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _column_envelope(samples: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Peak and RMS per picture column, each in 0..1."""
+    edges = np.linspace(0, samples.size, columns + 1).astype(np.int64)
+    peak = np.zeros(columns, dtype=np.float32)
+    rms = np.zeros(columns, dtype=np.float32)
+    for i in range(columns):
+        chunk = samples[edges[i] : max(edges[i + 1], edges[i] + 1)]
+        peak[i] = float(np.max(np.abs(chunk)))
+        rms[i] = float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2)))
+    top = max(float(peak.max()), 1e-9)
+    return np.clip(peak / top, 0, 1), np.clip(rms / top, 0, 1)
+
+
+def waveform_png(src: AudioSource, width: int = 1000, height: int = 240, title: str | None = None) -> bytes:
+    """A mirrored bar waveform (peaks light, loudness strong) with the duration, as PNG bytes."""
+    from PIL import Image, ImageDraw
+
+    if width < 64 or height < 48:
+        raise ValueError("waveform pictures must be at least 64x48")
+    rate = 8000
+    samples = decode_mono(src, rate)
+    duration = samples.size / rate
+    scale = 2  # draw at twice the size, then downsample: smooth edges without antialiasing code
+    w, h = width * scale, height * scale
+    image = Image.new("RGB", (w, h), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    pad = 12 * scale
+    label_h = int(h * 0.16) if title else 0
+    top, bottom = pad + label_h, h - pad - int(h * 0.1)
+    mid, half = (top + bottom) / 2, (bottom - top) / 2
+    bar, gap = 3 * scale, 1 * scale
+    columns = max(1, (w - 2 * pad) // (bar + gap))
+    peak, rms = _column_envelope(samples, columns)
+    for i in range(columns):
+        x0 = pad + i * (bar + gap)
+        p = max(float(peak[i]) * half, scale)
+        r = max(float(rms[i]) * half, scale / 2)
+        draw.rounded_rectangle((x0, mid - p, x0 + bar - 1, mid + p), radius=bar // 2, fill=WAVE_PEAK)
+        draw.rounded_rectangle((x0, mid - r, x0 + bar - 1, mid + r), radius=bar // 2, fill=WAVE_RMS)
+    small = _font(int(h * 0.075))
+    length = format_duration(duration)
+    draw.text((w - pad, h - pad // 2), length, font=small, fill=MUTED, anchor="rd")
+    if title:
+        text, font = _fit_text(draw, title, w - 2 * pad, int(h * 0.11), bold=True)
+        draw.text((pad, pad), text, font=font, fill=TEXT, anchor="lt")
+    return _png(image.resize((width, height), Image.Resampling.LANCZOS))
+
+
+# A perceptual dark-to-bright palette (anchor colours of "magma"), interpolated to 256 steps.
+_PALETTE_ANCHORS = np.array(
+    [(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66), (245, 125, 21), (250, 193, 39),
+     (252, 253, 191)],
+    dtype=np.float32,
+)
+
+
+def _palette() -> np.ndarray:
+    x = np.linspace(0, len(_PALETTE_ANCHORS) - 1, 256)
+    lo = np.floor(x).astype(int)
+    hi = np.minimum(lo + 1, len(_PALETTE_ANCHORS) - 1)
+    t = (x - lo)[:, None]
+    return (_PALETTE_ANCHORS[lo] * (1 - t) + _PALETTE_ANCHORS[hi] * t).astype(np.uint8)
+
+
+def spectrogram_png(src: AudioSource, width: int = 1000, height: int = 320, title: str | None = None) -> bytes:
+    """A log-frequency spectrogram (60 Hz–11 kHz, 80 dB range) with the duration, as PNG bytes."""
+    from PIL import Image, ImageDraw
+
+    if width < 64 or height < 48:
+        raise ValueError("spectrogram pictures must be at least 64x48")
+    rate, n_fft = 22050, 2048
+    samples = decode_mono(src, rate)
+    duration = samples.size / rate
+    if samples.size < n_fft:
+        samples = np.pad(samples, (0, n_fft - samples.size))
+    hop = max(1, (samples.size - n_fft) // max(1, width - 1))
+    frames = 1 + (samples.size - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    spec = np.abs(np.fft.rfft(samples[idx] * np.hanning(n_fft)[None, :], axis=1))  # (frames, bins)
+    freqs = np.fft.rfftfreq(n_fft, 1 / rate)
+    rows = height
+    wanted = np.geomspace(60.0, 11000.0, rows)[::-1]  # top row = high frequencies
+    bins = np.clip(np.searchsorted(freqs, wanted), 1, len(freqs) - 1)
+    db = 20 * np.log10(spec[:, bins].T + 1e-9)  # (rows, frames)
+    db = np.clip((db - (db.max() - 80.0)) / 80.0, 0, 1)
+    pixels = _palette()[(db * 255).astype(np.uint8)]
+    image = Image.fromarray(pixels, "RGB").resize((width, height), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    pad = 8
+    small = _font(max(10, int(height * 0.06)))
+    draw.text((width - pad, height - pad), format_duration(duration), font=small, fill=TEXT, anchor="rd")
+    if title:
+        text, font = _fit_text(draw, title, width - 2 * pad, max(12, int(height * 0.08)), bold=True)
+        draw.text((pad, pad), text, font=font, fill=TEXT, anchor="lt")
+    return _png(image)
+
+
+def title_card_png(card: TitleCard, size: tuple[int, int] = (1280, 720)) -> bytes:
+    """The still background of the X video: title, style, requester; the lower half is left for the
+    animated waveform."""
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    image = Image.new("RGB", (w, h), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    # A soft vertical gradient so the card is not a flat slab.
+    for y in range(h):
+        t = y / max(1, h - 1)
+        color = tuple(int(c * (1 - 0.45 * t) + 6 * t) for c in (30, 41, 59))
+        draw.line([(0, y), (w, y)], fill=color)
+    pad = max(8, w // 24)
+    y = int(h * 0.08)
+    title, font = _fit_text(draw, card.title or "Untitled", w - 2 * pad, max(14, h // 9), bold=True)
+    draw.text((pad, y), title, font=font, fill=TEXT, anchor="lt")
+    y += int(font.size * 1.35)
+    style = " · ".join(part for part in (card.artist and f"in the style of {card.artist}", card.genre) if part)
+    if style:
+        text, font = _fit_text(draw, style, w - 2 * pad, max(10, h // 20))
+        draw.text((pad, y), text, font=font, fill=WAVE_RMS, anchor="lt")
+        y += int(font.size * 1.4)
+    if card.requester:
+        text, font = _fit_text(draw, f"requested by {card.requester}", w - 2 * pad, max(10, h // 26))
+        draw.text((pad, y), text, font=font, fill=MUTED, anchor="lt")
+    if card.footer:
+        text, font = _fit_text(draw, card.footer, w - 2 * pad, max(8, h // 34), min_size=8)
+        draw.text((pad, h - pad // 2), text, font=font, fill=MUTED, anchor="lb")
+    return _png(image)
+
+
+# -------------------------------------------------------------------------------------------- video
+
+
+def _even(n: int) -> int:
+    return n - (n % 2)
+
+
+def render_x_video(
+    src: AudioSource,
+    card: TitleCard,
+    *,
+    style: VideoStyle = "waves",
+    size: tuple[int, int] = (1280, 720),
+    fps: int = 30,
+    start: float = 0.0,
+    max_seconds: float = X_MAX_SECONDS,
+    normalize: bool = True,
+) -> bytes:
+    """An MP4 that X accepts: H.264 High yuv420p (closed GOP, progressive), AAC-LC 128 kbps 48 kHz
+    stereo, ≤ 140 s, title card on top and a moving waveform or spectrum below, with a progress bar.
+
+    Clips longer than `max_seconds` are cut there (with a fade out); clips shorter than X's 0.5 s raise.
+    """
+    w, h = _even(size[0]), _even(size[1])
+    if not (X_MIN_SIZE[0] <= w <= X_MAX_SIZE[0] and X_MIN_SIZE[1] <= h <= X_MAX_SIZE[1]):
+        raise ValueError(f"X takes videos between 32x32 and 1280x1024, not {w}x{h}")
+    if not 1 <= fps <= X_MAX_FPS:
+        raise ValueError("X takes at most 60 frames per second")
+    max_seconds = min(max_seconds, X_MAX_SECONDS)
+    with prepared(src, start=start, max_seconds=max_seconds, normalize=normalize) as (wav, duration), \
+            tempfile.TemporaryDirectory(prefix="jukebot-video-") as tmp:
+        if duration < X_MIN_SECONDS:
+            raise RenderError(f"X needs at least {X_MIN_SECONDS} s of video; this clip is {duration:.2f} s.")
+        card_path = Path(tmp) / "card.png"
+        card_path.write_bytes(title_card_png(card, (w, h)))
+        out = Path(tmp) / "x.mp4"
+        band_w, band_h = _even(w - 2 * max(8, w // 24)), _even(int(h * 0.42))
+        band_x, band_y = (w - band_w) // 2, _even(int(h * 0.46))
+        if style == "spectrum":
+            anim = (f"showspectrum=s={band_w}x{band_h}:slide=scroll:mode=combined:color=magma"
+                    f":scale=log:legend=0,fps={fps}")
+        else:
+            anim = f"aformat=channel_layouts=mono,showwaves=s={band_w}x{band_h}:mode=cline:rate={fps}:colors=0x38bdf8"
+        bar_h = max(2, _even(h // 120))
+        graph = (
+            f"[1:a]{anim},format=rgba[anim];"
+            f"[0:v][anim]overlay={band_x}:{band_y}:shortest=1[base];"
+            f"color=c=0x38bdf8:s={w}x{bar_h}:r={fps}[bar];"
+            f"[base][bar]overlay=x='-{w}+{w}*t/{duration:.4f}':y={h - bar_h}:shortest=1,"
+            f"format=yuv420p,setsar=1[v]"
+        )
+        _run(
+            [_tool("ffmpeg"), "-v", "error", "-nostdin", "-y",
+             "-loop", "1", "-framerate", str(fps), "-i", str(card_path), "-i", str(wav),
+             "-filter_complex", graph, "-map", "[v]", "-map", "1:a",
+             "-c:v", "libx264", "-profile:v", "high", "-pix_fmt", "yuv420p", "-preset", "veryfast",
+             "-crf", "23", "-r", str(fps), "-g", str(2 * fps), "-keyint_min", str(fps),
+             "-x264-params", "open-gop=0",
+             "-c:a", "aac", "-profile:a", "aac_low", "-b:a", "128k", "-ar", str(SAMPLE_RATE), "-ac", "2",
+             "-t", f"{duration:.4f}", "-movflags", "+faststart", str(out)],
+            what="render the video for X",
+        )
+        data = out.read_bytes()
+    problems = check_x_video(data)
+    if problems:
+        raise RenderError("The video does not meet X's limits: " + "; ".join(problems))
+    return data
+
+
+def check_x_video(video: bytes | str | os.PathLike[str]) -> list[str]:
+    """Everything about `video` that X's hard limits forbid (empty list = acceptable), read by ffprobe."""
+    with _as_path(video) as path:
+        size = path.stat().st_size
+        proc = subprocess.run(
+            [_tool("ffprobe"), "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+            capture_output=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        return ["the file is not a readable video"]
+    info = json.loads(proc.stdout)
+    problems: list[str] = []
+    video_streams = [s for s in info.get("streams", []) if s.get("codec_type") == "video"]
+    audio_streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
+    if "mp4" not in str(info.get("format", {}).get("format_name", "")):
+        problems.append("the container is not MP4")
+    if size > X_MAX_BYTES:
+        problems.append(f"{size} bytes is over 512 MB")
+    duration = _float(info.get("format", {}).get("duration")) or 0.0
+    if not X_MIN_SECONDS <= duration <= X_MAX_SECONDS:
+        problems.append(f"duration {duration:.2f} s is outside 0.5-140 s")
+    if len(video_streams) != 1:
+        problems.append("there must be exactly one video stream")
+    for v in video_streams[:1]:
+        if v.get("codec_name") != "h264" or v.get("profile") != "High":
+            problems.append(f"video is {v.get('codec_name')} {v.get('profile')}, not H.264 High")
+        if v.get("pix_fmt") != "yuv420p":
+            problems.append(f"pixel format {v.get('pix_fmt')} is not yuv420p")
+        width, height = int(v.get("width", 0)), int(v.get("height", 0))
+        if not (X_MIN_SIZE[0] <= width <= X_MAX_SIZE[0] and X_MIN_SIZE[1] <= height <= X_MAX_SIZE[1]):
+            problems.append(f"{width}x{height} is outside 32x32-1280x1024")
+        if width % 2 or height % 2:
+            problems.append(f"{width}x{height} has an odd side")
+        if height and not 1 / 3 <= width / height <= 3:
+            problems.append("aspect ratio is outside 1:3-3:1")
+        num, _, den = str(v.get("avg_frame_rate", "0/1")).partition("/")
+        fps = float(num) / float(den or 1) if float(den or 1) else 0.0
+        if fps > X_MAX_FPS:
+            problems.append(f"{fps:.1f} fps is over 60")
+        if v.get("sample_aspect_ratio") not in (None, "1:1", "0:1"):
+            problems.append(f"pixel aspect ratio {v.get('sample_aspect_ratio')} is not 1:1")
+        if v.get("field_order") not in (None, "progressive", "unknown"):
+            problems.append("video is interlaced")
+    if len(audio_streams) != 1:
+        problems.append("there must be exactly one audio stream")
+    for a in audio_streams[:1]:
+        if a.get("codec_name") != "aac" or a.get("profile") != "LC":
+            problems.append(f"audio is {a.get('codec_name')} {a.get('profile')}, not AAC-LC")
+        if int(a.get("channels", 0)) not in (1, 2):
+            problems.append("audio must be mono or stereo")
+    return problems
