@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = None
     discord_guild_id: int | None = None  # sync commands to this guild instantly
     start_worker: bool = True  # `jukebot bot` on SQLite also starts a worker child process
+    bot_watch_seconds: float = 2.0  # how often the bot looks at the jobs table
+    status_edit_seconds: float = 3.0  # at most one progress edit per song this often
+    request_rate_count: int = 3  # requests (generate/continue) a member may make ...
+    request_rate_seconds: float = 60.0  # ... within this many seconds
 
     # Limits
     max_seconds: float = 60.0

@@ -1,0 +1,160 @@
+"""Community voting on a song's drafts, run from the database so a restart loses nothing.
+
+- `open_vote`: after the drafts are posted, the song goes to `voting` with `vote_closes_at`.
+- `vote`: one vote per member per song, changeable; refused once the window has passed (the
+  clock decides, not whether the watcher has closed it yet).
+- `close_vote`: picks the winner (most votes; a tie goes to the requester's own vote, then to draft
+  order: `repo.pick_winner`), moves the song to `upsampling` and queues the upsample job. Safe to
+  call twice or from two places: only the first call closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from db import queue, repo
+from db.database import Database
+from db.models import Draft, Job, JobKind, Song, SongStatus, utcnow
+
+from .errors import UserError
+from .status import ts
+
+
+@dataclass(frozen=True)
+class Tally:
+    song_id: int
+    drafts: list[Draft]
+    counts: dict[int, int]  # draft id -> votes
+
+    def votes_for_index(self, index: int) -> int:
+        d = next((d for d in self.drafts if d.index == index), None)
+        return self.counts.get(d.id, 0) if d is not None and d.id is not None else 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    outcome: repo.VoteOutcome
+    draft_index: int
+    tally: Tally
+
+
+@dataclass(frozen=True)
+class Closed:
+    song: Song
+    winner: Draft
+    tally: Tally
+    job_id: int
+
+
+def tally(target: Database | Session, song_id: int) -> Tally:
+    drafts = repo.drafts_for_song(target, song_id)
+    counts = {k: v for k, v in repo.vote_counts(target, song_id, repo.DRAFT).items() if k is not None}
+    return Tally(song_id, drafts, counts)
+
+
+def open_vote(db: Database, song_id: int, window_minutes: float, message_id: int | None, now: datetime | None = None) -> datetime:
+    """Record that the drafts are posted (message id on every draft) and open the window."""
+    now = now or utcnow()
+    closes = now + timedelta(minutes=window_minutes)
+    with db.write() as s:
+        song = s.get(Song, song_id, with_for_update=True)
+        if song is None:
+            raise LookupError(f"There is no song {song_id}.")
+        for d in repo.drafts_for_song(s, song_id):
+            d.message_id = message_id
+            s.add(d)
+        if song.status in (SongStatus.queued, SongStatus.drafting):
+            song.status = SongStatus.voting.value
+            song.vote_closes_at = closes
+            song.updated_at = now
+            s.add(song)
+        return song.vote_closes_at or closes
+
+
+def vote(db: Database, song_id: int, draft_id: int, voter_discord_id: int, voter_name: str = "",
+         now: datetime | None = None) -> VoteResult:
+    now = now or utcnow()
+    with db.write() as s:
+        song = s.get(Song, song_id, with_for_update=True)
+        if song is None:
+            raise UserError("This song no longer exists.")
+        if song.status != SongStatus.voting or song.vote_closes_at is None or now >= song.vote_closes_at:
+            raise UserError(closed_message(s, song))
+        draft = s.get(Draft, draft_id)
+        if draft is None or draft.song_id != song_id:
+            raise UserError("That draft is not part of this song.")
+        outcome = repo.cast_vote(s, song_id, voter_discord_id, draft_id, repo.DRAFT, voter_name=voter_name)
+        return VoteResult(outcome, draft.index, tally(s, song_id))
+
+
+def closed_message(s: Session, song: Song) -> str:
+    when = f" {ts(song.vote_closes_at)}" if song.vote_closes_at else ""
+    if song.status == SongStatus.cancelled:
+        return f"Song #{song.id} was cancelled, so its vote is over."
+    winner = s.get(Draft, song.winner_draft_id) if song.winner_draft_id else None
+    won = f" Draft {winner.index + 1} won." if winner is not None else ""
+    return f"Voting on song #{song.id} closed{when}.{won}"
+
+
+def due_votes(db: Database, now: datetime | None = None) -> list[int]:
+    now = now or utcnow()
+    with db.read() as s:
+        rows = s.execute(
+            select(col(Song.id)).where(col(Song.status) == SongStatus.voting.value, col(Song.vote_closes_at) <= now)
+        ).all()
+    return [int(r[0]) for r in rows]
+
+
+def upsample_key(song_id: int) -> str:
+    return f"song:{song_id}:upsample"
+
+
+def close_vote(db: Database, song_id: int, *, force: bool = False, now: datetime | None = None) -> Closed | None:
+    """Close the vote if it is due (or `force`, for an early close). None when it was not open."""
+    now = now or utcnow()
+    with db.write() as s:
+        song = s.get(Song, song_id, with_for_update=True)
+        if song is None or song.status != SongStatus.voting:
+            return None
+        if not force and (song.vote_closes_at is None or song.vote_closes_at > now):
+            return None
+        winner = repo.close_voting(s, song_id)
+        if winner is None:
+            raise RuntimeError(f"song {song_id} is voting but has no drafts")
+        song.status = SongStatus.upsampling.value
+        if force:
+            song.vote_closes_at = now
+        song.updated_at = now
+        s.add(song)
+        result_tally = tally(s, song_id)
+    job_id = ensure_upsample_job(db, song)
+    return Closed(song, winner, result_tally, job_id)
+
+
+def ensure_upsample_job(db: Database, song: Song) -> int:
+    assert song.id is not None and song.winner_draft_id is not None
+    return queue.enqueue(
+        db, JobKind.upsample, {"song_id": song.id, "draft_id": song.winner_draft_id}, song_id=song.id,
+        idempotency_key=upsample_key(song.id),
+    )
+
+
+def songs_missing_upsample(db: Database) -> list[Song]:
+    """Songs whose vote closed but whose upsample job was never queued (a crash in between)."""
+    with db.read() as s:
+        has_job = select(col(Job.id)).where(col(Job.song_id) == col(Song.id), col(Job.kind) == JobKind.upsample.value).exists()
+        return list(
+            s.execute(
+                select(Song).where(
+                    col(Song.status) == SongStatus.upsampling.value, col(Song.winner_draft_id).is_not(None), ~has_job
+                )
+            ).scalars()
+        )

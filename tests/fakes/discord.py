@@ -1,0 +1,1036 @@
+"""A fake Discord that the real discord.py 2.7 client connects to over loopback.
+
+It speaks the parts of the real protocol the bot uses (research/discord.md §3.4):
+REST under ``/api/v10`` (every JSON reply carries exactly ``Content-Type: application/json``,
+because discord.py compares the header with ``==``) and a gateway websocket at ``/`` that sends
+plain TEXT frames (discord.py only decompresses binary frames).
+
+The test drives it the way people drive Discord: members run slash commands (with autocomplete),
+press buttons, use context menus and submit modals. Each of those becomes an INTERACTION_CREATE
+dispatched to the connected bot; the fake records every REST call and keeps the messages, so a test
+can wait on what a member would see. Attachments the bot uploads are kept and served back from
+``/attachments/...``; a test can also host attachments (e.g. an upload that claims 200 MB) and check
+whether the bot ever downloaded them.
+
+One fake per test: discord.py's base URLs are module-global class attributes, set by the bot from
+its settings (``discord_api_base`` / ``discord_gateway_url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+DISCORD_EPOCH_MS = 1420070400000
+DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's default per-file limit since 2025-01
+MANAGE_GUILD = 1 << 5
+ADMINISTRATOR = 1 << 3
+EVERYONE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 31)  # view channel, send messages, use app commands
+
+# Interaction types
+PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 1, 2, 3, 4, 5
+# Interaction callback types
+CB_MESSAGE, CB_DEFER, CB_DEFER_UPDATE, CB_UPDATE, CB_AUTOCOMPLETE, CB_MODAL = 4, 5, 6, 7, 8, 9
+# Application command option types
+OPT_SUB, OPT_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN, OPT_NUMBER, OPT_ATTACHMENT = 1, 2, 3, 4, 5, 10, 11
+OPT_CHANNEL, OPT_ROLE = 7, 8
+EPHEMERAL = 1 << 6
+
+
+class FakeDiscordError(AssertionError):
+    """The test asked the fake for something Discord would refuse."""
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _json_response(data: Any, status: int = 200) -> web.Response:
+    # Exactly "application/json": discord.py's json_or_text() compares the header with ==.
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return _json_response({"code": code, "message": message}, status)
+
+
+@dataclass
+class RestCall:
+    method: str
+    path: str
+    query: dict[str, str]
+    json: Any
+    files: list[tuple[str, bytes]]
+    auth: str | None
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class HostedFile:
+    data: bytes | None  # None: never served (e.g. an upload that claims to be huge)
+    content_type: str
+    downloads: int = 0
+
+
+@dataclass
+class FakeInteraction:
+    """One interaction a member triggered, with everything the bot answered to it."""
+
+    id: int
+    token: str
+    type: int
+    user_id: int
+    channel_id: int
+    guild_id: int
+    payload: dict[str, Any]
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    original: dict[str, Any] | None = None  # the message created by the response (if any)
+    followups: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def callback_types(self) -> list[int]:
+        return [c["type"] for c in self.callbacks]
+
+    @property
+    def choices(self) -> list[dict[str, Any]]:
+        for cb in self.callbacks:
+            if cb["type"] == CB_AUTOCOMPLETE:
+                return list(cb.get("data", {}).get("choices", []))
+        raise FakeDiscordError("no autocomplete answer")
+
+    @property
+    def modal(self) -> dict[str, Any] | None:
+        for cb in self.callbacks:
+            if cb["type"] == CB_MODAL:
+                return dict(cb["data"])
+        return None
+
+    def replies(self) -> list[dict[str, Any]]:
+        """Messages the member sees as answers: the original response (as edited) and followups."""
+        out = []
+        if self.original is not None:
+            out.append(self.original)
+        out.extend(self.followups)
+        return out
+
+    def text(self) -> str:
+        """All the text the member was shown in answer (content and embeds), joined."""
+        parts: list[str] = []
+        for cb in self.callbacks:
+            if cb["type"] == CB_UPDATE:  # CB_MESSAGE content is in self.original
+                parts.append(_message_text(cb.get("data") or {}))
+        for m in self.replies():
+            parts.append(_message_text(m))
+        return "\n".join(p for p in parts if p)
+
+    def is_ephemeral(self) -> bool:
+        for cb in self.callbacks:
+            if cb["type"] in (CB_MESSAGE, CB_DEFER) and (cb.get("data") or {}).get("flags", 0) & EPHEMERAL:
+                return True
+        return False
+
+
+def _message_text(m: dict[str, Any]) -> str:
+    parts = [m.get("content") or ""]
+    for e in m.get("embeds") or []:
+        parts.append(e.get("title") or "")
+        parts.append(e.get("description") or "")
+        for f in e.get("fields") or []:
+            parts.append(f"{f.get('name', '')}: {f.get('value', '')}")
+        if e.get("footer"):
+            parts.append(e["footer"].get("text", ""))
+    return "\n".join(p for p in parts if p)
+
+
+def custom_ids(message: dict[str, Any]) -> list[str]:
+    """Every custom_id of the buttons/selects on a message, in order."""
+    out: list[str] = []
+
+    def walk(components: list[dict[str, Any]]) -> None:
+        for c in components:
+            if "custom_id" in c:
+                out.append(c["custom_id"])
+            walk(c.get("components") or [])
+
+    walk(message.get("components") or [])
+    return out
+
+
+def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def walk(components: list[dict[str, Any]]) -> None:
+        for c in components:
+            if c.get("type") == 2:
+                out.append(c)
+            walk(c.get("components") or [])
+
+    walk(message.get("components") or [])
+    return out
+
+
+class FakeDiscord:
+    def __init__(self, *, token: str = "fake-bot-token") -> None:
+        self.token = token
+        self._ids = itertools.count(1)
+        self.app_id = self.snowflake()
+        self.bot_user = {
+            "id": str(self.app_id),
+            "username": "jukebot",
+            "discriminator": "0",
+            "global_name": "jukebot",
+            "avatar": None,
+            "bot": True,
+            "public_flags": 0,
+            "flags": 0,
+        }
+        self.users: dict[int, dict[str, Any]] = {self.app_id: self.bot_user}
+        self.guilds: dict[int, dict[str, Any]] = {}
+        self.channel_guild: dict[int, int] = {}
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.deleted: set[int] = set()
+        self.edits: dict[int, list[dict[str, Any]]] = {}  # every version of each message, in order
+        self.calls: list[RestCall] = []
+        self.global_commands: list[dict[str, Any]] = []
+        self.guild_commands: dict[int, list[dict[str, Any]]] = {}
+        self.interactions: dict[int, FakeInteraction] = {}
+        self._by_token: dict[str, FakeInteraction] = {}
+        self.files: dict[str, HostedFile] = {}
+        self.identifies = 0
+        self.fail_next: list[tuple[Callable[[str, str], bool], int, int, str]] = []
+        self._ws: web.WebSocketResponse | None = None
+        self._seq = 0
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> FakeDiscord:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("GET", "/", self._gateway)
+        app.router.add_route("GET", "/attachments/{key:.+}", self._serve_attachment)
+        app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    async def stop(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def snowflake(self) -> int:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return (ms << 22) | (next(self._ids) & 0x3FFFFF)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+        """Wait until predicate() is truthy (re-checked on every change and every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"timed out waiting for {what or predicate}")
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(left, 0.05))
+
+    # ---------------------------------------------------------------- world building
+
+    def add_user(self, name: str) -> int:
+        uid = self.snowflake()
+        self.users[uid] = {
+            "id": str(uid),
+            "username": name,
+            "discriminator": "0",
+            "global_name": name.title(),
+            "avatar": None,
+            "public_flags": 0,
+            "flags": 0,
+        }
+        return uid
+
+    def add_guild(self, name: str = "Studio", *, premium_tier: int = 0, channels: tuple[str, ...] = ("studio",)) -> int:
+        gid = self.snowflake()
+        owner = self.add_user(f"{name.lower()}-owner")
+        self.guilds[gid] = {
+            "id": gid,
+            "name": name,
+            "owner_id": owner,
+            "premium_tier": premium_tier,
+            "roles": {gid: {"name": "@everyone", "permissions": EVERYONE_PERMISSIONS}},
+            "channels": {},
+            "members": {},
+            "attachment_size_limit": DEFAULT_SIZE_LIMIT,
+        }
+        self.add_member(gid, owner)
+        self.add_member(gid, self.app_id)
+        for ch in channels:
+            self.add_channel(gid, ch)
+        return gid
+
+    def add_channel(self, guild_id: int, name: str) -> int:
+        cid = self.snowflake()
+        self.guilds[guild_id]["channels"][cid] = {"name": name}
+        self.channel_guild[cid] = guild_id
+        return cid
+
+    def channel(self, guild_id: int, name: str) -> int:
+        for cid, ch in self.guilds[guild_id]["channels"].items():
+            if ch["name"] == name:
+                return int(cid)
+        raise KeyError(name)
+
+    def add_role(self, guild_id: int, name: str, permissions: int = 0) -> int:
+        rid = self.snowflake()
+        self.guilds[guild_id]["roles"][rid] = {"name": name, "permissions": permissions}
+        return rid
+
+    def add_member(self, guild_id: int, user_id: int, roles: tuple[int, ...] = ()) -> None:
+        self.guilds[guild_id]["members"][user_id] = {"roles": list(roles), "joined_at": _now_iso()}
+
+    def give_role(self, guild_id: int, user_id: int, role_id: int) -> None:
+        self.guilds[guild_id]["members"][user_id]["roles"].append(role_id)
+
+    def member_permissions(self, guild_id: int, user_id: int) -> int:
+        g = self.guilds[guild_id]
+        if user_id == g["owner_id"]:
+            return (1 << 53) - 1
+        perms = g["roles"][guild_id]["permissions"]
+        for rid in g["members"][user_id]["roles"]:
+            perms |= g["roles"][rid]["permissions"]
+        if perms & ADMINISTRATOR:
+            return (1 << 53) - 1
+        return int(perms)
+
+    def _member_payload(self, guild_id: int, user_id: int, *, with_permissions: bool = False) -> dict[str, Any]:
+        m = self.guilds[guild_id]["members"][user_id]
+        out: dict[str, Any] = {
+            "user": self.users[user_id],
+            "roles": [str(r) for r in m["roles"]],
+            "joined_at": m["joined_at"],
+            "deaf": False,
+            "mute": False,
+            "flags": 0,  # required: discord.py raises KeyError('flags') without it
+            "nick": None,
+            "avatar": None,
+            "premium_since": None,
+            "pending": False,
+            "communication_disabled_until": None,
+        }
+        if with_permissions:
+            out["permissions"] = str(self.member_permissions(guild_id, user_id))
+        return out
+
+    def _role_payload(self, role_id: int) -> dict[str, Any]:
+        for g in self.guilds.values():
+            if role_id in g["roles"]:
+                r = g["roles"][role_id]
+                return {"id": str(role_id), "name": r["name"], "permissions": str(r["permissions"]), "position": 1,
+                        "color": 0, "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+                        "hoist": False, "managed": False, "mentionable": False, "flags": 0}
+        raise FakeDiscordError(f"no role {role_id}")
+
+    def _guild_payload(self, gid: int) -> dict[str, Any]:
+        g = self.guilds[gid]
+        return {
+            "id": str(gid),
+            "name": g["name"],
+            "icon": None,
+            "owner_id": str(g["owner_id"]),
+            "roles": [self._role_payload(rid) for rid in g["roles"]],
+            "channels": [
+                {
+                    "id": str(cid),
+                    "type": 0,
+                    "name": ch["name"],
+                    "position": i,
+                    "permission_overwrites": [],
+                    "guild_id": str(gid),
+                    "nsfw": False,
+                    "parent_id": None,
+                }
+                for i, (cid, ch) in enumerate(g["channels"].items())
+            ],
+            "members": [self._member_payload(gid, uid) for uid in g["members"]],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "member_count": len(g["members"]),
+            "threads": [],
+            "voice_states": [],
+            "presences": [],
+            "unavailable": False,
+            "large": False,
+            "premium_tier": g["premium_tier"],
+            "joined_at": _now_iso(),
+        }
+
+    # ---------------------------------------------------------------- hosted files
+
+    def host_file(self, filename: str, data: bytes | None, *, content_type: str = "application/octet-stream",
+                  size: int | None = None) -> dict[str, Any]:
+        """Host a file a member uploaded; returns its attachment object.
+
+        ``data=None`` with a ``size`` makes an attachment that claims that size and is never served
+        (a download attempt is recorded and answered 500), so a test can prove the bot did not try."""
+        aid = self.snowflake()
+        key = f"{aid}/{filename}"
+        self.files[key] = HostedFile(data=data, content_type=content_type)
+        url = f"{self.base_url}/attachments/{key}"
+        return {
+            "id": str(aid),
+            "filename": filename,
+            "size": size if size is not None else len(data or b""),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+
+    def downloads(self, attachment: dict[str, Any]) -> int:
+        key = attachment["url"].split("/attachments/", 1)[1]
+        return self.files[key].downloads
+
+    async def _serve_attachment(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        f = self.files.get(key)
+        if f is None:
+            return web.Response(status=404)
+        f.downloads += 1
+        await self._notify()
+        if f.data is None:
+            return web.Response(status=500, text="this file must never be downloaded")
+        return web.Response(body=f.data, headers={"Content-Type": f.content_type})
+
+    def attachment_bytes(self, attachment: dict[str, Any]) -> bytes:
+        key = attachment["url"].split("/attachments/", 1)[1]
+        data = self.files[key].data
+        assert data is not None
+        return data
+
+    # ---------------------------------------------------------------- gateway
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        self._ws = ws
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 45000}, "s": None, "t": None}))
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            op = frame.get("op")
+            if op == 1:
+                await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
+            elif op == 2:
+                if frame["d"].get("token") != self.token:
+                    await ws.close(code=4004, message=b"Authentication failed.")
+                    break
+                self.identifies += 1
+                await self._identify(ws)
+            elif op == 6:
+                # No resume support: tell the client to identify again.
+                await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
+        if self._ws is ws:
+            self._ws = None
+        await self._notify()
+        return ws
+
+    async def _dispatch_on(self, ws: web.WebSocketResponse, event: str, data: dict[str, Any]) -> None:
+        self._seq += 1
+        await ws.send_str(json.dumps({"op": 0, "s": self._seq, "t": event, "d": data}))
+
+    async def _identify(self, ws: web.WebSocketResponse) -> None:
+        await self._dispatch_on(
+            ws,
+            "READY",
+            {
+                "v": 10,
+                "user": self.bot_user,
+                "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds],
+                "session_id": f"session-{self.identifies}",
+                "resume_gateway_url": self.gateway_url,
+                "application": {"id": str(self.app_id), "flags": 0},
+                "shard": [0, 1],  # required by AutoShardedBot
+                "private_channels": [],
+            },
+        )
+        for gid in self.guilds:
+            await self._dispatch_on(ws, "GUILD_CREATE", self._guild_payload(gid))
+        await self._notify()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        if self._ws is None or self._ws.closed:
+            raise FakeDiscordError("the bot is not connected to the gateway")
+        await self._dispatch_on(self._ws, event, data)
+
+    # ---------------------------------------------------------------- members acting
+
+    def _interaction_base(self, itype: int, user_id: int, channel_id: int, data: dict[str, Any]) -> FakeInteraction:
+        gid = self.channel_guild[channel_id]
+        g = self.guilds[gid]
+        if user_id not in g["members"]:
+            raise FakeDiscordError("the user is not a member of this guild")
+        iid = self.snowflake()
+        token = f"itoken-{iid}"
+        payload = {
+            "id": str(iid),
+            "application_id": str(self.app_id),
+            "type": itype,
+            "data": data,
+            "token": token,
+            "version": 1,
+            "guild_id": str(gid),
+            "channel_id": str(channel_id),
+            "channel": {"id": str(channel_id), "type": 0, "guild_id": str(gid),
+                        "name": g["channels"][channel_id]["name"]},
+            "member": self._member_payload(gid, user_id, with_permissions=True),
+            "app_permissions": str((1 << 53) - 1),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(gid)},
+            "context": 0,
+            "attachment_size_limit": g["attachment_size_limit"],  # required since discord.py 2.6
+        }
+        ix = FakeInteraction(id=iid, token=token, type=itype, user_id=user_id, channel_id=channel_id,
+                             guild_id=gid, payload=payload)
+        self.interactions[iid] = ix
+        self._by_token[token] = ix
+        return ix
+
+    def _find_command(self, name: str, guild_id: int, ctype: int = 1) -> dict[str, Any]:
+        for cmd in [*self.guild_commands.get(guild_id, []), *self.global_commands]:
+            if cmd["name"] == name and cmd.get("type", 1) == ctype:
+                return cmd
+        raise FakeDiscordError(f"no synced command {name!r} (type {ctype})")
+
+    def _build_options(self, definition: dict[str, Any], path: list[str], values: dict[str, Any],
+                       focused: str | None, resolved: dict[str, Any]) -> list[dict[str, Any]]:
+        if path:
+            sub = next((o for o in definition.get("options", []) if o["name"] == path[0]), None)
+            if sub is None or sub["type"] not in (OPT_SUB, OPT_GROUP):
+                raise FakeDiscordError(f"no subcommand {path[0]!r}")
+            return [{"type": sub["type"], "name": sub["name"],
+                     "options": self._build_options(sub, path[1:], values, focused, resolved)}]
+        opts = {o["name"]: o for o in definition.get("options", [])}
+        for name in values:
+            if name not in opts:
+                raise FakeDiscordError(f"the command has no option {name!r}")
+        if focused is None:
+            for o in opts.values():
+                if o.get("required") and o["name"] not in values:
+                    raise FakeDiscordError(f"Discord requires option {o['name']!r}")
+        out: list[dict[str, Any]] = []
+        for name, value in values.items():
+            o = opts[name]
+            t = o["type"]
+            entry: dict[str, Any] = {"name": name, "type": t}
+            if t == OPT_ATTACHMENT:
+                resolved.setdefault("attachments", {})[value["id"]] = value
+                entry["value"] = value["id"]
+            elif t == OPT_CHANNEL:
+                gid = self.channel_guild[int(value)]
+                resolved.setdefault("channels", {})[str(value)] = {
+                    "id": str(value), "type": 0, "name": self.guilds[gid]["channels"][int(value)]["name"],
+                    "permissions": str((1 << 53) - 1), "guild_id": str(gid), "parent_id": None,
+                }
+                entry["value"] = str(value)
+            elif t == OPT_ROLE:
+                role = self._role_payload(int(value))
+                resolved.setdefault("roles", {})[str(value)] = role
+                entry["value"] = str(value)
+            elif name == focused:
+                entry["value"] = str(value)  # autocomplete sends the partial text as typed
+                entry["focused"] = True
+            else:
+                # Discord's client enforces types and min/max (client-side only).
+                if t == OPT_INTEGER:
+                    value = int(value)
+                elif t == OPT_NUMBER:
+                    value = float(value)
+                elif t == OPT_STRING:
+                    value = str(value)
+                    if "max_length" in o and len(value) > o["max_length"]:
+                        raise FakeDiscordError(f"Discord's client caps {name!r} at {o['max_length']} chars")
+                if t in (OPT_INTEGER, OPT_NUMBER):
+                    if "min_value" in o and value < o["min_value"]:
+                        raise FakeDiscordError(f"Discord's client refuses {name}={value} < {o['min_value']}")
+                    if "max_value" in o and value > o["max_value"]:
+                        raise FakeDiscordError(f"Discord's client refuses {name}={value} > {o['max_value']}")
+                entry["value"] = value
+            out.append(entry)
+        return out
+
+    async def command(self, user_id: int, channel_id: int, name: str, options: dict[str, Any] | None = None,
+                      *, focused: str | None = None) -> FakeInteraction:
+        """A member runs a slash command (``name`` may be 'mod channels' for a subcommand).
+
+        With ``focused`` it is an autocomplete request for that option instead."""
+        parts = name.split()
+        gid = self.channel_guild[channel_id]
+        cmd = self._find_command(parts[0], gid)
+        resolved: dict[str, Any] = {}
+        data: dict[str, Any] = {
+            "id": cmd["id"],
+            "name": cmd["name"],
+            "type": 1,
+            "options": self._build_options(cmd, parts[1:], options or {}, focused, resolved),
+        }
+        if cmd.get("guild_id"):
+            data["guild_id"] = cmd["guild_id"]
+        if resolved:
+            data["resolved"] = resolved
+        ix = self._interaction_base(AUTOCOMPLETE if focused else APPLICATION_COMMAND, user_id, channel_id, data)
+        await self.dispatch("INTERACTION_CREATE", ix.payload)
+        return ix
+
+    async def autocomplete(self, user_id: int, channel_id: int, name: str, options: dict[str, Any],
+                           focused: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        ix = await self.command(user_id, channel_id, name, options, focused=focused)
+        await self.wait_for(lambda: CB_AUTOCOMPLETE in ix.callback_types, timeout, "autocomplete answer")
+        return ix.choices
+
+    async def message_command(self, user_id: int, message_id: int, name: str) -> FakeInteraction:
+        """A member uses a message context-menu command on a message."""
+        msg = self.messages[message_id]
+        channel_id = int(msg["channel_id"])
+        gid = self.channel_guild[channel_id]
+        cmd = self._find_command(name, gid, ctype=3)
+        data = {
+            "id": cmd["id"],
+            "name": name,
+            "type": 3,
+            "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): msg}},
+        }
+        ix = self._interaction_base(APPLICATION_COMMAND, user_id, channel_id, data)
+        await self.dispatch("INTERACTION_CREATE", ix.payload)
+        return ix
+
+    async def click(self, user_id: int, message_id: int, custom_id: str,
+                    *, seen: dict[str, Any] | None = None) -> FakeInteraction:
+        """A member presses a button on a message. `seen`: the version of the message the member's
+        client still shows (a client that has not caught up with an edit yet)."""
+        if message_id in self.deleted:
+            raise FakeDiscordError("the message was deleted")
+        msg = seen or self.messages[message_id]
+        if custom_id not in custom_ids(msg):
+            raise FakeDiscordError(f"no component {custom_id!r} on message {message_id}: {custom_ids(msg)}")
+        button = next(b for b in buttons(msg) if b.get("custom_id") == custom_id)
+        if button.get("disabled"):
+            raise FakeDiscordError(f"button {custom_id!r} is disabled; Discord would not send the click")
+        data = {"custom_id": custom_id, "component_type": 2}
+        ix = self._interaction_base(MESSAGE_COMPONENT, user_id, int(msg["channel_id"]), data)
+        ix.payload["message"] = msg
+        await self.dispatch("INTERACTION_CREATE", ix.payload)
+        return ix
+
+    async def submit_modal(self, user_id: int, opened_by: FakeInteraction, values: dict[str, str]) -> FakeInteraction:
+        """A member fills in the modal the bot opened in answer to ``opened_by`` and submits it."""
+        modal = opened_by.modal
+        if modal is None:
+            raise FakeDiscordError("no modal was opened")
+        rows = []
+        for row in modal["components"]:
+            comps = []
+            for c in row.get("components", [row.get("component")] if row.get("component") else []):
+                if c is None:
+                    continue
+                comps.append({"type": c["type"], "custom_id": c["custom_id"],
+                              "value": values.get(c["custom_id"], c.get("value", ""))})
+            if row.get("type") == 18:  # label component (components v2 modals)
+                rows.append({"type": 18, "component": comps[0]})
+            else:
+                rows.append({"type": 1, "components": comps})
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        ix = self._interaction_base(MODAL_SUBMIT, user_id, opened_by.channel_id, data)
+        if opened_by.type == MESSAGE_COMPONENT:
+            ix.payload["message"] = opened_by.payload["message"]
+        await self.dispatch("INTERACTION_CREATE", ix.payload)
+        return ix
+
+    async def answered(self, ix: FakeInteraction, timeout: float = 5.0) -> FakeInteraction:
+        """Wait until the bot sent the first response to an interaction."""
+        await self.wait_for(lambda: ix.callbacks, timeout, f"a response to interaction {ix.id}")
+        return ix
+
+    async def settled(self, ix: FakeInteraction, timeout: float = 10.0) -> FakeInteraction:
+        """Wait until the interaction has a visible answer: a message, an edited deferred
+        response, a followup, a modal or an autocomplete result."""
+
+        def done() -> bool:
+            types = ix.callback_types
+            if any(t in (CB_MESSAGE, CB_UPDATE, CB_MODAL, CB_AUTOCOMPLETE) for t in types):
+                return True
+            if ix.followups:
+                return True
+            return ix.original is not None and bool(_message_text(ix.original) or ix.original.get("attachments"))
+
+        await self.wait_for(done, timeout, f"an answer to interaction {ix.id}")
+        return ix
+
+    # ---------------------------------------------------------------- what members see
+
+    def channel_messages(self, channel_id: int) -> list[dict[str, Any]]:
+        return [m for mid, m in self.messages.items() if int(m["channel_id"]) == channel_id and mid not in self.deleted]
+
+    def delete_message(self, message_id: int) -> None:
+        """A moderator deletes a message in the client."""
+        self.deleted.add(message_id)
+
+    def set_gateway_guild_limit(self, guild_id: int, attachment_size_limit: int) -> None:
+        self.guilds[guild_id]["attachment_size_limit"] = attachment_size_limit
+
+    # ---------------------------------------------------------------- REST
+
+    def _message(self, channel_id: int, body: dict[str, Any], files: list[tuple[str, bytes]],
+                 *, author: dict[str, Any] | None = None, interaction: FakeInteraction | None = None,
+                 message_id: int | None = None) -> dict[str, Any]:
+        mid = message_id or self.snowflake()
+        attachments = self._attachments(mid, body, files, [])
+        msg: dict[str, Any] = {
+            "id": str(mid),
+            "channel_id": str(channel_id),
+            "author": author or self.bot_user,
+            "content": body.get("content") or "",
+            "timestamp": _now_iso(),
+            "edited_timestamp": None,
+            "tts": bool(body.get("tts")),
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": body.get("embeds") or [],
+            "type": 0 if interaction is None else 20,
+            "pinned": False,
+            "flags": int(body.get("flags") or 0),
+            "components": _with_component_ids(body.get("components") or []),
+        }
+        gid = self.channel_guild.get(channel_id)
+        if gid is not None:
+            msg["guild_id"] = str(gid)
+        if interaction is not None:
+            msg["webhook_id"] = str(self.app_id)
+            msg["application_id"] = str(self.app_id)
+            msg["interaction_metadata"] = {"id": str(interaction.id), "type": interaction.type,
+                                           "user": self.users[interaction.user_id],
+                                           "authorizing_integration_owners": {}}
+        return msg
+
+    def _attachments(self, mid: int, body: dict[str, Any], files: list[tuple[str, bytes]],
+                     existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Attachments of a created/edited message: kept ones (by id) plus uploaded files."""
+        declared = body.get("attachments")
+        out: list[dict[str, Any]] = []
+        if declared is None:
+            declared = [{"id": i} for i in range(len(files))]
+            out = list(existing)
+        by_id = {str(a["id"]): a for a in existing}
+        for a in declared:
+            aid = str(a.get("id"))
+            if aid in by_id:
+                out.append(by_id[aid])
+                continue
+            index = int(aid)
+            if index >= len(files):
+                continue
+            filename, data = files[index]
+            filename = a.get("filename", filename)
+            att_id = self.snowflake()
+            key = f"{att_id}/{filename}"
+            self.files[key] = HostedFile(data=data, content_type=_guess_type(filename))
+            url = f"{self.base_url}/attachments/{key}"
+            out.append({"id": str(att_id), "filename": filename, "size": len(data), "url": url,
+                        "proxy_url": url, "content_type": _guess_type(filename),
+                        "description": a.get("description")})
+        return out
+
+    async def _read_body(self, request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:
+        ctype = request.headers.get("Content-Type", "")
+        if ctype.startswith("multipart/"):
+            payload: Any = None
+            files: list[tuple[str, bytes]] = []
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    break
+                name = part.name or ""  # type: ignore[union-attr]
+                data = await part.read()  # type: ignore[union-attr]
+                if name == "payload_json":
+                    payload = json.loads(data)
+                elif name.startswith("files["):
+                    files.append((part.filename or name, bytes(data)))  # type: ignore[union-attr]
+            return payload or {}, files
+        raw = await request.read()
+        return (json.loads(raw) if raw else None), []
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        body, files = await self._read_body(request)
+        call = RestCall(request.method, path, dict(request.query), body, files,
+                        request.headers.get("Authorization"))
+        self.calls.append(call)
+        try:
+            for i, (match, status, code, message) in enumerate(self.fail_next):
+                if match(request.method, path):
+                    del self.fail_next[i]
+                    return _error(status, code, message)
+            return await self._route(request.method, path, body, files, call)
+        finally:
+            await self._notify()
+
+    def _bot_auth(self, call: RestCall) -> bool:
+        return call.auth == f"Bot {self.token}"
+
+    async def _route(self, method: str, path: str, body: Any, files: list[tuple[str, bytes]],
+                     call: RestCall) -> web.Response:
+        seg = path.strip("/").split("/")
+        # Interaction callbacks and webhooks authenticate with the interaction token in the URL.
+        if seg[0] == "interactions" and len(seg) == 4 and seg[3] == "callback" and method == "POST":
+            return self._callback(int(seg[1]), seg[2], body, files)
+        if seg[0] == "webhooks" and len(seg) >= 3:
+            return self._webhook(method, seg, body, files)
+        if not self._bot_auth(call):
+            return _error(401, 0, "401: Unauthorized")
+        if path == "/users/@me" and method == "GET":
+            return _json_response(self.bot_user)
+        if path == "/oauth2/applications/@me" and method == "GET":
+            return _json_response({
+                "id": str(self.app_id), "name": "jukebot", "description": "", "icon": None,
+                "bot_public": True, "bot_require_code_grant": False,
+                "owner": self.bot_user, "verify_key": "00", "flags": 0, "team": None,
+            })
+        if path in ("/gateway/bot", "/gateway") and method == "GET":
+            return _json_response({"url": self.gateway_url, "shards": 1,
+                                   "session_start_limit": {"total": 1000, "remaining": 999,
+                                                           "reset_after": 0, "max_concurrency": 1}})
+        if seg[0] == "applications" and seg[-1] == "commands":
+            return self._commands(method, seg, body)
+        if seg[0] == "channels" and len(seg) >= 3 and seg[2] == "messages":
+            return self._channel_messages(method, int(seg[1]), seg[3:], body, files)
+        if seg[0] == "channels" and len(seg) == 2 and method == "GET":
+            cid = int(seg[1])
+            gid = self.channel_guild.get(cid)
+            if gid is None:
+                return _error(404, 10003, "Unknown Channel")
+            return _json_response({"id": str(cid), "type": 0, "guild_id": str(gid),
+                                   "name": self.guilds[gid]["channels"][cid]["name"], "position": 0,
+                                   "permission_overwrites": [], "nsfw": False, "parent_id": None})
+        return _error(404, 0, f"404: Not Found ({method} {path} is not in the fake)")
+
+    def _commands(self, method: str, seg: list[str], body: Any) -> web.Response:
+        guild_id = int(seg[3]) if len(seg) == 5 and seg[2] == "guilds" else None
+        if method == "PUT":
+            out = []
+            for cmd in body or []:
+                c = dict(cmd)
+                c.setdefault("type", 1)
+                c.setdefault("description", "")  # Discord stores "" for context menus
+                c.setdefault("default_member_permissions", None)
+                c.setdefault("nsfw", False)
+                c["id"] = str(self.snowflake())
+                c["application_id"] = str(self.app_id)
+                c["version"] = str(self.snowflake())
+                if guild_id is not None:
+                    c["guild_id"] = str(guild_id)
+                out.append(c)
+            if guild_id is None:
+                self.global_commands = out
+            else:
+                self.guild_commands[guild_id] = out
+            return _json_response(out)
+        if method == "GET":
+            return _json_response(self.global_commands if guild_id is None else self.guild_commands.get(guild_id, []))
+        return _error(405, 0, "method not allowed")
+
+    def _channel_messages(self, method: str, channel_id: int, rest: list[str], body: Any,
+                          files: list[tuple[str, bytes]]) -> web.Response:
+        if channel_id not in self.channel_guild:
+            return _error(404, 10003, "Unknown Channel")
+        if not rest:
+            if method == "POST":
+                if not _within_limits(body, files):
+                    return _error(400, 50035, "Invalid Form Body")
+                limit = self.guilds[self.channel_guild[channel_id]]["attachment_size_limit"]
+                if any(len(d) > limit for _, d in files):
+                    return _error(413, 40005, "Request entity too large")
+                msg = self._message(channel_id, body or {}, files)
+                self.messages[int(msg["id"])] = msg
+                self.edits[int(msg["id"])] = [msg]
+                return _json_response(msg)
+            if method == "GET":
+                msgs = sorted(self.channel_messages(channel_id), key=lambda m: int(m["id"]), reverse=True)
+                return _json_response(msgs[:50])
+            return _error(405, 0, "method not allowed")
+        mid = int(rest[0])
+        found = self.messages.get(mid)
+        if found is None or mid in self.deleted or int(found["channel_id"]) != channel_id:
+            return _error(404, 10008, "Unknown Message")
+        if method == "GET":
+            return _json_response(found)
+        if method == "DELETE":
+            self.deleted.add(mid)
+            return web.Response(status=204)
+        if method == "PATCH":
+            if found["author"]["id"] != self.bot_user["id"]:
+                return _error(403, 50005, "Cannot edit a message authored by another user")
+            return _json_response(self._edit(mid, body or {}, files))
+        return _error(405, 0, "method not allowed")
+
+    def _edit(self, mid: int, body: dict[str, Any], files: list[tuple[str, bytes]]) -> dict[str, Any]:
+        msg = dict(self.messages[mid])
+        if "content" in body:
+            msg["content"] = body["content"] or ""
+        if "embeds" in body:
+            msg["embeds"] = body["embeds"] or []
+        if "components" in body:
+            msg["components"] = _with_component_ids(body["components"] or [])
+        if "flags" in body and body["flags"] is not None:
+            msg["flags"] = int(body["flags"])
+        if "attachments" in body or files:
+            msg["attachments"] = self._attachments(mid, body, files, msg["attachments"])
+        msg["edited_timestamp"] = _now_iso()
+        self.messages[mid] = msg
+        self.edits.setdefault(mid, []).append(msg)
+        return msg
+
+    def _callback(self, iid: int, token: str, body: Any, files: list[tuple[str, bytes]]) -> web.Response:
+        ix = self.interactions.get(iid)
+        if ix is None or ix.token != token:
+            return _error(404, 10062, "Unknown interaction")
+        if ix.callbacks:
+            return _error(400, 40060, "Interaction has already been acknowledged.")
+        ix.callbacks.append(body)
+        ctype = body["type"]
+        data = body.get("data") or {}
+        result: dict[str, Any] = {"interaction": {"id": str(iid), "type": ix.type}}
+        if ctype in (CB_MESSAGE, CB_DEFER):
+            msg = self._message(ix.channel_id, data if ctype == CB_MESSAGE else {"flags": data.get("flags", 0)},
+                                files, interaction=ix)
+            ix.original = msg
+            if not int(msg["flags"]) & EPHEMERAL:
+                self.messages[int(msg["id"])] = msg
+                self.edits[int(msg["id"])] = [msg]
+            result["interaction"].update({
+                "response_message_id": msg["id"],
+                "response_message_loading": ctype == CB_DEFER,
+                "response_message_ephemeral": bool(int(msg["flags"]) & EPHEMERAL),
+            })
+            result["resource"] = {"type": ctype, "message": msg}
+        elif ctype == CB_UPDATE:
+            target = int(ix.payload["message"]["id"])
+            if target in self.messages and target not in self.deleted:
+                self._edit(target, data, files)
+            result["resource"] = {"type": ctype}
+        else:
+            result["resource"] = {"type": ctype}
+        return _json_response(result)
+
+    def _webhook(self, method: str, seg: list[str], body: Any, files: list[tuple[str, bytes]]) -> web.Response:
+        ix = self._by_token.get(seg[2])
+        if ix is None or seg[1] != str(self.app_id):
+            return _error(401, 50027, "Invalid Webhook Token")
+        if len(seg) == 3 and method == "POST":
+            msg = self._message(ix.channel_id, body or {}, files, interaction=ix)
+            ix.followups.append(msg)
+            if not int(msg["flags"]) & EPHEMERAL:
+                self.messages[int(msg["id"])] = msg
+                self.edits[int(msg["id"])] = [msg]
+            return _json_response(msg)
+        if len(seg) == 5 and seg[3] == "messages":
+            which = seg[4]
+            target: dict[str, Any] | None
+            if which == "@original":
+                target = ix.original
+            else:
+                target = next((m for m in ix.followups if m["id"] == which), None)
+            if target is None:
+                return _error(404, 10008, "Unknown Message")
+            if method == "GET":
+                return _json_response(target)
+            if method == "DELETE":
+                self.deleted.add(int(target["id"]))
+                return web.Response(status=204)
+            if method == "PATCH":
+                mid = int(target["id"])
+                if mid not in self.messages:
+                    self.messages[mid] = target  # ephemeral originals are kept here only to edit them
+                edited = self._edit(mid, body or {}, files)
+                if int(target["flags"]) & EPHEMERAL:
+                    del self.messages[mid]
+                if which == "@original":
+                    ix.original = edited
+                else:
+                    ix.followups = [edited if m["id"] == which else m for m in ix.followups]
+                return _json_response(edited)
+        return _error(404, 0, "404: Not Found")
+
+
+def _with_component_ids(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Discord echoes components back; discord.py reads them from the message on a click.
+    return json.loads(json.dumps(components))
+
+
+def _within_limits(body: Any, files: list[tuple[str, bytes]]) -> bool:
+    body = body or {}
+    if len(body.get("content") or "") > 2000:
+        return False
+    if len(files) > 10:
+        return False
+    return sum(len(d) for _, d in files) <= 25 * 1024 * 1024 + 1024  # Discord's request-size cap
+
+
+def _guess_type(filename: str) -> str:
+    ext = filename.rsplit(".", 1)[-1].lower()
+    return {
+        "wav": "audio/x-wav",
+        "mp3": "audio/mpeg",
+        "ogg": "audio/ogg",
+        "opus": "audio/ogg",
+        "png": "image/png",
+        "txt": "text/plain",
+    }.get(ext, "application/octet-stream")
