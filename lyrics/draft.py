@@ -93,9 +93,12 @@ class DraftStream:
                 if attempt > 1:
                     yield ""  # the front end clears what the failed attempt showed
                 reply = _Reply("", None)
+                shown = ""
                 try:
                     async for reply in self._attempt(client):
-                        yield reply.text
+                        if reply.text != shown:
+                            shown = reply.text
+                            yield shown
                     fitted = self._fit(reply)
                 except Exception as exc:
                     failure = classify(exc, policy=self.policy, model=self.model)

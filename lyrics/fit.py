@@ -3,8 +3,8 @@
 The engine's character vocabulary and its cleaning live in `engine/labels.py` (torch-free); this
 module only decides what to do around them and tells the person what changed, in plain words:
 
-1. drop what is not lyrics: hidden reasoning, code fences, markdown, the model's "Here are your
-   lyrics:" introduction and "Hope you like it!" ending, a title line;
+1. drop what is not lyrics: code fences and markdown; from a text model also its hidden reasoning,
+   its "Here are your lyrics:" introduction, "Hope you like it!" ending and a title line;
 2. keep the structure: sections stay separated by a blank line; section labels ([Verse], Chorus:,
    **Bridge**) become "[Verse]" when the vocabulary has brackets and are dropped when it has not;
 3. map every character onto the vocabulary (accents to plain letters, emoji and other symbols out);
@@ -95,7 +95,7 @@ _INTRO = re.compile(
     rf"^\s*{_INTERJECTION}\W*$"  # "Sure!" alone
     rf"|^\s*({_INTERJECTION}|here('s| is| are)|i('ve| have) (written|created|composed|made))\b"
     r".*\b(lyrics|song|verse|draft|version|attempt|take)\b"  # "Sure, here is a song about rain"
-    r"|^\s*(title|song title|lyrics)\s*:",
+    r"|^\s*lyrics\s*:",
     re.IGNORECASE,
 )
 _OUTRO = re.compile(
@@ -165,6 +165,7 @@ def _strip_chatter(w: _Work) -> None:
     lines = w.lines
     start = 0
     intro: list[str] = []
+    title: list[str] = []
     while start < len(lines):
         line = lines[start].strip()
         if not line:
@@ -172,8 +173,11 @@ def _strip_chatter(w: _Work) -> None:
             continue
         if _SECTION.match(line):
             break
-        is_first = not intro
-        if _INTRO.match(line) or (is_first and (line.endswith(":") or _QUOTED_TITLE.match(line))):
+        if _QUOTED_TITLE.match(line) or re.match(r"^\s*(song )?title\s*:", line, re.IGNORECASE):
+            title.append(line)
+            start += 1
+            continue
+        if _INTRO.match(line) or (not intro and not title and line.endswith(":")):
             intro.append(line)
             start += 1
             continue
@@ -195,6 +199,8 @@ def _strip_chatter(w: _Work) -> None:
     if intro:
         first = intro[0] if len(intro[0]) <= 50 else intro[0][:47] + "..."
         w.notes.append(f'removed the model\'s introduction ("{first}")')
+    if title:
+        w.notes.append(f"removed the title line ({title[0].strip()[:50]})")
     if outro:
         w.notes.append("removed the model's closing remark")
     w.lines = lines[start:end]
@@ -357,8 +363,8 @@ def fit_lyrics(
 ) -> FittedLyrics:
     """Clean `text` to the engine's alphabet and cut it to what `seconds` of audio can carry.
 
-    `from_model`: the text came from a text model, so introductions, titles and closing remarks are
-    removed too (never done to what a person wrote). `truncated`: the model hit its token limit, so
+    `from_model`: the text came from a text model, so reasoning, introductions, titles and closing
+    remarks are removed too (never done to what a person wrote). `truncated`: the model hit its token limit, so
     its last line is unfinished and is dropped. Raises LyricsInputError if nothing singable is left.
     """
     budget = budget_for(seconds, engine_model)
@@ -379,8 +385,8 @@ def fit_lyrics(
         lines.pop()
         notes.append("dropped the unfinished last line (the text model ran out of room)")
     w = _Work(lines=lines, notes=notes)
+    _strip_markdown(w)  # pasted lyrics carry it too, and its marks are not singable anyway
     if from_model:
-        _strip_markdown(w)
         _strip_chatter(w)
     brackets = {"[", "]"} <= alphabet(engine_model)
     _normalise_sections(w, brackets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +45,12 @@ def cfg(server: FakeOpenAI) -> Settings:
     return make_settings(server)
 
 
-def request_for(settings: Settings, prompt: str = "rain in a neon city", seconds: float = 20, **kw: Any) -> LyricsRequest:
-    return make_request(prompt, settings=settings, seconds=seconds, artist="the_weeknd", genre="synthpop", **kw)
+def request_for(
+    settings: Settings, prompt: str = "rain in a neon city", seconds: float = 20, **kw: Any
+) -> LyricsRequest:
+    return make_request(
+        prompt, settings=settings, seconds=seconds, artist="the_weeknd", genre="synthpop", **kw
+    )
 
 
 class Sleeps:
@@ -111,7 +116,7 @@ async def test_streaming_yields_growing_text(server: FakeOpenAI, cfg: Settings) 
     drafting = DraftStream(request_for(cfg), settings=cfg)
     seen = [text async for text in drafting]
     assert len(seen) >= 10  # one per word
-    assert all(b.startswith(a) for a, b in zip(seen, seen[1:], strict=False))
+    assert all(b.startswith(a) for a, b in itertools.pairwise(seen))
     assert seen[-1] == SONG
     assert drafting.draft is not None and drafting.draft.lyrics == SONG
     assert drafting.draft.attempts == 1
@@ -182,7 +187,9 @@ async def test_time_spent_showing_text_does_not_count_as_waiting(server: FakeOpe
 
 
 async def test_429_waits_as_long_as_retry_after_says(server: FakeOpenAI, cfg: Settings) -> None:
-    server.chat.extend([Reply.rate_limited(retry_after=7), Reply.rate_limited(retry_after="2.5"), Reply.text(SONG)])
+    server.chat.extend(
+        [Reply.rate_limited(retry_after=7), Reply.rate_limited(retry_after="2.5"), Reply.text(SONG)]
+    )
     sleeps = Sleeps()
     draft = await draft_lyrics(request_for(cfg), settings=cfg, sleep=sleeps)
     assert draft.attempts == 3
@@ -251,7 +258,9 @@ MALFORMED = {
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("kind", list(MALFORMED))
-async def test_malformed_replies_are_retried(server: FakeOpenAI, cfg: Settings, kind: str, stream: bool) -> None:
+async def test_malformed_replies_are_retried(
+    server: FakeOpenAI, cfg: Settings, kind: str, stream: bool
+) -> None:
     server.chat.extend([MALFORMED[kind], Reply.text(SONG)])
     draft = await draft_lyrics(request_for(cfg), settings=cfg, stream=stream, sleep=Sleeps())
     assert draft.lyrics == SONG and draft.attempts == 2
@@ -267,7 +276,9 @@ async def test_malformed_replies_are_retried(server: FakeOpenAI, cfg: Settings, 
     ],
     ids=["non-json", "no-choices", "no-text", "error-event"],
 )
-async def test_malformed_streams_are_retried_then_explained(server: FakeOpenAI, cfg: Settings, events: list[str]) -> None:
+async def test_malformed_streams_are_retried_then_explained(
+    server: FakeOpenAI, cfg: Settings, events: list[str]
+) -> None:
     server.chat.extend([Reply(raw_events=events)] * 3)
     with pytest.raises(LyricsModelError) as err:
         await draft_lyrics(request_for(cfg), settings=cfg, sleep=Sleeps())
@@ -277,7 +288,12 @@ async def test_malformed_streams_are_retried_then_explained(server: FakeOpenAI, 
 
 @pytest.mark.parametrize(
     ("status", "kind", "words"),
-    [(401, "refused", "API key"), (403, "refused", "API key"), (404, "not_found", '"songwriter-7b"'), (400, "refused", "HTTP 400")],
+    [
+        (401, "refused", "API key"),
+        (403, "refused", "API key"),
+        (404, "not_found", '"songwriter-7b"'),
+        (400, "refused", "HTTP 400"),
+    ],
 )
 async def test_permanent_errors_are_not_retried(
     server: FakeOpenAI, cfg: Settings, status: int, kind: str, words: str
@@ -316,7 +332,10 @@ async def test_overlong_reply_is_cut_at_section_boundaries(server: FakeOpenAI, c
     next_lines = sections[len(whole)].split("\n")
     assert last.split("\n") == next_lines[: len(last.split("\n"))]  # then whole lines of the next one
     assert len(draft.lyrics) + len(next_lines[len(last.split("\n"))]) + 1 > 430  # and no room for more
-    assert any(f"shortened from {len(reply):,} to {len(draft.lyrics):,} characters to fit 20 s" in n for n in draft.notes)
+    assert any(
+        f"shortened from {len(reply):,} to {len(draft.lyrics):,} characters to fit 20 s" in n
+        for n in draft.notes
+    )
     assert draft.raw == reply
 
 
