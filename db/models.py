@@ -244,4 +244,21 @@ class Publication(SQLModel, table=True):
     published_at: datetime | None = _ts()
 
 
-ALL_TABLES = [User, GuildConfig, Song, Job, Draft, Clip, Vote, Publication]
+class OAuthToken(SQLModel, table=True):
+    """A platform login (SoundCloud; X over OAuth 2.0), one row per provider. Refresh tokens are single
+    use there, so the row is replaced after every refresh before the access token is used: see
+    publisher/tokens.py."""
+
+    __tablename__ = "oauth_tokens"
+    provider: str = Field(primary_key=True)  # soundcloud | x
+    access_token: str
+    refresh_token: str | None = None
+    token_type: str = "bearer"
+    scope: str = ""
+    account: str | None = None  # the platform's name for the logged-in account, for display
+    expires_at: datetime | None = _ts()
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+ALL_TABLES = [User, GuildConfig, Song, Job, Draft, Clip, Vote, Publication, OAuthToken]

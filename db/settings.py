@@ -88,6 +88,22 @@ class Settings(BaseSettings):
     soundcloud_client_secret: SecretStr | None = None
     publish_times: dict[str, str] = Field(default_factory=lambda: {"x": "19:00", "soundcloud": "19:30"})
     channel_tag: str = "#jukebot"
+    x_client_secret: SecretStr | None = None  # OAuth 2.0 confidential client (bots get one)
+    x_authorize_url: str = "https://x.com/i/oauth2/authorize"
+    oauth_redirect_uri: str = "http://127.0.0.1:8976/callback"  # registered with X and SoundCloud apps
+    x_upload_chunk_bytes: int = 4 * 1024 * 1024
+    x_video_size: str = "1280x720"
+    x_video_style: str = "waves"  # waves | spectrum
+    soundcloud_sharing: str = "public"  # public | private
+    soundcloud_format: str = "flac"  # flac (lossless, SoundCloud transcodes anyway) | mp3 | opus | wav
+    caption_templates: dict[str, str] = Field(default_factory=dict)  # see publisher/captions.py
+    publish_max_attempts: int = 3
+    publish_retry_seconds: float = 120.0  # first retry after a clear failure; x4 each time, capped at 1 h
+    publish_reconcile_seconds: float = 60.0  # after an unclear outcome, look on the platform this much later
+    publish_stale_seconds: float = 1800.0  # a `publishing` row older than this was interrupted (crash)
+    publish_http_timeout: float = 60.0
+    publish_rate_limit_wait: float = 60.0  # wait for a rate-limit reset up to this long, else reschedule
+    publish_featured_days: int = 2  # the scheduled fire picks up featured clips of the last N days
 
 
 @lru_cache

@@ -1,0 +1,142 @@
+"""A thin SoundCloud API client: upload a track (multipart), find our recent tracks.
+
+SoundCloud (research/publish_queue.md §2): user token from OAuth 2.1 authorization code + PKCE (client
+credentials cannot upload), sent as `Authorization: OAuth <token>`; tokens last about an hour and the
+refresh tokens are single use (see publisher/tokens.py). `POST /tracks` takes multipart fields
+`track[title]`, `track[asset_data]`, `track[description]`, `track[tag_list]`, `track[sharing]`.
+Timeouts and 5xx answers have been seen after the file was accepted, so they are `unclear` and the
+caller looks in `GET /me/tracks` before any retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from publisher.errors import Outcome, PublishError
+from publisher.http import RateLimiter, Sleep, raise_for_status, send
+from publisher.oauth import OAuthClient
+from publisher.tokens import TokenManager
+
+SHARING = ("public", "private")
+
+
+@dataclass(frozen=True)
+class Track:
+    id: str
+    title: str
+    url: str
+    created_at: datetime | None = None
+
+
+def parse_soundcloud_time(value: Any) -> datetime | None:
+    """SoundCloud writes '2024/05/01 12:34:56 +0000'; newer answers use ISO 8601."""
+    if not isinstance(value, str) or not value:
+        return None
+    for fmt in ("%Y/%m/%d %H:%M:%S %z",):
+        try:
+            return datetime.strptime(value, fmt).astimezone(UTC)
+        except ValueError:
+            pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _track(body: dict[str, Any]) -> Track:
+    return Track(
+        id=str(body.get("id") or body.get("urn") or ""),
+        title=str(body.get("title") or ""),
+        url=str(body.get("permalink_url") or body.get("uri") or ""),
+        created_at=parse_soundcloud_time(body.get("created_at")),
+    )
+
+
+def soundcloud_oauth(settings: Any) -> OAuthClient:
+    if settings.soundcloud_client_id is None:
+        raise PublishError("SoundCloud is not configured: set JUKEBOT_SOUNDCLOUD_CLIENT_ID and "
+                           "JUKEBOT_SOUNDCLOUD_CLIENT_SECRET, then run `jukebot publish auth soundcloud`.",
+                           Outcome.auth)
+    secret = settings.soundcloud_client_secret
+    return OAuthClient(
+        token_url=f"{settings.soundcloud_auth_base.rstrip('/')}/oauth/token",
+        client_id=settings.soundcloud_client_id.get_secret_value(),
+        client_secret=secret.get_secret_value() if secret is not None else None,
+    )
+
+
+class SoundCloudClient:
+    def __init__(self, api_base: str, tokens: TokenManager, http: httpx.AsyncClient, *,
+                 rate_limit_max_wait: float = 60.0, sleep: Sleep = asyncio.sleep) -> None:
+        self.api_base = api_base.rstrip("/")
+        self.tokens = tokens
+        self.http = http
+        self.limiter = RateLimiter("SoundCloud", max_wait=rate_limit_max_wait, sleep=sleep)
+
+    async def _call(self, method: str, path: str, *, step: str, creates: bool = False,
+                    params: dict[str, str] | None = None, data: dict[str, str] | None = None,
+                    files: dict[str, Any] | None = None) -> httpx.Response:
+        url = f"{self.api_base}{path}"
+        token = await self.tokens.access_token()
+
+        def build() -> httpx.Request:
+            return self.http.build_request(method, url, params=params, data=data, files=files,
+                                           headers={"Authorization": f"OAuth {token}", "Accept": "application/json"})
+
+        response = await send(self.http, build, limiter=self.limiter, key=f"{method} {path}", creates=creates)
+        if response.status_code == 401:
+            # Expired or revoked access token: refresh (storing the new single-use refresh token) and
+            # try once more. A 401 is a refusal, so the upload did not happen and repeating it is safe.
+            token = await self.tokens.access_token(force_refresh=True, rejected=token)
+            response = await send(self.http, build, limiter=self.limiter, key=f"{method} {path}", creates=creates)
+        if response.status_code == 401:
+            raise PublishError(f"SoundCloud refused our login for {step} (401): {self.tokens.reauth_hint}.",
+                               Outcome.auth, status=401)
+        raise_for_status(response, platform="SoundCloud", creates=creates, step=step)
+        return response
+
+    async def me(self) -> dict[str, Any]:
+        body = (await self._call("GET", "/me", step="account lookup")).json()
+        return body if isinstance(body, dict) else {}
+
+    async def upload_track(self, *, audio: bytes, filename: str, mime: str, title: str, description: str = "",
+                           tag_list: str = "", sharing: str = "public") -> Track:
+        if sharing not in SHARING:
+            raise ValueError(f"sharing must be one of {SHARING}")
+        if not audio:
+            raise PublishError("The audio file is empty.", Outcome.permanent)
+        fields = {
+            "track[title]": title,
+            "track[description]": description,
+            "track[tag_list]": tag_list,
+            "track[sharing]": sharing,
+        }
+        response = await self._call("POST", "/tracks", step="track upload", creates=True, data=fields,
+                                    files={"track[asset_data]": (filename, audio, mime)})
+        try:
+            track = _track(response.json())
+        except ValueError as exc:
+            raise PublishError("SoundCloud accepted the upload but its answer was unreadable.", Outcome.unclear) from exc
+        if not track.id:
+            raise PublishError("SoundCloud accepted the upload but sent no track id.", Outcome.unclear)
+        return track
+
+    async def recent_tracks(self, limit: int = 50) -> list[Track]:
+        body = (await self._call("GET", "/me/tracks", step="recent tracks lookup",
+                                 params={"limit": str(limit), "linked_partitioning": "true"})).json()
+        items = body.get("collection", []) if isinstance(body, dict) else body
+        return [_track(item) for item in items if isinstance(item, dict)]
+
+    async def find_track(self, title: str, since: datetime) -> Track | None:
+        """Our track with this title uploaded after `since` (a few minutes of clock slack)."""
+        earliest = since - timedelta(minutes=10)
+        for track in await self.recent_tracks():
+            if track.title.strip() == title.strip() and (track.created_at is None or track.created_at >= earliest):
+                return track
+        return None

@@ -1,0 +1,147 @@
+"""OAuth tokens kept in our database (table `oauth_tokens`), one row per provider ("soundcloud", "x").
+
+Refresh tokens are single use on SoundCloud (OAuth 2.1) and X: after a refresh the old one is dead.
+So a refresh is: call the token endpoint, COMMIT the new pair, and only then use the access token.
+If two processes refresh at once, the platform accepts one; the other gets `invalid_grant`, re-reads
+the row, finds the newer token its neighbour stored, and uses that. The one unrecoverable case is a
+crash between the platform's answer and our commit: the new refresh token is lost and a person must
+run `jukebot publish auth <provider>` again (nothing can be done about it client-side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import update
+from sqlmodel import select
+
+from db.database import Database
+from db.models import OAuthToken, utcnow
+from publisher.errors import Outcome, PublishError
+from publisher.oauth import OAuthClient, TokenSet
+
+REFRESH_SKEW = timedelta(seconds=120)  # refresh this long before the stated expiry
+NEIGHBOUR_WAITS = (0.2, 0.5, 1.0, 0.0)  # after invalid_grant: re-read the row, waiting this long between looks
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    provider: str
+    access_token: str
+    refresh_token: str | None
+    expires_at: datetime | None
+    scope: str
+    account: str | None
+    updated_at: datetime
+
+    def fresh(self, now: datetime | None = None) -> bool:
+        now = now or datetime.now(UTC)
+        return self.expires_at is None or self.expires_at - REFRESH_SKEW > now
+
+
+def _stored(row: OAuthToken) -> StoredToken:
+    return StoredToken(
+        provider=row.provider,
+        access_token=row.access_token,
+        refresh_token=row.refresh_token,
+        expires_at=row.expires_at,
+        scope=row.scope,
+        account=row.account,
+        updated_at=row.updated_at,
+    )
+
+
+def load_token(db: Database, provider: str) -> StoredToken | None:
+    with db.read() as session:
+        row = session.exec(select(OAuthToken).where(OAuthToken.provider == provider)).first()
+        return _stored(row) if row else None
+
+
+def save_token(db: Database, provider: str, tokens: TokenSet, *, account: str | None = None) -> StoredToken:
+    """Insert or replace the provider's tokens (committed when this returns)."""
+    now = utcnow()
+    with db.write() as session:
+        row = session.exec(select(OAuthToken).where(OAuthToken.provider == provider)).first()
+        if row is None:
+            row = OAuthToken(provider=provider, access_token=tokens.access_token, created_at=now)
+        row.access_token = tokens.access_token
+        # Some refresh answers omit the refresh token when it did not rotate; keep the one we have then.
+        row.refresh_token = tokens.refresh_token or row.refresh_token
+        row.expires_at = tokens.expires_at
+        row.scope = tokens.scope
+        row.token_type = tokens.token_type
+        if account is not None:
+            row.account = account
+        row.updated_at = now
+        session.add(row)
+        session.flush()
+        return _stored(row)
+
+
+def delete_token(db: Database, provider: str) -> bool:
+    with db.write() as session:
+        row = session.exec(select(OAuthToken).where(OAuthToken.provider == provider)).first()
+        if row is None:
+            return False
+        session.delete(row)
+        return True
+
+
+def set_account(db: Database, provider: str, account: str) -> None:
+    with db.write() as session:
+        session.execute(update(OAuthToken).where(OAuthToken.provider == provider).values(account=account))  # type: ignore[arg-type]
+
+
+class TokenManager:
+    """Hands out a valid access token for one provider, refreshing (and storing) when needed."""
+
+    def __init__(self, db: Database, provider: str, oauth: OAuthClient, http: httpx.AsyncClient, *,
+                 label: str) -> None:
+        self.db = db
+        self.provider = provider
+        self.oauth = oauth
+        self.http = http
+        self.label = label  # "SoundCloud", "X"
+        self._lock = asyncio.Lock()
+
+    @property
+    def reauth_hint(self) -> str:
+        return f"run `jukebot publish auth {self.provider}` to log in again"
+
+    async def access_token(self, *, force_refresh: bool = False, rejected: str | None = None) -> str:
+        """A usable access token. `force_refresh` after the platform refused one (401); `rejected` is
+        that token, so a token another process already replaced is simply used instead of refreshed."""
+        async with self._lock:
+            token = await asyncio.to_thread(load_token, self.db, self.provider)
+            if token is None:
+                raise PublishError(f"{self.label} is not authorised yet: {self.reauth_hint}.", Outcome.auth)
+            if rejected is not None and token.access_token != rejected and token.fresh():
+                return token.access_token
+            if token.fresh() and not force_refresh:
+                return token.access_token
+            return await self._refresh(token)
+
+    async def _refresh(self, token: StoredToken) -> str:
+        if not token.refresh_token:
+            raise PublishError(f"The {self.label} login has expired and has no refresh token: {self.reauth_hint}.",
+                               Outcome.auth)
+        try:
+            tokens = await self.oauth.refresh(self.http, token.refresh_token)
+        except PublishError as exc:
+            if exc.outcome is not Outcome.auth:
+                raise
+            # Perhaps another process used this single-use refresh token a moment ago; its answer reaches
+            # the database a moment after the platform answered it, so look a few times.
+            for delay in NEIGHBOUR_WAITS:
+                latest = await asyncio.to_thread(load_token, self.db, self.provider)
+                if latest is not None and latest.refresh_token != token.refresh_token and latest.fresh():
+                    return latest.access_token
+                await asyncio.sleep(delay)
+            raise PublishError(f"{self.label} refused our saved login ({exc.message}): {self.reauth_hint}.",
+                               Outcome.auth, status=exc.status) from exc
+        # Store first: the old refresh token is dead now, and this one is the only way back in.
+        await asyncio.to_thread(save_token, self.db, self.provider, tokens)
+        return tokens.access_token
