@@ -95,6 +95,7 @@ async def _draft(
 ) -> None:
     from db.settings import get_settings
     from lyrics.draft import DraftStream
+    from lyrics.present import retry_note
     from lyrics.request import make_request
 
     settings = get_settings()
@@ -108,7 +109,8 @@ async def _draft(
         if drafting.attempt != attempt:  # a retry starts over
             attempt = drafting.attempt
             newline = "\n" if shown else ""
-            typer.echo(f"{newline}[trying again, attempt {attempt} of {drafting.policy.attempts}]", err=True)
+            note = retry_note(attempt, drafting.policy.attempts, drafting.retry_reason)
+            typer.echo(f"{newline}[{note}]", err=True)
             shown = ""
         sys.stderr.write(text[len(shown) :])
         sys.stderr.flush()

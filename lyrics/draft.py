@@ -11,8 +11,9 @@ or simply `await draft_lyrics(request, settings=settings, on_partial=show)`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,13 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
 TEMPERATURE = 0.9  # lyrics should surprise a little; Regenerate gives another take
+RETRY_REASONS = {
+    "timeout": "no answer in time",
+    "rate_limited": "the model was busy",
+    "server_error": "a server error",
+    "malformed": "an unusable reply",
+    "connection": "no connection",
+}
 
 
 @dataclass(frozen=True)
@@ -77,14 +85,15 @@ class DraftStream:
         self.model = (self.settings.lyrics_model or "").strip()
         self.stream = stream
         self.attempt = 0
+        self.retry_reason: str | None = None  # why the current attempt is not the first, in words
         self.draft: LyricsDraft | None = None
         self._client = client
         self._sleep = sleep
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncGenerator[str, None]:
         return self._run()
 
-    async def _run(self) -> AsyncIterator[str]:
+    async def _run(self) -> AsyncGenerator[str, None]:
         own = self._client is None
         client = self._client or make_client(self.settings)
         try:
@@ -104,6 +113,7 @@ class DraftStream:
                     failure = classify(exc, policy=self.policy, model=self.model)
                     if not failure.retryable or attempt == self.policy.attempts:
                         raise LyricsModelError(failure.message, kind=failure.kind, attempts=attempt) from exc
+                    self.retry_reason = RETRY_REASONS.get(failure.kind)
                     await self._sleep(pause_before(attempt, failure, self.policy))
                     continue
                 await check_lyrics(fitted.lyrics, settings=self.settings, client=client, sleep=self._sleep)
@@ -205,11 +215,12 @@ async def draft_lyrics(
     """Draft, clean, fit and moderate lyrics for `request`. `on_partial` gets the text so far
     (sync or async callable). Raises a LyricsError with a message fit to show as is."""
     drafting = DraftStream(request, settings=settings, client=client, stream=stream, sleep=sleep)
-    async for text in drafting:
-        if on_partial is not None:
-            result = on_partial(text)
-            if result is not None:
-                await result
+    async with contextlib.aclosing(aiter(drafting)) as texts:
+        async for text in texts:
+            if on_partial is not None:
+                result = on_partial(text)
+                if result is not None:
+                    await result
     if drafting.draft is None:  # pragma: no cover - the stream either sets it or raises
         raise LyricsError("The lyrics model did not send usable lyrics; try again or write your own lyrics.")
     return drafting.draft

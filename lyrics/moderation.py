@@ -123,6 +123,11 @@ async def moderate(
     try:
         result = await with_retries(call, RetryPolicy.from_settings(settings), sleep=sleep)
     except LyricsModelError as exc:
+        if exc.kind in ("not_found", "refused", "quota"):
+            raise ModerationUnavailable(
+                "Lyrics moderation is switched on but the text-model server has no usable moderation "
+                "endpoint; ask an admin (or switch moderation off and use the blocklist)."
+            ) from exc
         raise ModerationUnavailable(
             "Lyrics moderation is switched on but the moderation service did not answer; "
             "try again in a minute."

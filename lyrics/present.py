@@ -26,11 +26,18 @@ def code_block(text: str) -> str:
     return f"```\n{_fence_safe(text)}\n```"
 
 
-def partial_preview(text: str, *, attempt: int = 1, attempts: int = 1, limit: int = 1800) -> str:
+def retry_note(attempt: int, attempts: int, reason: str | None = None) -> str:
+    after = f" after {reason}" if reason else ""
+    return f"trying again{after}, attempt {attempt} of {attempts}"
+
+
+def partial_preview(
+    text: str, *, attempt: int = 1, attempts: int = 1, reason: str | None = None, limit: int = 1800
+) -> str:
     """The message shown while a draft streams in: the latest text (its end, if long)."""
     head = DRAFTING
     if attempt > 1:
-        head += f" (trying again, attempt {attempt} of {attempts})"
+        head += f" ({retry_note(attempt, attempts, reason)})"
     text = text.strip()
     if not text:
         return head

@@ -5,6 +5,7 @@ Discord."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -35,9 +36,17 @@ async def stream_with_previews(
     throttle interval (a retry shows at once). Raises LyricsError subclasses."""
     throttle = throttle or EditThrottle()
     drafting = DraftStream(request, settings=settings, client=client, sleep=sleep)
-    async for text in drafting:
-        if not text or throttle.due():  # "" means a retry started: say so at once
-            await show(partial_preview(text, attempt=drafting.attempt, attempts=drafting.policy.attempts))
+    # aclosing: if `show` fails (say the message was deleted), the request is closed at once.
+    async with contextlib.aclosing(aiter(drafting)) as texts:
+        async for text in texts:
+            if not text or throttle.due():  # "" means a retry started: say so at once
+                preview = partial_preview(
+                    text,
+                    attempt=drafting.attempt,
+                    attempts=drafting.policy.attempts,
+                    reason=drafting.retry_reason,
+                )
+                await show(preview)
     assert drafting.draft is not None
     return drafting.draft
 

@@ -95,7 +95,7 @@ def test_retry_is_shown(app: typer.Typer, server: FakeOpenAI) -> None:
     server.chat.extend([Reply.server_error(), Reply.text(CLEAN)])
     result = run(app, ["lyrics", "rain"], server_env(server))
     assert result.exit_code == 0, result.output
-    assert "[trying again, attempt 2 of 3]" in result.stderr
+    assert "[trying again after a server error, attempt 2 of 3]" in result.stderr
     assert result.stdout.strip() == CLEAN
 
 

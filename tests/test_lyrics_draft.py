@@ -196,6 +196,13 @@ async def test_429_waits_as_long_as_retry_after_says(server: FakeOpenAI, cfg: Se
     assert sleeps.pauses == [7.0, 2.5]
 
 
+async def test_retry_reason_is_told(server: FakeOpenAI, cfg: Settings) -> None:
+    server.chat.extend([Reply.rate_limited(retry_after=1), Reply.text(SONG)])
+    drafting = DraftStream(request_for(cfg), settings=cfg, sleep=Sleeps())
+    reasons = [(drafting.attempt, drafting.retry_reason) async for _ in drafting]
+    assert reasons[0] == (2, "the model was busy")
+
+
 async def test_429_retry_after_really_waits(server: FakeOpenAI, cfg: Settings) -> None:
     server.chat.extend([Reply.rate_limited(retry_after=1), Reply.text(SONG)])
     await draft_lyrics(request_for(cfg), settings=cfg)

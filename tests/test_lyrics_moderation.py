@@ -144,8 +144,9 @@ async def test_endpoint_on_but_not_configured() -> None:
 async def test_unknown_endpoint_path_is_unavailable(server: FakeOpenAI) -> None:
     # e.g. Ollama has chat completions but no /v1/moderations
     cfg = make_settings(server, moderation=True, openai_base_url=server.base_url.replace("/v1", "/nothing"))
-    with pytest.raises(ModerationUnavailable):
+    with pytest.raises(ModerationUnavailable, match="no usable moderation endpoint"):
         await moderate(SONG, settings=cfg, sleep=no_sleep)
+    assert len(server.requests) == 1  # a missing endpoint is not retried
 
 
 # ------------------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ async def test_a_retry_is_shown_at_once(server: FakeOpenAI) -> None:
     await stream_with_previews(
         request, settings=cfg, show=show, throttle=EditThrottle(1.0, clock=clock), sleep=no_sleep
     )
-    notice = f"{DRAFTING} (trying again, attempt 2 of 3)"
+    notice = f"{DRAFTING} (trying again after a server error, attempt 2 of 3)"
     assert len(shown) == 2
     assert shown[0] == notice
     assert shown[1].startswith(notice + "\n```\n[Verse]")  # the first words of the new attempt
