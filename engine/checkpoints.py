@@ -16,6 +16,7 @@ loaded strictly; a file that does not fit raises `CheckpointError` naming the fi
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -230,7 +231,7 @@ def _download_any(rel: str, dest: Path, mirrors: Sequence[str], *, progress: boo
                 _http_get(url, part, timeout=timeout, progress=progress)
                 os.replace(part, dest)
                 return url
-            except (OSError, DownloadError) as e:
+            except (OSError, DownloadError, http.client.HTTPException) as e:
                 why = _why(e)
                 log.warning("download %s failed (attempt %d of %d): %s", url, attempt + 1, attempts, why)
                 if isinstance(e, urllib.error.HTTPError) and e.code in (401, 403, 404, 410):
@@ -247,6 +248,8 @@ def _why(e: BaseException) -> str:
         return f"HTTP {e.code} {e.reason}"
     if isinstance(e, urllib.error.URLError):
         return f"cannot connect ({e.reason})"
+    if isinstance(e, http.client.IncompleteRead):
+        return f"the connection ended early ({len(e.partial)} bytes in the last read)"
     return str(e) or type(e).__name__
 
 

@@ -1,0 +1,265 @@
+"""Checkpoint download (mirrors, resume, SHA-256, licence) against a local fake host, and strict
+loading of original-format files (fp16, `module.` prefixes, legacy and zip formats, `hps`), with
+clear errors for truncated, wrong and unsafe files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import socket
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from db.settings import Settings
+from engine.checkpoints import (
+    LICENSE_NOTICE,
+    CheckpointError,
+    DownloadError,
+    fetch,
+    fetch_released,
+    hparams_of,
+    load_into,
+    read_checkpoint,
+    released_files,
+    sha256_file,
+)
+from engine.config import tiny_config
+from engine.model import load_model
+from engine.prior import JukeboxPrior
+from engine.vqvae import VQVAE
+from tests.fakes.model_hub import ModelHub, serve_model_hub
+
+REL = "jukebox/models/5b/vqvae.pth.tar"
+PAYLOAD = os.urandom(300_000)
+
+
+@pytest.fixture
+def hub() -> Iterator[ModelHub]:
+    with serve_model_hub({REL: PAYLOAD}) as h:
+        yield h
+
+
+def _fetch(tmp_path: Path, mirrors: list[str], **kw: Any) -> Path:
+    return fetch(REL, cache_dir=tmp_path / "cache", mirrors=mirrors, progress=False, backoff=0.0, **kw)
+
+
+def _manifest(tmp_path: Path) -> dict[str, Any]:
+    return json.loads((tmp_path / "cache" / "manifest.json").read_text())
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
+# --- download --------------------------------------------------------------------------------------
+
+
+def test_first_download_records_sha256_and_later_calls_use_the_cache(hub: ModelHub, tmp_path: Path) -> None:
+    seen: list[str] = []
+    path = _fetch(tmp_path, [hub.url], notice=seen.append)
+    assert path.read_bytes() == PAYLOAD and not path.with_name(path.name + ".part").exists()
+    entry = _manifest(tmp_path)[REL]
+    assert entry["sha256"] == sha256_file(path) and entry["source"] == hub.url + REL
+    assert seen == [LICENSE_NOTICE]  # the noncommercial licence is shown when weights are fetched
+    assert _fetch(tmp_path, [hub.url], notice=seen.append) == path
+    assert len(hub.gets()) == 1 and seen == [LICENSE_NOTICE]
+
+
+def test_a_cut_download_resumes_with_a_range_request(hub: ModelHub, tmp_path: Path) -> None:
+    hub.cut_next(2, at=0.4)
+    path = _fetch(tmp_path, [hub.url])
+    assert path.read_bytes() == PAYLOAD
+    gets = hub.gets(REL)
+    assert len(gets) == 3
+    assert gets[0][2] is None  # whole file, cut at 40 %
+    first_cut = int(len(PAYLOAD) * 0.4)
+    assert gets[1][2] == f"bytes={first_cut}-" and gets[1][3] == 206
+    assert gets[2][2] is not None and int(gets[2][2][6:-1]) > first_cut
+
+
+def test_a_part_file_left_by_a_killed_process_is_resumed(hub: ModelHub, tmp_path: Path) -> None:
+    part = tmp_path / "cache" / (REL + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(PAYLOAD[:1000])
+    assert _fetch(tmp_path, [hub.url]).read_bytes() == PAYLOAD
+    assert hub.gets(REL)[0][2] == "bytes=1000-"
+
+
+def test_server_errors_are_retried(hub: ModelHub, tmp_path: Path) -> None:
+    hub.fail_next(2, status=503)
+    assert _fetch(tmp_path, [hub.url], attempts=3).read_bytes() == PAYLOAD
+    assert [g[3] for g in hub.gets()] == [503, 503, 200]
+
+
+def test_mirrors_are_tried_in_order(tmp_path: Path) -> None:
+    empty_folder = tmp_path / "user-mirror"
+    empty_folder.mkdir()
+    with serve_model_hub({}) as cdn, serve_model_hub({REL: PAYLOAD}) as origin:
+        path = _fetch(tmp_path, [str(empty_folder), cdn.url, origin.url])
+        assert path.read_bytes() == PAYLOAD
+        assert [g[3] for g in cdn.gets()] == [404]  # a 404 is not retried
+        assert len(origin.gets()) == 1
+        assert _manifest(tmp_path)[REL]["source"] == origin.url + REL
+
+
+def test_a_local_folder_mirror_is_copied(tmp_path: Path) -> None:
+    folder = tmp_path / "weights" / "5b"
+    folder.mkdir(parents=True)
+    (folder / "vqvae.pth.tar").write_bytes(PAYLOAD)  # laid out without the jukebox/models/ prefix
+    assert _fetch(tmp_path, [str(tmp_path / "weights"), "https://unused.invalid/"]).read_bytes() == PAYLOAD
+
+
+def test_all_mirrors_failing_names_each_url_and_why(tmp_path: Path) -> None:
+    dead = _closed_port_url()
+    with serve_model_hub({}) as missing, serve_model_hub({REL: PAYLOAD}) as flaky:
+        flaky.fail_next(10, status=500)
+        with pytest.raises(DownloadError) as err:
+            _fetch(tmp_path, [missing.url, flaky.url, dead], attempts=2, timeout=5)
+    text = str(err.value)
+    assert f"could not download {REL}" in text
+    assert f"{missing.url}{REL}: HTTP 404" in text
+    assert f"{flaky.url}{REL}: HTTP 500" in text
+    assert f"{dead}{REL}: cannot connect" in text
+
+
+def test_a_different_file_is_downloaded_again_once_then_refused(hub: ModelHub, tmp_path: Path) -> None:
+    path = _fetch(tmp_path, [hub.url])
+    recorded = _manifest(tmp_path)[REL]["sha256"]
+    path.unlink()
+    hub.files[REL] = b"not the same weights" * 1000
+    with pytest.raises(CheckpointError, match=f"{REL}: downloaded twice and its SHA-256") as err:
+        _fetch(tmp_path, [hub.url])
+    assert recorded in str(err.value)
+    assert len(hub.gets()) == 3 and not path.exists()
+
+
+def test_a_cached_file_that_changed_is_fetched_again(hub: ModelHub, tmp_path: Path) -> None:
+    path = _fetch(tmp_path, [hub.url])
+    path.write_bytes(PAYLOAD[:-10] + b"corrupted!")  # same size, different time and content
+    os.utime(path, ns=(1, 1))
+    assert _fetch(tmp_path, [hub.url]).read_bytes() == PAYLOAD
+    assert len(hub.gets()) == 2
+
+
+def test_fetch_released_uses_settings_and_shows_the_licence_once(tmp_path: Path) -> None:
+    files = released_files("1b_lyrics")
+    with serve_model_hub({rel: rel.encode() * 100 for rel in files.values()}) as cdn:
+        settings = Settings(model_cache_dir=tmp_path / "cache", model_mirrors=[cdn.url], model_url=None)
+        seen: list[str] = []
+        paths = fetch_released("1b_lyrics", settings=settings, progress=False, notice=seen.append)
+    assert set(paths) == {"vqvae", "prior_level_0", "prior_level_1", "prior_level_2"}
+    assert paths["prior_level_2"] == tmp_path / "cache" / "jukebox/models/1b_lyrics/prior_level_2.pth.tar"
+    assert seen == [LICENSE_NOTICE]
+    with pytest.raises(KeyError, match="unknown released model"):
+        released_files("7b")
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+class Hyperparams(dict):  # pickled under the original's module name, like OpenAI's files
+    def __getattr__(self, attr: str) -> Any:
+        return self[attr]
+
+
+def _save_like_openai(path: Path, sd: dict[str, torch.Tensor], *, legacy: bool, half_w: bool) -> None:
+    fake = types.ModuleType("jukebox.hparams")
+    Hyperparams.__module__ = "jukebox.hparams"
+    fake.Hyperparams = Hyperparams  # type: ignore[attr-defined]
+    sys.modules["jukebox"] = types.ModuleType("jukebox")
+    sys.modules["jukebox.hparams"] = fake
+    try:
+        model = {"module." + k: (v.half() if half_w and k.endswith(".w") else v) for k, v in sd.items()}
+        hps = Hyperparams(prior_width=32, y_bins=(2, 3))
+        torch.save({"hps": hps, "model": model, "step": 12, "opt": {"state": {}}}, path,
+                   _use_new_zipfile_serialization=not legacy)
+    finally:
+        del sys.modules["jukebox"], sys.modules["jukebox.hparams"]
+        Hyperparams.__module__ = __name__
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_original_files_load_strictly(tmp_path: Path, legacy: bool) -> None:
+    cfg = tiny_config(lyrics="prefix")
+    src = JukeboxPrior(cfg.top, cfg.vqvae)
+    path = tmp_path / "prior_level_2.pth.tar"
+    _save_like_openai(path, src.state_dict(), legacy=legacy, half_w=True)
+    ckpt = read_checkpoint(path)
+    assert hparams_of(ckpt) == {"prior_width": 32, "y_bins": (2, 3)} and ckpt["step"] == 12
+    dst = JukeboxPrior(cfg.top, cfg.vqvae)
+    load_into(dst, path)
+    for k, v in src.state_dict().items():
+        want = v.half().float() if k.endswith(".w") else v  # fp16 weights in the file
+        assert torch.equal(dst.state_dict()[k], want), k
+    assert dst.prior.x_out.weight is dst.prior.x_emb.weight  # still tied
+
+
+def test_a_truncated_file_is_named(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    vq = VQVAE(cfg.vqvae)
+    buf = io.BytesIO()
+    torch.save({"model": vq.state_dict()}, buf)
+    path = tmp_path / "vqvae.pth.tar"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(CheckpointError, match=r"vqvae\.pth\.tar: cannot read this checkpoint.*truncated"):
+        load_into(VQVAE(cfg.vqvae), path)
+
+
+def test_a_wrong_checkpoint_lists_expected_and_found_shapes(tmp_path: Path) -> None:
+    big, small = tiny_config(width=48), tiny_config(width=32)
+    path = tmp_path / "prior_level_0.pth.tar"
+    torch.save({"model": JukeboxPrior(big.priors[0], big.vqvae).state_dict()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_into(JukeboxPrior(small.priors[0], small.vqvae), path, "level-0 prior of tiny")
+    text = str(err.value)
+    assert str(path) in text and "does not fit the level-0 prior of tiny" in text
+    assert "47 tensors have other shapes" in text
+    assert "conditioner_blocks.0.x_emb.weight: expected [64, 32], found [64, 48]" in text
+
+    # A prior file where the VQ-VAE belongs: the missing and unexpected keys are named.
+    with pytest.raises(CheckpointError, match=r"expected tensors are missing: encoders\.0"):
+        load_into(VQVAE(small.vqvae), path, "VQ-VAE")
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, ("echo pwned",))
+
+
+def test_pickled_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth.tar"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {}, "hps": _Evil()}, f)
+    with pytest.raises(CheckpointError, match=r"cannot read.*refusing to load"):
+        read_checkpoint(path)
+
+
+def test_load_model_from_a_folder_with_model_json(tmp_path: Path) -> None:
+    cfg = tiny_config(lyrics="separate")
+    cfg.save(tmp_path / "model.json")
+    torch.save({"model": VQVAE(cfg.vqvae).state_dict()}, tmp_path / "vqvae.pth.tar")
+    priors = [JukeboxPrior(p, cfg.vqvae) for p in cfg.priors]
+    for level, p in enumerate(priors):
+        torch.save({"model": p.state_dict()}, tmp_path / f"prior_level_{level}.pth.tar")
+    model = load_model(tmp_path, device="cpu", dtype=torch.bfloat16, levels=[2])
+    assert model.priors[0] is None and model.priors[2] is not None
+    assert model.priors[2].prior.x_emb.weight.dtype == torch.bfloat16
+    assert model.vqvae.bottleneck[0].k.dtype == torch.float32  # the VQ-VAE stays float32
+    model.unload_level(2)
+    model.load_level(1)
+    assert [p is not None for p in model.priors] == [False, True, False]
+    with pytest.raises(RuntimeError, match="level 0 is not loaded"):
+        model.prior(0)
+    (tmp_path / "prior_level_0.pth.tar").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(CheckpointError, match=r"prior_level_0\.pth\.tar: cannot read"):
+        model.load_level(0)
