@@ -164,7 +164,7 @@ def test_labels_for_models_without_torch(tmp_path: Path) -> None:
     assert labels.artist_id("MOZART") == 2 and labels == custom_labels(cfg.custom_labels)  # type: ignore[arg-type]
     with pytest.raises(UnknownLabel, match="Did you mean: bach"):
         labels.artist_id("Bah")
-    with pytest.raises(FileNotFoundError, match="model.json"):
+    with pytest.raises(FileNotFoundError, match=r"model\.json"):
         labels_for_model(tmp_path / "nowhere")
     code = ("import sys, engine.labels as L; L.labels_for_model('1b_lyrics').artist_id('the beatles'); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
