@@ -30,7 +30,7 @@ from engine.labels import (
     suggest,
 )
 
-REF_IDS = Path(__import__("jukebox_infer").__file__).parent / "data" / "ids"
+REF_IDS = Path(str(__import__("jukebox_infer").__file__)).parent / "data" / "ids"
 LYRICS = ("Naïve café — “quoted” words\\ and a tab\there [chorus] +1!\n" * 20) + "the end 😀"
 
 
