@@ -61,13 +61,22 @@ LEVEL_OF = {"upsampler_level_0": 0, "upsampler_level_1": 1, "prior_5b": 2, "prio
             "prior_1b_lyrics": 2}
 
 
+class _AnyLongTensorMeta(type):
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, torch.Tensor) and obj.dtype == torch.long
+
+
+class AnyLongTensor(metaclass=_AnyLongTensorMeta):
+    """Stands in for `torch.cuda.LongTensor` in isinstance checks: any int64 tensor, any device."""
+
+
 @contextlib.contextmanager
 def cpu_reference() -> Iterator[None]:
-    """The reference asserts `isinstance(x, torch.cuda.LongTensor)` in its forward passes; on a
-    CPU-only machine we let CPU LongTensors pass that check for the duration of the block. The
+    """The reference asserts `isinstance(x, torch.cuda.LongTensor)` in its forward passes, which
+    fails for CPU tensors; for the duration of the block any int64 tensor passes that check. The
     installed package itself is not modified."""
     saved = getattr(torch.cuda, "LongTensor")  # noqa: B009
-    setattr(torch.cuda, "LongTensor", torch.LongTensor)  # noqa: B010
+    setattr(torch.cuda, "LongTensor", AnyLongTensor)  # noqa: B010
     try:
         yield
     finally:
@@ -103,20 +112,26 @@ def build_reference_prior(hps: Any, vqvae: Any, device: str = "cpu") -> Any:
 @torch.no_grad()
 def randomize_(module: nn.Module, seed: int) -> None:
     """Random weights large enough that attention patterns and masks matter (the original init
-    zeroes many tensors, which would hide mistakes)."""
-    g = torch.Generator().manual_seed(seed)
+    zeroes many tensors, which would hide mistakes). Drawn on each tensor's own device."""
+    gens: dict[torch.device, torch.Generator] = {}
+
+    def randn(t: torch.Tensor) -> torch.Tensor:
+        if t.device not in gens:
+            gens[t.device] = torch.Generator(device=t.device).manual_seed(seed)
+        return torch.randn(t.shape, generator=gens[t.device], device=t.device)
+
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             continue
         if ".ln" in name or "_ln" in name or name.startswith("ln"):
-            val = (1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(t.shape, generator=g)
+            val = (1.0 if name.endswith("weight") else 0.0) + 0.1 * randn(t)
         elif name.endswith(".w") and t.dim() == 2:
-            val = torch.randn(t.shape, generator=g) / math.sqrt(t.shape[0])
+            val = randn(t) / math.sqrt(t.shape[0])
         elif t.dim() == 3:  # conv kernels
-            val = torch.randn(t.shape, generator=g) / math.sqrt(t.shape[1] * t.shape[2])
+            val = randn(t) / math.sqrt(t.shape[1] * t.shape[2])
         else:
-            val = 0.3 * torch.randn(t.shape, generator=g)
-        t.copy_(val.to(t.device, t.dtype))
+            val = 0.3 * randn(t)
+        t.copy_(val.to(t.dtype))
 
 
 def save_original(module: nn.Module, path: Path, *, prefix: bool = False, legacy: bool = False,

@@ -228,6 +228,9 @@ def test_model_config_round_trips_through_json(tmp_path: Path) -> None:
 
 
 def test_reference_patch_is_scoped() -> None:
+    long = torch.zeros(2, dtype=torch.long)
+    assert not isinstance(long, torch.cuda.LongTensor)  # type: ignore[attr-defined]
     with cpu_reference():
-        assert getattr(torch.cuda, "LongTensor") is torch.LongTensor  # noqa: B009
-    assert getattr(torch.cuda, "LongTensor") is not torch.LongTensor  # noqa: B009
+        assert isinstance(long, torch.cuda.LongTensor)  # type: ignore[attr-defined]
+        assert not isinstance(long.float(), torch.cuda.LongTensor)  # type: ignore[attr-defined]
+    assert not isinstance(long, torch.cuda.LongTensor)  # type: ignore[attr-defined]
