@@ -129,7 +129,10 @@ class JukeBot(commands.Bot):
             return self._scheduler_factory(self.settings, self.db)
         from publisher.scheduler import build_scheduler
 
-        return build_scheduler(self.settings, self.db)
+        async def notify(text: str) -> None:  # the publisher reports upload failures to moderators
+            await self.studio.notify_moderators(None, text)
+
+        return build_scheduler(self.settings, self.db, storage=self.storage, notify=notify)
 
     async def sync_app_commands(self) -> None:
         """Register the slash commands with Discord: to one guild (instant) or globally."""

@@ -64,6 +64,8 @@ def progress_line(job: Job, now: datetime) -> str:
     line = f"🎛️ {parts[0]}"
     if percent is not None:
         line += f": {bar(float(percent))} {float(percent):.0f}%"
+    else:
+        line += ": starting…"
     extras = []
     if p.get("tokens_per_second"):
         extras.append(f"{float(p['tokens_per_second']):.0f} tokens/s")
@@ -112,6 +114,8 @@ def render(snap: Snapshot) -> str:
         if snap.winner_index is not None and job.kind == "upsample":
             lines.append(f"🏆 Draft {snap.winner_index + 1} won the vote.")
         lines.append(progress_line(job, now))
+    elif job.status == JobStatus.succeeded:
+        lines.append("📤 Finished rendering; posting it now…")
     return "\n".join(lines)
 
 

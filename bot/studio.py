@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
@@ -59,6 +60,9 @@ class Studio:
         self._start_lock = asyncio.Lock()
         self._song_locks: dict[int, asyncio.Lock] = {}
         self._retry_at: dict[tuple[str, int], float] = {}
+        # Posted to Discord but not yet recorded in the database (a database hiccup right after
+        # the post): recorded on the next try instead of posting again.
+        self._unrecorded: dict[tuple[str, int], Callable[[], None]] = {}
         self._labels: Labels | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -244,28 +248,27 @@ class Studio:
         self._retry_at[(what, song_id)] = time.monotonic() + delay
 
     async def post_drafts(self, song_id: int) -> None:
-        """Post the finished drafts with vote buttons and open the vote (once per song)."""
+        """Post the finished drafts with vote buttons (once per song). The vote is opened in the
+        database first, so a click on the fresh message always counts."""
         if self._backoff("drafts", song_id):
             return
         async with self.lock_for(song_id):
             song, drafts, requester = await self.run(_song_drafts, self.db, song_id)
-            if song.status not in (SongStatus.queued, SongStatus.drafting):
+            if song.status not in (SongStatus.queued, SongStatus.drafting, SongStatus.voting):
                 return
             if not drafts:
                 await self.run(repo.set_song_status, self.db, song_id, SongStatus.failed,
                                error="the engine finished without any drafts")
                 await self.refresh_status(song_id, force=True)
                 return
-            gs = await self.guild(song.guild_id)
-            window = gs.vote_window_minutes if gs else self.settings.vote_window_minutes
-            if all(d.message_id is not None for d in drafts):
-                await self.run(voting.open_vote, self.db, song_id, window, drafts[0].message_id)
-                await self.refresh_status(song_id, force=True)
+            if all(d.message_id is not None for d in drafts) or await self._record_pending("drafts", song_id):
                 return
-            now = utcnow()
-            closes = now + timedelta(minutes=window)
+            gs = await self.guild(song.guild_id)
+            window = timedelta(minutes=gs.vote_window_minutes if gs else self.settings.vote_window_minutes)
+            await self.run(voting.start_vote, self.db, song_id, utcnow() + window)
             limit = self.upload_limit(song.guild_id)
             bundle = await self.run(media.draft_bundle, self.storage, song, drafts, limit)
+            closes = utcnow() + window
             content = drafts_content(song, requester, closes)
             if bundle.notes:
                 content += "\n" + "\n".join(f"⚠️ {n}" for n in bundle.notes)
@@ -275,8 +278,22 @@ class Studio:
             if msg is None:
                 self._failed("drafts", song_id)
                 return
-            await self.run(voting.open_vote, self.db, song_id, window, msg.id, now)
+            await self._record("drafts", song_id, partial(voting.drafts_posted, self.db, song_id, msg.id, closes))
         await self.refresh_status(song_id, force=True)
+
+    async def _record(self, what: str, song_id: int, write: Callable[[], None]) -> None:
+        """Record a post in the database; if that fails, keep it to record later (never post twice)."""
+        self._unrecorded[(what, song_id)] = write
+        await self._record_pending(what, song_id)
+
+    async def _record_pending(self, what: str, song_id: int) -> bool:
+        """True when a post of `what` was made but not recorded; records it now if possible."""
+        write = self._unrecorded.get((what, song_id))
+        if write is None:
+            return False
+        await self.run(write)  # raises if the database is still unavailable: tried again next tick
+        self._unrecorded.pop((what, song_id), None)
+        return True
 
     async def _send_first(self, channel_ids: list[int], guild_id: int | None, content: str,
                           bundle: media.Bundle, view: discord.ui.View) -> discord.Message | None:
@@ -406,7 +423,7 @@ class Studio:
                                error="the engine finished without a clip")
                 await self.refresh_status(song_id, force=True)
                 return
-            if clip.message_id is None:
+            if clip.message_id is None and not await self._record_pending("clip", song_id):
                 gs = await self.guild(song.guild_id)
                 limit = self.upload_limit(song.guild_id)
                 bundle = await self.run(media.clip_bundle, self.storage, song, clip, limit)
@@ -422,7 +439,8 @@ class Studio:
                 if msg is None:
                     self._failed("clip", song_id)
                     return
-                await self.run(_clip_posted, self.db, song_id, clip.id, msg.channel.id, msg.id)
+                await self._record("clip", song_id, partial(_clip_posted, self.db, song_id, clip.id, msg.channel.id,
+                                                            msg.id))
             else:
                 await self.run(repo.set_song_status, self.db, song_id, SongStatus.done)
         await self.refresh_status(song_id, force=True)
@@ -484,15 +502,17 @@ class Studio:
         await interaction.followup.send(text, ephemeral=True)
 
     async def publish(self, clip_id: int, when: datetime | None = None) -> str:
-        """Hand a clip to the publisher: one publication per configured platform, at its time."""
-        from publisher import scheduler as pub
+        """Hand a clip to the publisher: one publication per configured platform, each at its next
+        upload time. Idempotent (one row per clip and platform), so nothing is ever posted twice."""
+        from publisher.platforms import enabled_platforms
+        from publisher.scheduler import schedule_clip
 
-        platforms = sorted(self.settings.publish_times)
+        platforms = enabled_platforms(self.settings)
         if not platforms:
-            return "No publishing platform is configured (JUKEBOT_PUBLISH_TIMES)."
-        created = await self.run(pub.schedule_clip, self.db, clip_id, platforms, when)
-        return f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)}" + (
-            "." if created else " (it already was; nothing is posted twice).")
+            return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
+        await self.run(schedule_clip, self.db, clip_id, platforms, when, settings=self.settings)
+        return (f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "
+                "Each upload happens once, however often it is asked for.")
 
     # ------------------------------------------------------------------ failures
 

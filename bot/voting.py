@@ -1,6 +1,7 @@
 """Community voting on a song's drafts, run from the database so a restart loses nothing.
 
-- `open_vote`: after the drafts are posted, the song goes to `voting` with `vote_closes_at`.
+- `start_vote` / `drafts_posted`: when the drafts are ready the song goes to `voting` (before they
+  are shown, so the first click counts) and the window runs from the post.
 - `vote`: one vote per member per song, changeable; refused once the window has passed (the
   clock decides, not whether the watcher has closed it yet).
 - `close_vote`: picks the winner (most votes; a tie goes to the requester's own vote, then to draft
@@ -11,9 +12,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from db import queue, repo
@@ -60,10 +61,24 @@ def tally(target: Database | Session, song_id: int) -> Tally:
     return Tally(song_id, drafts, counts)
 
 
-def open_vote(db: Database, song_id: int, window_minutes: float, message_id: int | None, now: datetime | None = None) -> datetime:
-    """Record that the drafts are posted (message id on every draft) and open the window."""
+def start_vote(db: Database, song_id: int, closes_at: datetime, now: datetime | None = None) -> Song:
+    """The drafts are ready: open the vote in the database before they are shown, so the first
+    click already counts. A song already voting (a retried post) keeps its window."""
     now = now or utcnow()
-    closes = now + timedelta(minutes=window_minutes)
+    with db.write() as s:
+        song = s.get(Song, song_id, with_for_update=True)
+        if song is None:
+            raise LookupError(f"There is no song {song_id}.")
+        if song.status in (SongStatus.queued, SongStatus.drafting):
+            song.status = SongStatus.voting.value
+            song.vote_closes_at = closes_at
+            song.updated_at = now
+            s.add(song)
+        return song
+
+
+def drafts_posted(db: Database, song_id: int, message_id: int, closes_at: datetime) -> None:
+    """Record the drafts message; the window runs from the moment members could see the drafts."""
     with db.write() as s:
         song = s.get(Song, song_id, with_for_update=True)
         if song is None:
@@ -71,12 +86,15 @@ def open_vote(db: Database, song_id: int, window_minutes: float, message_id: int
         for d in repo.drafts_for_song(s, song_id):
             d.message_id = message_id
             s.add(d)
-        if song.status in (SongStatus.queued, SongStatus.drafting):
-            song.status = SongStatus.voting.value
-            song.vote_closes_at = closes
-            song.updated_at = now
+        if song.status == SongStatus.voting:
+            song.vote_closes_at = closes_at
             s.add(song)
-        return song.vote_closes_at or closes
+
+
+def unposted_drafts(s: Session, song_id: int) -> int:
+    return int(s.execute(
+        select(func.count()).select_from(Draft).where(col(Draft.song_id) == song_id, col(Draft.message_id).is_(None))
+    ).scalar_one())
 
 
 def vote(db: Database, song_id: int, draft_id: int, voter_discord_id: int, voter_name: str = "",

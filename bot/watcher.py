@@ -49,9 +49,12 @@ class Work:
     clip_id: int | None = None
 
 
-def decide(song: Song, job: Job | None, now_due: bool) -> Action | None:
-    """What the bot should do for a song, given its latest job (pure; see tests)."""
+def decide(song: Song, job: Job | None, now_due: bool, unposted: int = 0) -> Action | None:
+    """What the bot should do for a song, given its latest job (pure; see tests).
+    `unposted`: drafts not shown yet (their post failed or was interrupted)."""
     if song.status == SongStatus.voting:
+        if unposted:
+            return Action.post_drafts
         return Action.close_vote if now_due else None
     if job is None:
         return Action.progress  # waiting for a slot
@@ -82,7 +85,8 @@ def scan(db: object) -> list[Work]:
             assert song.id is not None
             job = songs.latest_job(s, song.id)
             due = song.vote_closes_at is not None and song.vote_closes_at <= now
-            action = decide(song, job, due)
+            unposted = voting.unposted_drafts(s, song.id) if song.status == SongStatus.voting else 0
+            action = decide(song, job, due, unposted)
             if action is None:
                 continue
             clip_id = (job.result or {}).get("clip_id") if job is not None else None

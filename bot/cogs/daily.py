@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("jukebot.bot.daily")
 
 _running: dict[str, JukeBot] = {}
-PUBLICATIONS_JOB = "publications"
 
 
 async def daily_job(guild_id: int) -> None:
@@ -43,15 +42,6 @@ async def daily_job(guild_id: int) -> None:
     cog = bot.get_cog("Daily")
     if isinstance(cog, DailyCog):
         await cog.post_daily(guild_id)
-
-
-async def publications_job() -> None:
-    bot = _running.get("bot")
-    if bot is None:
-        return
-    cog = bot.get_cog("Daily")
-    if isinstance(cog, DailyCog):
-        await cog.run_publications()
 
 
 def job_id(guild_id: int) -> str:
@@ -145,14 +135,6 @@ class DailyCog(commands.Cog, name="Daily"):
             log.exception("guild %s: could not schedule the uploads of clip %s", guild_id, clip.id)
             await studio.notify_moderators(guild_id, f"The daily clip #{clip.id} could not be scheduled for upload.")
         return msg
-
-    async def run_publications(self) -> None:
-        from publisher.scheduler import run_due_publications
-
-        async def notify(text: str) -> None:
-            await self.bot.studio.notify_moderators(None, text)
-
-        await run_due_publications(self.bot.db, self.bot.storage, self.bot.settings, notify)
 
 
 async def setup(bot: JukeBot) -> None:
