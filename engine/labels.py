@@ -12,6 +12,7 @@ Facts from OpenAI's `jukebox/data/` (see shared/research/engine.md §1.3):
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -243,17 +244,33 @@ class Labeller:
     *genre_ids (padded with -1), *lyric_tokens (n_tokens)], as the original `Labeller` and
     `SimplePrior.get_y` do (lengths and offsets in raw audio samples)."""
 
-    def __init__(self, labels: LabelSet, max_bow_genre_size: int, n_tokens: int, sample_length: int) -> None:
+    def __init__(self, labels: LabelSet, max_bow_genre_size: int, n_tokens: int, sample_length: int,
+                 total_range: tuple[int, int] | None = None) -> None:
         self.labels = labels
         self.max_bow_genre_size = max_bow_genre_size
         self.n_tokens = n_tokens
         self.sample_length = sample_length
+        self.total_range = total_range  # [min, max) song length in samples the timing signal takes
 
     @classmethod
     def for_prior(cls, config: ModelConfig, level: int) -> Labeller:
         p = config.priors[level]
+        rng = None
+        if p.min_duration is not None and p.max_duration is not None:
+            sr = config.sample_rate
+            rng = (math.ceil(p.min_duration * sr), math.ceil(p.max_duration * sr))
         return cls(labels_for_prior(config, level), p.max_bow_genre_size, p.n_tokens,
-                   config.window_samples(level))
+                   config.window_samples(level), rng)
+
+    def label_total_length(self, total_samples: int) -> int:
+        """The song length to put in the labels. The top-level timing signal only knows songs of
+        [min_duration, max_duration) (60 s to 600 s for 5b, 17.84 s for 1b_lyrics); a shorter song
+        is labelled as the shortest length the model knows (sampling still stops at the real
+        length). The original code asserts instead."""
+        if self.total_range is None:
+            return total_samples
+        lo, hi = self.total_range
+        return min(max(total_samples, lo), hi - 64)  # the check runs in float32: stay clear of the end
 
     def encode(self, artist: str, genre: str, lyrics: str = "", *, strict: bool = True) -> SongLabels:
         """Resolve names (UnknownLabel with suggestions when strict; id 0 "unknown" otherwise, as

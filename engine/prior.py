@@ -142,7 +142,7 @@ class LabelConditioner(nn.Module):
         bad = artist[(artist < 0) | (artist >= self.artist_emb.bins)]
         if bad.numel():
             raise LabelError(f"artist id {int(bad[0])} is not one of this model's {self.artist_emb.bins} artists")
-        bad = genre[(genre < -1) | (genre >= self.bow_genre_emb.bins)]
+        bad = genre[genre >= self.bow_genre_emb.bins]  # negative ids are empty slots, as in the original
         if bad.numel():
             raise LabelError(f"genre id {int(bad[0])} is not one of this model's {self.bow_genre_emb.bins} genres")
         if not self.include_time_signal:

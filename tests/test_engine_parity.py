@@ -162,6 +162,40 @@ def test_prior_logits_and_cached_decoding_match_reference(kind: str, ref: dict[s
             close(torch.stack(steps, dim=1), want[:, t0:])
 
 
+def test_labels_the_original_asserts_on_get_clear_errors(ref: dict[str, Any]) -> None:
+    """Where the reference's RangeEmbedding/SimpleEmbedding asserts fail, we raise LabelError in
+    words; where they pass, we accept the labels."""
+    from engine.prior import LabelError
+
+    kind = "prior_1b_lyrics"
+    prior = _our_prior(kind, ref)
+    z, _, good = _inputs(kind, prior, seed=1)
+    sr, window = 44100, prior.sample_length
+
+    def variant(**cols: int) -> torch.Tensor:
+        y = good.clone()
+        for col, v in cols.items():
+            y[:, {"total": 0, "offset": 1, "artist": 3, "genre": 4}[col]] = v
+        return y
+
+    bad = {
+        "songs from 1.00 s to 600 s long; the song length given is 0.50 s": variant(total=sr // 2),
+        "the song length given is 700.00 s": variant(total=700 * sr),
+        "lies outside 0 s to 600 s": variant(total=600 * sr - 50, offset=600 * sr - 100),
+        "starts at or after the end of the song": variant(total=100 * sr, offset=100 * sr),
+        "artist id 7898 is not one of this model's 7898 artists": variant(artist=7898),
+        "genre id 604 is not one of this model's 604 genres": variant(genre=604),
+    }
+    for message, y in bad.items():
+        with pytest.raises(AssertionError):
+            reference_preds(ref["priors"][kind], z, None, y)
+        with pytest.raises(LabelError, match=message):
+            prior.get_cond(y, None)
+    for fine in (variant(total=sr, offset=sr - window), variant(genre=-2)):  # shortest song; "no genre"
+        reference_preds(ref["priors"][kind], z, None, fine)
+        prior.get_cond(fine, None)
+
+
 def test_load_model_from_files_of_the_original_training_code(ref: dict[str, Any], tmp_path: Path) -> None:
     """A folder of original-format files with their `hps` and no model.json loads as a model."""
     import shutil

@@ -155,6 +155,15 @@ def test_bad_labels_are_explained() -> None:
     assert song.artist_id == 0 and any("using 'unknown'" in n for n in song.notes)
 
 
+def test_short_songs_are_labelled_with_the_shortest_length_the_model_knows() -> None:
+    top = Labeller.for_prior(PRESETS["1b_lyrics"], 2)
+    assert top.label_total_length(10 * 44100) == 786744  # 17.84 s
+    assert top.label_total_length(30 * 44100) == 30 * 44100
+    assert top.label_total_length(900 * 44100) < 600 * 44100
+    assert Labeller.for_prior(PRESETS["5b"], 2).label_total_length(20 * 44100) == 60 * 44100
+    assert Labeller.for_prior(PRESETS["5b"], 0).label_total_length(5 * 44100) == 5 * 44100  # no timing signal
+
+
 def test_labels_for_models_without_torch(tmp_path: Path) -> None:
     assert labels_for_model("1b_lyrics").version == "v3" and labels_for_model("5b").version == "v2"
     cfg = tiny_config(custom_labels=CustomLabels(artists=("unknown", "Bach", "Mozart"), genres=("unknown", "chorale")))
