@@ -25,7 +25,7 @@ _URL_OPTION = typer.Option(None, "--database-url", help="Database URL (default: 
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]Error:[/] {message}", highlight=False)
+    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)  # plain: never wrapped mid-URL
     return typer.Exit(1)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,7 @@ class Database:
                 f"The database URL {mask_url(parsed)} cannot be used: {exc}. Use sqlite:///path/to/jukebot.db "
                 "or postgresql://user:password@host:5432/name."
             ) from None
+        self._on_dispose: list[Callable[[], None]] = []
         if self.dialect == "sqlite":
             _install_sqlite_recipe(self.engine)
             self._write_engine: Engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
@@ -227,7 +228,14 @@ class Database:
         with self.engine.connect() as conn:
             return sorted(inspect(conn).get_table_names())
 
+    def on_dispose(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when this Database is disposed (e.g. to close a LISTEN connection)."""
+        self._on_dispose.append(callback)
+
     def dispose(self) -> None:
+        """Close every connection this Database opened."""
+        while self._on_dispose:
+            self._on_dispose.pop()()
         self.engine.dispose()
 
 

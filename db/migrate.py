@@ -135,6 +135,7 @@ def _migration_connection(db: Database) -> Iterator[Connection]:
 
 def _run(db: Database, fn: Any, revision: str) -> str | None:
     cfg = alembic_config(db)
+    db.ping()  # an unreachable server gets its own plain message
     try:
         with _migration_connection(db) as conn:
             if fn is command.upgrade and not _revisions(conn) and _jukebot_tables_present(conn):
@@ -145,7 +146,11 @@ def _run(db: Database, fn: Any, revision: str) -> str | None:
     except SchemaOutOfDate:
         raise
     except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(explain_connect_error(db.url, exc)) from None
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise DatabaseUnavailable(
+            f"Migrating the database at {db.masked_url} to {revision} failed: {detail}. Nothing was changed "
+            "(migrations run in one transaction). Report this message to the jukebot maintainers."
+        ) from exc
     return revs[0] if revs else None
 
 

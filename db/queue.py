@@ -161,6 +161,15 @@ def _lost(session: Session, lease: Lease, action: str) -> LeaseLost:
     return exc
 
 
+@contextmanager
+def _transaction(db: Database, session: Session | None) -> Iterator[Session]:
+    if session is not None:
+        yield session
+    else:
+        with db.write() as s:
+            yield s
+
+
 # --- enqueue ----------------------------------------------------------------------------------
 
 
@@ -175,9 +184,13 @@ def enqueue(
     run_at: datetime | None = None,
     max_attempts: int | None = None,
     max_reclaims: int | None = None,
+    session: Session | None = None,
 ) -> int:
     """Add a job and return its id. A second enqueue with the same idempotency_key returns the first
-    job's id and adds nothing. Larger `priority` runs sooner. On PostgreSQL, wakes listening workers."""
+    job's id and adds nothing. Larger `priority` runs sooner. On PostgreSQL, wakes listening workers.
+
+    Pass `session` (from `db.write()`) to enqueue in the caller's transaction, e.g. together with
+    the song row it works on; the job then exists (and workers wake) only when that commits."""
     from db.settings import get_settings
 
     payload = dict(payload or {})
@@ -208,7 +221,7 @@ def enqueue(
     }
     insert = pg_insert if db.dialect == "postgresql" else sqlite_insert
     by_key = select(col(Job.id)).where(col(Job.idempotency_key) == idempotency_key)
-    with db.write() as s:
+    with _transaction(db, session) as s:
         if idempotency_key is not None and (existing := s.execute(by_key).scalar()) is not None:
             return int(existing)
         stmt = insert(Job).values(**values)
@@ -538,7 +551,8 @@ class _Listener:
                     return False
 
     def close(self) -> None:
-        self.conn.close()
+        if not self.conn.closed:
+            self.conn.close()
 
 
 _listeners: weakref.WeakKeyDictionary[Database, _Listener] = weakref.WeakKeyDictionary()
@@ -551,6 +565,7 @@ def _listener(db: Database) -> _Listener:
         if found is None or found.conn.closed:
             found = _Listener(db)
             _listeners[db] = found
+            db.on_dispose(found.close)
             weakref.finalize(db, found.close)
         return found
 
@@ -571,9 +586,7 @@ def wait_for_work(db: Database, kinds: Kinds, timeout: float, *, poll_seconds: f
     if db.dialect == "postgresql":
         try:
             listener = _listener(db)
-            # Catch up on what was announced since the last wait (or say so if a job already waits).
-            if listener.wait(kind_list, 0):
-                return True
+            listener.wait(kind_list, 0)  # drop what was announced before now: the query below sees it
         except Exception as exc:  # a dropped LISTEN connection: fall back to polling, retry next time
             log.warning("LISTEN on %s failed (%s); polling instead", db.masked_url, exc)
             _listeners.pop(db, None)
@@ -588,8 +601,7 @@ def wait_for_work(db: Database, kinds: Kinds, timeout: float, *, poll_seconds: f
         step = remaining if due is None else min(remaining, due + 0.01)
         if listener is not None:
             try:
-                if listener.wait(kind_list, step):
-                    return True
+                listener.wait(kind_list, step)  # an announcement or the due time: look again
                 continue
             except Exception as exc:
                 log.warning("LISTEN on %s failed (%s); polling instead", db.masked_url, exc)

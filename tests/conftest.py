@@ -20,8 +20,11 @@ test both dialects. For a quick local run on SQLite only: `pytest -m "not postgr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +71,8 @@ def create_pg_database(template: str | None = None) -> str:
         if template:
             stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
         conn.execute(stmt)
+        # Commits need not wait for the disk in tests (locking and visibility are unchanged).
+        conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(sql.Identifier(name)))
     return _pg_url(name)
 
 
@@ -94,31 +99,100 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-_pg_template_name: str | None = None
-
-
-@pytest.fixture(scope="session")
-def _pg_template() -> Iterator[None]:
-    yield
-    if _pg_template_name is not None:
-        drop_pg_database(_pg_url(_pg_template_name))
-
-
-def _pg_migrated_copy() -> str:
-    """A fresh migrated PostgreSQL database, copied from a session-wide template (fast)."""
-    global _pg_template_name
-    if _pg_template_name is None:
-        url = create_pg_database()
-        _migrate(url)
-        _pg_template_name = url.rsplit("/", 1)[1]
-    return create_pg_database(template=_pg_template_name)
-
-
 def _sqlite_copy(template: Path, folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "jukebot.db"
     shutil.copyfile(template, target)
     return f"sqlite:///{target}"
+
+
+class _PgPool:
+    """Migrated PostgreSQL databases, reused between tests.
+
+    DROP DATABASE can take a second (it waits for a checkpoint), so a used database is emptied
+    (DELETE in foreign-key order, id sequences reset, leftover connections closed) and handed to the
+    next test instead. One whose schema a test changed (extra tables, another revision) is dropped
+    in a background thread and replaced by a fresh copy of the migrated template.
+    """
+
+    def __init__(self) -> None:
+        self.template: str | None = None
+        self.free: list[str] = []
+        self.all: set[str] = set()
+        self.doomed: queue.Queue[str | None] = queue.Queue()
+        self.dropper: threading.Thread | None = None
+
+    def checkout(self) -> str:
+        while self.free:
+            url = self.free.pop()
+            if self._reset(url):
+                return url
+            self.drop_later(url)
+        if self.template is None:
+            url = create_pg_database()
+            _migrate(url)
+            self.template = url.rsplit("/", 1)[1]
+        url = create_pg_database(template=self.template)
+        self.all.add(url)
+        return url
+
+    def checkin(self, url: str) -> None:
+        self.free.append(url)
+
+    def _reset(self, url: str) -> bool:
+        from sqlmodel import SQLModel
+
+        from db.migrate import head_revision
+
+        name = url.rsplit("/", 1)[1]
+        try:
+            with _admin() as admin:  # connections a test leaked (LISTEN, child processes)
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [name],
+                )
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                conn.execute("SET lock_timeout = '5s'")
+                tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+                if tables != set(SQLModel.metadata.tables) | {"alembic_version"}:
+                    return False
+                if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [(head_revision(),)]:
+                    return False
+                for table in reversed(SQLModel.metadata.sorted_tables):
+                    conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table.name)))
+                    if "id" in table.c and table.c["id"].autoincrement in (True, "auto") and table.c["id"].primary_key:
+                        conn.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), 1, false)", [table.name])
+            return True
+        except psycopg.Error:
+            return False
+
+    def drop_later(self, url: str) -> None:
+        self.all.discard(url)
+        if self.dropper is None:
+            self.dropper = threading.Thread(target=self._drop_loop, name="drop-test-databases", daemon=True)
+            self.dropper.start()
+        self.doomed.put(url)
+
+    def _drop_loop(self) -> None:
+        while (url := self.doomed.get()) is not None:
+            with contextlib.suppress(Exception):
+                drop_pg_database(url)
+
+    def close(self) -> None:
+        for url in list(self.all):
+            self.drop_later(url)
+        if self.template is not None:
+            self.drop_later(_pg_url(self.template))
+        if self.dropper is not None:
+            self.doomed.put(None)
+            self.dropper.join(120)
+
+
+@pytest.fixture(scope="session")
+def _pg_pool() -> Iterator[_PgPool]:
+    pool = _PgPool()
+    yield pool
+    pool.close()
 
 
 @pytest.fixture
@@ -127,20 +201,21 @@ def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
 
 
 @pytest.fixture
-def postgres_url(_pg_template: None) -> Iterator[str]:
-    url = _pg_migrated_copy()
+def postgres_url(_pg_pool: _PgPool) -> Iterator[str]:
+    url = _pg_pool.checkout()
     yield url
-    drop_pg_database(url)
+    _pg_pool.checkin(url)
 
 
 @pytest.fixture(params=DIALECTS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, _sqlite_template: Path, _pg_template: None) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        yield _sqlite_copy(_sqlite_template, tmp_path / "sqlite")
+        yield _sqlite_copy(request.getfixturevalue("_sqlite_template"), tmp_path / "sqlite")
         return
-    url = _pg_migrated_copy()
+    pool: _PgPool = request.getfixturevalue("_pg_pool")
+    url = pool.checkout()
     yield url
-    drop_pg_database(url)
+    pool.checkin(url)
 
 
 @pytest.fixture(params=DIALECTS)
@@ -148,9 +223,10 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty' / 'jukebot.db'}"
         return
+    pool: _PgPool = request.getfixturevalue("_pg_pool")
     url = create_pg_database()
     yield url
-    drop_pg_database(url)
+    pool.drop_later(url)
 
 
 @pytest.fixture
