@@ -68,6 +68,26 @@ def tiny_plan(config: ModelConfig, seconds: float, n_rows: int, seed: int) -> tu
     return plan, sample_length
 
 
+def write_tiny_model(folder: Path, config: ModelConfig | None = None, seed: int = 0) -> Path:
+    """A custom model folder: `model.json` plus the original-format checkpoint files
+    (`{'model': state_dict}` in `vqvae.pth.tar` and `prior_level_{0,1,2}.pth.tar`), random weights."""
+    from engine.model import JukeboxModel
+
+    config = config or tiny_model_config()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = JukeboxModel(config)
+    with torch.no_grad():
+        for level in range(3):
+            model.vqvae.bottleneck[level].k.normal_()  # a codebook of distinct vectors, so encoding spreads over codes
+    config.save(folder / "model.json")
+    torch.save({"model": model.vqvae.state_dict()}, folder / "vqvae.pth.tar")
+    for level, prior in enumerate(model.priors):
+        assert prior is not None
+        torch.save({"model": prior.state_dict()}, folder / f"prior_level_{level}.pth.tar")
+    return folder
+
+
 def empty_codes(n_rows: int) -> list[np.ndarray]:
     return [np.zeros((n_rows, 0), dtype=np.int64) for _ in range(3)]
 

@@ -1,0 +1,400 @@
+"""The whole song: level-2 drafts, upsampling of a chosen draft, continuation, decoding.
+
+    engine = Engine.load("1b_lyrics", device="cuda", dtype=torch.bfloat16, swap_levels=True)
+    drafts = make_drafts(engine, request, n=3)                  # level 2, N rows in one batch
+    final = upsample(engine, request, drafts.codes[k], draft_index=k)   # levels 1 and 0
+    # continuation: the same two steps with `prompt=Prompt.from_clip_codes(...)` or `from_audio(...)`
+
+Every step takes a `Checkpointer` (engine.resume) and `Hooks` (engine.sample): the worker passes
+fenced job checkpoints, the command line its own files.
+
+Lengths: `request.seconds` is the length of NEW music; with a prompt the song is the prompt
+followed by the new part (as the original's primed/continue modes produce), so its length is
+prompt + seconds. Audio is mono float32 at the model's rate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.labels import Labeller, LabelsError, SongLabels
+from engine.resume import Checkpointer, request_digest, resumable_run
+from engine.sample import Hooks, NoiseKey, Plan, SamplingSettings, run_plan
+from engine.windows import Window, round_sample_length, tokens_per_level
+
+if TYPE_CHECKING:
+    from engine.config import ModelConfig
+    from engine.model import JukeboxModel
+    from engine.prior import JukeboxPrior
+
+log = logging.getLogger("jukebot.pipeline")
+
+DRAFT_STREAM = 0  # noise stream of the level-2 drafts; an upsample of draft k uses 1 + k
+
+
+class PipelineError(ValueError):
+    """A request this model cannot make, in words for the person who asked (not worth a retry)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# What is asked
+
+
+@dataclass(frozen=True)
+class SongRequest:
+    artist: str
+    genre: str
+    lyrics: str = ""
+    seconds: float = 10.0  # new music (after the prompt, if any)
+    seed: int = 0
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["settings"] = self.settings.to_dict()
+        return d
+
+
+@dataclass
+class Prompt:
+    """Codes to continue from: one row per level, aligned (level L has T2 * hop2 / hop_L tokens)."""
+
+    codes: list[np.ndarray]  # [1, T_level] int64, index = level
+    source: str  # for messages and the request digest
+
+    @property
+    def top_tokens(self) -> int:
+        return int(self.codes[-1].shape[1])
+
+    def seconds(self, engine: Engine) -> float:
+        return self.top_tokens * engine.hop_lengths[-1] / engine.sample_rate
+
+    def tiled(self, n: int) -> list[np.ndarray]:
+        return [np.repeat(c, n, axis=0) for c in self.codes]
+
+    @classmethod
+    def from_clip_codes(cls, engine: Engine, data: bytes, seconds: float | None = None, *, source: str = "clip") -> Prompt:
+        """The last `seconds` of a clip's codes (`codes.npz`, all three levels); all of it when None."""
+        codes = codes_from_npz(data, name=source)
+        engine.check_codes(codes, source)
+        hops = engine.hop_lengths
+        have = codes[-1].shape[1]
+        take = have if seconds is None else min(have, int(seconds * engine.sample_rate) // hops[-1])
+        if take < 1:
+            raise PipelineError(f"the prime is shorter than one step of the model ({hops[-1] / engine.sample_rate:.3f} s)")
+        cut = [c[:1, c.shape[1] - take * hops[-1] // hop :] for c, hop in zip(codes, hops, strict=True)]
+        return cls(cut, f"{source} (last {take * hops[-1] / engine.sample_rate:.2f} s)")
+
+    @classmethod
+    def from_audio(cls, engine: Engine, audio: np.ndarray, *, source: str = "audio") -> Prompt:
+        """Encode audio (mono float32 at the model's rate) to all levels, rounded down to whole
+        top-level tokens like the original's `load_prompts`."""
+        top = engine.hop_lengths[-1]
+        n = len(audio) // top * top
+        if n < top:
+            raise PipelineError(f"the prime audio is too short: at least {top / engine.sample_rate:.3f} s are needed")
+        codes = engine.encode(audio[:n])
+        return cls(codes, f"{source} ({n / engine.sample_rate:.2f} s)")
+
+
+def codes_to_npz(codes: Sequence[np.ndarray], meta: dict[str, Any] | None = None) -> bytes:
+    """A clip's codes of all levels (`level_0`, `level_1`, `level_2`) plus a JSON `meta`."""
+    buf = io.BytesIO()
+    arrays: dict[str, np.ndarray] = {f"level_{i}": np.asarray(c, dtype=np.int32) for i, c in enumerate(codes)}
+    arrays["meta"] = np.frombuffer(json.dumps(meta or {}).encode(), dtype=np.uint8)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def codes_from_npz(data: bytes, *, name: str = "codes") -> list[np.ndarray]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            levels = sorted(int(k.split("_")[1]) for k in z.files if k.startswith("level_"))
+            if levels != [0, 1, 2]:
+                raise PipelineError(f"{name} does not hold the codes of levels 0, 1 and 2")
+            codes = [z[f"level_{i}"].astype(np.int64) for i in levels]
+    except PipelineError:
+        raise
+    except Exception as e:
+        raise PipelineError(f"{name} is damaged or not a jukebot codes file") from e
+    return [c[None] if c.ndim == 1 else c for c in codes]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model set
+
+
+class Engine:
+    """A loaded model and the device it runs on. With `swap_levels`, only the prior being sampled
+    is kept in memory (consumer GPUs); otherwise every prior stays resident."""
+
+    def __init__(self, model: JukeboxModel, *, device: torch.device | str = "cpu", swap_levels: bool = False,
+                 name: str | None = None) -> None:
+        self.model = model
+        self.device = torch.device(device)
+        self.swap_levels = swap_levels
+        self.name = name or model.config.name
+        self.config: ModelConfig = model.config
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+             swap_levels: bool = False, settings: Any = None, progress: bool = True) -> Engine:
+        from engine.model import load_model
+
+        model = load_model(name_or_path, device=device, dtype=dtype, levels=[] if swap_levels else None,
+                           settings=settings, progress=progress)
+        return cls(model, device=device, swap_levels=swap_levels, name=str(name_or_path))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_lengths(self) -> tuple[int, ...]:
+        return tuple(self.config.vqvae.hop_lengths)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.prior_dtype
+
+    def prior(self, level: int) -> JukeboxPrior:
+        if self.swap_levels:
+            for other in range(3):
+                if other != level and self.model.priors[other] is not None:
+                    self.model.unload_level(other)
+        p = self.model.priors[level]
+        return p if p is not None else self.model.load_level(level)
+
+    def release_priors(self) -> None:
+        for level in range(3):
+            self.model.unload_level(level)
+
+    def sample_length(self, seconds: float) -> int:
+        return round_sample_length(seconds, self.sample_rate, self.hop_lengths[-1])
+
+    def check_codes(self, codes: Sequence[np.ndarray], what: str) -> None:
+        bins = self.config.vqvae.l_bins
+        tops = codes[-1].shape[1]
+        for lv, c in enumerate(codes):
+            if c.ndim != 2 or c.shape[1] != tops * self.hop_lengths[-1] // self.hop_lengths[lv]:
+                raise PipelineError(f"{what} does not fit this model (level {lv} has shape {c.shape})")
+            if c.size and (c.min() < 0 or c.max() >= bins):
+                raise PipelineError(f"{what} holds codes outside this model's {bins}-entry codebook")
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray) -> list[np.ndarray]:
+        x = torch.as_tensor(np.asarray(audio, dtype=np.float32))[None].to(self.device)
+        zs = self.model.vqvae.encode(x, 0, 3)
+        return [z.to("cpu").numpy().astype(np.int64) for z in zs]
+
+    @torch.inference_mode()
+    def decode(self, codes: np.ndarray | Tensor, level: int, *, chunk_tokens: int | None = None) -> np.ndarray:
+        """Audio [B, T * hop] from the codes [B, T] of one level (level 2/1: previews; 0: final).
+        Decoded in chunks of `chunk_tokens` to bound memory (seams are a few ms of context apart)."""
+        z = torch.as_tensor(np.asarray(codes) if isinstance(codes, np.ndarray) else codes).long()
+        if z.ndim == 1:
+            z = z[None]
+        if chunk_tokens is None or z.shape[1] <= chunk_tokens:
+            out = self.model.vqvae.decode([z.to(self.device)], start_level=level, end_level=level + 1)
+            return out.float().clamp(-1, 1).to("cpu").numpy()
+        parts = [self.decode(z[:, i : i + chunk_tokens], level) for i in range(0, z.shape[1], chunk_tokens)]
+        return np.concatenate(parts, axis=1)
+
+    def plan(self, levels: tuple[int, ...], n_samples: int, sample_length: int, key: NoiseKey,
+             settings: SamplingSettings) -> Plan:
+        hops = self.hop_lengths
+        return Plan(
+            levels=levels, totals=tuple(tokens_per_level(sample_length, hops)),
+            n_ctx=tuple(p.n_ctx for p in self.config.priors),
+            downsamples=(*(hops[i + 1] // hops[i] for i in range(len(hops) - 1)), 0),
+            n_samples=n_samples, key=key, settings=settings,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels of every window
+
+
+class WindowLabels:
+    """The y vector of each window of each level, for `n_rows` identical rows.
+
+    Names are checked strictly at the top level (an unknown artist or genre is an error with
+    suggestions); the upsamplers of the released models use the v2 lists, where a v3 name may be
+    missing, and fall back to "unknown" like the original."""
+
+    def __init__(self, engine: Engine, request: SongRequest, sample_length: int, n_rows: int) -> None:
+        self.engine, self.n_rows = engine, n_rows
+        cfg = engine.config
+        top = cfg.top
+        self.total_length = sample_length
+        if top.labels and top.min_duration is not None:
+            # The timing embedding only knows songs of at least min_duration; a shorter song is
+            # sampled as the beginning of a song of that length.
+            self.total_length = max(sample_length, math.ceil(top.min_duration * engine.sample_rate))
+        if top.labels and top.max_duration is not None and sample_length >= top.max_duration * engine.sample_rate:
+            raise PipelineError(f"this model makes songs shorter than {top.max_duration:.0f} s")
+        self.labellers: dict[int, Labeller] = {}
+        self.songs: dict[int, SongLabels] = {}
+        self.notes: list[str] = []
+        for level in (2, 1, 0):
+            if not cfg.priors[level].labels:
+                continue
+            lab = Labeller.for_prior(cfg, level)
+            try:
+                song = lab.encode(request.artist, request.genre, request.lyrics, strict=level == 2)
+            except LabelsError as e:
+                raise PipelineError(str(e)) from e
+            self.labellers[level], self.songs[level] = lab, song
+            if level == 2:
+                self.notes = list(song.notes)
+
+    def __call__(self, level: int, w: Window) -> Tensor | None:
+        if level not in self.labellers:
+            return None
+        offset = w.label_offset(self.engine.hop_lengths[level])
+        y = self.labellers[level].window_y(self.songs[level], self.total_length, offset)
+        return torch.tensor([y] * self.n_rows, dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+@dataclass
+class Drafts:
+    codes: np.ndarray  # level-2 codes [n, T2]
+    previews: np.ndarray  # level-2 decodes [n, samples]
+    sample_length: int
+    prompt_seconds: float
+    notes: list[str]
+    all_codes: list[np.ndarray]  # every level [n, T] (lower levels: the prompt part, if any)
+
+
+@dataclass
+class Final:
+    codes: list[np.ndarray]  # every level [1, T]
+    audio: np.ndarray  # level-0 decode [samples]
+    sample_length: int
+
+
+def _run(plan: Plan, engine: Engine, labels: WindowLabels, codes: list[np.ndarray], checkpointer: Checkpointer | None,
+         extra: dict[str, Any], hooks: Hooks | None) -> list[np.ndarray]:
+    if checkpointer is None:
+        return run_plan(plan, engine.prior, labels, codes, device=engine.device, dtype=engine.dtype, hooks=hooks)
+    return resumable_run(plan, engine.prior, labels, codes, checkpointer, extra, device=engine.device,
+                         dtype=engine.dtype, hooks=hooks)
+
+
+def song_length(engine: Engine, request: SongRequest, prompt: Prompt | None) -> int:
+    """Raw samples of the whole song: the prompt (whole top tokens) plus the new seconds."""
+    if request.seconds <= 0:
+        raise PipelineError("the song needs a positive number of seconds")
+    start = 0 if prompt is None else prompt.top_tokens * engine.hop_lengths[-1]
+    return start + engine.sample_length(request.seconds)
+
+
+def make_drafts(
+    engine: Engine,
+    request: SongRequest,
+    n: int,
+    *,
+    prompt: Prompt | None = None,
+    checkpointer: Checkpointer | None = None,
+    hooks: Hooks | None = None,
+    decode: bool = True,
+) -> Drafts:
+    """N level-2 drafts in one batch (primed on `prompt` when given) and their previews."""
+    if n < 1:
+        raise PipelineError("ask for at least one draft")
+    sample_length = song_length(engine, request, prompt)
+    labels = WindowLabels(engine, request, sample_length, n)
+    plan = engine.plan((2,), n, sample_length, NoiseKey(request.seed, DRAFT_STREAM), request.settings)
+    start = prompt.tiled(n) if prompt is not None else [np.zeros((n, 0), dtype=np.int64) for _ in range(3)]
+    extra = {"stage": "drafts", "request": request_digest({"request": request.to_dict(), "n": n,
+                                                          "prompt": _prompt_digest(prompt), "model": engine.name})}
+    codes = _run(plan, engine, labels, start, checkpointer, extra, hooks)
+    previews = engine.decode(codes[2], 2) if decode else np.zeros((n, 0), dtype=np.float32)
+    return Drafts(codes[2], previews, sample_length, 0.0 if prompt is None else prompt.seconds(engine),
+                  labels.notes, codes)
+
+
+def upsample(
+    engine: Engine,
+    request: SongRequest,
+    level2: np.ndarray,
+    *,
+    draft_index: int = 0,
+    prompt: Prompt | None = None,
+    checkpointer: Checkpointer | None = None,
+    hooks: Hooks | None = None,
+    decode: bool = True,
+) -> Final:
+    """Levels 1 and 0 for one draft's level-2 codes, then the final audio. With a prompt, its
+    level-1 and level-0 codes are kept and only the rest is sampled."""
+    top = np.asarray(level2, dtype=np.int64)
+    top = top[None] if top.ndim == 1 else top
+    if top.shape[0] != 1:
+        raise ValueError("upsample takes the codes of one draft")
+    hops = engine.hop_lengths
+    sample_length = top.shape[1] * hops[-1]
+    if prompt is not None and not np.array_equal(top[:, : prompt.top_tokens], prompt.codes[2]):
+        raise PipelineError("the draft does not start with the prime it should continue")
+    labels = WindowLabels(engine, request, sample_length, 1)
+    plan = engine.plan((1, 0), 1, sample_length, NoiseKey(request.seed, DRAFT_STREAM + 1 + draft_index),
+                       request.settings)
+    start = [np.zeros((1, 0), dtype=np.int64), np.zeros((1, 0), dtype=np.int64), top]
+    if prompt is not None:
+        start[0], start[1] = prompt.codes[0].copy(), prompt.codes[1].copy()
+    extra = {"stage": "upsample", "request": request_digest({
+        "request": request.to_dict(), "draft": draft_index, "top": _array_digest(top),
+        "prompt": _prompt_digest(prompt), "model": engine.name})}
+    codes = _run(plan, engine, labels, start, checkpointer, extra, hooks)
+    audio = engine.decode(codes[0], 0)[0] if decode else np.zeros(0, dtype=np.float32)
+    return Final(codes, audio, sample_length)
+
+
+def continue_from(
+    engine: Engine,
+    request: SongRequest,
+    n: int,
+    prompt: Prompt,
+    *,
+    checkpointer: Checkpointer | None = None,
+    hooks: Hooks | None = None,
+) -> Drafts:
+    """Drafts that continue `prompt` (a clip's codes or encoded audio)."""
+    return make_drafts(engine, request, n, prompt=prompt, checkpointer=checkpointer, hooks=hooks)
+
+
+def _array_digest(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _prompt_digest(prompt: Prompt | None) -> str | None:
+    return None if prompt is None else _array_digest(np.concatenate([c.ravel() for c in prompt.codes]))
+
+
+# Stage names the worker and the command line show.
+STAGES: dict[int, str] = {2: "drafts (level 2)", 1: "upsampling level 1", 0: "upsampling level 0"}
+
+
+def stage_name(level: int, *, primed: bool = False) -> str:
+    if level == 2 and primed:
+        return "continuing (level 2)"
+    return STAGES[level]
+
+
+ProgressFn = Callable[[dict[str, Any]], None]

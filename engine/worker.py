@@ -1,0 +1,548 @@
+"""The GPU worker: claims `draft`, `upsample` and `continue` jobs and runs them to the end.
+
+    jukebot worker [--device cuda:N|cpu] [--model M] [--once] [--kinds draft,upsample,continue]
+
+One worker per GPU (a lock file per device on this host refuses a second one). It keeps one model
+set resident, heartbeats from a background thread with progress, checkpoints after every window
+(fenced by the lease token) and writes its results in one fenced transaction together with the
+job's completion.
+
+Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.py):
+- `draft` {"song_id"}: the song's `n_drafts` level-2 drafts in one batch. Writes
+  `songs/{id}/drafts/{i}.wav` (level-2 preview) and `songs/{id}/drafts/{i}.npy` (level-2 codes,
+  int, shape [T2]), one Draft row each; result {"draft_ids": [...]}. Song -> drafting.
+- `continue` {"song_id"}: like `draft`, primed on the song's `parent_clip_id` (the last
+  `prime_seconds` of that clip's codes, default all of it up to `max_prime_seconds`) or
+  `prime_key` (an uploaded audio file: its first `prime_seconds`). The prime's codes of all levels
+  are kept at `songs/{id}/prime.npz` for the upsample. `seconds` is the new music after the prime.
+- `upsample` {"song_id", "draft_id"}: levels 1 and 0 for that draft. Writes `songs/{id}/final.wav`,
+  `final.mp3` and `codes.npz` (all three levels, see engine.pipeline.codes_to_npz), one Clip row;
+  result {"clip_id"}. Song -> upsampling.
+- Progress (heartbeat): {"stage", "level", "done", "total", "percent", "tokens_per_second",
+  "eta_seconds"}; stage is "loading model", "drafts (level 2)", "upsampling level 1",
+  "upsampling level 0", "decoding", "saving".
+- SIGTERM: the current window finishes, is checkpointed, the lease is released (no attempt is
+  burned) and the worker exits 0. A cancel request stops it between windows (job cancelled).
+- A bad request (unknown artist, damaged prime, song too long, ...) fails at once with a sentence
+  in `last_error`; anything else is retried with backoff by the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from db import queue, repo
+from db.database import Database, open_database
+from db.models import JobKind, Song, SongStatus
+from db.settings import Settings, get_settings
+from db.storage import Storage, get_storage
+
+log = logging.getLogger("jukebot.worker")
+
+ALL_KINDS = (JobKind.draft.value, JobKind.upsample.value, JobKind.continue_.value)
+
+
+class PermanentError(Exception):
+    """The job cannot succeed on any worker; its message is for the musician."""
+
+
+class DeviceBusy(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and small helpers
+
+
+@dataclass
+class WorkerOptions:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    model: str | None = None  # default: settings.model
+    kinds: tuple[str, ...] = ALL_KINDS
+    once: bool = False  # run one job (or none, if the queue is empty) and exit
+    owner: str | None = None
+    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on CUDA) | float32 | bfloat16 | float16
+    swap_levels: bool = False  # keep only the prior being sampled in memory
+    threads: int | None = None  # CPU threads for torch
+    tokens_every: int = 64  # progress granularity inside a window
+    idle_exit_seconds: float | None = None  # exit after this long without work (tests, batch use)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}: no CUDA GPU is visible to this process")
+    return device
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise ValueError(f"unknown dtype {name!r}: use one of {', '.join(table)}")
+    return table[name]
+
+
+@contextlib.contextmanager
+def device_lock(device: str) -> Iterator[None]:
+    """One worker per GPU on this host: an exclusive lock file per CUDA device."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    index = device.split(":", 1)[1] if ":" in device else "0"
+    path = Path(tempfile.gettempdir()) / f"jukebot-worker-cuda{index}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            other = f.read().strip() or "?"
+            raise DeviceBusy(f"another jukebot worker (pid {other}) already uses {device} on this machine; "
+                             "run one worker per GPU") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class ProgressTracker:
+    """The latest progress, written by the sampler's callbacks, read by the heartbeat thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: dict[str, Any] = {"stage": "starting"}
+
+    def stage(self, name: str, **extra: Any) -> None:
+        with self._lock:
+            self._data = {"stage": name, **extra}
+
+    def tokens(self, stage: str, p: Any) -> None:
+        data = {
+            "stage": stage, "level": p.level, "done": p.done, "total": p.total, "percent": round(p.percent, 2),
+            "tokens_per_second": round(p.tokens_per_second, 2),
+            "eta_seconds": None if p.eta_seconds is None else round(p.eta_seconds, 1),
+            "window": p.window, "windows": p.windows,
+        }
+        with self._lock:
+            self._data = data
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._data)
+
+
+class Heartbeat:
+    """Extends the lease every `interval` seconds with the latest progress, from a thread.
+    Remembers a cancel request and a lost lease for the sampling loop to see between windows."""
+
+    def __init__(self, db: Database, lease: queue.Lease, tracker: ProgressTracker, interval: float) -> None:
+        self.db, self.lease, self.tracker, self.interval = db, lease, tracker, interval
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-job-{lease.job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop beating (before the job's final write: a beat after completion would be refused)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+
+    def beat(self) -> None:
+        try:
+            if queue.heartbeat(self.db, self.lease, self.tracker.snapshot()):
+                self.cancel.set()
+        except queue.LeaseLost as e:
+            log.warning("%s", e)
+            self.lost.set()
+        except Exception as e:  # the database is down for a moment: try again next time
+            log.warning("heartbeat for job %s failed: %s", self.lease.job_id, e)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.lost.is_set():
+                return
+            self.beat()
+
+
+def request_from_song(song: Song) -> Any:
+    from engine.pipeline import SongRequest
+    from engine.sample import SamplingSettings
+
+    return SongRequest(
+        artist=song.artist, genre=song.genre, lyrics=song.lyrics or "", seconds=float(song.seconds),
+        seed=int(song.seed), settings=SamplingSettings(temperatures=(0.99, 0.99, float(song.temperature))),
+    )
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a, dtype=np.int32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npy_load(data: bytes, name: str) -> np.ndarray:
+    try:
+        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.int64)
+    except Exception as e:
+        raise PermanentError(f"the stored draft codes ({name}) are damaged") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker
+
+
+@dataclass
+class _Job:
+    lease: queue.Lease
+    tracker: ProgressTracker
+    heartbeat: Heartbeat
+    song: Song
+    checkpointer: Any = None
+    stop_reason: str | None = None
+    last_cancel_check: float = field(default=0.0)
+
+
+class Worker:
+    def __init__(self, settings: Settings | None = None, options: WorkerOptions | None = None, *,
+                 db: Database | None = None, storage: Storage | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.options = options or WorkerOptions()
+        self.db = db or open_database(self.settings.database_url)
+        self.storage = storage or get_storage(self.settings)
+        self.owner = self.options.owner or queue.default_owner()
+        self.device = resolve_device(self.options.device if self.options.device != "auto" else self.settings.device)
+        self.dtype = resolve_dtype(self.options.dtype, self.device)
+        self.model_name = self.options.model or self.settings.model
+        self._engine: Any = None
+        self._engine_name: str | None = None
+        self.terminating = threading.Event()
+        self.jobs_done = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _on_sigterm(self, signum: int, _frame: Any) -> None:
+        log.info("signal %s: finishing the current window, then giving the job back", signum)
+        self.terminating.set()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+            signal.signal(signal.SIGINT, self._on_sigterm)
+
+    def run(self) -> int:
+        """Claim and run jobs until SIGTERM (or one job with --once). Returns the exit code."""
+        import torch
+
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        self.install_signal_handlers()
+        with device_lock(self.device):
+            self.engine_for(self.model_name)  # fail fast on a model that cannot load
+            idle_since = time.monotonic()
+            while not self.terminating.is_set():
+                lease = queue.claim(self.db, list(self.options.kinds), self.owner, self.settings.lease_seconds)
+                if lease is None:
+                    if self.options.once:
+                        return 0
+                    if (self.options.idle_exit_seconds is not None
+                            and time.monotonic() - idle_since > self.options.idle_exit_seconds):
+                        return 0
+                    queue.wait_for_work(self.db, list(self.options.kinds), timeout=self.settings.poll_seconds)
+                    continue
+                self.run_job(lease)
+                idle_since = time.monotonic()
+                if self.options.once:
+                    break
+        return 0
+
+    def engine_for(self, name: str) -> Any:
+        """The resident model set; switching to another model drops the previous one."""
+        if self._engine is not None and self._engine_name == name:
+            return self._engine
+        from engine.pipeline import Engine
+
+        if self._engine is not None:
+            self._engine = None
+            import torch
+
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        log.info("loading model %s on %s (%s)", name, self.device, str(self.dtype).replace("torch.", ""))
+        self._engine = Engine.load(name, device=self.device, dtype=self.dtype, swap_levels=self.options.swap_levels,
+                                   settings=self.settings, progress=False)
+        self._engine_name = name
+        return self._engine
+
+    # -- one job --------------------------------------------------------------------------------
+    def run_job(self, lease: queue.Lease) -> str:
+        """Run a claimed job to an outcome: succeeded, failed, released, cancelled or lost."""
+        from engine.sample import SamplingStopped
+
+        tracker = ProgressTracker()
+        tracker.stage("loading model")
+        song_id = lease.payload.get("song_id", lease.song_id)
+        with Heartbeat(self.db, lease, tracker, self.settings.heartbeat_seconds) as hb:
+            try:
+                song = repo.song_by_id(self.db, int(song_id)) if song_id is not None else None
+                if song is None:
+                    raise PermanentError(f"song {song_id} no longer exists")
+            except Exception as e:
+                return self._failed(lease, e)
+            job = _Job(lease, tracker, hb, song)
+            try:
+                result = self._dispatch(job)
+            except SamplingStopped:
+                return self._stopped(job)
+            except queue.LeaseLost as e:
+                log.warning("job %s: %s", lease.job_id, e)
+                return "lost"
+            except Exception as e:
+                return self._failed(lease, e)
+        self.jobs_done += 1
+        log.info("job %s (%s) done: %s", lease.job_id, lease.kind, result)
+        return "succeeded"
+
+    def _stopped(self, job: _Job) -> str:
+        lease = job.lease
+        if job.heartbeat.lost.is_set():
+            log.warning("job %s: lease lost; stopped without writing", lease.job_id)
+            return "lost"
+        try:
+            if job.stop_reason == "cancel":
+                queue.finish_cancelled(self.db, lease)
+                if job.checkpointer is not None:
+                    job.checkpointer.cleanup()
+                log.info("job %s cancelled between windows", lease.job_id)
+                return "cancelled"
+            status = queue.release(self.db, lease)
+            log.info("job %s given back to the queue (%s) at its last checkpoint", lease.job_id, status)
+            return "released"
+        except queue.LeaseLost as e:
+            log.warning("%s", e)
+            return "lost"
+
+    def _failed(self, lease: queue.Lease, e: BaseException) -> str:
+        from engine.audio import AudioError
+        from engine.checkpoints import DownloadError
+        from engine.config import ConfigError
+        from engine.labels import LabelsError
+        from engine.pipeline import PipelineError
+        from engine.prior import LabelError
+
+        permanent = isinstance(e, PermanentError | PipelineError | AudioError | LabelsError | LabelError)
+        if isinstance(e, ConfigError) and not isinstance(e, DownloadError):
+            permanent = True
+        if permanent:
+            message = str(e)
+            log.warning("job %s failed for good: %s", lease.job_id, message)
+        else:
+            message = f"the engine hit an internal error ({type(e).__name__}: {e}); it will be retried"
+            log.exception("job %s failed (will be retried if attempts are left)", lease.job_id)
+        try:
+            return queue.fail(self.db, lease, message, retry=not permanent)
+        except queue.LeaseLost as lost:
+            log.warning("%s", lost)
+            return "lost"
+
+    def _hooks(self, job: _Job, primed: bool) -> Any:
+        from engine.pipeline import stage_name
+        from engine.sample import Hooks
+
+        def on_tokens(p: Any) -> None:
+            job.tracker.tokens(stage_name(p.level, primed=primed), p)
+
+        def should_stop() -> bool:
+            hb = job.heartbeat
+            if hb.lost.is_set():
+                job.stop_reason = "lost"
+            elif hb.cancel.is_set():
+                job.stop_reason = "cancel"
+            elif self.terminating.is_set():
+                job.stop_reason = "terminate"
+            elif time.monotonic() - job.last_cancel_check > 1.0:
+                job.last_cancel_check = time.monotonic()
+                try:
+                    if queue.is_cancel_requested(self.db, job.lease):
+                        job.stop_reason = "cancel"
+                except queue.LeaseLost:
+                    hb.lost.set()
+                    job.stop_reason = "lost"
+            return job.stop_reason is not None
+
+        return Hooks(on_tokens=on_tokens, should_stop=should_stop, tokens_every=self.options.tokens_every)
+
+    def _dispatch(self, job: _Job) -> dict[str, Any]:
+        kind = job.lease.kind
+        if kind == JobKind.draft:
+            return self._drafts(job, primed=False)
+        if kind == JobKind.continue_:
+            return self._drafts(job, primed=True)
+        if kind == JobKind.upsample:
+            return self._upsample(job)
+        raise PermanentError(f"this worker does not run {kind!r} jobs")
+
+    def _set_status(self, job: _Job, status: SongStatus) -> None:
+        song = job.song
+        if song.status in (SongStatus.cancelled, SongStatus.failed, SongStatus.done):
+            return
+        assert song.id is not None
+        with queue.fenced(self.db, job.lease) as s:
+            repo.set_song_status(s, song.id, status)
+
+    # -- prompts --------------------------------------------------------------------------------
+    def _prompt(self, engine: Any, song: Song) -> Any:
+        from engine.audio import AudioError, load_audio
+        from engine.pipeline import PipelineError, Prompt
+
+        assert song.id is not None
+        prime_key = f"songs/{song.id}/prime.npz"
+        if self.storage.exists(prime_key):  # made by this song's draft job: the exact same codes
+            return Prompt.from_clip_codes(engine, self.storage.read_bytes(prime_key), None, source="the prime")
+        limit = self.settings.max_prime_seconds
+        seconds = min(float(song.prime_seconds), limit) if song.prime_seconds else limit
+        if song.parent_clip_id is not None:
+            clip = repo.clip_by_id(self.db, song.parent_clip_id)
+            if clip is None:
+                raise PermanentError(f"clip #{song.parent_clip_id} to continue no longer exists")
+            try:
+                data = self.storage.read_bytes(clip.codes_key)
+            except FileNotFoundError:
+                raise PermanentError(f"the codes of clip #{song.parent_clip_id} are missing from storage") from None
+            prompt = Prompt.from_clip_codes(engine, data, seconds, source=f"clip #{song.parent_clip_id}")
+        elif song.prime_key:
+            try:
+                local = self.storage.local_path(song.prime_key)
+                if local is not None and local.exists():
+                    audio = load_audio(local, engine.sample_rate, max_bytes=self.settings.max_upload_bytes,
+                                       duration=seconds)
+                else:
+                    from engine.audio import load_audio_bytes
+
+                    audio = load_audio_bytes(self.storage.read_bytes(song.prime_key), engine.sample_rate,
+                                             max_bytes=self.settings.max_upload_bytes, duration=seconds)
+            except FileNotFoundError:
+                raise PermanentError("the uploaded prime audio is missing from storage") from None
+            except AudioError as e:
+                raise PermanentError(f"the prime audio cannot be used: {e}") from e
+            prompt = Prompt.from_audio(engine, audio, source="the uploaded audio")
+        else:
+            raise PipelineError("a continuation needs a clip or an uploaded audio file to continue from")
+        from engine.pipeline import codes_to_npz
+
+        self.storage.write_bytes(prime_key, codes_to_npz(prompt.codes, {"source": prompt.source}))
+        return prompt
+
+    # -- drafts ---------------------------------------------------------------------------------
+    def _drafts(self, job: _Job, *, primed: bool) -> dict[str, Any]:
+        from engine.audio import wav_bytes
+        from engine.pipeline import make_drafts, stage_name
+        from engine.resume import JobCheckpointer
+
+        song, lease = job.song, job.lease
+        assert song.id is not None
+        engine = self.engine_for(song.model or self.model_name)
+        request = request_from_song(song)
+        prompt = self._prompt(engine, song) if primed else None
+        self._set_status(job, SongStatus.drafting)
+        job.tracker.stage(stage_name(2))
+        job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="drafts")
+        drafts = make_drafts(engine, request, int(song.n_drafts), prompt=prompt, checkpointer=job.checkpointer,
+                             hooks=self._hooks(job, primed), decode=False)
+        job.tracker.stage("decoding")
+        previews = engine.decode(drafts.codes, 2)
+        job.tracker.stage("saving")
+        seconds = drafts.sample_length / engine.sample_rate
+        keys = []
+        for i in range(drafts.codes.shape[0]):
+            audio_key, codes_key = f"songs/{song.id}/drafts/{i}.wav", f"songs/{song.id}/drafts/{i}.npy"
+            self.storage.write_bytes(audio_key, wav_bytes(previews[i], engine.sample_rate))
+            self.storage.write_bytes(codes_key, _npy_bytes(drafts.codes[i]))
+            keys.append((audio_key, codes_key))
+        job.heartbeat.stop()
+        with queue.fenced(self.db, lease) as s:
+            ids = [repo.add_draft(s, song.id, i, a, c, seconds=seconds).id for i, (a, c) in enumerate(keys)]
+            result = {"draft_ids": ids, "seconds": seconds, "notes": drafts.notes}
+            queue.complete(self.db, lease, result, session=s)
+        job.checkpointer.cleanup()
+        return result
+
+    # -- upsample -------------------------------------------------------------------------------
+    def _upsample(self, job: _Job) -> dict[str, Any]:
+        from db.models import Draft
+        from engine.audio import mp3_bytes, wav_bytes
+        from engine.pipeline import codes_to_npz, upsample
+        from engine.resume import JobCheckpointer
+
+        song, lease = job.song, job.lease
+        assert song.id is not None
+        draft_id = lease.payload.get("draft_id", song.winner_draft_id)
+        with self.db.read() as s:
+            draft = s.get(Draft, int(draft_id)) if draft_id is not None else None
+        if draft is None or draft.song_id != song.id:
+            raise PermanentError(f"draft {draft_id} of song {song.id} does not exist")
+        try:
+            top = _npy_load(self.storage.read_bytes(draft.codes_key), draft.codes_key)
+        except FileNotFoundError:
+            raise PermanentError(f"the codes of draft {draft.index + 1} are missing from storage") from None
+        engine = self.engine_for(song.model or self.model_name)
+        request = request_from_song(song)
+        primed = song.parent_clip_id is not None or song.prime_key is not None
+        prompt = self._prompt(engine, song) if primed else None
+        self._set_status(job, SongStatus.upsampling)
+        job.tracker.stage("upsampling level 1")
+        job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="upsample")
+        final = upsample(engine, request, top, draft_index=draft.index, prompt=prompt, checkpointer=job.checkpointer,
+                         hooks=self._hooks(job, primed), decode=False)
+        job.tracker.stage("decoding")
+        audio = engine.decode(final.codes[0], 0, chunk_tokens=1 << 20)[0]
+        job.tracker.stage("saving")
+        base = f"songs/{song.id}"
+        seconds = final.sample_length / engine.sample_rate
+        self.storage.write_bytes(f"{base}/final.wav", wav_bytes(audio, engine.sample_rate))
+        self.storage.write_bytes(f"{base}/final.mp3", mp3_bytes(audio, engine.sample_rate))
+        self.storage.write_bytes(f"{base}/codes.npz", codes_to_npz(final.codes, {
+            "model": engine.name, "sample_rate": engine.sample_rate, "song_id": song.id, "draft_id": draft.id}))
+        job.heartbeat.stop()
+        with queue.fenced(self.db, lease) as s:
+            clip = repo.add_clip(s, song.id, f"{base}/final.wav", f"{base}/codes.npz", mp3_key=f"{base}/final.mp3",
+                                 seconds=seconds)
+            result = {"clip_id": clip.id, "seconds": seconds}
+            queue.complete(self.db, lease, result, session=s)
+        job.checkpointer.cleanup()
+        return result
+
+
+def run_worker(options: WorkerOptions, settings: Settings | None = None) -> int:
+    return Worker(settings, options).run()
