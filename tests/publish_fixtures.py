@@ -16,7 +16,9 @@ from db.database import Database
 from db.models import Clip
 from db.settings import Settings
 from db.storage import Storage
+from publisher import render
 from publisher.oauth import TokenSet
+from publisher.platforms import soundcloud_render_key, x_render_key
 from publisher.tokens import save_token
 from tests.fakes.soundcloud_server import FakeSoundCloud
 from tests.fakes.x_server import FakeX
@@ -66,6 +68,20 @@ def make_clip(db: Database, storage: Storage, *, title: str = "Harbour Rain", se
     refreshed = repo.clip_by_id(db, clip.id)  # type: ignore[arg-type]
     assert refreshed is not None
     return refreshed
+
+
+@pytest.fixture(scope="session")
+def prerendered() -> dict[str, bytes]:
+    """The renders of a 2 s test clip, made once: most publishing tests are about the bookkeeping, and
+    rendering has its own tests (tests/test_render.py)."""
+    wav = tone_wav(2.0)
+    card = render.TitleCard("Harbour Rain", "Frank Sinatra", "jazz", "alice", "#jukebot")
+    return {"x": render.render_x_video(wav, card, size=(320, 180)), "soundcloud": render.render_audio(wav, "flac").data}
+
+
+def seed_renders(storage: Storage, settings: Settings, clip_id: int | None, renders: dict[str, bytes]) -> None:
+    storage.write_bytes(x_render_key(settings, clip_id), renders["x"])
+    storage.write_bytes(soundcloud_render_key(settings, clip_id), renders["soundcloud"])
 
 
 @pytest.fixture

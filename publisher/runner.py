@@ -1,0 +1,236 @@
+"""Run the publications that are due: the only place that talks to X and SoundCloud on a schedule.
+
+`run_due_publications(db, storage, settings, notify)` is what the scheduler (and `jukebot publish run`)
+calls. For each due row: claim it (committed), reconcile first if its last outcome was unclear, send
+otherwise, then record the outcome. Every failure, retry or unclear outcome is told to the moderators
+through `notify` (the bot passes a coroutine that posts to the mod channel; this package never imports
+discord), with a link to the clip's Discord message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlmodel import select
+
+from db.database import Database
+from db.models import Clip, Publication, PublicationState, Song, User, utcnow
+from db.settings import Settings
+from db.storage import Storage
+from publisher import state
+from publisher.captions import CaptionInfo
+from publisher.errors import Outcome, PublishError
+from publisher.http import Sleep
+from publisher.platforms import LABELS, PLATFORMS, Platform, make_platform
+from publisher.render import RenderError
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str], Awaitable[None]]
+
+AUTH_RECHECK = timedelta(hours=1)  # an unclear post we cannot look up (login broken): look again this late
+
+
+@dataclass(frozen=True)
+class RunResult:
+    publication_id: int
+    clip_id: int
+    platform: str
+    state: str  # the row's state afterwards
+    message: str
+    remote_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ClipContext:
+    clip: Clip
+    info: CaptionInfo
+    link: str  # the clip's Discord message, or "clip #N" when it was never posted
+
+
+def clip_link(clip: Clip, song: Song | None) -> str:
+    if song is not None and song.guild_id and clip.channel_id and clip.message_id:
+        return f"https://discord.com/channels/{song.guild_id}/{clip.channel_id}/{clip.message_id}"
+    return f"clip #{clip.id}"
+
+
+def load_clip_context(db: Database, clip_id: int, settings: Settings) -> ClipContext | None:
+    with db.read() as s:
+        clip = s.get(Clip, clip_id)
+        if clip is None:
+            return None
+        song = s.get(Song, clip.song_id)
+        user = s.get(User, song.user_id) if song is not None else None
+    info = CaptionInfo(
+        clip_id=clip_id,
+        title=(song.title if song else "") or "",
+        artist=song.artist if song else "",
+        genre=song.genre if song else "",
+        lyrics=song.lyrics if song else "",
+        requester=user.name if user else "",
+        model=song.model if song else "demo",
+        channel_tag=settings.channel_tag,
+    )
+    return ClipContext(clip=clip, info=info, link=clip_link(clip, song))
+
+
+class Runner:
+    def __init__(self, db: Database, storage: Storage, settings: Settings, notify: Notify, http: httpx.AsyncClient,
+                 *, sleep: Sleep = asyncio.sleep) -> None:
+        self.db, self.storage, self.settings, self.notify = db, storage, settings, notify
+        self.http = http
+        self.sleep = sleep
+        self._platforms: dict[str, Platform] = {}
+        self.now = utcnow()  # the run's clock (tests move it forward); never behind the real one
+
+    def platform(self, name: str) -> Platform:
+        if name not in self._platforms:
+            self._platforms[name] = make_platform(name, self.settings, self.db, self.storage, self.http, sleep=self.sleep)
+        return self._platforms[name]
+
+    async def tell(self, pub: Publication, ctx: ClipContext | None, text: str) -> None:
+        label = LABELS.get(pub.platform, pub.platform)
+        title = f" “{ctx.info.title}”" if ctx and ctx.info.title else ""
+        link = ctx.link if ctx else f"clip #{pub.clip_id}"
+        message = f"⚠️ {label} upload of clip #{pub.clip_id}{title}: {text} {link}"
+        try:
+            await self.notify(message)
+        except Exception:  # telling people must never break the bookkeeping
+            log.exception("could not notify moderators: %s", message)
+
+    async def recover(self, now: datetime) -> None:
+        recovered = await asyncio.to_thread(state.recover_interrupted, self.db, now, self.settings.publish_stale_seconds)
+        for pub in recovered:
+            ctx = await asyncio.to_thread(load_clip_context, self.db, pub.clip_id, self.settings)
+            await self.tell(pub, ctx, "was interrupted mid-way; checking the platform before any retry.")
+
+    async def run_one(self, publication_id: int, now: datetime) -> RunResult | None:
+        self.now = now
+        held = await asyncio.to_thread(state.claim, self.db, publication_id, now)
+        if held is None:
+            return None  # not due any more, or another runner has it
+        pub = held.publication
+        ctx = await asyncio.to_thread(load_clip_context, self.db, pub.clip_id, self.settings)
+        if ctx is None:
+            return await self._fail(held, None, "the clip no longer exists.")
+        if pub.platform not in PLATFORMS:
+            return await self._fail(held, ctx, f"jukebot does not publish to {pub.platform!r}.")
+        try:
+            platform = self.platform(pub.platform)
+        except PublishError as exc:
+            return await self._fail(held, ctx, exc.message)
+        caption = pub.caption
+        try:
+            if not caption:
+                caption = platform.caption(ctx.info)
+                await asyncio.to_thread(state.set_caption, self.db, held, caption)
+            if held.reconcile:
+                found = await platform.find(ctx.info, caption, since=pub.created_at)
+                if found is not None:
+                    await asyncio.to_thread(state.finish_published, self.db, held, found.id, found.url, utcnow())
+                    await self.tell(pub, ctx, f"had gone through after all: {found.url}")
+                    return self._result(held, PublicationState.published, "found on the platform", found.url)
+                if pub.attempts >= pub.max_attempts:
+                    return await self._fail(held, ctx, f"not found on the platform after {pub.attempts} attempts; "
+                                                       f"last problem: {pub.last_error}")
+                renewed = await asyncio.to_thread(state.begin_send, self.db, held, utcnow())
+                if renewed is None:
+                    return None  # someone else took over
+                held = renewed
+            remote = await platform.publish(ctx.clip, ctx.info, caption)
+        except PublishError as exc:
+            return await self._handle_error(held, ctx, exc)
+        except RenderError as exc:
+            return await self._fail(held, ctx, f"the clip could not be rendered: {exc}")
+        except Exception as exc:  # a bug: we cannot tell whether the post went out, so look before retrying
+            log.exception("publication %s failed unexpectedly", publication_id)
+            unclear = PublishError(f"internal error ({type(exc).__name__}); it may or may not have been posted.",
+                                   Outcome.unclear)
+            return await self._handle_error(held, ctx, unclear)
+        if not await asyncio.to_thread(state.finish_published, self.db, held, remote.id, remote.url, utcnow()):
+            log.warning("publication %s was taken over before it could be marked published", publication_id)
+        return self._result(held, PublicationState.published, "published", remote.url)
+
+    async def _handle_error(self, held: state.Claim, ctx: ClipContext, exc: PublishError) -> RunResult:
+        pub = held.publication
+        now = max(self.now, utcnow())
+        if exc.outcome is Outcome.unclear:
+            check_at = now + timedelta(seconds=self.settings.publish_reconcile_seconds)
+            await asyncio.to_thread(state.finish_unconfirmed, self.db, held, exc.message, check_at)
+            await self.tell(pub, ctx, f"{exc.message} Not sure it was posted; checking at {check_at:%H:%M} UTC "
+                                      "before any retry.")
+            return self._result(held, PublicationState.unconfirmed, exc.message)
+        if held.reconcile:
+            # The look-up itself failed: stay unconfirmed (never send blind), look again later.
+            wait = AUTH_RECHECK if exc.outcome is Outcome.auth else timedelta(seconds=self.settings.publish_reconcile_seconds)
+            await asyncio.to_thread(state.finish_unconfirmed, self.db, held, exc.message, now + wait)
+            await self.tell(pub, ctx, f"could not check whether it was posted: {exc.message}")
+            return self._result(held, PublicationState.unconfirmed, exc.message)
+        if exc.outcome is Outcome.retry and pub.attempts < pub.max_attempts:
+            at = exc.retry_at or now + state.backoff(pub.attempts, self.settings.publish_retry_seconds)
+            await asyncio.to_thread(state.finish_retry, self.db, held, exc.message, at)
+            await self.tell(pub, ctx, f"{exc.message} Trying again at {at:%H:%M} UTC "
+                                      f"(attempt {pub.attempts} of {pub.max_attempts}).")
+            return self._result(held, PublicationState.scheduled, exc.message)
+        if exc.outcome is Outcome.retry:
+            return await self._fail(held, ctx, f"gave up after {pub.attempts} attempts: {exc.message}")
+        return await self._fail(held, ctx, exc.message)
+
+    async def _fail(self, held: state.Claim, ctx: ClipContext | None, message: str) -> RunResult:
+        await asyncio.to_thread(state.finish_failed, self.db, held, message)
+        await self.tell(held.publication, ctx, f"failed: {message}")
+        return self._result(held, PublicationState.failed, message)
+
+    @staticmethod
+    def _result(held: state.Claim, st: PublicationState, message: str, url: str | None = None) -> RunResult:
+        pub = held.publication
+        return RunResult(publication_id=held.id, clip_id=pub.clip_id, platform=pub.platform, state=st.value,
+                         message=message, remote_url=url)
+
+
+async def run_due_publications(
+    db: Database,
+    storage: Storage,
+    settings: Settings,
+    notify: Notify,
+    *,
+    platforms: Iterable[str] | None = None,
+    now: datetime | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> list[RunResult]:
+    """Publish everything due now (and reconcile what is unconfirmed); returns what happened to each row.
+
+    Safe to call from several places at once: each row is claimed by exactly one caller.
+    """
+    now = now or utcnow()
+    wanted = list(platforms) if platforms is not None else None
+    timeout = httpx.Timeout(settings.publish_http_timeout, connect=min(10.0, settings.publish_http_timeout))
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+        runner = Runner(db, storage, settings, notify, http, sleep=sleep)
+        await runner.recover(now)
+        due = await asyncio.to_thread(state.due_publications, db, now, wanted)
+        results = []
+        for pub in due:
+            assert pub.id is not None
+            result = await runner.run_one(pub.id, now)
+            if result is not None:
+                results.append(result)
+        return results
+
+
+def publication_table(db: Database, limit: int = 50) -> list[tuple[Publication, str]]:
+    """Recent publications with their clip's title, for `jukebot publish status` and the bot."""
+    with db.read() as s:
+        rows = s.execute(
+            select(Publication, Song.title)
+            .join(Clip, Clip.id == Publication.clip_id)  # type: ignore[arg-type]
+            .join(Song, Song.id == Clip.song_id)  # type: ignore[arg-type]
+            .order_by(Publication.id.desc())  # type: ignore[union-attr]
+            .limit(limit)
+        ).all()
+    return [(p, t or "") for p, t in rows]
