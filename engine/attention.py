@@ -239,7 +239,10 @@ class FactoredAttention(nn.Module):
     def _fill(self, cache: LayerCache, k: Tensor, v: Tensor, rows: Tensor | None) -> None:
         """Write what later single steps need of positions 0..S-1 into the cache rows."""
         for dst, src in ((cache.k, k), (cache.v, v)):
-            new = torch.zeros((src.shape[0], *dst.shape[1:]), dtype=dst.dtype, device=dst.device)
+            if rows is None:  # all rows: write in place
+                new = dst.zero_()
+            else:
+                new = torch.zeros((src.shape[0], *dst.shape[1:]), dtype=dst.dtype, device=dst.device)
             src = src.to(dst.dtype)
             s = src.shape[2]
             kind = self.kind
@@ -262,9 +265,7 @@ class FactoredAttention(nn.Module):
                 elif kind == TRANSPOSE:
                     blk = self._blocked(src).transpose(2, 3)  # [B, H, bc, nb_s, D]
                     new[:, :, :, : blk.shape[3]] = blk
-            if rows is None:
-                dst.copy_(new)
-            else:
+            if rows is not None:
                 dst[rows] = new
 
     # -- one position per row (decode) ---------------------------------------------------------
