@@ -28,6 +28,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -117,6 +118,7 @@ class _PgPool:
 
     def __init__(self) -> None:
         self.template: str | None = None
+        self.expected: tuple[set[str], list[Any]] | None = None  # the template's tables and revision
         self.free: list[str] = []
         self.all: set[str] = set()
         self.doomed: queue.Queue[str | None] = queue.Queue()
@@ -139,11 +141,10 @@ class _PgPool:
     def checkin(self, url: str) -> None:
         self.free.append(url)
 
+    def _tables(self, conn: psycopg.Connection) -> set[str]:
+        return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
     def _reset(self, url: str) -> bool:
-        from sqlmodel import SQLModel
-
-        from db.migrate import head_revision
-
         name = url.rsplit("/", 1)[1]
         try:
             with _admin() as admin:  # connections a test leaked (LISTEN, child processes)
@@ -151,17 +152,19 @@ class _PgPool:
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                     [name],
                 )
+                if self.expected is None:
+                    with psycopg.connect(_pg_url(str(self.template))) as tpl:
+                        self.expected = (self._tables(tpl), tpl.execute("SELECT version_num FROM alembic_version").fetchall())
             with psycopg.connect(url, connect_timeout=5) as conn:
                 conn.execute("SET lock_timeout = '5s'")
-                tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-                if tables != set(SQLModel.metadata.tables) | {"alembic_version"}:
+                tables = self._tables(conn)
+                if (tables, conn.execute("SELECT version_num FROM alembic_version").fetchall()) != self.expected:
                     return False
-                if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [(head_revision(),)]:
-                    return False
-                for table in reversed(SQLModel.metadata.sorted_tables):
-                    conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table.name)))
-                    if "id" in table.c and table.c["id"].autoincrement in (True, "auto") and table.c["id"].primary_key:
-                        conn.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), 1, false)", [table.name])
+                conn.execute("SET session_replication_role = replica")  # no FK triggers: any order
+                for table in sorted(tables - {"alembic_version"}):
+                    conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+                for (seq,) in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'S'").fetchall():
+                    conn.execute("SELECT setval(%s::regclass, 1, false)", [sql.Identifier(seq).as_string(conn)])
             return True
         except psycopg.Error:
             return False

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -195,3 +196,41 @@ def test_processes_starting_together_migrate_once(empty_database_url: str) -> No
         t.join()
     assert errors == []
     assert reached == [head_revision()] * 3
+
+
+@pytest.mark.postgres
+def test_reused_postgres_test_databases_come_back_empty(_pg_pool: Any) -> None:
+    """conftest hands a used PostgreSQL database to the next test: it must be as good as new."""
+    url = _pg_pool.checkout()
+    database = Database(url)
+    try:
+        with database.session() as s:
+            s.add(User(discord_id=1, name="left over"))
+        with database.session() as s:
+            s.execute(text("CREATE TABLE test_stray (id int)"))
+    finally:
+        database.dispose()
+    _pg_pool.checkin(url)
+    assert _pg_pool.checkout() != url  # a changed schema is never handed out again
+    _pg_pool.checkin(_pg_pool.checkout())
+
+    url = _pg_pool.checkout()
+    database = Database(url)
+    try:
+        with database.session() as s:
+            s.add(User(discord_id=1, name="left over"))
+    finally:
+        database.dispose()
+    _pg_pool.checkin(url)
+    again = _pg_pool.checkout()
+    assert again == url
+    database = Database(again)
+    try:
+        with database.session() as s:
+            assert s.exec(select(User)).all() == []
+            user = User(discord_id=2, name="fresh")
+            s.add(user)
+        assert user.id == 1  # id sequences start over
+    finally:
+        database.dispose()
+        _pg_pool.checkin(again)

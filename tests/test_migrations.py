@@ -194,3 +194,19 @@ def test_a_failing_migration_changes_nothing_and_says_so(
         assert migrate.current_revision(db) == head
     finally:
         db.dispose()
+
+
+def test_new_revision_writes_a_script_from_the_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`jukebot db revision` (developers): with the models matching head, the script changes nothing."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(database_module.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(database_module, "MIGRATIONS_DIR", scripts)
+    head = migrate.head_revision()
+    path = migrate.new_revision("nothing new")
+    assert path.parent == scripts / "versions"
+    assert path.name == f"{int(head) + 1:04d}_nothing_new.py"
+    script = path.read_text()
+    assert "import sqlmodel" in script and f"down_revision: str | None = '{head}'" in script
+    upgrade_body = script.split("def upgrade() -> None:")[1].split("def downgrade")[0]
+    assert "op." not in upgrade_body
+    assert migrate.head_revision() == f"{int(head) + 1:04d}"
