@@ -216,6 +216,9 @@ class VQVAE(nn.Module):
         [B, T // hop_lengths[level]]. T should be a multiple of the top hop length."""
         if audio.dim() != 2:
             raise ValueError(f"expected audio [batch, samples], got shape {tuple(audio.shape)}")
+        hop = self.hop_lengths[end_level - 1]
+        if audio.shape[1] % hop or audio.shape[1] == 0:
+            raise ValueError(f"audio of {audio.shape[1]} samples: the VQ-VAE needs a positive multiple of {hop}")
         x = audio[:, None].to(self._dtype())
         zs = []
         for level in range(start_level, end_level):

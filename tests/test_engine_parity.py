@@ -128,6 +128,9 @@ def test_vqvae_encode_decode_match_reference(ref: dict[str, Any]) -> None:
             assert torch.equal(a, b)
             assert len(torch.unique(b)) > 4  # several codes in use, so a wrong distance would show
         assert torch.equal(ours.encode(audio, 1, 3)[0], ref_zs[1])
+        assert ours.encode(audio[:, :64], 0, 1)[0].shape == (B, 8)  # level 0 alone: 8 samples per code
+        with pytest.raises(ValueError, match="positive multiple of 128"):
+            ours.encode(audio[:, :1000])
         for level in range(3):
             want = ref["vqvae"].decode(ref_zs[level:], start_level=level)[:, :, 0]
             got = ours.decode(zs[level:], start_level=level)
