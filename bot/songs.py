@@ -84,6 +84,8 @@ def check_quota(s: Session, settings: Settings, gs: GuildSettings | None, user_i
             "at a time. Your next request will be welcome as soon as one of them is finished."
         )
     per_day = gs.songs_per_day if gs is not None else settings.songs_per_day
+    if per_day <= 0:
+        raise UserError("This server allows 0 a day right now: the moderators have paused new songs.")
     since = now - QUOTA_WINDOW
     recent = [
         t

@@ -274,7 +274,7 @@ class Studio:
                 content += "\n" + "\n".join(f"⚠️ {n}" for n in bundle.notes)
             view = drafts_view(song_id, [(d.id or 0, d.index, 0) for d in drafts], open_=True)
             channels = [c for c in ((gs.drafts_channel_id if gs else None), song.channel_id) if c]
-            msg = await self._send_first(channels, song.guild_id, content, bundle, view)
+            msg = await self.send_first(channels, song.guild_id, content, bundle, view)
             if msg is None:
                 self._failed("drafts", song_id)
                 return
@@ -295,7 +295,7 @@ class Studio:
         self._unrecorded.pop((what, song_id), None)
         return True
 
-    async def _send_first(self, channel_ids: list[int], guild_id: int | None, content: str,
+    async def send_first(self, channel_ids: list[int], guild_id: int | None, content: str,
                           bundle: media.Bundle, view: discord.ui.View) -> discord.Message | None:
         """Send to the first channel that accepts the message (a configured channel may be gone)."""
         for channel_id in dict.fromkeys(channel_ids):
@@ -435,7 +435,7 @@ class Studio:
                 if bundle.notes:
                     content += "\n" + "\n".join(f"⚠️ {n}" for n in bundle.notes)
                 channels = [c for c in ((gs.clips_channel_id if gs else None), song.channel_id) if c]
-                msg = await self._send_first(channels, song.guild_id, content, bundle, clip_view(clip.id or 0))
+                msg = await self.send_first(channels, song.guild_id, content, bundle, clip_view(clip.id or 0))
                 if msg is None:
                     self._failed("clip", song_id)
                     return

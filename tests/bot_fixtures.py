@@ -1,238 +1,23 @@
-"""The bot's end-to-end harness: a fake Discord (tests/fakes/discord.py), the real bot (discord.py
-as the client) in the test's event loop, a database and storage, and worker processes.
-
-Everything is waited for by condition with a timeout (`Studio.until`), never by guessed sleeps.
-"""
+"""Pytest fixtures for the bot's end-to-end tests (load with `pytest_plugins = ["tests.bot_fixtures"]`):
+`studio` (over SQLite and PostgreSQL), `sqlite_studio`, and `studio_overrides` (override it in a test
+module to change settings). The harness itself is tests/bot_harness.py."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlmodel import col, select
 
-from bot.main import JukeBot
-from db.database import Database
-from db.models import Clip, Draft, Job, Song
-from db.settings import Settings, get_settings
-from db.storage import Storage
-from tests.fakes.discord import FakeDiscord, FakeInteraction, custom_ids
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = "5b_lyrics"  # the bot only reads the model's artist/genre lists (no weights needed)
-
-
-@dataclass
-class Studio:
-    fake: FakeDiscord
-    settings: Settings
-    db: Database
-    storage: Storage
-    guild: int
-    channel: int
-    members: dict[str, int]
-    mod_role: int
-    env: dict[str, str]
-    bot: JukeBot | None = None
-    task: asyncio.Task[None] | None = None
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    # ---------------------------------------------------------------- the bot
-
-    async def start_bot(self, *, sync: bool = True, scheduler_factory: Callable[..., Any] | None = None) -> JukeBot:
-        bot = JukeBot(self.settings, self.db, self.storage, sync_commands=sync, guild_ready_timeout=0.05,
-                      scheduler_factory=scheduler_factory or _memory_scheduler)
-        assert self.settings.discord_token is not None
-        self.bot = bot
-        self.task = asyncio.create_task(bot.start(self.settings.discord_token.get_secret_value()))
-        ready = asyncio.create_task(bot.wait_until_ready())
-        done, _ = await asyncio.wait({ready, self.task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        if self.task in done:
-            ready.cancel()
-            self.task.result()  # raises what stopped the bot
-        assert ready in done, "the bot did not get ready"
-        return bot
-
-    async def stop_bot(self) -> None:
-        if self.bot is not None:
-            await self.bot.close()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 10)
-        self.bot = None
-        self.task = None
-
-    # ---------------------------------------------------------------- workers
-
-    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
-        env = {**self.env, **extra_env}
-        proc = subprocess.Popen([sys.executable, "-m", "tests.bot_standin_worker"], cwd=ROOT, env=env)
-        self.workers.append(proc)
-        return proc
-
-    def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_workers(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.workers:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    # ---------------------------------------------------------------- waiting and looking
-
-    async def until(self, predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-        return await self.fake.wait_for(predicate, timeout, what)
-
-    async def until_db(self, fn: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-        """Wait for a database condition (checked in a thread every 50 ms)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            value = await asyncio.to_thread(fn)
-            if value:
-                return value
-            if loop.time() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.05)
-
-    def bot_messages(self, channel: int | None = None) -> list[dict[str, Any]]:
-        return [m for m in self.fake.channel_messages(channel or self.channel)
-                if m["author"]["id"] == str(self.fake.app_id) and m.get("type", 0) == 0]
-
-    def message_with(self, prefix: str, channel: int | None = None) -> dict[str, Any] | None:
-        """The bot's message in the channel having a button whose custom id starts with prefix."""
-        for m in self.bot_messages(channel):
-            if any(c.startswith(prefix) for c in custom_ids(m)):
-                return m
-        return None
-
-    def song(self, song_id: int) -> Song:
-        with self.db.read() as s:
-            song = s.get(Song, song_id)
-        assert song is not None
-        return song
-
-    def songs(self) -> list[Song]:
-        with self.db.read() as s:
-            return list(s.execute(select(Song).order_by(col(Song.id))).scalars())
-
-    def drafts(self, song_id: int) -> list[Draft]:
-        with self.db.read() as s:
-            return list(s.execute(select(Draft).where(col(Draft.song_id) == song_id).order_by(col(Draft.index))).scalars())
-
-    def clip(self, song_id: int) -> Clip | None:
-        with self.db.read() as s:
-            return s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
-
-    def jobs(self, song_id: int) -> list[Job]:
-        with self.db.read() as s:
-            return list(s.execute(select(Job).where(col(Job.song_id) == song_id).order_by(col(Job.id))).scalars())
-
-    async def run(self, member: str, command: str, options: dict[str, Any] | None = None,
-                  channel: int | None = None) -> FakeInteraction:
-        ix = await self.fake.command(self.members[member], channel or self.channel, command, options)
-        return await self.fake.settled(ix, timeout=20)
-
-    async def click(self, member: str, message: dict[str, Any], custom_id: str) -> FakeInteraction:
-        ix = await self.fake.click(self.members[member], int(message["id"]), custom_id)
-        return await self.fake.settled(ix, timeout=20)
-
-
-def _memory_scheduler(settings: Settings, db: Database) -> Any:
-    """An APScheduler with the in-memory store for tests (the product uses publisher/scheduler.py)."""
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-    return AsyncIOScheduler()
-
-
-def studio_settings(database_url: str, storage_root: str, fake: FakeDiscord, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "storage_url": storage_root,
-        "discord_token": fake.token,
-        "discord_api_base": fake.api_base,
-        "discord_gateway_url": fake.gateway_url,
-        "model": MODEL,
-        "poll_seconds": 0.05,
-        "bot_watch_seconds": 0.1,
-        "status_edit_seconds": 0.0,
-        "lease_seconds": 30.0,
-        "heartbeat_seconds": 0.2,
-        "vote_window_minutes": 10.0,
-        "default_seconds": 3.0,
-        "request_rate_count": 20,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUKEBOT_")}
-    env.update({
-        "JUKEBOT_DATABASE_URL": settings.database_url,
-        "JUKEBOT_STORAGE_URL": settings.storage_url,
-        "JUKEBOT_LEASE_SECONDS": str(settings.lease_seconds),
-        "JUKEBOT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
-        "JUKEBOT_POLL_SECONDS": str(settings.poll_seconds),
-        "JUKEBOT_MODEL": settings.model,
-        "STANDIN_STEPS": "4",
-        "STANDIN_STEP_SECONDS": "0.1",
-        "PYTHONPATH": str(ROOT),
-    })
-    return env
+from tests.bot_harness import Studio, make_studio
 
 
 @pytest.fixture
 def studio_overrides() -> dict[str, Any]:
     """Override in a test module to change the studio's settings."""
     return {}
-
-
-async def make_studio(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                      overrides: dict[str, Any]) -> AsyncIterator[Studio]:
-    fake = await FakeDiscord().start()
-    settings = studio_settings(database_url, str(tmp_path / "storage"), fake, **overrides)
-    env = env_for(settings)
-    # The queue reads a few settings through get_settings() (env): keep this process in step.
-    for k, v in env.items():
-        if k.startswith("JUKEBOT_"):
-            monkeypatch.setenv(k, v)
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    get_settings.cache_clear()
-    guild = fake.add_guild("Studio", channels=("studio", "drafts", "clips", "daily", "mods"))
-    channel = fake.channel(guild, "studio")
-    mod_role = fake.add_role(guild, "Music Mods")
-    members: dict[str, int] = {}
-    for name in ("alice", "bob", "carol", "dave", "mia"):
-        members[name] = fake.add_user(name)
-        fake.add_member(guild, members[name], roles=(mod_role,) if name == "mia" else ())
-    members["owner"] = int(fake.guilds[guild]["owner_id"])
-    db = Database(database_url)
-    storage = Storage(settings.storage_url)
-    studio = Studio(fake, settings, db, storage, guild, channel, members, mod_role, env)
-    try:
-        yield studio
-    finally:
-        studio.stop_workers()
-        await studio.stop_bot()
-        await fake.stop()
-        db.dispose()
-        get_settings.cache_clear()
 
 
 @pytest_asyncio.fixture
@@ -248,3 +33,5 @@ async def sqlite_studio(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.Mon
                         studio_overrides: dict[str, Any]) -> AsyncIterator[Studio]:
     async for s in make_studio(sqlite_url, tmp_path, monkeypatch, studio_overrides):
         yield s
+
+

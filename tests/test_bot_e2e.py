@@ -14,10 +14,10 @@ import re
 from typing import Any
 
 from db.models import JobStatus, SongStatus
-from tests.bot_fixtures import Studio, sqlite_studio, studio, studio_overrides  # noqa: F401
+from tests.bot_harness import Studio
 from tests.fakes.discord import buttons, custom_ids
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.bot_fixtures"]
 
 
 def song_id_from(text: str) -> int:

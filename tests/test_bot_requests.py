@@ -4,14 +4,17 @@ deleted status message, a failed job and its retry. Against the fake Discord wit
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
 
 from db.models import JobStatus, SongStatus
-from tests.bot_fixtures import Studio, sqlite_studio, studio_overrides  # noqa: F401
-from tests.fakes.discord import custom_ids
+from tests.bot_harness import Studio
 from tests.test_bot_e2e import song_id_from
+
+pytest_plugins = ["tests.bot_fixtures"]
+
 
 GOOD = {"artist": "abba", "genre": "pop", "seconds": 2, "drafts": 2}
 
@@ -52,7 +55,7 @@ async def test_bad_requests_get_clear_answers_and_queue_nothing(sqlite_studio: S
 
 
 @pytest.fixture
-def studio_overrides() -> dict[str, Any]:  # noqa: F811
+def studio_overrides() -> dict[str, Any]:
     return {"max_queued_per_member": 2, "request_rate_count": 3, "request_rate_seconds": 3600}
 
 
@@ -95,7 +98,7 @@ async def test_quotas_rate_limits_and_the_guild_cap(sqlite_studio: Studio) -> No
     # Songs per day: bob makes 3 (cancelling as he goes, which frees them)...
     for _ in range(3):
         sid = song_id_from((await studio.run("bob", "generate", GOOD)).text())
-        status = await studio.until(lambda sid=sid: studio.message_with(f"jb:cancel:{sid}"), "bob's status")
+        status = await studio.until(partial(studio.message_with, f"jb:cancel:{sid}"), "bob's status")
         await studio.click("bob", status, f"jb:cancel:{sid}")
     # ... and carol reaches the daily limit with songs that count.
     with studio.db.write() as s:  # two of carol's songs finished earlier today

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from db.models import JobStatus, SongStatus
-from tests.bot_fixtures import Studio, sqlite_studio, studio_overrides  # noqa: F401
+from tests.bot_harness import Studio
 from tests.fakes.discord import custom_ids
 from tests.test_bot_e2e import song_id_from
+
+pytest_plugins = ["tests.bot_fixtures"]
 
 
 async def generate(studio: Studio, member: str = "alice", **options: Any) -> int:
@@ -56,11 +58,13 @@ async def test_restart_mid_vote_keeps_the_buttons_working(sqlite_studio: Studio)
     # Posted once: one drafts message per song, one clip post.
     for sid in (song_id, other):
         assert sum(1 for m in studio.bot_messages() if f"jb:vote:{sid}:" in " ".join(custom_ids(m))) == 1
-    assert sum(1 for m in studio.bot_messages() if f"jb:continue:{studio.clip(song_id).id}" in custom_ids(m)) == 1  # type: ignore[union-attr]
+    clip = studio.clip(song_id)
+    assert clip is not None
+    assert sum(1 for m in studio.bot_messages() if f"jb:continue:{clip.id}" in custom_ids(m)) == 1
 
 
 @pytest.fixture
-def studio_overrides() -> dict[str, Any]:  # noqa: F811
+def studio_overrides() -> dict[str, Any]:
     return {"lease_seconds": 1.5}
 
 
