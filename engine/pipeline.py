@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -238,10 +237,10 @@ class WindowLabels:
         cfg = engine.config
         top = cfg.top
         self.total_length = sample_length
-        if top.labels and top.min_duration is not None:
+        if top.labels:
             # The timing embedding only knows songs of at least min_duration; a shorter song is
             # sampled as the beginning of a song of that length.
-            self.total_length = max(sample_length, math.ceil(top.min_duration * engine.sample_rate))
+            self.total_length = Labeller.for_prior(cfg, 2).label_total_length(sample_length)
         if top.labels and top.max_duration is not None and sample_length >= top.max_duration * engine.sample_rate:
             raise PipelineError(f"this model makes songs shorter than {top.max_duration:.0f} s")
         self.labellers: dict[int, Labeller] = {}

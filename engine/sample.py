@@ -219,6 +219,35 @@ class PriorLike(Protocol):
     def decode_step(self, cache: Any, tokens: Tensor, pos: int, cond: Any) -> Tensor: ...
 
 
+class ExactPrior:
+    """The slow exact path as a prior for `run_plan`: every token recomputes its whole window from
+    scratch with `prior.logits` (no cache). For tests and benchmarks: with the same noise, the
+    fast path must pick the same tokens."""
+
+    def __init__(self, prior: Any) -> None:
+        self.prior = prior
+        self.n_bins = _vocab_size(prior)
+
+    def get_cond(self, labels_y: Tensor | None, upper_codes: Tensor | None) -> Any:
+        return self.prior.get_cond(labels_y, upper_codes)
+
+    def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> Any:
+        return {}
+
+    def _next(self, tokens: Tensor, cond: Any) -> Tensor:
+        slot = torch.zeros(tokens.shape[0], 1, dtype=torch.long, device=tokens.device)
+        padded = torch.cat([tokens, slot], dim=1)  # a slot for the next token
+        return self.prior.logits(padded, cond)[:, -1].float()
+
+    def prefill(self, cache: Any, tokens: Tensor, cond: Any) -> Tensor:
+        cache["tokens"] = tokens.long()
+        return self._next(cache["tokens"], cond)
+
+    def decode_step(self, cache: Any, tokens: Tensor, pos: int, cond: Any) -> Tensor:
+        cache["tokens"] = torch.cat([cache["tokens"], tokens.long()[:, None]], dim=1)
+        return self._next(cache["tokens"], cond)
+
+
 # Label vectors y for a window of a level, [B, y_len] (None for a model without labels).
 LabelFn = Callable[[int, Window], Tensor | None]
 

@@ -305,3 +305,27 @@ def test_bad_codes_are_refused() -> None:
         run_plan(_plan((2,), (0, 0, 8)), priors.__getitem__, _labels, too_long, device=CPU)
     with pytest.raises(ValueError, match="level 2 has 0 tokens"):
         run_plan(_plan((1,), (0, 16, 8)), priors.__getitem__, _labels, _empty(), device=CPU)
+
+
+# --- the real (tiny, random-weight) prior ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("lyrics", ["prefix", "separate", "none"])
+def test_cached_fast_path_picks_what_the_slow_exact_path_picks(lyrics: str) -> None:
+    """Prefill + cached decode_step against a full recompute per token (`ExactPrior`), with the
+    same noise, on every level of a tiny model of each lyrics kind: the same tokens."""
+    from engine.config import tiny_config
+    from engine.prior import JukeboxPrior
+    from engine.sample import ExactPrior
+    from tests.pipeline_fixtures import TinyLabels, empty_codes, tiny_plan
+
+    config = tiny_config("exact", lyrics=lyrics, n_ctx=32, width=32, depth=2, heads=2, blocks=4)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    priors = {lv: JukeboxPrior(config.priors[lv], config.vqvae).eval() for lv in range(3)}
+    plan, sl = tiny_plan(config, 0.03, 2, seed=1)
+    labels = TinyLabels(config, sl, 2)
+    fast = run_plan(plan, priors.__getitem__, labels, empty_codes(2), device=CPU)
+    slow = run_plan(plan, lambda lv: ExactPrior(priors[lv]), labels, empty_codes(2), device=CPU)
+    assert [c.shape[1] for c in fast] == list(plan.totals)
+    for lv in range(3):
+        assert np.array_equal(fast[lv], slow[lv]), lv
