@@ -138,7 +138,7 @@ def test_labels_of_each_window(engine: Engine) -> None:
     assert y is not None and y.shape == (2, engine.config.top.y_len)
     assert y[0, 0].item() == 2208 and y[0, 1].item() == 24 * 16 and y[0, 2].item() == 64 * 16
     assert torch.equal(y[0], y[1])
-    with pytest.raises(PipelineError, match="Unknown artist 'Bahc'. Did you mean: bach"):
+    with pytest.raises(PipelineError, match=r"Unknown artist 'Bahc'\. Did you mean: bach"):
         WindowLabels(engine, SongRequest("Bahc", "chorale"), 2208, 1)
     with pytest.raises(PipelineError, match="Unknown genre"):
         WindowLabels(engine, SongRequest("bach", "polka"), 2208, 1)
