@@ -201,6 +201,7 @@ def test_killed_workers_jobs_are_reclaimed_and_finish_exactly_once(postgres_url:
             w.join(170)
         assert [w.exitcode for w in workers] == [0] * len(workers)
         stats = _check_exactly_once(db, n_jobs, killed_at, lease_seconds)
+        print(f"\n{kills} SIGKILLs: {stats}")
         assert len(killed_at) == kills
         assert stats["killed_attempts"] >= 1, "no kill landed inside a job: the test proved nothing"
         assert stats["reclaims"] >= stats["killed_attempts"]
