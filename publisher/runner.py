@@ -125,10 +125,14 @@ class Runner:
         except PublishError as exc:
             return await self._fail(held, ctx, exc.message)
         caption = pub.caption
-        try:
-            if not caption:
+        if not caption:
+            try:
                 caption = platform.caption(ctx.info)
-                await asyncio.to_thread(state.set_caption, self.db, held, caption)
+            except (KeyError, IndexError, ValueError) as exc:  # a custom template naming an unknown field
+                return await self._fail(held, ctx, f"the caption template does not work ({type(exc).__name__}: "
+                                                   f"{exc}); fix JUKEBOT_CAPTION_TEMPLATES.")
+            await asyncio.to_thread(state.set_caption, self.db, held, caption)
+        try:
             if held.reconcile:
                 found = await platform.find(ctx.info, caption, since=pub.created_at)
                 if found is not None:

@@ -147,7 +147,8 @@ def claim(db: Database, publication_id: int, now: datetime) -> Claim | None:
             values["attempts"] = col(Publication.attempts) + 1
         done = s.execute(
             update(Publication)
-            .where(col(Publication.id) == publication_id, col(Publication.state) == pub.state)
+            .where(col(Publication.id) == publication_id, col(Publication.state) == pub.state,
+                   col(Publication.scheduled_for) <= now)  # still due: another runner may have rescheduled it
             .values(**values)
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]

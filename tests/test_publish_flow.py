@@ -273,3 +273,24 @@ async def test_x_over_oauth2_with_a_stored_login(env: Env) -> None:
     assert result.state == "published" and len(env.fx.tweets) == 1
     assert all(r.headers.get("authorization", "").startswith("Bearer ") for r in env.fx.requests
                if r.path != "/2/oauth2/token")
+
+
+async def test_a_broken_caption_template_fails_clearly(env: Env) -> None:
+    env.settings = env.settings.model_copy(update={"caption_templates": {"x": "{title} {mood}"}})
+    env.schedule("x")
+    (result,) = await env.run()
+    assert result.state == "failed" and "caption template" in result.message and "mood" in result.message
+    assert env.fx.tweets == []
+
+
+def test_a_claim_needs_the_row_still_due(env: Env) -> None:
+    (pub_id,) = env.schedule("x")
+    now = datetime.now(UTC)
+    first = state.claim(env.db, pub_id, now)
+    assert first is not None and first.publication.attempts == 1
+    assert state.claim(env.db, pub_id, now) is None  # taken
+    assert state.finish_retry(env.db, first, "busy", now + timedelta(hours=1))
+    assert state.claim(env.db, pub_id, now) is None  # rescheduled: not due any more
+    assert not state.finish_published(env.db, first, "1", "u", now)  # the old claim's token is spent
+    second = state.claim(env.db, pub_id, now + timedelta(hours=2))
+    assert second is not None and second.publication.attempts == 2
