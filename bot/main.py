@@ -157,6 +157,7 @@ def setup_logging() -> None:
     discord.utils.setup_logging(level=logging.INFO, root=True)
     logging.getLogger("discord.http").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def serve(bot: JukeBot, token: str) -> None:

@@ -20,12 +20,13 @@ import time
 log = logging.getLogger("jukebot.bot.worker")
 
 MAX_PAUSE_S = 300.0
+DEFAULT_COMMAND = [sys.executable, "-m", "bot.cli", "worker"]  # `jukebot worker`
 
 
 class WorkerProcess:
     def __init__(self, command: list[str] | None = None, *, grace_seconds: float = 30.0,
                  env: dict[str, str] | None = None) -> None:
-        self.command = command or [sys.executable, "-m", "bot.cli", "worker"]
+        self.command = list(command or DEFAULT_COMMAND)
         self.grace_seconds = grace_seconds
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None

@@ -43,12 +43,17 @@ class Studio:
     env: dict[str, str]
     bot: JukeBot | None = None
     task: asyncio.Task[None] | None = None
+    bot_db_url: str | None = None  # the bot's own database URL (e.g. through a proxy that can fail)
+    bot_db: Database | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     # ---------------------------------------------------------------- the bot
 
     async def start_bot(self, *, sync: bool = True, scheduler_factory: Callable[..., Any] | None = None) -> JukeBot:
-        bot = JukeBot(self.settings, self.db, self.storage, sync_commands=sync, guild_ready_timeout=0.05,
+        db = self.db
+        if self.bot_db_url is not None:
+            self.bot_db = db = Database(self.bot_db_url)
+        bot = JukeBot(self.settings, db, self.storage, sync_commands=sync, guild_ready_timeout=0.05,
                       scheduler_factory=scheduler_factory or _memory_scheduler)
         assert self.settings.discord_token is not None
         self.bot = bot
@@ -68,6 +73,9 @@ class Studio:
             await asyncio.wait_for(self.task, 10)
         self.bot = None
         self.task = None
+        if self.bot_db is not None:
+            self.bot_db.dispose()
+            self.bot_db = None
 
     # ---------------------------------------------------------------- workers
 
