@@ -65,7 +65,11 @@ class CaptionInfo:
 
     @property
     def credit(self) -> str:
-        return "AI music by jukebot" if self.model in OUR_MODELS else f"AI music by jukebot (Jukebox {self.model})"
+        return (
+            "AI music by jukebot"
+            if self.model in OUR_MODELS
+            else f"AI music by jukebot (Jukebox {self.model})"
+        )
 
     @property
     def artist_name(self) -> str:
@@ -131,7 +135,11 @@ def x_weighted_length(text: str) -> int:
         total += _weigh(text[pos : m.start()])
         url = m.group(0)
         # An explicit link always weighs 23; a bare domain weighs 23 only if X links it, so take the larger.
-        total += X_URL_WEIGHT if url.lower().startswith(("http://", "https://")) else max(X_URL_WEIGHT, _weigh(url))
+        total += (
+            X_URL_WEIGHT
+            if url.lower().startswith(("http://", "https://"))
+            else max(X_URL_WEIGHT, _weigh(url))
+        )
         pos = m.end()
     return total + _weigh(text[pos:])
 
@@ -173,7 +181,9 @@ def _fit(template: str, fields: dict[str, str], limit: int, measure: Callable[[s
     for name in ("lyrics", "style", "title"):
         while measure(text) > limit and fields.get(name):
             words = fields[name].rstrip(ELLIPSIS).split()
-            fields[name] = (" ".join(words[:-1]).rstrip(string.punctuation) + ELLIPSIS) if len(words) > 1 else ""
+            fields[name] = (
+                (" ".join(words[:-1]).rstrip(string.punctuation) + ELLIPSIS) if len(words) > 1 else ""
+            )
             if name == "title" and not fields[name]:
                 fields[name] = ELLIPSIS
             text = render_template(template, fields)
@@ -212,11 +222,21 @@ def soundcloud_text(info: CaptionInfo, templates: Mapping[str, str] | None = Non
     templates = templates or {}
     fields = info.fields()
     fields["lyrics"] = "\n".join(line for line in info.lyrics.strip().splitlines())  # full lyrics fit here
-    title = _fit(templates.get("soundcloud_title") or DEFAULT_TEMPLATES["soundcloud_title"],
-                 {**fields, "title": one_line(info.title) or "Untitled"}, SOUNDCLOUD_TITLE_MAX, len)
-    description = _fit(templates.get("soundcloud_description") or DEFAULT_TEMPLATES["soundcloud_description"],
-                       fields, SOUNDCLOUD_DESCRIPTION_MAX, len)
-    return SoundCloudText(title=title.replace("\n", " "), description=description, tag_list=soundcloud_tag_list(info))
+    title = _fit(
+        templates.get("soundcloud_title") or DEFAULT_TEMPLATES["soundcloud_title"],
+        {**fields, "title": one_line(info.title) or "Untitled"},
+        SOUNDCLOUD_TITLE_MAX,
+        len,
+    )
+    description = _fit(
+        templates.get("soundcloud_description") or DEFAULT_TEMPLATES["soundcloud_description"],
+        fields,
+        SOUNDCLOUD_DESCRIPTION_MAX,
+        len,
+    )
+    return SoundCloudText(
+        title=title.replace("\n", " "), description=description, tag_list=soundcloud_tag_list(info)
+    )
 
 
 def normalise_for_match(text: str) -> str:

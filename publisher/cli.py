@@ -21,14 +21,20 @@ if TYPE_CHECKING:
     from db.settings import Settings
     from publisher.oauth import OAuthClient
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="Publishing to X and SoundCloud.")
-auth_app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False,
-                       help="One-time logins to X and SoundCloud (tokens are stored in the database).")
+app = typer.Typer(
+    no_args_is_help=True, pretty_exceptions_show_locals=False, help="Publishing to X and SoundCloud."
+)
+auth_app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="One-time logins to X and SoundCloud (tokens are stored in the database).",
+)
 app.add_typer(auth_app, name="auth")
 
 _CODE = typer.Option(None, "--code", help="The redirect URL (or just the code) the browser landed on.")
-_NO_LISTEN = typer.Option(False, "--no-listen", help="Do not listen on the redirect URI; ask for the URL instead.")
+_NO_LISTEN = typer.Option(
+    False, "--no-listen", help="Do not listen on the redirect URI; ask for the URL instead."
+)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -47,8 +53,16 @@ def _open() -> tuple[Settings, Database]:
         raise _fail(str(exc)) from None
 
 
-def _login(settings: Settings, db: Database, provider: str, oauth: OAuthClient, authorize_endpoint: str,
-           scope: str, code: str | None, no_listen: bool) -> None:
+def _login(
+    settings: Settings,
+    db: Database,
+    provider: str,
+    oauth: OAuthClient,
+    authorize_endpoint: str,
+    scope: str,
+    code: str | None,
+    no_listen: bool,
+) -> None:
     """Authorization code + PKCE: print the URL, get the code back, exchange it, store the tokens."""
     import httpx
 
@@ -58,7 +72,9 @@ def _login(settings: Settings, db: Database, provider: str, oauth: OAuthClient, 
 
     pkce = make_pkce()
     redirect = settings.oauth_redirect_uri
-    url = authorize_url(authorize_endpoint, client_id=oauth.client_id, redirect_uri=redirect, pkce=pkce, scope=scope)
+    url = authorize_url(
+        authorize_endpoint, client_id=oauth.client_id, redirect_uri=redirect, pkce=pkce, scope=scope
+    )
     typer.echo(f"Open this address in a browser and allow jukebot:\n\n  {url}\n")
     try:
         if code:
@@ -72,7 +88,9 @@ def _login(settings: Settings, db: Database, provider: str, oauth: OAuthClient, 
 
         async def exchange() -> None:
             async with httpx.AsyncClient(timeout=30) as http:
-                tokens = await oauth.exchange_code(http, code=got, redirect_uri=redirect, verifier=pkce.verifier)
+                tokens = await oauth.exchange_code(
+                    http, code=got, redirect_uri=redirect, verifier=pkce.verifier
+                )
             await asyncio.to_thread(save_token, db, provider, tokens)
 
         asyncio.run(exchange())
@@ -93,8 +111,16 @@ def auth_soundcloud(code: str | None = _CODE, no_listen: bool = _NO_LISTEN) -> N
     except PublishError as exc:
         raise _fail(exc.message) from None
     try:
-        _login(settings, db, "soundcloud", oauth, f"{settings.soundcloud_auth_base.rstrip('/')}/authorize", "",
-               code, no_listen)
+        _login(
+            settings,
+            db,
+            "soundcloud",
+            oauth,
+            f"{settings.soundcloud_auth_base.rstrip('/')}/authorize",
+            "",
+            code,
+            no_listen,
+        )
     finally:
         db.dispose()
 
@@ -124,7 +150,11 @@ def auth_x(
 
         async def whoami() -> str:
             async with httpx.AsyncClient(timeout=30) as http:
-                tokens = TokenManager(db, "x", x_oauth(settings), http, label="X") if settings.x_client_id else None
+                tokens = (
+                    TokenManager(db, "x", x_oauth(settings), http, label="X")
+                    if settings.x_client_id
+                    else None
+                )
                 client = XClient(settings.x_api_base, x_auth_from_settings(settings, tokens), http)
                 return (await client.me()).username
 
@@ -154,8 +184,16 @@ def status_command(limit: int = typer.Option(30, "--limit", "-n", help="How many
     for pub, title in rows:
         when = pub.published_at or pub.scheduled_for
         detail = pub.remote_url or pub.last_error or ""
-        table.add_row(str(pub.id), str(pub.clip_id), title[:40], pub.platform, pub.state,
-                      f"{pub.attempts}/{pub.max_attempts}", f"{when:%Y-%m-%d %H:%M}", detail[:80])
+        table.add_row(
+            str(pub.id),
+            str(pub.clip_id),
+            title[:40],
+            pub.platform,
+            pub.state,
+            f"{pub.attempts}/{pub.max_attempts}",
+            f"{when:%Y-%m-%d %H:%M}",
+            detail[:80],
+        )
     Console().print(table if rows else "No publications yet.")
 
 
@@ -181,13 +219,17 @@ def run_command(
     finally:
         db.dispose()
     for r in results:
-        typer.echo(f"#{r.publication_id} clip {r.clip_id} {r.platform}: {r.state} — {r.remote_url or r.message}")
+        typer.echo(
+            f"#{r.publication_id} clip {r.clip_id} {r.platform}: {r.state} — {r.remote_url or r.message}"
+        )
     if not results:
         typer.echo("Nothing was due.")
 
 
 @app.command("retry")
-def retry_command(publication_id: int = typer.Argument(..., help="The publication's id (see `status`).")) -> None:
+def retry_command(
+    publication_id: int = typer.Argument(..., help="The publication's id (see `status`)."),
+) -> None:
     """Schedule a failed publication again, now, with fresh attempts."""
     from publisher.state import retry_failed
 
@@ -197,5 +239,7 @@ def retry_command(publication_id: int = typer.Argument(..., help="The publicatio
     finally:
         db.dispose()
     if not ok:
-        raise _fail(f"publication {publication_id} is not in the failed state (see `jukebot publish status`).")
+        raise _fail(
+            f"publication {publication_id} is not in the failed state (see `jukebot publish status`)."
+        )
     typer.echo(f"Publication {publication_id} is scheduled again; it goes out at the next run or sweep.")

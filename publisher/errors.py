@@ -9,8 +9,12 @@ from enum import StrEnum
 class Outcome(StrEnum):
     retry = "retry"  # clearly not accepted (429, 5xx before the final post, connection refused): try later
     permanent = "permanent"  # the platform said no (4xx with its reason): trying again gives the same answer
-    unclear = "unclear"  # the final post may have been accepted (timeout, reset, 5xx after sending): look first
-    auth = "auth"  # our login is gone (401 after a refresh, refresh token refused): a person must re-authorise
+    unclear = (
+        "unclear"  # the final post may have been accepted (timeout, reset, 5xx after sending): look first
+    )
+    auth = (
+        "auth"  # our login is gone (401 after a refresh, refresh token refused): a person must re-authorise
+    )
 
 
 class PublishError(Exception):

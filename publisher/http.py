@@ -69,7 +69,9 @@ class RateLimiter:
             return
         if wait > self.max_wait:
             when = datetime.fromtimestamp(reset, UTC)
-            raise PublishError(f"{why}; it resets at {when:%H:%M:%S} UTC.", Outcome.retry, status=429, retry_at=when)
+            raise PublishError(
+                f"{why}; it resets at {when:%H:%M:%S} UTC.", Outcome.retry, status=429, retry_at=when
+            )
         await self.sleep(wait + 0.05)
 
 
@@ -136,7 +138,9 @@ async def send(
             raise PublishError(
                 f"Could not connect to {limiter.platform}: {exc or type(exc).__name__}", Outcome.retry
             ) from exc
-        except httpx.TransportError as exc:  # read/write timeouts, resets, protocol errors: it may have arrived
+        except (
+            httpx.TransportError
+        ) as exc:  # read/write timeouts, resets, protocol errors: it may have arrived
             what = type(exc).__name__
             if creates:
                 raise PublishError(

@@ -35,7 +35,9 @@ class Pkce:
 def make_pkce() -> Pkce:
     """A fresh code verifier (43+ unreserved characters), its S256 challenge, and an anti-CSRF state."""
     verifier = secrets.token_urlsafe(64)[:96]
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+    )
     return Pkce(verifier=verifier, challenge=challenge, state=secrets.token_urlsafe(24))
 
 
@@ -60,7 +62,9 @@ def code_from_redirect(url: str, expected_state: str) -> str:
         raise PublishError(f"The platform refused the authorisation: {query['error'][0]}", Outcome.auth)
     state = (query.get("state") or [""])[0]
     if state != expected_state:
-        raise PublishError("The redirect does not belong to this login (state mismatch); start again.", Outcome.auth)
+        raise PublishError(
+            "The redirect does not belong to this login (state mismatch); start again.", Outcome.auth
+        )
     code = (query.get("code") or [""])[0]
     if not code:
         raise PublishError("The redirect URL has no code in it.", Outcome.auth)
@@ -148,22 +152,39 @@ class OAuthClient:
     async def _token_call(self, http: httpx.AsyncClient, form: dict[str, str], what: str) -> TokenSet:
         data, auth = self._auth(form)
         try:
-            response = await http.post(self.token_url, data=data, auth=auth or httpx.USE_CLIENT_DEFAULT,
-                                       headers={"Accept": "application/json"})
+            response = await http.post(
+                self.token_url,
+                data=data,
+                auth=auth or httpx.USE_CLIENT_DEFAULT,
+                headers={"Accept": "application/json"},
+            )
         except httpx.TransportError as exc:
-            raise PublishError(f"Could not reach the token endpoint for {what}: {type(exc).__name__}",
-                               Outcome.retry) from exc
+            raise PublishError(
+                f"Could not reach the token endpoint for {what}: {type(exc).__name__}", Outcome.retry
+            ) from exc
         if response.status_code >= 500:
-            raise PublishError(f"The token endpoint failed ({response.status_code}) for {what}.", Outcome.retry,
-                               status=response.status_code)
+            raise PublishError(
+                f"The token endpoint failed ({response.status_code}) for {what}.",
+                Outcome.retry,
+                status=response.status_code,
+            )
         if response.status_code >= 400:
-            raise PublishError(f"The token endpoint refused {what}: {error_message(response)}", Outcome.auth,
-                               status=response.status_code)
+            raise PublishError(
+                f"The token endpoint refused {what}: {error_message(response)}",
+                Outcome.auth,
+                status=response.status_code,
+            )
         return TokenSet.from_response(response.json())
 
-    async def exchange_code(self, http: httpx.AsyncClient, *, code: str, redirect_uri: str, verifier: str) -> TokenSet:
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                "code_verifier": verifier}
+    async def exchange_code(
+        self, http: httpx.AsyncClient, *, code: str, redirect_uri: str, verifier: str
+    ) -> TokenSet:
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
         return await self._token_call(http, form, "the login code")
 
     async def refresh(self, http: httpx.AsyncClient, refresh_token: str) -> TokenSet:

@@ -84,8 +84,12 @@ def soundcloud_render_key(settings: Settings, clip_id: int | None) -> str:
 
 
 def x_configured(settings: Settings) -> bool:
-    keys = (settings.x_consumer_key, settings.x_consumer_secret, settings.x_access_token,
-            settings.x_access_token_secret)
+    keys = (
+        settings.x_consumer_key,
+        settings.x_consumer_secret,
+        settings.x_access_token,
+        settings.x_access_token_secret,
+    )
     return all(k is not None and k.get_secret_value() for k in keys) or settings.x_client_id is not None
 
 
@@ -103,20 +107,34 @@ def x_oauth(settings: Settings) -> OAuthClient:
     if settings.x_client_id is None:
         raise NotConfigured("X OAuth 2.0 needs JUKEBOT_X_CLIENT_ID.")
     secret = settings.x_client_secret
-    return OAuthClient(token_url=f"{settings.x_api_base.rstrip('/')}/2/oauth2/token",
-                       client_id=settings.x_client_id.get_secret_value(),
-                       client_secret=secret.get_secret_value() if secret is not None else None)
+    return OAuthClient(
+        token_url=f"{settings.x_api_base.rstrip('/')}/2/oauth2/token",
+        client_id=settings.x_client_id.get_secret_value(),
+        client_secret=secret.get_secret_value() if secret is not None else None,
+    )
 
 
 class XPlatform:
     name = "x"
 
-    def __init__(self, settings: Settings, db: Database, storage: Storage, http: httpx.AsyncClient, *,
-                 sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        storage: Storage,
+        http: httpx.AsyncClient,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         tokens = TokenManager(db, "x", x_oauth(settings), http, label="X") if settings.x_client_id else None
-        self.client = XClient(settings.x_api_base, x_auth_from_settings(settings, tokens), http,
-                              chunk_bytes=settings.x_upload_chunk_bytes,
-                              rate_limit_max_wait=settings.publish_rate_limit_wait, sleep=sleep)
+        self.client = XClient(
+            settings.x_api_base,
+            x_auth_from_settings(settings, tokens),
+            http,
+            chunk_bytes=settings.x_upload_chunk_bytes,
+            rate_limit_max_wait=settings.publish_rate_limit_wait,
+            sleep=sleep,
+        )
         self.settings = settings
         self.storage = storage
 
@@ -125,15 +143,25 @@ class XPlatform:
 
     def _render(self, clip: Clip, info: CaptionInfo) -> bytes:
         footer = " · ".join(p for p in (info.channel_tag, info.licence) if p)
-        card = render.TitleCard(title=info.title or "Untitled", artist=info.artist_name, genre=info.genre,
-                                requester=info.requester, footer=footer)
+        card = render.TitleCard(
+            title=info.title or "Untitled",
+            artist=info.artist_name,
+            genre=info.genre,
+            requester=info.requester,
+            footer=footer,
+        )
         style: render.VideoStyle = "spectrum" if self.settings.x_video_style == "spectrum" else "waves"
-        return render.render_x_video(_clip_source(self.storage, clip), card, style=style,
-                                     size=_parse_size(self.settings.x_video_size))
+        return render.render_x_video(
+            _clip_source(self.storage, clip), card, style=style, size=_parse_size(self.settings.x_video_size)
+        )
 
     async def publish(self, clip: Clip, info: CaptionInfo, caption: str) -> Remote:
-        video = await _cached_render(self.storage, x_render_key(self.settings, clip.id), lambda: self._render(clip, info))
-        media_id = await self.client.upload_media(video, media_type="video/mp4", media_category="amplify_video")
+        video = await _cached_render(
+            self.storage, x_render_key(self.settings, clip.id), lambda: self._render(clip, info)
+        )
+        media_id = await self.client.upload_media(
+            video, media_type="video/mp4", media_category="amplify_video"
+        )
         post = await self.client.create_post(caption, [media_id])
         return Remote(post.id, post.url)
 
@@ -145,11 +173,23 @@ class XPlatform:
 class SoundCloudPlatform:
     name = "soundcloud"
 
-    def __init__(self, settings: Settings, db: Database, storage: Storage, http: httpx.AsyncClient, *,
-                 sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        storage: Storage,
+        http: httpx.AsyncClient,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         tokens = TokenManager(db, "soundcloud", soundcloud_oauth(settings), http, label="SoundCloud")
-        self.client = SoundCloudClient(settings.soundcloud_api_base, tokens, http,
-                                       rate_limit_max_wait=settings.publish_rate_limit_wait, sleep=sleep)
+        self.client = SoundCloudClient(
+            settings.soundcloud_api_base,
+            tokens,
+            http,
+            rate_limit_max_wait=settings.publish_rate_limit_wait,
+            sleep=sleep,
+        )
         self.settings = settings
         self.storage = storage
 
@@ -165,10 +205,19 @@ class SoundCloudPlatform:
 
         audio = await _cached_render(self.storage, soundcloud_render_key(self.settings, clip.id), make)
         text = soundcloud_text(info, self.settings.caption_templates)
-        sharing = self.settings.soundcloud_sharing if self.settings.soundcloud_sharing in ("public", "private") else "public"
+        sharing = (
+            self.settings.soundcloud_sharing
+            if self.settings.soundcloud_sharing in ("public", "private")
+            else "public"
+        )
         track = await self.client.upload_track(
-            audio=audio, filename=f"jukebot-clip-{clip.id}.{render.AUDIO_EXTENSIONS[fmt]}", mime=render.AUDIO_MIME[fmt],
-            title=caption, description=text.description, tag_list=text.tag_list, sharing=sharing,
+            audio=audio,
+            filename=f"jukebot-clip-{clip.id}.{render.AUDIO_EXTENSIONS[fmt]}",
+            mime=render.AUDIO_MIME[fmt],
+            title=caption,
+            description=text.description,
+            tag_list=text.tag_list,
+            sharing=sharing,
         )
         return Remote(track.id, track.url)
 
@@ -177,11 +226,17 @@ class SoundCloudPlatform:
         return Remote(track.id, track.url) if track else None
 
 
-def make_platform(name: str, settings: Settings, db: Database, storage: Storage, http: httpx.AsyncClient, *,
-                  sleep: Sleep = asyncio.sleep) -> Platform:
+def make_platform(
+    name: str,
+    settings: Settings,
+    db: Database,
+    storage: Storage,
+    http: httpx.AsyncClient,
+    *,
+    sleep: Sleep = asyncio.sleep,
+) -> Platform:
     if name == "x":
         return XPlatform(settings, db, storage, http, sleep=sleep)
     if name == "soundcloud":
         return SoundCloudPlatform(settings, db, storage, http, sleep=sleep)
     raise NotConfigured(f"jukebot cannot publish to {name!r}; it knows {', '.join(PLATFORMS)}.")
-

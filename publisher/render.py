@@ -182,8 +182,21 @@ def decode_mono(src: AudioSource, sample_rate: int = 8000) -> np.ndarray:
     with _as_path(src) as path:
         _probe_path(path)
         proc = _run(
-            [_tool("ffmpeg"), "-v", "error", "-nostdin", "-i", str(path), "-ac", "1", "-ar", str(sample_rate),
-             "-f", "f32le", "-"],
+            [
+                _tool("ffmpeg"),
+                "-v",
+                "error",
+                "-nostdin",
+                "-i",
+                str(path),
+                "-ac",
+                "1",
+                "-ar",
+                str(sample_rate),
+                "-f",
+                "f32le",
+                "-",
+            ],
             what="decode the audio",
         )
     samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
@@ -200,7 +213,19 @@ def _loudnorm_filter(path: Path, pre: str) -> str | None:
     target = f"I={LOUDNESS_TARGET_LUFS}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE}"
     chain = f"{pre},loudnorm={target}:print_format=json" if pre else f"loudnorm={target}:print_format=json"
     proc = _run(
-        [_tool("ffmpeg"), "-hide_banner", "-nostats", "-nostdin", "-i", str(path), "-af", chain, "-f", "null", "-"],
+        [
+            _tool("ffmpeg"),
+            "-hide_banner",
+            "-nostats",
+            "-nostdin",
+            "-i",
+            str(path),
+            "-af",
+            chain,
+            "-f",
+            "null",
+            "-",
+        ],
         what="measure the loudness",
     )
     text = proc.stderr.decode("utf-8", "replace")
@@ -251,8 +276,25 @@ def _prepare(
     if fade_out > 0:
         filters.append(f"afade=t=out:st={duration - fade_out:.4f}:d={fade_out:.4f}")
     _run(
-        [_tool("ffmpeg"), "-v", "error", "-nostdin", "-y", "-i", str(path), "-vn", "-af", ",".join(filters),
-         "-ac", "2", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", str(out)],
+        [
+            _tool("ffmpeg"),
+            "-v",
+            "error",
+            "-nostdin",
+            "-y",
+            "-i",
+            str(path),
+            "-vn",
+            "-af",
+            ",".join(filters),
+            "-ac",
+            "2",
+            "-ar",
+            str(SAMPLE_RATE),
+            "-c:a",
+            "pcm_s16le",
+            str(out),
+        ],
         what="prepare the audio",
     )
     return duration
@@ -271,8 +313,15 @@ def prepared(
     """A temporary normalised, faded 48 kHz WAV and its duration, for several encodes of one clip."""
     with _as_path(src) as path, tempfile.TemporaryDirectory(prefix="jukebot-prep-") as tmp:
         out = Path(tmp) / "prepared.wav"
-        duration = _prepare(path, out, start=start, max_seconds=max_seconds, normalize=normalize,
-                            fade_in=fade_in, fade_out=fade_out)
+        duration = _prepare(
+            path,
+            out,
+            start=start,
+            max_seconds=max_seconds,
+            normalize=normalize,
+            fade_in=fade_in,
+            fade_out=fade_out,
+        )
         yield out, duration
 
 
@@ -320,8 +369,20 @@ def _encode(wav: Path, fmt: AudioFormat, kbps: int | None, tags: Mapping[str, st
     # To a file, not a pipe: FLAC and MP3 write their length into the header at the end (seek back).
     out = wav.with_name(f"encoded.{AUDIO_EXTENSIONS[fmt]}")
     _run(
-        [_tool("ffmpeg"), "-v", "error", "-nostdin", "-y", "-i", str(wav), "-map_metadata", "-1", *meta,
-         *_encode_args(fmt, kbps), str(out)],
+        [
+            _tool("ffmpeg"),
+            "-v",
+            "error",
+            "-nostdin",
+            "-y",
+            "-i",
+            str(wav),
+            "-map_metadata",
+            "-1",
+            *meta,
+            *_encode_args(fmt, kbps),
+            str(out),
+        ],
         what=f"encode {fmt}",
     )
     try:
@@ -349,10 +410,12 @@ def render_audio(
     bitrates (≤ 256 kbps by default); Opus is constrained VBR (≤ 160 kbps by default). If an encode
     still comes out too big it is redone a step lower. Lossless formats that do not fit raise.
     """
-    with prepared(src, start=start, max_seconds=max_seconds, normalize=normalize, fade_in=fade_in,
-                  fade_out=fade_out) as (wav, duration):
-        return _render_prepared(wav, duration, fmt, max_bytes=max_bytes, max_bitrate_kbps=max_bitrate_kbps,
-                                tags=tags or {})
+    with prepared(
+        src, start=start, max_seconds=max_seconds, normalize=normalize, fade_in=fade_in, fade_out=fade_out
+    ) as (wav, duration):
+        return _render_prepared(
+            wav, duration, fmt, max_bytes=max_bytes, max_bitrate_kbps=max_bitrate_kbps, tags=tags or {}
+        )
 
 
 def _render_prepared(
@@ -483,8 +546,16 @@ def waveform_png(src: AudioSource, width: int = 1000, height: int = 240, title: 
 
 # A perceptual dark-to-bright palette (anchor colours of "magma"), interpolated to 256 steps.
 _PALETTE_ANCHORS = np.array(
-    [(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66), (245, 125, 21), (250, 193, 39),
-     (252, 253, 191)],
+    [
+        (0, 0, 4),
+        (40, 11, 84),
+        (101, 21, 110),
+        (159, 42, 99),
+        (212, 72, 66),
+        (245, 125, 21),
+        (250, 193, 39),
+        (252, 253, 191),
+    ],
     dtype=np.float32,
 )
 
@@ -497,7 +568,9 @@ def _palette() -> np.ndarray:
     return (_PALETTE_ANCHORS[lo] * (1 - t) + _PALETTE_ANCHORS[hi] * t).astype(np.uint8)
 
 
-def spectrogram_png(src: AudioSource, width: int = 1000, height: int = 320, title: str | None = None) -> bytes:
+def spectrogram_png(
+    src: AudioSource, width: int = 1000, height: int = 320, title: str | None = None
+) -> bytes:
     """A log-frequency spectrogram (60 Hz–11 kHz, 80 dB range) with the duration, as PNG bytes."""
     from PIL import Image, ImageDraw
 
@@ -548,7 +621,9 @@ def title_card_png(card: TitleCard, size: tuple[int, int] = (1280, 720)) -> byte
     title, font = _fit_text(draw, card.title or "Untitled", w - 2 * pad, max(14, h // 9), bold=True)
     draw.text((pad, y), title, font=font, fill=TEXT, anchor="lt")
     y += int(font.size * 1.35)
-    style = " · ".join(part for part in (card.artist and f"in the style of {card.artist}", card.genre) if part)
+    style = " · ".join(
+        part for part in (card.artist and f"in the style of {card.artist}", card.genre) if part
+    )
     if style:
         text, font = _fit_text(draw, style, w - 2 * pad, max(10, h // 20))
         draw.text((pad, y), text, font=font, fill=WAVE_RMS, anchor="lt")
@@ -591,8 +666,10 @@ def render_x_video(
     if not 1 <= fps <= X_MAX_FPS:
         raise ValueError("X takes at most 60 frames per second")
     max_seconds = min(max_seconds, X_MAX_SECONDS)
-    with prepared(src, start=start, max_seconds=max_seconds, normalize=normalize) as (wav, duration), \
-            tempfile.TemporaryDirectory(prefix="jukebot-video-") as tmp:
+    with (
+        prepared(src, start=start, max_seconds=max_seconds, normalize=normalize) as (wav, duration),
+        tempfile.TemporaryDirectory(prefix="jukebot-video-") as tmp,
+    ):
         if duration < X_MIN_SECONDS:
             raise RenderError(f"X needs at least {X_MIN_SECONDS} s of video; this clip is {duration:.2f} s.")
         card_path = Path(tmp) / "card.png"
@@ -601,8 +678,10 @@ def render_x_video(
         band_w, band_h = _even(w - 2 * max(8, w // 24)), _even(int(h * 0.42))
         band_x, band_y = (w - band_w) // 2, _even(int(h * 0.46))
         if style == "spectrum":
-            anim = (f"showspectrum=s={band_w}x{band_h}:slide=scroll:mode=combined:color=magma"
-                    f":scale=log:legend=0,fps={fps}")
+            anim = (
+                f"showspectrum=s={band_w}x{band_h}:slide=scroll:mode=combined:color=magma"
+                f":scale=log:legend=0,fps={fps}"
+            )
         else:
             anim = f"aformat=channel_layouts=mono,showwaves=s={band_w}x{band_h}:mode=cline:rate={fps}:colors=0x38bdf8"
         bar_h = max(2, _even(h // 120))
@@ -614,14 +693,60 @@ def render_x_video(
             f"format=yuv420p,setsar=1[v]"
         )
         _run(
-            [_tool("ffmpeg"), "-v", "error", "-nostdin", "-y",
-             "-loop", "1", "-framerate", str(fps), "-i", str(card_path), "-i", str(wav),
-             "-filter_complex", graph, "-map", "[v]", "-map", "1:a",
-             "-c:v", "libx264", "-profile:v", "high", "-pix_fmt", "yuv420p", "-preset", "veryfast",
-             "-crf", "23", "-r", str(fps), "-g", str(2 * fps), "-keyint_min", str(fps),
-             "-x264-params", "open-gop=0",
-             "-c:a", "aac", "-profile:a", "aac_low", "-b:a", "128k", "-ar", str(SAMPLE_RATE), "-ac", "2",
-             "-t", f"{duration:.4f}", "-movflags", "+faststart", str(out)],
+            [
+                _tool("ffmpeg"),
+                "-v",
+                "error",
+                "-nostdin",
+                "-y",
+                "-loop",
+                "1",
+                "-framerate",
+                str(fps),
+                "-i",
+                str(card_path),
+                "-i",
+                str(wav),
+                "-filter_complex",
+                graph,
+                "-map",
+                "[v]",
+                "-map",
+                "1:a",
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "high",
+                "-pix_fmt",
+                "yuv420p",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "23",
+                "-r",
+                str(fps),
+                "-g",
+                str(2 * fps),
+                "-keyint_min",
+                str(fps),
+                "-x264-params",
+                "open-gop=0",
+                "-c:a",
+                "aac",
+                "-profile:a",
+                "aac_low",
+                "-b:a",
+                "128k",
+                "-ar",
+                str(SAMPLE_RATE),
+                "-ac",
+                "2",
+                "-t",
+                f"{duration:.4f}",
+                "-movflags",
+                "+faststart",
+                str(out),
+            ],
             what="render the video for X",
         )
         data = out.read_bytes()

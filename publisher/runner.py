@@ -80,8 +80,16 @@ def load_clip_context(db: Database, clip_id: int, settings: Settings) -> ClipCon
 
 
 class Runner:
-    def __init__(self, db: Database, storage: Storage, settings: Settings, notify: Notify, http: httpx.AsyncClient,
-                 *, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        db: Database,
+        storage: Storage,
+        settings: Settings,
+        notify: Notify,
+        http: httpx.AsyncClient,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.db, self.storage, self.settings, self.notify = db, storage, settings, notify
         self.http = http
         self.sleep = sleep
@@ -90,7 +98,9 @@ class Runner:
 
     def platform(self, name: str) -> Platform:
         if name not in self._platforms:
-            self._platforms[name] = make_platform(name, self.settings, self.db, self.storage, self.http, sleep=self.sleep)
+            self._platforms[name] = make_platform(
+                name, self.settings, self.db, self.storage, self.http, sleep=self.sleep
+            )
         return self._platforms[name]
 
     async def tell(self, pub: Publication, ctx: ClipContext | None, text: str) -> None:
@@ -104,7 +114,9 @@ class Runner:
             log.exception("could not notify moderators: %s", message)
 
     async def recover(self, now: datetime) -> None:
-        recovered = await asyncio.to_thread(state.recover_interrupted, self.db, now, self.settings.publish_stale_seconds)
+        recovered = await asyncio.to_thread(
+            state.recover_interrupted, self.db, now, self.settings.publish_stale_seconds
+        )
         for pub in recovered:
             ctx = await asyncio.to_thread(load_clip_context, self.db, pub.clip_id, self.settings)
             await self.tell(pub, ctx, "was interrupted mid-way; checking the platform before any retry.")
@@ -129,19 +141,29 @@ class Runner:
             try:
                 caption = platform.caption(ctx.info)
             except (KeyError, IndexError, ValueError) as exc:  # a custom template naming an unknown field
-                return await self._fail(held, ctx, f"the caption template does not work ({type(exc).__name__}: "
-                                                   f"{exc}); fix JUKEBOT_CAPTION_TEMPLATES.")
+                return await self._fail(
+                    held,
+                    ctx,
+                    f"the caption template does not work ({type(exc).__name__}: "
+                    f"{exc}); fix JUKEBOT_CAPTION_TEMPLATES.",
+                )
             await asyncio.to_thread(state.set_caption, self.db, held, caption)
         try:
             if held.reconcile:
                 found = await platform.find(ctx.info, caption, since=pub.created_at)
                 if found is not None:
-                    await asyncio.to_thread(state.finish_published, self.db, held, found.id, found.url, utcnow())
+                    await asyncio.to_thread(
+                        state.finish_published, self.db, held, found.id, found.url, utcnow()
+                    )
                     await self.tell(pub, ctx, f"had gone through after all: {found.url}")
                     return self._result(held, PublicationState.published, "found on the platform", found.url)
                 if pub.attempts >= pub.max_attempts:
-                    return await self._fail(held, ctx, f"not found on the platform after {pub.attempts} attempts; "
-                                                       f"last problem: {pub.last_error}")
+                    return await self._fail(
+                        held,
+                        ctx,
+                        f"not found on the platform after {pub.attempts} attempts; "
+                        f"last problem: {pub.last_error}",
+                    )
                 renewed = await asyncio.to_thread(state.begin_send, self.db, held, utcnow())
                 if renewed is None:
                     return None  # someone else took over
@@ -153,10 +175,13 @@ class Runner:
             return await self._fail(held, ctx, f"the clip could not be rendered: {exc}")
         except Exception as exc:  # a bug: we cannot tell whether the post went out, so look before retrying
             log.exception("publication %s failed unexpectedly", publication_id)
-            unclear = PublishError(f"internal error ({type(exc).__name__}); it may or may not have been posted.",
-                                   Outcome.unclear)
+            unclear = PublishError(
+                f"internal error ({type(exc).__name__}); it may or may not have been posted.", Outcome.unclear
+            )
             return await self._handle_error(held, ctx, unclear)
-        if not await asyncio.to_thread(state.finish_published, self.db, held, remote.id, remote.url, utcnow()):
+        if not await asyncio.to_thread(
+            state.finish_published, self.db, held, remote.id, remote.url, utcnow()
+        ):
             log.warning("publication %s was taken over before it could be marked published", publication_id)
         return self._result(held, PublicationState.published, "published", remote.url)
 
@@ -166,20 +191,31 @@ class Runner:
         if exc.outcome is Outcome.unclear:
             check_at = now + timedelta(seconds=self.settings.publish_reconcile_seconds)
             await asyncio.to_thread(state.finish_unconfirmed, self.db, held, exc.message, check_at)
-            await self.tell(pub, ctx, f"{exc.message} Not sure it was posted; checking at {check_at:%H:%M} UTC "
-                                      "before any retry.")
+            await self.tell(
+                pub,
+                ctx,
+                f"{exc.message} Not sure it was posted; checking at {check_at:%H:%M} UTC before any retry.",
+            )
             return self._result(held, PublicationState.unconfirmed, exc.message)
         if held.reconcile:
             # The look-up itself failed: stay unconfirmed (never send blind), look again later.
-            wait = AUTH_RECHECK if exc.outcome is Outcome.auth else timedelta(seconds=self.settings.publish_reconcile_seconds)
+            wait = (
+                AUTH_RECHECK
+                if exc.outcome is Outcome.auth
+                else timedelta(seconds=self.settings.publish_reconcile_seconds)
+            )
             await asyncio.to_thread(state.finish_unconfirmed, self.db, held, exc.message, now + wait)
             await self.tell(pub, ctx, f"could not check whether it was posted: {exc.message}")
             return self._result(held, PublicationState.unconfirmed, exc.message)
         if exc.outcome is Outcome.retry and pub.attempts < pub.max_attempts:
             at = exc.retry_at or now + state.backoff(pub.attempts, self.settings.publish_retry_seconds)
             await asyncio.to_thread(state.finish_retry, self.db, held, exc.message, at)
-            await self.tell(pub, ctx, f"{exc.message} Trying again at {at:%H:%M} UTC "
-                                      f"(attempt {pub.attempts} of {pub.max_attempts}).")
+            await self.tell(
+                pub,
+                ctx,
+                f"{exc.message} Trying again at {at:%H:%M} UTC "
+                f"(attempt {pub.attempts} of {pub.max_attempts}).",
+            )
             return self._result(held, PublicationState.scheduled, exc.message)
         if exc.outcome is Outcome.retry:
             return await self._fail(held, ctx, f"gave up after {pub.attempts} attempts: {exc.message}")
@@ -193,8 +229,14 @@ class Runner:
     @staticmethod
     def _result(held: state.Claim, st: PublicationState, message: str, url: str | None = None) -> RunResult:
         pub = held.publication
-        return RunResult(publication_id=held.id, clip_id=pub.clip_id, platform=pub.platform, state=st.value,
-                         message=message, remote_url=url)
+        return RunResult(
+            publication_id=held.id,
+            clip_id=pub.clip_id,
+            platform=pub.platform,
+            state=st.value,
+            message=message,
+            remote_url=url,
+        )
 
 
 async def run_due_publications(

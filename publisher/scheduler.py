@@ -125,22 +125,31 @@ def schedule_clip(
     return state.insert_publications(db, clip_id, times, max_attempts=settings.publish_max_attempts)
 
 
-def schedule_featured(db: Database, settings: Settings, platform: str, now: datetime | None = None) -> list[int]:
+def schedule_featured(
+    db: Database, settings: Settings, platform: str, now: datetime | None = None
+) -> list[int]:
     """Rows (due now) for clips featured in the last `publish_featured_days` days that have none yet for
     `platform`: belt and braces for a daily pick whose schedule_clip call was lost."""
     now = now or utcnow()
-    first_day = (now.astimezone(ZoneInfo(settings.timezone)).date()
-                 - timedelta(days=max(0, settings.publish_featured_days - 1)))
+    first_day = now.astimezone(ZoneInfo(settings.timezone)).date() - timedelta(
+        days=max(0, settings.publish_featured_days - 1)
+    )
     already = select(col(Publication.clip_id)).where(col(Publication.platform) == platform)
     with db.read() as s:
-        clip_ids = list(s.execute(
-            select(col(Clip.id)).where(col(Clip.featured_on).is_not(None),
-                                       col(Clip.featured_on) >= date.isoformat(first_day),
-                                       col(Clip.id).not_in(already))
-        ).scalars())
+        clip_ids = list(
+            s.execute(
+                select(col(Clip.id)).where(
+                    col(Clip.featured_on).is_not(None),
+                    col(Clip.featured_on) >= date.isoformat(first_day),
+                    col(Clip.id).not_in(already),
+                )
+            ).scalars()
+        )
     ids: list[int] = []
     for clip_id in clip_ids:
-        ids += state.insert_publications(db, int(clip_id), {platform: now}, max_attempts=settings.publish_max_attempts)
+        ids += state.insert_publications(
+            db, int(clip_id), {platform: now}, max_attempts=settings.publish_max_attempts
+        )
     return ids
 
 
@@ -188,13 +197,24 @@ def build_scheduler(
             continue
         at = parse_hhmm(hhmm)
         scheduler.add_job(
-            fire_publications, CronTrigger(hour=at.hour, minute=at.minute, timezone=tz), args=[platform],
-            id=f"publish:{platform}", name=f"upload to {platform} at {hhmm}", replace_existing=True,
-            coalesce=True, misfire_grace_time=MISFIRE_GRACE_SECONDS, max_instances=1,
+            fire_publications,
+            CronTrigger(hour=at.hour, minute=at.minute, timezone=tz),
+            args=[platform],
+            id=f"publish:{platform}",
+            name=f"upload to {platform} at {hhmm}",
+            replace_existing=True,
+            coalesce=True,
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+            max_instances=1,
         )
     scheduler.add_job(
-        sweep_publications, IntervalTrigger(minutes=SWEEP_MINUTES, timezone=tz), id="publish:sweep",
-        name="publication retries and checks", replace_existing=True, coalesce=True,
-        misfire_grace_time=int(SWEEP_MINUTES * 60), max_instances=1,
+        sweep_publications,
+        IntervalTrigger(minutes=SWEEP_MINUTES, timezone=tz),
+        id="publish:sweep",
+        name="publication retries and checks",
+        replace_existing=True,
+        coalesce=True,
+        misfire_grace_time=int(SWEEP_MINUTES * 60),
+        max_instances=1,
     )
     return scheduler

@@ -60,9 +60,11 @@ def _track(body: dict[str, Any]) -> Track:
 
 def soundcloud_oauth(settings: Any) -> OAuthClient:
     if settings.soundcloud_client_id is None:
-        raise PublishError("SoundCloud is not configured: set JUKEBOT_SOUNDCLOUD_CLIENT_ID and "
-                           "JUKEBOT_SOUNDCLOUD_CLIENT_SECRET, then run `jukebot publish auth soundcloud`.",
-                           Outcome.auth)
+        raise PublishError(
+            "SoundCloud is not configured: set JUKEBOT_SOUNDCLOUD_CLIENT_ID and "
+            "JUKEBOT_SOUNDCLOUD_CLIENT_SECRET, then run `jukebot publish auth soundcloud`.",
+            Outcome.auth,
+        )
     secret = settings.soundcloud_client_secret
     return OAuthClient(
         token_url=f"{settings.soundcloud_auth_base.rstrip('/')}/oauth/token",
@@ -72,32 +74,58 @@ def soundcloud_oauth(settings: Any) -> OAuthClient:
 
 
 class SoundCloudClient:
-    def __init__(self, api_base: str, tokens: TokenManager, http: httpx.AsyncClient, *,
-                 rate_limit_max_wait: float = 60.0, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        api_base: str,
+        tokens: TokenManager,
+        http: httpx.AsyncClient,
+        *,
+        rate_limit_max_wait: float = 60.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.api_base = api_base.rstrip("/")
         self.tokens = tokens
         self.http = http
         self.limiter = RateLimiter("SoundCloud", max_wait=rate_limit_max_wait, sleep=sleep)
 
-    async def _call(self, method: str, path: str, *, step: str, creates: bool = False,
-                    params: dict[str, str] | None = None, data: dict[str, str] | None = None,
-                    files: dict[str, Any] | None = None) -> httpx.Response:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        step: str,
+        creates: bool = False,
+        params: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+        files: dict[str, Any] | None = None,
+    ) -> httpx.Response:
         url = f"{self.api_base}{path}"
         token = await self.tokens.access_token()
 
         def build() -> httpx.Request:
-            return self.http.build_request(method, url, params=params, data=data, files=files,
-                                           headers={"Authorization": f"OAuth {token}", "Accept": "application/json"})
+            return self.http.build_request(
+                method,
+                url,
+                params=params,
+                data=data,
+                files=files,
+                headers={"Authorization": f"OAuth {token}", "Accept": "application/json"},
+            )
 
         response = await send(self.http, build, limiter=self.limiter, key=f"{method} {path}", creates=creates)
         if response.status_code == 401:
             # Expired or revoked access token: refresh (storing the new single-use refresh token) and
             # try once more. A 401 is a refusal, so the upload did not happen and repeating it is safe.
             token = await self.tokens.access_token(force_refresh=True, rejected=token)
-            response = await send(self.http, build, limiter=self.limiter, key=f"{method} {path}", creates=creates)
+            response = await send(
+                self.http, build, limiter=self.limiter, key=f"{method} {path}", creates=creates
+            )
         if response.status_code == 401:
-            raise PublishError(f"SoundCloud refused our login for {step} (401): {self.tokens.reauth_hint}.",
-                               Outcome.auth, status=401)
+            raise PublishError(
+                f"SoundCloud refused our login for {step} (401): {self.tokens.reauth_hint}.",
+                Outcome.auth,
+                status=401,
+            )
         raise_for_status(response, platform="SoundCloud", creates=creates, step=step)
         return response
 
@@ -105,8 +133,17 @@ class SoundCloudClient:
         body = (await self._call("GET", "/me", step="account lookup")).json()
         return body if isinstance(body, dict) else {}
 
-    async def upload_track(self, *, audio: bytes, filename: str, mime: str, title: str, description: str = "",
-                           tag_list: str = "", sharing: str = "public") -> Track:
+    async def upload_track(
+        self,
+        *,
+        audio: bytes,
+        filename: str,
+        mime: str,
+        title: str,
+        description: str = "",
+        tag_list: str = "",
+        sharing: str = "public",
+    ) -> Track:
         if sharing not in SHARING:
             raise ValueError(f"sharing must be one of {SHARING}")
         if not audio:
@@ -117,19 +154,33 @@ class SoundCloudClient:
             "track[tag_list]": tag_list,
             "track[sharing]": sharing,
         }
-        response = await self._call("POST", "/tracks", step="track upload", creates=True, data=fields,
-                                    files={"track[asset_data]": (filename, audio, mime)})
+        response = await self._call(
+            "POST",
+            "/tracks",
+            step="track upload",
+            creates=True,
+            data=fields,
+            files={"track[asset_data]": (filename, audio, mime)},
+        )
         try:
             track = _track(response.json())
         except ValueError as exc:
-            raise PublishError("SoundCloud accepted the upload but its answer was unreadable.", Outcome.unclear) from exc
+            raise PublishError(
+                "SoundCloud accepted the upload but its answer was unreadable.", Outcome.unclear
+            ) from exc
         if not track.id:
             raise PublishError("SoundCloud accepted the upload but sent no track id.", Outcome.unclear)
         return track
 
     async def recent_tracks(self, limit: int = 50) -> list[Track]:
-        body = (await self._call("GET", "/me/tracks", step="recent tracks lookup",
-                                 params={"limit": str(limit), "linked_partitioning": "true"})).json()
+        body = (
+            await self._call(
+                "GET",
+                "/me/tracks",
+                step="recent tracks lookup",
+                params={"limit": str(limit), "linked_partitioning": "true"},
+            )
+        ).json()
         items = body.get("collection", []) if isinstance(body, dict) else body
         return [_track(item) for item in items if isinstance(item, dict)]
 
@@ -137,6 +188,8 @@ class SoundCloudClient:
         """Our track with this title uploaded after `since` (a few minutes of clock slack)."""
         earliest = since - timedelta(minutes=10)
         for track in await self.recent_tracks():
-            if track.title.strip() == title.strip() and (track.created_at is None or track.created_at >= earliest):
+            if track.title.strip() == title.strip() and (
+                track.created_at is None or track.created_at >= earliest
+            ):
                 return track
         return None

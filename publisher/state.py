@@ -69,13 +69,22 @@ def insert_publications(
         for platform, at in when.items():
             s.execute(
                 _insert(s)(Publication)
-                .values(clip_id=clip_id, platform=platform, state=S.scheduled.value, scheduled_for=at, attempts=0,
-                        max_attempts=max_attempts, caption="", created_at=now, updated_at=now)
+                .values(
+                    clip_id=clip_id,
+                    platform=platform,
+                    state=S.scheduled.value,
+                    scheduled_for=at,
+                    attempts=0,
+                    max_attempts=max_attempts,
+                    caption="",
+                    created_at=now,
+                    updated_at=now,
+                )
                 .on_conflict_do_nothing(index_elements=["clip_id", "platform"])
             )
         rows = s.execute(
-            select(col(Publication.id)).where(col(Publication.clip_id) == clip_id,
-                                              col(Publication.platform).in_(list(when)))
+            select(col(Publication.id))
+            .where(col(Publication.clip_id) == clip_id, col(Publication.platform).in_(list(when)))
             .order_by(col(Publication.id))
         ).scalars()
         return [int(r) for r in rows]
@@ -88,7 +97,9 @@ def get_publication(db: Database, publication_id: int) -> Publication | None:
 
 def publications_for_clip(db: Database, clip_id: int) -> list[Publication]:
     with db.read() as s:
-        stmt = select(Publication).where(col(Publication.clip_id) == clip_id).order_by(col(Publication.platform))
+        stmt = (
+            select(Publication).where(col(Publication.clip_id) == clip_id).order_by(col(Publication.platform))
+        )
         return list(s.execute(stmt).scalars())
 
 
@@ -98,12 +109,16 @@ def list_publications(db: Database, *, limit: int = 50) -> list[Publication]:
         return list(s.execute(stmt).scalars())
 
 
-def due_publications(db: Database, now: datetime, platforms: Iterable[str] | None = None) -> list[Publication]:
+def due_publications(
+    db: Database, now: datetime, platforms: Iterable[str] | None = None
+) -> list[Publication]:
     """Rows that want action now: scheduled ones whose time has come, unconfirmed ones due a check."""
     stmt = (
         select(Publication)
-        .where(col(Publication.state).in_([S.scheduled.value, S.unconfirmed.value]),
-               col(Publication.scheduled_for) <= now)
+        .where(
+            col(Publication.state).in_([S.scheduled.value, S.unconfirmed.value]),
+            col(Publication.scheduled_for) <= now,
+        )
         .order_by(col(Publication.scheduled_for), col(Publication.id))
     )
     if platforms is not None:
@@ -116,19 +131,29 @@ def recover_interrupted(db: Database, now: datetime, stale_seconds: float) -> li
     """`publishing` rows older than `stale_seconds` become `unconfirmed` (checked now); returns them."""
     cutoff = now - timedelta(seconds=stale_seconds)
     with db.write() as s:
-        stale = list(s.execute(
-            select(Publication).where(col(Publication.state) == S.publishing.value,
-                                      col(Publication.started_at) < cutoff)
-        ).scalars())
+        stale = list(
+            s.execute(
+                select(Publication).where(
+                    col(Publication.state) == S.publishing.value, col(Publication.started_at) < cutoff
+                )
+            ).scalars()
+        )
         recovered = []
         for pub in stale:
             done = s.execute(
                 update(Publication)
-                .where(col(Publication.id) == pub.id, col(Publication.state) == S.publishing.value,
-                       col(Publication.started_at) == pub.started_at)
-                .values(state=S.unconfirmed.value, scheduled_for=now, updated_at=now,
-                        last_error="The upload was interrupted (the publisher stopped mid-way); "
-                                   "checking the platform before any retry.")
+                .where(
+                    col(Publication.id) == pub.id,
+                    col(Publication.state) == S.publishing.value,
+                    col(Publication.started_at) == pub.started_at,
+                )
+                .values(
+                    state=S.unconfirmed.value,
+                    scheduled_for=now,
+                    updated_at=now,
+                    last_error="The upload was interrupted (the publisher stopped mid-way); "
+                    "checking the platform before any retry.",
+                )
             )
             if done.rowcount == 1:  # type: ignore[attr-defined]
                 recovered.append(pub)
@@ -147,8 +172,11 @@ def claim(db: Database, publication_id: int, now: datetime) -> Claim | None:
             values["attempts"] = col(Publication.attempts) + 1
         done = s.execute(
             update(Publication)
-            .where(col(Publication.id) == publication_id, col(Publication.state) == pub.state,
-                   col(Publication.scheduled_for) <= now)  # still due: another runner may have rescheduled it
+            .where(
+                col(Publication.id) == publication_id,
+                col(Publication.state) == pub.state,
+                col(Publication.scheduled_for) <= now,
+            )  # still due: another runner may have rescheduled it
             .values(**values)
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]
@@ -163,8 +191,11 @@ def _fenced(db: Database, held: Claim, **values: Any) -> bool:
     with db.write() as s:
         done = s.execute(
             update(Publication)
-            .where(col(Publication.id) == held.id, col(Publication.state) == S.publishing.value,
-                   col(Publication.started_at) == held.started_at)
+            .where(
+                col(Publication.id) == held.id,
+                col(Publication.state) == S.publishing.value,
+                col(Publication.started_at) == held.started_at,
+            )
             .values(**values)
         )
         return done.rowcount == 1  # type: ignore[attr-defined]
@@ -180,8 +211,11 @@ def begin_send(db: Database, held: Claim, now: datetime) -> Claim | None:
     with db.write() as s:
         done = s.execute(
             update(Publication)
-            .where(col(Publication.id) == held.id, col(Publication.state) == S.publishing.value,
-                   col(Publication.started_at) == held.started_at)
+            .where(
+                col(Publication.id) == held.id,
+                col(Publication.state) == S.publishing.value,
+                col(Publication.started_at) == held.started_at,
+            )
             .values(attempts=col(Publication.attempts) + 1, started_at=now, updated_at=now)
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]
@@ -193,8 +227,15 @@ def begin_send(db: Database, held: Claim, now: datetime) -> Claim | None:
 
 
 def finish_published(db: Database, held: Claim, remote_id: str, remote_url: str, now: datetime) -> bool:
-    return _fenced(db, held, state=S.published.value, remote_id=remote_id, remote_url=remote_url,
-                   published_at=now, last_error=None)
+    return _fenced(
+        db,
+        held,
+        state=S.published.value,
+        remote_id=remote_id,
+        remote_url=remote_url,
+        published_at=now,
+        last_error=None,
+    )
 
 
 def finish_retry(db: Database, held: Claim, error: str, at: datetime) -> bool:

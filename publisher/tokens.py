@@ -24,7 +24,12 @@ from publisher.errors import Outcome, PublishError
 from publisher.oauth import OAuthClient, TokenSet
 
 REFRESH_SKEW = timedelta(seconds=120)  # refresh this long before the stated expiry
-NEIGHBOUR_WAITS = (0.2, 0.5, 1.0, 0.0)  # after invalid_grant: re-read the row, waiting this long between looks
+NEIGHBOUR_WAITS = (
+    0.2,
+    0.5,
+    1.0,
+    0.0,
+)  # after invalid_grant: re-read the row, waiting this long between looks
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,9 @@ def set_account(db: Database, provider: str, account: str) -> None:
 class TokenManager:
     """Hands out a valid access token for one provider, refreshing (and storing) when needed."""
 
-    def __init__(self, db: Database, provider: str, oauth: OAuthClient, http: httpx.AsyncClient, *,
-                 label: str) -> None:
+    def __init__(
+        self, db: Database, provider: str, oauth: OAuthClient, http: httpx.AsyncClient, *, label: str
+    ) -> None:
         self.db = db
         self.provider = provider
         self.oauth = oauth
@@ -126,8 +132,10 @@ class TokenManager:
 
     async def _refresh(self, token: StoredToken) -> str:
         if not token.refresh_token:
-            raise PublishError(f"The {self.label} login has expired and has no refresh token: {self.reauth_hint}.",
-                               Outcome.auth)
+            raise PublishError(
+                f"The {self.label} login has expired and has no refresh token: {self.reauth_hint}.",
+                Outcome.auth,
+            )
         try:
             tokens = await self.oauth.refresh(self.http, token.refresh_token)
         except PublishError as exc:
@@ -140,8 +148,11 @@ class TokenManager:
                 if latest is not None and latest.refresh_token != token.refresh_token and latest.fresh():
                     return latest.access_token
                 await asyncio.sleep(delay)
-            raise PublishError(f"{self.label} refused our saved login ({exc.message}): {self.reauth_hint}.",
-                               Outcome.auth, status=exc.status) from exc
+            raise PublishError(
+                f"{self.label} refused our saved login ({exc.message}): {self.reauth_hint}.",
+                Outcome.auth,
+                status=exc.status,
+            ) from exc
         # Store first: the old refresh token is dead now, and this one is the only way back in.
         await asyncio.to_thread(save_token, self.db, self.provider, tokens)
         return tokens.access_token

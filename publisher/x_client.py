@@ -164,24 +164,33 @@ class XClient:
         if response.status_code == 401 and await self.auth.after_unauthorized():
             response = await send(self.http, build, limiter=self.limiter, key=key, creates=creates)
         if response.status_code == 401:
-            raise PublishError(f"X refused our credentials for {step} (401); check the X keys or run "
-                               "`jukebot publish auth x`.", Outcome.auth, status=401)
+            raise PublishError(
+                f"X refused our credentials for {step} (401); check the X keys or run "
+                "`jukebot publish auth x`.",
+                Outcome.auth,
+                status=401,
+            )
         raise_for_status(response, platform="X", creates=creates, step=step)
         return response
 
     # ----------------------------------------------------------------------------------------- media
 
-    async def upload_media(self, data: bytes, *, media_type: str = "video/mp4",
-                           media_category: str = "amplify_video") -> str:
+    async def upload_media(
+        self, data: bytes, *, media_type: str = "video/mp4", media_category: str = "amplify_video"
+    ) -> str:
         """Chunked upload; returns the media id once X has processed the file (state succeeded)."""
         if not data:
             raise PublishError("The media file is empty.", Outcome.permanent)
         segments = math.ceil(len(data) / self.chunk_bytes)
         if segments > MAX_SEGMENTS:
-            raise PublishError(f"The media needs {segments} chunks; X takes at most {MAX_SEGMENTS}.",
-                               Outcome.permanent)
+            raise PublishError(
+                f"The media needs {segments} chunks; X takes at most {MAX_SEGMENTS}.", Outcome.permanent
+            )
         init = await self._call(
-            "POST", "/2/media/upload/initialize", key="POST /2/media/upload/initialize", step="media initialize",
+            "POST",
+            "/2/media/upload/initialize",
+            key="POST /2/media/upload/initialize",
+            step="media initialize",
             json={"media_type": media_type, "total_bytes": len(data), "media_category": media_category},
         )
         media_id = str(_data(init).get("id") or "")
@@ -190,13 +199,19 @@ class XClient:
         for index in range(segments):
             chunk = data[index * self.chunk_bytes : (index + 1) * self.chunk_bytes]
             await self._call(
-                "POST", f"/2/media/upload/{media_id}/append", key="POST /2/media/upload/:id/append",
+                "POST",
+                f"/2/media/upload/{media_id}/append",
+                key="POST /2/media/upload/:id/append",
                 step=f"media append (segment {index})",
                 files={"media": ("blob", chunk, "application/octet-stream")},
                 data={"segment_index": str(index)},
             )
-        final = await self._call("POST", f"/2/media/upload/{media_id}/finalize",
-                                 key="POST /2/media/upload/:id/finalize", step="media finalize")
+        final = await self._call(
+            "POST",
+            f"/2/media/upload/{media_id}/finalize",
+            key="POST /2/media/upload/:id/finalize",
+            step="media finalize",
+        )
         await self._wait_processed(media_id, _data(final).get("processing_info"))
         return media_id
 
@@ -211,11 +226,16 @@ class XClient:
                 reason = error.get("message") or error.get("name") or "no reason given"
                 raise PublishError(f"X could not process the video: {reason}", Outcome.permanent)
             if time.monotonic() > deadline:
-                raise PublishError(f"X was still processing the video after {self.max_processing_seconds:.0f} s.",
-                                   Outcome.retry)
+                raise PublishError(
+                    f"X was still processing the video after {self.max_processing_seconds:.0f} s.",
+                    Outcome.retry,
+                )
             await self.sleep(max(0.0, float(info.get("check_after_secs") or 1)))
             status = await self._call(
-                "GET", "/2/media/upload", key="GET /2/media/upload", step="media status",
+                "GET",
+                "/2/media/upload",
+                key="GET /2/media/upload",
+                step="media status",
                 params={"command": "STATUS", "media_id": media_id},
             )
             info = _data(status).get("processing_info")
@@ -228,8 +248,9 @@ class XClient:
         if media_ids:
             body["media"] = {"media_ids": media_ids}
         try:
-            response = await self._call("POST", "/2/tweets", key="POST /2/tweets", step="post", creates=True,
-                                        json=body)
+            response = await self._call(
+                "POST", "/2/tweets", key="POST /2/tweets", step="post", creates=True, json=body
+            )
         except PublishError as exc:
             if exc.status == 403 and "duplicate" in exc.message.lower():
                 # X refuses identical text: our earlier attempt may have landed after all. Look before retrying.
@@ -253,7 +274,11 @@ class XClient:
             username = (await self.me()).username
         except PublishError:
             username = ""
-        return f"https://x.com/{username}/status/{post_id}" if username else f"https://x.com/i/web/status/{post_id}"
+        return (
+            f"https://x.com/{username}/status/{post_id}"
+            if username
+            else f"https://x.com/i/web/status/{post_id}"
+        )
 
     async def recent_posts(self, since: datetime, limit: int = 100) -> list[XPost]:
         me = await self.me()
@@ -262,14 +287,25 @@ class XClient:
             "start_time": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "tweet.fields": "created_at,text",
         }
-        response = await self._call("GET", f"/2/users/{me.id}/tweets", key="GET /2/users/:id/tweets",
-                                    step="recent posts lookup", params=params)
+        response = await self._call(
+            "GET",
+            f"/2/users/{me.id}/tweets",
+            key="GET /2/users/:id/tweets",
+            step="recent posts lookup",
+            params=params,
+        )
         body = response.json()
         posts = []
         for item in body.get("data") or []:  # X leaves out "data" when there are no posts
             post_id = str(item.get("id"))
-            posts.append(XPost(id=post_id, text=str(item.get("text") or ""), created_at=_parse_time(item.get("created_at")),
-                               url=f"https://x.com/{me.username}/status/{post_id}"))
+            posts.append(
+                XPost(
+                    id=post_id,
+                    text=str(item.get("text") or ""),
+                    created_at=_parse_time(item.get("created_at")),
+                    url=f"https://x.com/{me.username}/status/{post_id}",
+                )
+            )
         return posts
 
     async def find_post(self, caption: str, since: datetime) -> XPost | None:
@@ -293,12 +329,18 @@ def _data(response: httpx.Response) -> dict[str, Any]:
 
 def x_auth_from_settings(settings: Any, tokens: TokenManager | None) -> XAuth:
     """OAuth 1.0a when all four keys are set; else OAuth 2.0 with the stored user token."""
-    keys = (settings.x_consumer_key, settings.x_consumer_secret, settings.x_access_token,
-            settings.x_access_token_secret)
+    keys = (
+        settings.x_consumer_key,
+        settings.x_consumer_secret,
+        settings.x_access_token,
+        settings.x_access_token_secret,
+    )
     if all(k is not None and k.get_secret_value() for k in keys):
         ck, cs, at, ats = (k.get_secret_value() for k in keys)
         return OAuth1UserAuth(ck, cs, at, ats)
     if settings.x_client_id is not None and tokens is not None:
         return OAuth2UserAuth(tokens)
-    raise NotConfigured("X is not configured: set JUKEBOT_X_CONSUMER_KEY/SECRET and JUKEBOT_X_ACCESS_TOKEN/SECRET, "
-                        "or JUKEBOT_X_CLIENT_ID and run `jukebot publish auth x`.")
+    raise NotConfigured(
+        "X is not configured: set JUKEBOT_X_CONSUMER_KEY/SECRET and JUKEBOT_X_ACCESS_TOKEN/SECRET, "
+        "or JUKEBOT_X_CLIENT_ID and run `jukebot publish auth x`."
+    )

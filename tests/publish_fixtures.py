@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import wave
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 from pydantic import SecretStr
 
 from db import repo
@@ -16,7 +14,6 @@ from db.database import Database
 from db.models import Clip
 from db.settings import Settings
 from db.storage import Storage
-from publisher import render
 from publisher.oauth import TokenSet
 from publisher.platforms import soundcloud_render_key, x_render_key
 from publisher.tokens import save_token
@@ -24,7 +21,9 @@ from tests.fakes.soundcloud_server import FakeSoundCloud
 from tests.fakes.x_server import FakeX
 
 
-def tone_wav(seconds: float = 2.0, rate: int = 44100, channels: int = 2, level: float = 0.3, seed: int = 0) -> bytes:
+def tone_wav(
+    seconds: float = 2.0, rate: int = 44100, channels: int = 2, level: float = 0.3, seed: int = 0
+) -> bytes:
     """A little melody with decaying notes and a touch of noise (more like music than a sine)."""
     t = np.arange(int(rate * seconds)) / rate
     notes = [220.0, 277.2, 329.6, 440.0, 329.6, 277.2]
@@ -46,13 +45,31 @@ def tone_wav(seconds: float = 2.0, rate: int = 44100, channels: int = 2, level: 
     return buf.getvalue()
 
 
-def make_clip(db: Database, storage: Storage, *, title: str = "Harbour Rain", seconds: float = 2.0,
-              featured_on: str | None = None, model: str = "demo", discord_id: int = 111, seed: int = 0) -> Clip:
+def make_clip(
+    db: Database,
+    storage: Storage,
+    *,
+    title: str = "Harbour Rain",
+    seconds: float = 2.0,
+    featured_on: str | None = None,
+    model: str = "demo",
+    discord_id: int = 111,
+    seed: int = 0,
+) -> Clip:
     user = repo.get_or_create_user(db, discord_id, "alice")
     assert user.id is not None
-    song = repo.create_song(db, user_id=user.id, artist="frank_sinatra", genre="jazz", seconds=seconds, seed=seed,
-                            lyrics="[Verse]\nI walked along the harbour road\nthe rain came down like silver",
-                            title=title, model=model, guild_id=5150)
+    song = repo.create_song(
+        db,
+        user_id=user.id,
+        artist="frank_sinatra",
+        genre="jazz",
+        seconds=seconds,
+        seed=seed,
+        lyrics="[Verse]\nI walked along the harbour road\nthe rain came down like silver",
+        title=title,
+        model=model,
+        guild_id=5150,
+    )
     assert song.id is not None
     key = f"songs/{song.id}/clip.wav"
     storage.write_bytes(key, tone_wav(seconds, seed=seed))
@@ -70,32 +87,11 @@ def make_clip(db: Database, storage: Storage, *, title: str = "Harbour Rain", se
     return refreshed
 
 
-@pytest.fixture(scope="session")
-def prerendered() -> dict[str, bytes]:
-    """The renders of a 2 s test clip, made once: most publishing tests are about the bookkeeping, and
-    rendering has its own tests (tests/test_render.py)."""
-    wav = tone_wav(2.0)
-    card = render.TitleCard("Harbour Rain", "Frank Sinatra", "jazz", "alice", "#jukebot")
-    return {"x": render.render_x_video(wav, card, size=(320, 180)), "soundcloud": render.render_audio(wav, "flac").data}
-
-
-def seed_renders(storage: Storage, settings: Settings, clip_id: int | None, renders: dict[str, bytes]) -> None:
+def seed_renders(
+    storage: Storage, settings: Settings, clip_id: int | None, renders: dict[str, bytes]
+) -> None:
     storage.write_bytes(x_render_key(settings, clip_id), renders["x"])
     storage.write_bytes(soundcloud_render_key(settings, clip_id), renders["soundcloud"])
-
-
-@pytest.fixture
-def fake_x() -> Iterator[FakeX]:
-    with FakeX(check_after_secs=0, processing_polls=1) as server:
-        assert isinstance(server, FakeX)
-        yield server
-
-
-@pytest.fixture
-def fake_sc() -> Iterator[FakeSoundCloud]:
-    with FakeSoundCloud() as server:
-        assert isinstance(server, FakeSoundCloud)
-        yield server
 
 
 def publish_settings(settings: Settings, fake_x: FakeX, fake_sc: FakeSoundCloud, **extra: object) -> Settings:

@@ -26,8 +26,16 @@ LYRICS = "[Verse 1]\nI walked along the harbour road\nthe rain came down like si
 
 
 def info(**kw: object) -> CaptionInfo:
-    base: dict[str, object] = {"clip_id": 7, "title": "Harbour Rain", "artist": "frank_sinatra", "genre": "jazz",
-                               "lyrics": LYRICS, "requester": "alice", "model": "demo", "channel_tag": "#jukebot"}
+    base: dict[str, object] = {
+        "clip_id": 7,
+        "title": "Harbour Rain",
+        "artist": "frank_sinatra",
+        "genre": "jazz",
+        "lyrics": LYRICS,
+        "requester": "alice",
+        "model": "demo",
+        "channel_tag": "#jukebot",
+    }
     base.update(kw)
     return CaptionInfo(**base)  # type: ignore[arg-type]
 
@@ -95,7 +103,9 @@ def test_template_lines_with_empty_fields_are_dropped() -> None:
 
 
 def test_soundcloud_limits_and_tags() -> None:
-    long = info(title="Harbour " * 40, lyrics="line of words\n" * 600, artist="the_rolling_stones", genre="hip_hop")
+    long = info(
+        title="Harbour " * 40, lyrics="line of words\n" * 600, artist="the_rolling_stones", genre="hip_hop"
+    )
     text = soundcloud_text(long)
     assert len(text.title) <= SOUNDCLOUD_TITLE_MAX and text.title.endswith(ELLIPSIS)
     assert len(text.description) <= SOUNDCLOUD_DESCRIPTION_MAX

@@ -26,16 +26,10 @@ from publisher.tokens import load_token
 from tests.fakes.publish_http import respond
 from tests.fakes.soundcloud_server import FakeSoundCloud
 from tests.fakes.x_server import FakeX
-from tests.publish_fixtures import (  # noqa: F401
-    fake_sc,
-    fake_x,
-    login_soundcloud,
-    make_clip,
-    prerendered,
-    publish_settings,
-    seed_renders,
-)
+from tests.publish_fixtures import login_soundcloud, make_clip, publish_settings, seed_renders
 from tests.test_publish_crash import child_env
+
+pytest_plugins = ["tests.conftest_publish"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,8 +41,10 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def s(settings: Settings, fake_x: FakeX, fake_sc: FakeSoundCloud) -> Settings:  # noqa: F811
-    return publish_settings(settings, fake_x, fake_sc, oauth_redirect_uri=f"http://127.0.0.1:{free_port()}/callback")
+def s(settings: Settings, fake_x: FakeX, fake_sc: FakeSoundCloud) -> Settings:
+    return publish_settings(
+        settings, fake_x, fake_sc, oauth_redirect_uri=f"http://127.0.0.1:{free_port()}/callback"
+    )
 
 
 @pytest.fixture
@@ -65,8 +61,15 @@ def cli_env(s: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", "from publisher.cli import app; app()", *args], env=env, cwd=cwd,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from publisher.cli import app; app()", *args],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
@@ -80,8 +83,12 @@ def read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
             return lines
 
 
-def test_auth_soundcloud_with_the_loopback_listener(cli_env: dict[str, str], db: Database, fake_sc: FakeSoundCloud,  # noqa: F811
-                                                    tmp_path: Path) -> None:
+def test_auth_soundcloud_with_the_loopback_listener(
+    cli_env: dict[str, str],
+    db: Database,
+    fake_sc: FakeSoundCloud,
+    tmp_path: Path,
+) -> None:
     proc = start(["auth", "soundcloud"], cli_env, tmp_path)
     try:
         lines = read_until(proc, "Waiting for the browser")
@@ -100,14 +107,30 @@ def test_auth_soundcloud_with_the_loopback_listener(cli_env: dict[str, str], db:
     assert proc.returncode == 0, out
     assert "soundcloud: logged in" in out
     token = load_token(db, "soundcloud")
-    assert token is not None and token.refresh_token in fake_sc.refresh_tokens and token.access_token in fake_sc.access_tokens
+    assert (
+        token is not None
+        and token.refresh_token in fake_sc.refresh_tokens
+        and token.access_token in fake_sc.access_tokens
+    )
     assert fake_sc.violations == []
 
 
-def test_auth_x_oauth2_with_a_pasted_redirect(cli_env: dict[str, str], db: Database, fake_x: FakeX,  # noqa: F811
-                                              tmp_path: Path) -> None:
-    env = cli_env | {"JUKEBOT_X_CLIENT_ID": fake_x.client_id, "JUKEBOT_X_AUTHORIZE_URL": f"{fake_x.base_url}/i/oauth2/authorize"}
-    for key in ("JUKEBOT_X_CONSUMER_KEY", "JUKEBOT_X_CONSUMER_SECRET", "JUKEBOT_X_ACCESS_TOKEN", "JUKEBOT_X_ACCESS_TOKEN_SECRET"):
+def test_auth_x_oauth2_with_a_pasted_redirect(
+    cli_env: dict[str, str],
+    db: Database,
+    fake_x: FakeX,
+    tmp_path: Path,
+) -> None:
+    env = cli_env | {
+        "JUKEBOT_X_CLIENT_ID": fake_x.client_id,
+        "JUKEBOT_X_AUTHORIZE_URL": f"{fake_x.base_url}/i/oauth2/authorize",
+    }
+    for key in (
+        "JUKEBOT_X_CONSUMER_KEY",
+        "JUKEBOT_X_CONSUMER_SECRET",
+        "JUKEBOT_X_ACCESS_TOKEN",
+        "JUKEBOT_X_ACCESS_TOKEN_SECRET",
+    ):
         env.pop(key)
     proc = start(["auth", "x", "--oauth2", "--no-listen"], env, tmp_path)
     try:
@@ -138,8 +161,15 @@ def test_auth_x_checks_the_oauth1_keys(cli_env: dict[str, str]) -> None:
     assert "X: posting as @jukebot_test." in result.output
 
 
-def test_status_run_and_retry(cli_env: dict[str, str], db: Database, storage: Storage, s: Settings, fake_x: FakeX,  # noqa: F811
-                              fake_sc: FakeSoundCloud, prerendered: dict[str, bytes]) -> None:  # noqa: F811
+def test_status_run_and_retry(
+    cli_env: dict[str, str],
+    db: Database,
+    storage: Storage,
+    s: Settings,
+    fake_x: FakeX,
+    fake_sc: FakeSoundCloud,
+    prerendered: dict[str, bytes],
+) -> None:
     runner = CliRunner()
     assert "No publications yet." in runner.invoke(app, ["status"]).output
     login_soundcloud(db, fake_sc)
@@ -147,7 +177,9 @@ def test_status_run_and_retry(cli_env: dict[str, str], db: Database, storage: St
     assert clip.id is not None
     seed_renders(storage, s, clip.id, prerendered)
     schedule_clip(db, clip.id, ["x", "soundcloud"], datetime.now(UTC), settings=s)
-    fake_x.script("POST", "/2/tweets", respond(403, {"title": "Forbidden", "detail": "You are not permitted."}))
+    fake_x.script(
+        "POST", "/2/tweets", respond(403, {"title": "Forbidden", "detail": "You are not permitted."})
+    )
     result = runner.invoke(app, ["run"])
     assert result.exit_code == 0, result.output
     assert "x: failed" in result.output and "soundcloud: published" in result.output

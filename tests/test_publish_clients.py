@@ -24,7 +24,9 @@ from publisher.x_client import OAuth1UserAuth, OAuth2UserAuth, XClient
 from tests.fakes.publish_http import hang, respond
 from tests.fakes.soundcloud_server import FakeSoundCloud
 from tests.fakes.x_server import FakeX
-from tests.publish_fixtures import fake_sc, login_soundcloud, tone_wav  # noqa: F401
+from tests.publish_fixtures import login_soundcloud, tone_wav
+
+pytest_plugins = ["tests.conftest_publish"]
 
 CHUNK = 16 * 1024
 
@@ -58,11 +60,20 @@ class Sleeps:
         await asyncio.sleep(seconds)
 
 
-def x_client(fx: FakeX, http: httpx.AsyncClient, *, secret: str | None = None, sleep: Sleeps | None = None,
-             max_wait: float = 5.0) -> XClient:
-    auth = OAuth1UserAuth(fx.consumer_key, secret or fx.consumer_secret, fx.access_token, fx.access_token_secret)
-    return XClient(fx.base_url, auth, http, chunk_bytes=CHUNK, rate_limit_max_wait=max_wait,
-                   sleep=sleep or Sleeps())
+def x_client(
+    fx: FakeX,
+    http: httpx.AsyncClient,
+    *,
+    secret: str | None = None,
+    sleep: Sleeps | None = None,
+    max_wait: float = 5.0,
+) -> XClient:
+    auth = OAuth1UserAuth(
+        fx.consumer_key, secret or fx.consumer_secret, fx.access_token, fx.access_token_secret
+    )
+    return XClient(
+        fx.base_url, auth, http, chunk_bytes=CHUNK, rate_limit_max_wait=max_wait, sleep=sleep or Sleeps()
+    )
 
 
 # ----------------------------------------------------------------------------------------------- X
@@ -77,8 +88,11 @@ async def test_x_chunked_upload_and_post(fx: FakeX, http: httpx.AsyncClient, vid
     appends = [r for r in fx.requests if r.path.endswith("/append")]
     assert len(appends) == math.ceil(len(video) / CHUNK) > 1
     assert [int(r.form["segment_index"]) for r in appends] == list(range(len(appends)))
-    assert all(r.multipart_names == ["segment_index", "media"] or set(r.multipart_names) == {"segment_index", "media"}
-               for r in appends)
+    assert all(
+        r.multipart_names == ["segment_index", "media"]
+        or set(r.multipart_names) == {"segment_index", "media"}
+        for r in appends
+    )
     assert all(len(r.files["media"].data) <= CHUNK for r in appends)
     assert fx.uploaded == video
     statuses = [r for r in fx.requests if r.path == "/2/media/upload" and r.method == "GET"]
@@ -111,9 +125,19 @@ async def test_x_signed_query_and_find_post(fx: FakeX, http: httpx.AsyncClient) 
 
 async def test_x_429_waits_for_the_reset_then_posts(fx: FakeX, http: httpx.AsyncClient) -> None:
     reset = time.time() + 1.2
-    fx.script("POST", "/2/tweets", respond(429, {"title": "Too Many Requests", "status": 429},
-                                           {"x-rate-limit-remaining": "0", "x-rate-limit-reset": f"{reset:.0f}",
-                                            "x-rate-limit-limit": "100"}))
+    fx.script(
+        "POST",
+        "/2/tweets",
+        respond(
+            429,
+            {"title": "Too Many Requests", "status": 429},
+            {
+                "x-rate-limit-remaining": "0",
+                "x-rate-limit-reset": f"{reset:.0f}",
+                "x-rate-limit-limit": "100",
+            },
+        ),
+    )
     sleeps = Sleeps()
     client = x_client(fx, http, sleep=sleeps)
     await client.create_post("after a pause")
@@ -123,8 +147,15 @@ async def test_x_429_waits_for_the_reset_then_posts(fx: FakeX, http: httpx.Async
 
 async def test_x_429_with_a_far_reset_is_rescheduled(fx: FakeX, http: httpx.AsyncClient) -> None:
     reset = int(time.time()) + 3600
-    fx.script("POST", "/2/tweets", respond(429, {"title": "Too Many Requests"}, {"x-rate-limit-remaining": "0",
-                                                                                 "x-rate-limit-reset": str(reset)}))
+    fx.script(
+        "POST",
+        "/2/tweets",
+        respond(
+            429,
+            {"title": "Too Many Requests"},
+            {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(reset)},
+        ),
+    )
     with pytest.raises(PublishError) as err:
         await x_client(fx, http).create_post("later")
     assert err.value.outcome is Outcome.retry and err.value.retry_at == datetime.fromtimestamp(reset, UTC)
@@ -140,14 +171,31 @@ async def test_x_empty_bucket_waits_before_calling(fx: FakeX, http: httpx.AsyncC
     assert fx.violations == []
 
 
-async def test_x_rejected_media_is_a_permanent_failure_with_xs_reason(fx: FakeX, http: httpx.AsyncClient,
-                                                                       tmp_path: object) -> None:
+async def test_x_rejected_media_is_a_permanent_failure_with_xs_reason(
+    fx: FakeX, http: httpx.AsyncClient, tmp_path: object
+) -> None:
     import subprocess
     from pathlib import Path
 
     bad = Path(str(tmp_path)) / "bad.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x64:d=1:r=10", "-pix_fmt", "yuv444p",
-                    "-c:v", "libx264", str(bad)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=s=64x64:d=1:r=10",
+            "-pix_fmt",
+            "yuv444p",
+            "-c:v",
+            "libx264",
+            str(bad),
+        ],
+        check=True,
+        capture_output=True,
+    )
     with pytest.raises(PublishError) as err:
         await x_client(fx, http).upload_media(bad.read_bytes())
     assert err.value.outcome is Outcome.permanent
@@ -182,17 +230,23 @@ async def test_x_duplicate_text_is_unclear(fx: FakeX, http: httpx.AsyncClient) -
     assert err.value.outcome is Outcome.unclear and err.value.status == 403
 
 
-async def test_x_oauth2_bearer_is_refreshed_and_stored(fx: FakeX, http: httpx.AsyncClient, db: Database) -> None:
+async def test_x_oauth2_bearer_is_refreshed_and_stored(
+    fx: FakeX, http: httpx.AsyncClient, db: Database
+) -> None:
     access, refresh = fx.issue_bearer()
     save_token(db, "x", TokenSet(access, refresh, datetime.now(UTC) + timedelta(hours=2)))
-    manager = TokenManager(db, "x", OAuthClient(f"{fx.base_url}/2/oauth2/token", fx.client_id), http, label="X")
+    manager = TokenManager(
+        db, "x", OAuthClient(f"{fx.base_url}/2/oauth2/token", fx.client_id), http, label="X"
+    )
     client = XClient(fx.base_url, OAuth2UserAuth(manager), http)
     assert (await client.me()).username == "jukebot_test"
     fx.expire_bearer_tokens()
     client._me = None
     assert (await client.me()).username == "jukebot_test"  # 401 -> refresh -> retry
     stored = load_token(db, "x")
-    assert stored is not None and stored.refresh_token != refresh and stored.refresh_token in fx.refresh_tokens
+    assert (
+        stored is not None and stored.refresh_token != refresh and stored.refresh_token in fx.refresh_tokens
+    )
     assert refresh not in fx.refresh_tokens  # single use: the old one is dead, the new one is saved
 
 
@@ -201,32 +255,55 @@ async def test_x_oauth2_bearer_is_refreshed_and_stored(fx: FakeX, http: httpx.As
 
 def sc_client(fake: FakeSoundCloud, db: Database, http: httpx.AsyncClient) -> SoundCloudClient:
     oauth = OAuthClient(f"{fake.base_url}/oauth/token", fake.client_id, fake.client_secret)
-    return SoundCloudClient(fake.base_url, TokenManager(db, "soundcloud", oauth, http, label="SoundCloud"), http)
+    return SoundCloudClient(
+        fake.base_url, TokenManager(db, "soundcloud", oauth, http, label="SoundCloud"), http
+    )
 
 
-async def test_soundcloud_upload_sends_the_documented_fields(fake_sc: FakeSoundCloud, db: Database,  # noqa: F811
-                                                            http: httpx.AsyncClient) -> None:
+async def test_soundcloud_upload_sends_the_documented_fields(
+    fake_sc: FakeSoundCloud,
+    db: Database,
+    http: httpx.AsyncClient,
+) -> None:
     login_soundcloud(db, fake_sc)
     audio = render.render_audio(tone_wav(1.0), "flac")
     track = await sc_client(fake_sc, db, http).upload_track(
-        audio=audio.data, filename="clip.flac", mime=audio.mime, title="Harbour Rain", description="words",
-        tag_list='jukebot "Frank Sinatra"', sharing="private")
+        audio=audio.data,
+        filename="clip.flac",
+        mime=audio.mime,
+        title="Harbour Rain",
+        description="words",
+        tag_list='jukebot "Frank Sinatra"',
+        sharing="private",
+    )
     assert fake_sc.violations == []
     (stored,) = fake_sc.tracks
     assert (stored.title, stored.description, stored.tag_list, stored.sharing) == (
-        "Harbour Rain", "words", 'jukebot "Frank Sinatra"', "private")
+        "Harbour Rain",
+        "words",
+        'jukebot "Frank Sinatra"',
+        "private",
+    )
     assert stored.data == audio.data and stored.filename == "clip.flac"
     upload = next(r for r in fake_sc.requests if r.path == "/tracks")
     assert upload.headers["authorization"].startswith("OAuth ")
-    assert set(upload.multipart_names) == {"track[title]", "track[description]", "track[tag_list]",
-                                           "track[sharing]", "track[asset_data]"}
+    assert set(upload.multipart_names) == {
+        "track[title]",
+        "track[description]",
+        "track[tag_list]",
+        "track[sharing]",
+        "track[asset_data]",
+    }
     assert track.id == str(stored.id) and track.url.startswith("https://soundcloud.com/")
-    found = await sc_client(fake_sc, db, http).find_track("Harbour Rain", datetime.now(UTC) - timedelta(minutes=1))
+    found = await sc_client(fake_sc, db, http).find_track(
+        "Harbour Rain", datetime.now(UTC) - timedelta(minutes=1)
+    )
     assert found is not None and found.id == track.id
 
 
 async def test_soundcloud_expired_token_is_refreshed_once_and_the_new_refresh_token_stored(
-        fake_sc: FakeSoundCloud, db: Database, http: httpx.AsyncClient) -> None:  # noqa: F811
+    fake_sc: FakeSoundCloud, db: Database, http: httpx.AsyncClient
+) -> None:
     first = login_soundcloud(db, fake_sc)
     fake_sc.expire_access_tokens()  # the platform ended it; we still think it is valid
     client = sc_client(fake_sc, db, http)
@@ -234,23 +311,37 @@ async def test_soundcloud_expired_token_is_refreshed_once_and_the_new_refresh_to
     assert fake_sc.refreshes == 1
     stored = load_token(db, "soundcloud")
     assert stored is not None and stored.refresh_token != first.refresh_token
-    assert stored.refresh_token in fake_sc.refresh_tokens and first.refresh_token not in fake_sc.refresh_tokens
+    assert (
+        stored.refresh_token in fake_sc.refresh_tokens and first.refresh_token not in fake_sc.refresh_tokens
+    )
     await sc_client(fake_sc, db, http).me()  # a new client (another run) uses the stored token as is
     assert fake_sc.refreshes == 1 and fake_sc.violations == []
 
 
-async def test_soundcloud_refreshes_ahead_of_the_stated_expiry(fake_sc: FakeSoundCloud, db: Database,  # noqa: F811
-                                                              http: httpx.AsyncClient) -> None:
+async def test_soundcloud_refreshes_ahead_of_the_stated_expiry(
+    fake_sc: FakeSoundCloud,
+    db: Database,
+    http: httpx.AsyncClient,
+) -> None:
     tokens = TokenSet.from_response(fake_sc.issue_tokens())
-    save_token(db, "soundcloud", TokenSet(tokens.access_token, tokens.refresh_token, datetime.now(UTC) + timedelta(seconds=30)))
+    save_token(
+        db,
+        "soundcloud",
+        TokenSet(tokens.access_token, tokens.refresh_token, datetime.now(UTC) + timedelta(seconds=30)),
+    )
     await sc_client(fake_sc, db, http).me()
     assert fake_sc.refreshes == 1
-    assert not any(r.path == "/me" and r.headers.get("authorization") == f"OAuth {tokens.access_token}"
-                   for r in fake_sc.requests)  # never sent the nearly-expired token
+    assert not any(
+        r.path == "/me" and r.headers.get("authorization") == f"OAuth {tokens.access_token}"
+        for r in fake_sc.requests
+    )  # never sent the nearly-expired token
 
 
-async def test_soundcloud_dead_refresh_token_asks_for_a_new_login(fake_sc: FakeSoundCloud, db: Database,  # noqa: F811
-                                                                 http: httpx.AsyncClient) -> None:
+async def test_soundcloud_dead_refresh_token_asks_for_a_new_login(
+    fake_sc: FakeSoundCloud,
+    db: Database,
+    http: httpx.AsyncClient,
+) -> None:
     tokens = login_soundcloud(db, fake_sc)
     fake_sc.refresh_tokens.discard(tokens.refresh_token or "")  # revoked (or used elsewhere and lost)
     fake_sc.expire_access_tokens()
@@ -260,27 +351,45 @@ async def test_soundcloud_dead_refresh_token_asks_for_a_new_login(fake_sc: FakeS
     assert "jukebot publish auth soundcloud" in err.value.message and "invalid" in err.value.message
 
 
-async def test_soundcloud_two_processes_refreshing_at_once_both_go_on(fake_sc: FakeSoundCloud,  # noqa: F811
-                                                                      db: Database, http: httpx.AsyncClient) -> None:
+async def test_soundcloud_two_processes_refreshing_at_once_both_go_on(
+    fake_sc: FakeSoundCloud,
+    db: Database,
+    http: httpx.AsyncClient,
+) -> None:
     login_soundcloud(db, fake_sc)
     fake_sc.expire_access_tokens()
-    a, b = sc_client(fake_sc, db, http), sc_client(fake_sc, db, http)  # separate managers, as in two processes
+    a, b = (
+        sc_client(fake_sc, db, http),
+        sc_client(fake_sc, db, http),
+    )  # separate managers, as in two processes
     await asyncio.gather(a.me(), b.me())
     stored = load_token(db, "soundcloud")
     assert stored is not None and stored.refresh_token in fake_sc.refresh_tokens  # the saved one still works
 
 
-async def test_soundcloud_rejected_file_and_server_errors(fake_sc: FakeSoundCloud, db: Database,  # noqa: F811
-                                                         http: httpx.AsyncClient) -> None:
+async def test_soundcloud_rejected_file_and_server_errors(
+    fake_sc: FakeSoundCloud,
+    db: Database,
+    http: httpx.AsyncClient,
+) -> None:
     login_soundcloud(db, fake_sc)
     client = sc_client(fake_sc, db, http)
     with pytest.raises(PublishError) as err:
-        await client.upload_track(audio=b"not audio at all" * 100, filename="x.flac", mime="audio/flac", title="t")
+        await client.upload_track(
+            audio=b"not audio at all" * 100, filename="x.flac", mime="audio/flac", title="t"
+        )
     assert err.value.outcome is Outcome.permanent and "Unsupported audio format" in err.value.message
-    fake_sc.script("POST", "/tracks", respond(503, b"<html>unable to process your request in time</html>",
-                                              {"Content-Type": "text/html"}))
+    fake_sc.script(
+        "POST",
+        "/tracks",
+        respond(503, b"<html>unable to process your request in time</html>", {"Content-Type": "text/html"}),
+    )
     with pytest.raises(PublishError) as err:
-        await client.upload_track(audio=render.render_audio(tone_wav(1.0), "mp3").data, filename="x.mp3",
-                                  mime="audio/mpeg", title="t")
+        await client.upload_track(
+            audio=render.render_audio(tone_wav(1.0), "mp3").data,
+            filename="x.mp3",
+            mime="audio/mpeg",
+            title="t",
+        )
     assert err.value.outcome is Outcome.unclear and "unable to process" in err.value.message
     assert fake_sc.tracks == []

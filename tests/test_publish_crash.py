@@ -23,42 +23,50 @@ from publisher.runner import run_due_publications
 from publisher.scheduler import schedule_clip
 from tests.fakes.soundcloud_server import FakeSoundCloud
 from tests.fakes.x_server import FakeX
-from tests.publish_fixtures import (  # noqa: F401
-    Notes,
-    fake_sc,
-    fake_x,
-    login_soundcloud,
-    make_clip,
-    prerendered,
-    publish_settings,
-    seed_renders,
-)
+from tests.publish_fixtures import Notes, login_soundcloud, make_clip, publish_settings, seed_renders
+
+pytest_plugins = ["tests.conftest_publish"]
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def child_env(s: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUKEBOT_")}
-    env.update({
-        "PYTHONPATH": str(REPO),
-        "JUKEBOT_DATABASE_URL": s.database_url,
-        "JUKEBOT_STORAGE_URL": s.storage_url,
-        "JUKEBOT_X_API_BASE": s.x_api_base,
-        "JUKEBOT_SOUNDCLOUD_API_BASE": s.soundcloud_api_base,
-        "JUKEBOT_SOUNDCLOUD_AUTH_BASE": s.soundcloud_auth_base,
-        "JUKEBOT_X_VIDEO_SIZE": s.x_video_size,
-        "JUKEBOT_X_UPLOAD_CHUNK_BYTES": str(s.x_upload_chunk_bytes),
-    })
-    for name in ("x_consumer_key", "x_consumer_secret", "x_access_token", "x_access_token_secret",
-                 "soundcloud_client_id", "soundcloud_client_secret"):
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "JUKEBOT_DATABASE_URL": s.database_url,
+            "JUKEBOT_STORAGE_URL": s.storage_url,
+            "JUKEBOT_X_API_BASE": s.x_api_base,
+            "JUKEBOT_SOUNDCLOUD_API_BASE": s.soundcloud_api_base,
+            "JUKEBOT_SOUNDCLOUD_AUTH_BASE": s.soundcloud_auth_base,
+            "JUKEBOT_X_VIDEO_SIZE": s.x_video_size,
+            "JUKEBOT_X_UPLOAD_CHUNK_BYTES": str(s.x_upload_chunk_bytes),
+        }
+    )
+    for name in (
+        "x_consumer_key",
+        "x_consumer_secret",
+        "x_access_token",
+        "x_access_token_secret",
+        "soundcloud_client_id",
+        "soundcloud_client_secret",
+    ):
         secret = getattr(s, name)
         env[f"JUKEBOT_{name.upper()}"] = secret.get_secret_value()
     return env
 
 
 @pytest.fixture
-def setup(db: Database, storage: Storage, settings: Settings, fake_x: FakeX, fake_sc: FakeSoundCloud,  # noqa: F811
-          prerendered: dict[str, bytes], tmp_path: Path) -> Iterator[tuple[Settings, int]]:  # noqa: F811
+def setup(
+    db: Database,
+    storage: Storage,
+    settings: Settings,
+    fake_x: FakeX,
+    fake_sc: FakeSoundCloud,
+    prerendered: dict[str, bytes],
+    tmp_path: Path,
+) -> Iterator[tuple[Settings, int]]:
     s = publish_settings(settings, fake_x, fake_sc)
     login_soundcloud(db, fake_sc)
     clip = make_clip(db, storage)
@@ -68,16 +76,22 @@ def setup(db: Database, storage: Storage, settings: Settings, fake_x: FakeX, fak
 
 
 def crash_a_run(s: Settings, fake: FakeX | FakeSoundCloud, cwd: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "from publisher.cli import app; app()", "run"], env=child_env(s),
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from publisher.cli import app; app()", "run"],
+        env=child_env(s),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     fake.client_pid = proc.pid
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, (out.decode(), err.decode())
 
 
 @pytest.mark.parametrize("when", ["after", "before"])
-async def test_x_crash_around_the_accept_leaves_one_post(setup: tuple[Settings, int], db: Database, storage: Storage,
-                                                          fake_x: FakeX, tmp_path: Path, when: str) -> None:  # noqa: F811
+async def test_x_crash_around_the_accept_leaves_one_post(
+    setup: tuple[Settings, int], db: Database, storage: Storage, fake_x: FakeX, tmp_path: Path, when: str
+) -> None:
     s, clip_id = setup
     (pub_id,) = schedule_clip(db, clip_id, ["x"], datetime.now(UTC), settings=s)
     fake_x.script("POST", "/2/tweets", fake_x.kill_client(), when=when)
@@ -100,9 +114,13 @@ async def test_x_crash_around_the_accept_leaves_one_post(setup: tuple[Settings, 
     assert len(fake_x.tweets) == 1
 
 
-async def test_soundcloud_crash_after_the_accept_leaves_one_track(setup: tuple[Settings, int], db: Database,
-                                                                  storage: Storage, fake_sc: FakeSoundCloud,  # noqa: F811
-                                                                  tmp_path: Path) -> None:
+async def test_soundcloud_crash_after_the_accept_leaves_one_track(
+    setup: tuple[Settings, int],
+    db: Database,
+    storage: Storage,
+    fake_sc: FakeSoundCloud,
+    tmp_path: Path,
+) -> None:
     s, clip_id = setup
     (pub_id,) = schedule_clip(db, clip_id, ["soundcloud"], datetime.now(UTC), settings=s)
     fake_sc.script("POST", "/tracks", fake_sc.kill_client(), when="after")

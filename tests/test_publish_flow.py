@@ -24,16 +24,9 @@ from publisher.tokens import load_token
 from tests.fakes.publish_http import Response, hang, respond
 from tests.fakes.soundcloud_server import FakeSoundCloud
 from tests.fakes.x_server import FakeX, Tweet
-from tests.publish_fixtures import (  # noqa: F401
-    Notes,
-    fake_sc,
-    fake_x,
-    login_soundcloud,
-    make_clip,
-    prerendered,
-    publish_settings,
-    seed_renders,
-)
+from tests.publish_fixtures import Notes, login_soundcloud, make_clip, publish_settings, seed_renders
+
+pytest_plugins = ["tests.conftest_publish"]
 
 LINK = "https://discord.com/channels/5150/777/888"
 
@@ -56,13 +49,23 @@ class Env:
 
     def schedule(self, *platforms: str) -> list[int]:
         assert self.clip.id is not None
-        return schedule_clip(self.db, self.clip.id, list(platforms) or None, datetime.now(UTC), settings=self.settings)
+        return schedule_clip(
+            self.db, self.clip.id, list(platforms) or None, datetime.now(UTC), settings=self.settings
+        )
 
 
 @pytest.fixture
-def env(db: Database, storage: Storage, settings: Settings, fake_x: FakeX, fake_sc: FakeSoundCloud,  # noqa: F811
-        prerendered: dict[str, bytes]) -> Iterator[Env]:  # noqa: F811
-    s = publish_settings(settings, fake_x, fake_sc, publish_reconcile_seconds=60.0, publish_retry_seconds=120.0)
+def env(
+    db: Database,
+    storage: Storage,
+    settings: Settings,
+    fake_x: FakeX,
+    fake_sc: FakeSoundCloud,
+    prerendered: dict[str, bytes],
+) -> Iterator[Env]:
+    s = publish_settings(
+        settings, fake_x, fake_sc, publish_reconcile_seconds=60.0, publish_retry_seconds=120.0
+    )
     login_soundcloud(db, fake_sc)
     clip = make_clip(db, storage, featured_on="2026-11-24")
     seed_renders(storage, s, clip.id, prerendered)
@@ -85,11 +88,20 @@ async def test_full_daily_run_uploads_once_to_each_platform(env: Env) -> None:
     rows = env.rows()
     x, sc = rows["x"], rows["soundcloud"]
     assert x.state == sc.state == PublicationState.published
-    assert x.remote_id == env.fx.tweets[0].id and x.remote_url == f"https://x.com/jukebot_test/status/{x.remote_id}"
-    assert sc.remote_id == str(env.sc.tracks[0].id) and (sc.remote_url or "").startswith("https://soundcloud.com/")
+    assert (
+        x.remote_id == env.fx.tweets[0].id
+        and x.remote_url == f"https://x.com/jukebot_test/status/{x.remote_id}"
+    )
+    assert sc.remote_id == str(env.sc.tracks[0].id) and (sc.remote_url or "").startswith(
+        "https://soundcloud.com/"
+    )
     assert x.attempts == sc.attempts == 1 and x.published_at is not None
     # What went out: the X caption (fixed on the row), a video X accepts, a lossless file with the words.
-    assert env.fx.tweets[0].text.startswith(x.caption) and "Harbour Rain" in x.caption and "#jukebot" in x.caption
+    assert (
+        env.fx.tweets[0].text.startswith(x.caption)
+        and "Harbour Rain" in x.caption
+        and "#jukebot" in x.caption
+    )
     assert env.fx.uploaded is not None and env.fx.uploaded[4:8] == b"ftyp"
     track = env.sc.tracks[0]
     assert track.title == sc.caption == "Harbour Rain" and track.data[:4] == b"fLaC"
@@ -112,15 +124,27 @@ async def test_two_runners_at_once_post_once(env: Env) -> None:
 async def test_a_429_far_from_reset_is_rescheduled_at_the_reset(env: Env) -> None:
     env.schedule("x")
     reset = int(time.time()) + 1800
-    env.fx.script("POST", "/2/tweets", respond(429, {"title": "Too Many Requests", "status": 429},
-                                               {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(reset)}))
+    env.fx.script(
+        "POST",
+        "/2/tweets",
+        respond(
+            429,
+            {"title": "Too Many Requests", "status": 429},
+            {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(reset)},
+        ),
+    )
     (result,) = await env.run()
     row = env.rows()["x"]
     assert result.state == row.state == PublicationState.scheduled
     assert row.scheduled_for == datetime.fromtimestamp(reset, UTC) and "429" in (row.last_error or "")
     assert env.fx.tweets == []
     (note,) = env.notes.messages
-    assert "too many requests" in note and "Trying again at" in note and LINK in note and "attempt 1 of 3" in note
+    assert (
+        "too many requests" in note
+        and "Trying again at" in note
+        and LINK in note
+        and "attempt 1 of 3" in note
+    )
     assert await env.run() == []  # not due yet
     (result,) = await env.run(now=datetime.fromtimestamp(reset + 1, UTC))
     assert result.state == "published" and len(env.fx.tweets) == 1
@@ -144,7 +168,9 @@ async def test_a_500_on_the_post_is_checked_before_a_retry(env: Env) -> None:
 
 async def test_a_post_accepted_then_answered_500_is_found_not_reposted(env: Env) -> None:
     env.schedule("x")
-    env.fx.script("POST", "/2/tweets", lambda req, resp: Response(500, {"title": "Internal Server Error"}), when="after")
+    env.fx.script(
+        "POST", "/2/tweets", lambda req, resp: Response(500, {"title": "Internal Server Error"}), when="after"
+    )
     (result,) = await env.run()
     assert result.state == "unconfirmed" and len(env.fx.tweets) == 1  # X did post it
     (result,) = await env.run(now=later(61))
@@ -191,10 +217,23 @@ async def test_a_dead_soundcloud_login_fails_and_asks_for_a_new_one(env: Env) ->
 
 async def test_rejected_media_fails_with_the_platforms_reason(env: Env) -> None:
     env.schedule()
-    failed = {"data": {"id": "1", "processing_info": {"state": "failed", "error": {
-        "code": 1, "name": "InvalidMedia", "message": "Invalid or Unsupported media, Reason: UnsupportedMedia."}}}}
+    failed = {
+        "data": {
+            "id": "1",
+            "processing_info": {
+                "state": "failed",
+                "error": {
+                    "code": 1,
+                    "name": "InvalidMedia",
+                    "message": "Invalid or Unsupported media, Reason: UnsupportedMedia.",
+                },
+            },
+        }
+    }
     env.fx.script("GET", "/2/media/upload", respond(200, failed))
-    env.sc.script("POST", "/tracks", respond(422, {"code": 422, "errors": [{"error_message": "Audio file is corrupt"}]}))
+    env.sc.script(
+        "POST", "/tracks", respond(422, {"code": 422, "errors": [{"error_message": "Audio file is corrupt"}]})
+    )
     results = {r.platform: r for r in await env.run()}
     rows = env.rows()
     assert results["x"].state == rows["x"].state == "failed"
@@ -212,7 +251,9 @@ async def test_rejected_media_fails_with_the_platforms_reason(env: Env) -> None:
 
 async def test_clear_failures_are_retried_with_backoff_then_given_up(env: Env) -> None:
     env.schedule("x")
-    env.fx.script("POST", "/2/media/upload/initialize", respond(503, {"title": "Service Unavailable"}), times=3)
+    env.fx.script(
+        "POST", "/2/media/upload/initialize", respond(503, {"title": "Service Unavailable"}), times=3
+    )
     now = datetime.now(UTC)
     waits = []
     for _ in range(3):
@@ -238,7 +279,9 @@ async def test_a_broken_notify_never_breaks_the_bookkeeping(env: Env) -> None:
         raise RuntimeError("discord is down")
 
     env.schedule("x")
-    env.fx.script("POST", "/2/tweets", respond(403, {"title": "Forbidden", "detail": "You are not permitted."}))
+    env.fx.script(
+        "POST", "/2/tweets", respond(403, {"title": "Forbidden", "detail": "You are not permitted."})
+    )
     (result,) = await run_due_publications(env.db, env.storage, env.settings, broken)
     assert result.state == env.rows()["x"].state == "failed"
     assert "You are not permitted." in result.message
@@ -250,8 +293,9 @@ async def test_an_interrupted_upload_is_reconciled(env: Env) -> None:
     held = state.claim(env.db, pub_id, datetime.now(UTC))
     assert held is not None
     state.set_caption(env.db, held, "Harbour Rain, posted just before a crash")
-    env.fx.tweets.append(Tweet("1900", "Harbour Rain, posted just before a crash https://t.co/abc", [],
-                               datetime.now(UTC)))
+    env.fx.tweets.append(
+        Tweet("1900", "Harbour Rain, posted just before a crash https://t.co/abc", [], datetime.now(UTC))
+    )
     assert await env.run() == []  # not stale yet: someone may still be working on it
     (result,) = await env.run(now=later(env.settings.publish_stale_seconds + 1))
     row = env.rows()["x"]
@@ -266,13 +310,18 @@ async def test_x_over_oauth2_with_a_stored_login(env: Env) -> None:
 
     access, refresh = env.fx.issue_bearer()
     save_token(env.db, "x", TokenSet(access, refresh, later(7200)))
-    env.settings = env.settings.model_copy(update={"x_consumer_key": None, "x_client_id": SecretStr(env.fx.client_id)})
+    env.settings = env.settings.model_copy(
+        update={"x_consumer_key": None, "x_client_id": SecretStr(env.fx.client_id)}
+    )
     env.schedule("x")
     env.fx.expire_bearer_tokens()
     (result,) = await env.run()
     assert result.state == "published" and len(env.fx.tweets) == 1
-    assert all(r.headers.get("authorization", "").startswith("Bearer ") for r in env.fx.requests
-               if r.path != "/2/oauth2/token")
+    assert all(
+        r.headers.get("authorization", "").startswith("Bearer ")
+        for r in env.fx.requests
+        if r.path != "/2/oauth2/token"
+    )
 
 
 async def test_a_broken_caption_template_fails_clearly(env: Env) -> None:

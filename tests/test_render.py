@@ -22,16 +22,22 @@ from tests.publish_fixtures import tone_wav
 def ffprobe(data: bytes, tmp_path: Path, name: str = "probe.bin") -> dict:
     path = tmp_path / name
     path.write_bytes(data)
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
 def integrated_loudness(data: bytes, tmp_path: Path) -> float:
     path = tmp_path / "loud.bin"
     path.write_bytes(data)
-    proc = subprocess.run(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
-                          capture_output=True, check=True)
+    proc = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
+        capture_output=True,
+        check=True,
+    )
     found = re.findall(r"I:\s+(-?[\d.]+) LUFS", proc.stderr.decode())
     return float(found[-1])
 
@@ -41,9 +47,13 @@ def song() -> bytes:
     return tone_wav(4.0, level=0.05)  # quiet on purpose: normalisation must lift it
 
 
-@pytest.mark.parametrize(("fmt", "codec", "mime"), [("mp3", "mp3", "audio/mpeg"), ("opus", "opus", "audio/ogg"),
-                                                   ("flac", "flac", "audio/flac")])
-def test_audio_formats_decode_and_are_normalised(song: bytes, tmp_path: Path, fmt: str, codec: str, mime: str) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "codec", "mime"),
+    [("mp3", "mp3", "audio/mpeg"), ("opus", "opus", "audio/ogg"), ("flac", "flac", "audio/flac")],
+)
+def test_audio_formats_decode_and_are_normalised(
+    song: bytes, tmp_path: Path, fmt: str, codec: str, mime: str
+) -> None:
     out = render.render_audio(song, fmt)  # type: ignore[arg-type]
     info = ffprobe(out.data, tmp_path)
     stream = info["streams"][0]
@@ -83,7 +93,9 @@ def test_discord_limit_fits_a_long_clip() -> None:
 
 def test_fades_and_cut(tmp_path: Path) -> None:
     loud = tone_wav(3.0, level=0.9)
-    out = render.render_audio(loud, "wav", start=1.0, max_seconds=1.5, normalize=False, fade_in=0.05, fade_out=0.3)
+    out = render.render_audio(
+        loud, "wav", start=1.0, max_seconds=1.5, normalize=False, fade_in=0.05, fade_out=0.3
+    )
     assert abs(out.duration - 1.5) < 1e-6
     with wave.open(io.BytesIO(out.data)) as w:
         assert (w.getnchannels(), w.getframerate()) == (2, 48000)
@@ -105,8 +117,11 @@ def test_fades_and_cut(tmp_path: Path) -> None:
     ],
 )
 def test_bad_audio_gets_a_clear_error(data: bytes, message: str) -> None:
-    for call in (lambda: render.render_audio(data), lambda: render.waveform_png(data),
-                 lambda: render.render_x_video(data, TitleCard("x"), size=(320, 180))):
+    for call in (
+        lambda: render.render_audio(data),
+        lambda: render.waveform_png(data),
+        lambda: render.render_x_video(data, TitleCard("x"), size=(320, 180)),
+    ):
         with pytest.raises(RenderError, match=message):
             call()
 
@@ -134,12 +149,33 @@ def test_x_video_passes_x_limits_by_ffprobe(tmp_path: Path) -> None:
     assert v.get("sample_aspect_ratio", "1:1") in ("1:1", "0:1")
     assert v.get("field_order", "progressive") == "progressive"
     assert a["codec_name"] == "aac" and a["profile"] == "LC" and a["channels"] in (1, 2)
-    assert 0.5 <= float(info["format"]["duration"]) <= 140 and abs(float(info["format"]["duration"]) - 3.0) < 0.15
+    assert (
+        0.5 <= float(info["format"]["duration"]) <= 140
+        and abs(float(info["format"]["duration"]) - 3.0) < 0.15
+    )
     assert len(video) <= 512 * 1024 * 1024
     assert render.check_x_video(video) == []
     # The title card is really in the picture: the top band is not flat background.
-    frame = subprocess.run(["ffmpeg", "-v", "error", "-ss", "1.5", "-i", str(tmp_path / "x.mp4"), "-frames:v", "1",
-                            "-f", "image2pipe", "-c:v", "png", "-"], capture_output=True, check=True).stdout
+    frame = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-ss",
+            "1.5",
+            "-i",
+            str(tmp_path / "x.mp4"),
+            "-frames:v",
+            "1",
+            "-f",
+            "image2pipe",
+            "-c:v",
+            "png",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     picture = np.asarray(Image.open(io.BytesIO(frame)).convert("L"), dtype=np.float64)
     assert picture[40:160].std() > 20  # text
     assert picture[350:650].std() > 10  # the waveform band
@@ -163,9 +199,33 @@ def test_spectrum_style_video(tmp_path: Path) -> None:
 
 def test_check_x_video_finds_what_x_refuses(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=1300x400:d=0.6:r=10", "-f", "lavfi",
-                    "-i", "sine=d=1", "-c:v", "libx264", "-profile:v", "high444", "-pix_fmt", "yuv444p",
-                    "-c:a", "libmp3lame", "-shortest", str(bad)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=s=1300x400:d=0.6:r=10",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=d=1",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "high444",
+            "-pix_fmt",
+            "yuv444p",
+            "-c:a",
+            "libmp3lame",
+            "-shortest",
+            str(bad),
+        ],
+        check=True,
+        capture_output=True,
+    )
     problems = " | ".join(render.check_x_video(bad))
     assert "yuv444p is not yuv420p" in problems
     assert "outside 32x32-1280x1024" in problems

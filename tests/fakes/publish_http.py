@@ -103,7 +103,9 @@ def drop() -> Action:
     return lambda _req, _resp: Drop()
 
 
-def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, UploadedFile], list[str]]:
+def parse_multipart(
+    content_type: str, body: bytes
+) -> tuple[dict[str, str], dict[str, UploadedFile], list[str]]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body
     )
@@ -151,7 +153,9 @@ class FakeHTTPServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=type(self).__name__, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -174,7 +178,9 @@ class FakeHTTPServer:
 
     # ----------------------------------------------------------------------------------- scripting
 
-    def script(self, method: str, path_regex: str, action: Action, *, when: str = "before", times: int = 1) -> None:
+    def script(
+        self, method: str, path_regex: str, action: Action, *, when: str = "before", times: int = 1
+    ) -> None:
         assert when in ("before", "after")
         with self._lock:
             self._rules.append(Rule(method.upper(), re.compile(path_regex), action, when, times))

@@ -29,9 +29,28 @@ from typing import Any
 
 from tests.fakes.publish_http import FakeHTTPServer, Request, Response
 
-TRACK_FIELDS = {"title", "asset_data", "sharing", "permalink", "embeddable_by", "purchase_url", "description",
-                "genre", "tag_list", "label_name", "release", "release_date", "streamable", "downloadable",
-                "license", "commentable", "reveal_stats", "reveal_comments", "isrc", "artwork_data"}
+TRACK_FIELDS = {
+    "title",
+    "asset_data",
+    "sharing",
+    "permalink",
+    "embeddable_by",
+    "purchase_url",
+    "description",
+    "genre",
+    "tag_list",
+    "label_name",
+    "release",
+    "release_date",
+    "streamable",
+    "downloadable",
+    "license",
+    "commentable",
+    "reveal_stats",
+    "reveal_comments",
+    "isrc",
+    "artwork_data",
+}
 
 
 @dataclass
@@ -62,8 +81,14 @@ class FakeTrack:
 
 
 class FakeSoundCloud(FakeHTTPServer):
-    def __init__(self, *, client_id: str = "sc-client", client_secret: str = "sc-secret",
-                 token_lifetime: float = 3599.0, validate_audio: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        client_id: str = "sc-client",
+        client_secret: str = "sc-secret",
+        token_lifetime: float = 3599.0,
+        validate_audio: bool = True,
+    ) -> None:
         super().__init__()
         self.client_id, self.client_secret = client_id, client_secret
         self.token_lifetime = token_lifetime
@@ -82,8 +107,13 @@ class FakeSoundCloud(FakeHTTPServer):
         access, refresh = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
         self.access_tokens[access] = time.time() + (self.token_lifetime if lifetime is None else lifetime)
         self.refresh_tokens.add(refresh)
-        return {"access_token": access, "token_type": "bearer", "expires_in": int(self.token_lifetime),
-                "refresh_token": refresh, "scope": ""}
+        return {
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": int(self.token_lifetime),
+            "refresh_token": refresh,
+            "scope": "",
+        }
 
     def expire_access_tokens(self) -> None:
         for token in self.access_tokens:
@@ -98,12 +128,21 @@ class FakeSoundCloud(FakeHTTPServer):
         return cid == self.client_id and secret == self.client_secret
 
     def _authorize(self, req: Request) -> Response:
-        if (req.q("client_id") != self.client_id or req.q("response_type") != "code"
-                or req.q("code_challenge_method") != "S256" or not req.q("code_challenge")):
+        if (
+            req.q("client_id") != self.client_id
+            or req.q("response_type") != "code"
+            or req.q("code_challenge_method") != "S256"
+            or not req.q("code_challenge")
+        ):
             return Response(400, {"error": "invalid_request"})
         code = secrets.token_urlsafe(12)
-        self.codes[code] = {"challenge": req.q("code_challenge") or "", "redirect_uri": req.q("redirect_uri") or ""}
-        return Response(302, None, {"Location": f"{req.q('redirect_uri')}?code={code}&state={req.q('state')}"})
+        self.codes[code] = {
+            "challenge": req.q("code_challenge") or "",
+            "redirect_uri": req.q("redirect_uri") or "",
+        }
+        return Response(
+            302, None, {"Location": f"{req.q('redirect_uri')}?code={code}&state={req.q('state')}"}
+        )
 
     def _token(self, req: Request) -> Response:
         if not self._client_ok(req):
@@ -112,11 +151,15 @@ class FakeSoundCloud(FakeHTTPServer):
         if grant == "authorization_code":
             pending = self.codes.pop(req.form.get("code", ""), None)
             verifier = req.form.get("code_verifier", "")
-            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            challenge = (
+                base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            )
             if pending is None:
                 return Response(400, {"error": "invalid_grant", "error_description": "unknown or used code"})
             if pending["challenge"] != challenge:
-                return Response(400, {"error": "invalid_grant", "error_description": "PKCE verification failed"})
+                return Response(
+                    400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
+                )
             if pending["redirect_uri"] != req.form.get("redirect_uri"):
                 return Response(400, {"error": "invalid_grant", "error_description": "redirect_uri mismatch"})
             return Response(200, self.issue_tokens())
@@ -125,7 +168,9 @@ class FakeSoundCloud(FakeHTTPServer):
             if token not in self.refresh_tokens:
                 if token in self.used_refresh_tokens:
                     self.violations.append("a refresh token was used twice")
-                return Response(400, {"error": "invalid_grant", "error_description": "refresh token is invalid"})
+                return Response(
+                    400, {"error": "invalid_grant", "error_description": "refresh token is invalid"}
+                )
             self.refresh_tokens.discard(token)
             self.used_refresh_tokens.add(token)
             self.refreshes += 1
@@ -139,12 +184,29 @@ class FakeSoundCloud(FakeHTTPServer):
         if header.startswith("Bearer "):
             self.violations.append("Bearer header instead of 'OAuth <token>'")
         if not header.startswith("OAuth "):
-            return Response(401, {"code": 401, "message": "401 - Unauthorized", "link": "https://developers.soundcloud.com/docs/api/explorer/open-api",
-                                  "status": "401 - Unauthorized", "errors": [], "error": None})
+            return Response(
+                401,
+                {
+                    "code": 401,
+                    "message": "401 - Unauthorized",
+                    "link": "https://developers.soundcloud.com/docs/api/explorer/open-api",
+                    "status": "401 - Unauthorized",
+                    "errors": [],
+                    "error": None,
+                },
+            )
         expiry = self.access_tokens.get(header[6:])
         if expiry is None or expiry < time.time():
-            return Response(401, {"code": 401, "message": "401 - Unauthorized", "status": "401 - Unauthorized",
-                                  "errors": [], "error": None})
+            return Response(
+                401,
+                {
+                    "code": 401,
+                    "message": "401 - Unauthorized",
+                    "status": "401 - Unauthorized",
+                    "errors": [],
+                    "error": None,
+                },
+            )
         return None
 
     # ---------------------------------------------------------------------------------------- routes
@@ -165,7 +227,14 @@ class FakeSoundCloud(FakeHTTPServer):
                 return Response(200, {"collection": items, "next_href": None})
             return Response(200, items)
         if req.method == "GET" and req.path == "/me":
-            return Response(200, {"id": 4242, "username": "jukebot-test", "permalink_url": "https://soundcloud.com/jukebot-test"})
+            return Response(
+                200,
+                {
+                    "id": 4242,
+                    "username": "jukebot-test",
+                    "permalink_url": "https://soundcloud.com/jukebot-test",
+                },
+            )
         return Response(404, {"code": 404, "message": "404 - Not Found"})
 
     @staticmethod
@@ -190,9 +259,16 @@ class FakeSoundCloud(FakeHTTPServer):
             return self._unprocessable("Sharing must be public or private")
         if self.validate_audio and not self._is_audio(asset.data):
             return self._unprocessable("Unsupported audio format")
-        track = FakeTrack(next(self._ids), title, req.form.get("track[description]", ""),
-                          req.form.get("track[tag_list]", ""), sharing, asset.filename or "", asset.data,
-                          datetime.now(UTC))
+        track = FakeTrack(
+            next(self._ids),
+            title,
+            req.form.get("track[description]", ""),
+            req.form.get("track[tag_list]", ""),
+            sharing,
+            asset.filename or "",
+            asset.data,
+            datetime.now(UTC),
+        )
         self.tracks.append(track)
         return Response(201, track.json())
 
@@ -201,8 +277,11 @@ class FakeSoundCloud(FakeHTTPServer):
         with tempfile.NamedTemporaryFile() as f:
             f.write(data)
             f.flush()
-            proc = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", f.name],
-                                  capture_output=True, check=False)
+            proc = subprocess.run(
+                ["ffprobe", "-v", "error", "-show_streams", "-of", "json", f.name],
+                capture_output=True,
+                check=False,
+            )
         if proc.returncode != 0:
             return False
         return any(s.get("codec_type") == "audio" for s in json.loads(proc.stdout).get("streams", []))

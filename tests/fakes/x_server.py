@@ -32,11 +32,33 @@ from urllib.parse import quote, unquote
 
 from tests.fakes.publish_http import FakeHTTPServer, Request, Response
 
-MEDIA_TYPES = {"video/mp4", "video/webm", "video/mp2t", "video/quicktime", "text/srt", "text/vtt", "image/jpeg",
-               "image/gif", "image/bmp", "image/png", "image/webp", "image/pjpeg", "image/tiff",
-               "model/gltf-binary", "model/vnd.usdz+zip"}
-MEDIA_CATEGORIES = {"amplify_video", "tweet_gif", "tweet_image", "tweet_video", "dm_gif", "dm_image", "dm_video",
-                    "subtitles"}
+MEDIA_TYPES = {
+    "video/mp4",
+    "video/webm",
+    "video/mp2t",
+    "video/quicktime",
+    "text/srt",
+    "text/vtt",
+    "image/jpeg",
+    "image/gif",
+    "image/bmp",
+    "image/png",
+    "image/webp",
+    "image/pjpeg",
+    "image/tiff",
+    "model/gltf-binary",
+    "model/vnd.usdz+zip",
+}
+MEDIA_CATEGORIES = {
+    "amplify_video",
+    "tweet_gif",
+    "tweet_image",
+    "tweet_video",
+    "dm_gif",
+    "dm_image",
+    "dm_video",
+    "subtitles",
+}
 
 
 def _enc(value: str) -> str:
@@ -114,16 +136,25 @@ class FakeX(FakeHTTPServer):
         if header.startswith("Bearer "):
             expiry = self.bearer_tokens.get(header[7:])
             if expiry is None or expiry < time.time():
-                return Response(401, {"title": "Unauthorized", "type": "about:blank", "status": 401,
-                                      "detail": "Unauthorized"})
+                return Response(
+                    401,
+                    {"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"},
+                )
             return None
         if header.startswith("OAuth "):
             problem = self._verify_oauth1(req, header[6:])
             if problem is None:
                 return None
             self.violations.append(f"oauth1: {problem}")
-            return Response(401, {"title": "Unauthorized", "status": 401, "detail": problem,
-                                  "errors": [{"message": "Could not authenticate you", "code": 32}]})
+            return Response(
+                401,
+                {
+                    "title": "Unauthorized",
+                    "status": 401,
+                    "detail": problem,
+                    "errors": [{"message": "Could not authenticate you", "code": 32}],
+                },
+            )
         return Response(401, {"title": "Unauthorized", "status": 401, "detail": "Unauthorized"})
 
     def _verify_oauth1(self, req: Request, header: str) -> str | None:
@@ -131,8 +162,14 @@ class FakeX(FakeHTTPServer):
         for item in header.split(","):
             key, _, value = item.strip().partition("=")
             params[unquote(key)] = unquote(value.strip('"'))
-        required = ("oauth_consumer_key", "oauth_nonce", "oauth_signature", "oauth_signature_method",
-                    "oauth_timestamp", "oauth_token")
+        required = (
+            "oauth_consumer_key",
+            "oauth_nonce",
+            "oauth_signature",
+            "oauth_signature_method",
+            "oauth_timestamp",
+            "oauth_token",
+        )
         missing = [k for k in required if k not in params]
         if missing:
             return f"missing {missing}"
@@ -145,7 +182,9 @@ class FakeX(FakeHTTPServer):
         if params["oauth_nonce"] in self.nonces:
             return "nonce reused"
         self.nonces.add(params["oauth_nonce"])
-        signed: list[tuple[str, str]] = [(k, v) for k, v in params.items() if k not in ("oauth_signature", "realm")]
+        signed: list[tuple[str, str]] = [
+            (k, v) for k, v in params.items() if k not in ("oauth_signature", "realm")
+        ]
         for key, values in req.query.items():
             signed += [(key, v) for v in values]
         if req.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -173,8 +212,16 @@ class FakeX(FakeHTTPServer):
         if bucket[1] <= 0:
             headers["x-rate-limit-remaining"] = "0"
             self.violations.append(f"called {key} with its rate limit used up")
-            return Response(429, {"title": "Too Many Requests", "detail": "Too Many Requests", "type": "about:blank",
-                                  "status": 429}, headers), headers
+            return Response(
+                429,
+                {
+                    "title": "Too Many Requests",
+                    "detail": "Too Many Requests",
+                    "type": "about:blank",
+                    "status": 429,
+                },
+                headers,
+            ), headers
         bucket[1] -= 1
         headers["x-rate-limit-remaining"] = str(int(bucket[1]))
         return None, headers
@@ -191,7 +238,9 @@ class FakeX(FakeHTTPServer):
             return problem
         route, limit = self._route(req)
         if route is None:
-            return Response(404, {"title": "Not Found Error", "status": 404, "detail": f"no route {req.path}"})
+            return Response(
+                404, {"title": "Not Found Error", "status": 404, "detail": f"no route {req.path}"}
+            )
         limited, headers = self._rate(f"{req.method} {route}", limit)
         if limited is not None:
             return limited
@@ -236,8 +285,16 @@ class FakeX(FakeHTTPServer):
 
     @staticmethod
     def _invalid(detail: str) -> Response:
-        return Response(400, {"title": "Invalid Request", "detail": detail, "type": "https://api.twitter.com/2/problems/invalid-request",
-                              "status": 400, "errors": [{"message": detail}]})
+        return Response(
+            400,
+            {
+                "title": "Invalid Request",
+                "detail": detail,
+                "type": "https://api.twitter.com/2/problems/invalid-request",
+                "status": 400,
+                "errors": [{"message": detail}],
+            },
+        )
 
     def _initialize(self, req: Request) -> Response:
         try:
@@ -245,7 +302,9 @@ class FakeX(FakeHTTPServer):
         except json.JSONDecodeError:
             return self._invalid("body is not JSON")
         if not isinstance(body, dict) or body.get("media_type") not in MEDIA_TYPES:
-            return self._invalid(f"media_type {body.get('media_type') if isinstance(body, dict) else None!r} is not allowed")
+            return self._invalid(
+                f"media_type {body.get('media_type') if isinstance(body, dict) else None!r} is not allowed"
+            )
         if body.get("media_category") not in MEDIA_CATEGORIES:
             return self._invalid(f"media_category {body.get('media_category')!r} is not allowed")
         total = body.get("total_bytes")
@@ -253,7 +312,9 @@ class FakeX(FakeHTTPServer):
             return self._invalid("total_bytes must be a positive integer no larger than 512 MB")
         media_id = str(next(self._ids))
         self.media[media_id] = Media(media_id, body["media_type"], body["media_category"], total)
-        return Response(200, {"data": {"id": media_id, "media_key": f"7_{media_id}", "expires_after_secs": 86399}})
+        return Response(
+            200, {"data": {"id": media_id, "media_key": f"7_{media_id}", "expires_after_secs": 86399}}
+        )
 
     def _append(self, req: Request, media_id: str) -> Response:
         media = self.media.get(media_id)
@@ -283,14 +344,25 @@ class FakeX(FakeHTTPServer):
         if len(data) != media.total_bytes:
             self.violations.append(f"finalize with {len(data)} of {media.total_bytes} bytes")
             return self._invalid(f"File size mismatch: received {len(data)} of {media.total_bytes} bytes")
-        media.error = self._check_video(data) if self.validate_video and media.media_type == "video/mp4" else None
+        media.error = (
+            self._check_video(data) if self.validate_video and media.media_type == "video/mp4" else None
+        )
         media.state = "pending"
         media.polls_left = self.processing_polls
         media.next_check = time.time() + self.check_after_secs
         self.uploaded = data
-        return Response(200, {"data": {"id": media_id, "media_key": f"7_{media_id}", "size": len(data),
-                                       "expires_after_secs": 86399,
-                                       "processing_info": {"state": "pending", "check_after_secs": self.check_after_secs}}})
+        return Response(
+            200,
+            {
+                "data": {
+                    "id": media_id,
+                    "media_key": f"7_{media_id}",
+                    "size": len(data),
+                    "expires_after_secs": 86399,
+                    "processing_info": {"state": "pending", "check_after_secs": self.check_after_secs},
+                }
+            },
+        )
 
     def _status(self, req: Request) -> Response:
         if req.q("command") != "STATUS":
@@ -304,16 +376,28 @@ class FakeX(FakeHTTPServer):
             media.polls_left -= 1
             media.state = "in_progress"
             media.next_check = time.time() + self.check_after_secs
-            info: dict[str, Any] = {"state": "in_progress", "check_after_secs": self.check_after_secs,
-                                    "progress_percent": 50}
+            info: dict[str, Any] = {
+                "state": "in_progress",
+                "check_after_secs": self.check_after_secs,
+                "progress_percent": 50,
+            }
         elif media.error:
             media.state = "failed"
-            info = {"state": "failed", "progress_percent": 100,
-                    "error": {"code": 1, "name": "InvalidMedia", "message": f"Invalid or Unsupported media, Reason: {media.error}"}}
+            info = {
+                "state": "failed",
+                "progress_percent": 100,
+                "error": {
+                    "code": 1,
+                    "name": "InvalidMedia",
+                    "message": f"Invalid or Unsupported media, Reason: {media.error}",
+                },
+            }
         else:
             media.state = "succeeded"
             info = {"state": "succeeded", "progress_percent": 100}
-        return Response(200, {"data": {"id": media.id, "media_key": f"7_{media.id}", "processing_info": info}})
+        return Response(
+            200, {"data": {"id": media.id, "media_key": f"7_{media.id}", "processing_info": info}}
+        )
 
     @staticmethod
     def _check_video(data: bytes) -> str | None:
@@ -321,8 +405,11 @@ class FakeX(FakeHTTPServer):
         with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
             f.write(data)
             f.flush()
-            proc = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", f.name],
-                                  capture_output=True, check=False)
+            proc = subprocess.run(
+                ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", f.name],
+                capture_output=True,
+                check=False,
+            )
         if proc.returncode != 0:
             return "UnsupportedMedia."
         info = json.loads(proc.stdout)
@@ -334,7 +421,9 @@ class FakeX(FakeHTTPServer):
             return "UnsupportedMedia (pixel format)."
         if not (32 <= video[0]["width"] <= 1280 and 32 <= video[0]["height"] <= 1024):
             return "InvalidMedia (dimensions)."
-        if len(audio) > 1 or (audio and (audio[0].get("codec_name") != "aac" or audio[0].get("profile") != "LC")):
+        if len(audio) > 1 or (
+            audio and (audio[0].get("codec_name") != "aac" or audio[0].get("profile") != "LC")
+        ):
             return "UnsupportedMedia (audio codec)."
         if not 0.5 <= float(info["format"]["duration"]) <= 140:
             return "InvalidMedia (duration)."
@@ -348,17 +437,27 @@ class FakeX(FakeHTTPServer):
         if not isinstance(text, str) or not text:
             return self._invalid("text is required")
         if len(text) > 280:
-            return Response(400, {"title": "Invalid Request", "status": 400,
-                                  "detail": "Your Tweet text is too long."})
+            return Response(
+                400, {"title": "Invalid Request", "status": 400, "detail": "Your Tweet text is too long."}
+            )
         media_ids = list((body.get("media") or {}).get("media_ids") or [])
         for media_id in media_ids:
             media = self.media.get(media_id)
             if media is None or media.state != "succeeded":
-                self.violations.append(f"posted with media {media_id} in state {media.state if media else None}")
+                self.violations.append(
+                    f"posted with media {media_id} in state {media.state if media else None}"
+                )
                 return self._invalid("Your media IDs are invalid.")
         if any(t.text.split(" https://t.co/")[0] == text for t in self.tweets):
-            return Response(403, {"title": "Forbidden", "status": 403, "type": "about:blank",
-                                  "detail": "You are not allowed to create a Tweet with duplicate content."})
+            return Response(
+                403,
+                {
+                    "title": "Forbidden",
+                    "status": 403,
+                    "type": "about:blank",
+                    "detail": "You are not allowed to create a Tweet with duplicate content.",
+                },
+            )
         tweet_id = str(next(self._ids))
         stored = text + "".join(f" https://t.co/{m[-6:]}" for m in media_ids)
         self.tweets.append(Tweet(tweet_id, stored, media_ids, datetime.now(UTC)))
@@ -375,9 +474,21 @@ class FakeX(FakeHTTPServer):
         found = [t for t in reversed(self.tweets) if since is None or t.created_at >= since][:max_results]
         if not found:
             return Response(200, {"meta": {"result_count": 0}})
-        return Response(200, {"data": [{"id": t.id, "text": t.text, "created_at": t.created_at.isoformat().replace("+00:00", "Z"),
-                                        "edit_history_tweet_ids": [t.id]} for t in found],
-                              "meta": {"result_count": len(found), "newest_id": found[0].id, "oldest_id": found[-1].id}})
+        return Response(
+            200,
+            {
+                "data": [
+                    {
+                        "id": t.id,
+                        "text": t.text,
+                        "created_at": t.created_at.isoformat().replace("+00:00", "Z"),
+                        "edit_history_tweet_ids": [t.id],
+                    }
+                    for t in found
+                ],
+                "meta": {"result_count": len(found), "newest_id": found[0].id, "oldest_id": found[-1].id},
+            },
+        )
 
     # ------------------------------------------------------------------------------- OAuth 2.0 login
 
@@ -385,9 +496,14 @@ class FakeX(FakeHTTPServer):
         if req.q("client_id") != self.client_id or req.q("code_challenge_method") != "S256":
             return Response(400, {"error": "invalid_request"})
         code = secrets.token_urlsafe(12)
-        self.codes[code] = {"challenge": req.q("code_challenge") or "", "redirect_uri": req.q("redirect_uri") or ""}
+        self.codes[code] = {
+            "challenge": req.q("code_challenge") or "",
+            "redirect_uri": req.q("redirect_uri") or "",
+        }
         sep = "&" if "?" in (req.q("redirect_uri") or "") else "?"
-        return Response(302, None, {"Location": f"{req.q('redirect_uri')}{sep}code={code}&state={req.q('state')}"})
+        return Response(
+            302, None, {"Location": f"{req.q('redirect_uri')}{sep}code={code}&state={req.q('state')}"}
+        )
 
     def _token(self, req: Request) -> Response:
         grant = req.form.get("grant_type")
@@ -396,17 +512,42 @@ class FakeX(FakeHTTPServer):
         if grant == "authorization_code":
             pending = self.codes.pop(req.form.get("code", ""), None)
             verifier = req.form.get("code_verifier", "")
-            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-            if pending is None or pending["challenge"] != challenge or pending["redirect_uri"] != req.form.get("redirect_uri"):
-                return Response(400, {"error": "invalid_request", "error_description": "Value passed for the authorization code was invalid."})
+            challenge = (
+                base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            )
+            if (
+                pending is None
+                or pending["challenge"] != challenge
+                or pending["redirect_uri"] != req.form.get("redirect_uri")
+            ):
+                return Response(
+                    400,
+                    {
+                        "error": "invalid_request",
+                        "error_description": "Value passed for the authorization code was invalid.",
+                    },
+                )
         elif grant == "refresh_token":
             token = req.form.get("refresh_token", "")
             if token not in self.refresh_tokens:
-                return Response(400, {"error": "invalid_request", "error_description": "Value passed for the token was invalid."})
+                return Response(
+                    400,
+                    {
+                        "error": "invalid_request",
+                        "error_description": "Value passed for the token was invalid.",
+                    },
+                )
             self.refresh_tokens.discard(token)  # single use
         else:
             return Response(400, {"error": "unsupported_grant_type"})
         access, refresh = self.issue_bearer()
-        return Response(200, {"token_type": "bearer", "expires_in": 7200, "access_token": access,
-                              "scope": "tweet.read tweet.write users.read media.write offline.access",
-                              "refresh_token": refresh})
+        return Response(
+            200,
+            {
+                "token_type": "bearer",
+                "expires_in": 7200,
+                "access_token": access,
+                "scope": "tweet.read tweet.write users.read media.write offline.access",
+                "refresh_token": refresh,
+            },
+        )
