@@ -162,7 +162,7 @@ def test_midi_writer_releases_every_note(tmp_path: Path) -> None:
     mf.read()
     mf.close()
     for track in mf.tracks[1:]:
-        active: dict[int, int] = {}
+        active: dict[int | None, int] = {}
         for ev in track.events:
             if ev.isDeltaTime():
                 continue
