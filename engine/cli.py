@@ -399,6 +399,8 @@ def worker_command(
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (priors)."),
     swap_levels: bool = typer.Option(False, "--swap-levels", help="Keep one prior in GPU memory at a time."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    checkpoint_seconds: float = typer.Option(
+        0.0, "--checkpoint-seconds", help="Checkpoint at most this often (0: after every window)."),
 ) -> None:
     from db.settings import get_settings
     from engine.worker import ALL_KINDS, DeviceBusy, Worker, WorkerOptions
@@ -410,7 +412,7 @@ def worker_command(
         raise _fail(f"--kinds: unknown job kind(s) {', '.join(unknown) or '(none)'}; use {', '.join(ALL_KINDS)}")
     settings = get_settings()
     options = WorkerOptions(device=device or settings.device, model=model, kinds=wanted, once=once, dtype=dtype,
-                            swap_levels=swap_levels, threads=threads)
+                            swap_levels=swap_levels, threads=threads, checkpoint_seconds=checkpoint_seconds)
     try:
         code = Worker(settings, options).run()
     except DeviceBusy as e:

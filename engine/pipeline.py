@@ -288,11 +288,11 @@ class Final:
 
 
 def _run(plan: Plan, engine: Engine, labels: WindowLabels, codes: list[np.ndarray], checkpointer: Checkpointer | None,
-         extra: dict[str, Any], hooks: Hooks | None) -> list[np.ndarray]:
+         extra: dict[str, Any], hooks: Hooks | None, checkpoint_every: float = 0.0) -> list[np.ndarray]:
     if checkpointer is None:
         return run_plan(plan, engine.prior, labels, codes, device=engine.device, dtype=engine.dtype, hooks=hooks)
     return resumable_run(plan, engine.prior, labels, codes, checkpointer, extra, device=engine.device,
-                         dtype=engine.dtype, hooks=hooks)
+                         dtype=engine.dtype, hooks=hooks, every_seconds=checkpoint_every)
 
 
 def song_length(engine: Engine, request: SongRequest, prompt: Prompt | None) -> int:
@@ -312,6 +312,7 @@ def make_drafts(
     checkpointer: Checkpointer | None = None,
     hooks: Hooks | None = None,
     decode: bool = True,
+    checkpoint_every: float = 0.0,
 ) -> Drafts:
     """N level-2 drafts in one batch (primed on `prompt` when given) and their previews."""
     if n < 1:
@@ -322,7 +323,7 @@ def make_drafts(
     start = prompt.tiled(n) if prompt is not None else [np.zeros((n, 0), dtype=np.int64) for _ in range(3)]
     extra = {"stage": "drafts", "request": request_digest({"request": request.to_dict(), "n": n,
                                                           "prompt": _prompt_digest(prompt), "model": engine.name})}
-    codes = _run(plan, engine, labels, start, checkpointer, extra, hooks)
+    codes = _run(plan, engine, labels, start, checkpointer, extra, hooks, checkpoint_every)
     previews = engine.decode(codes[2], 2) if decode else np.zeros((n, 0), dtype=np.float32)
     return Drafts(codes[2], previews, sample_length, 0.0 if prompt is None else prompt.seconds(engine),
                   labels.notes, codes)
@@ -338,9 +339,11 @@ def upsample(
     checkpointer: Checkpointer | None = None,
     hooks: Hooks | None = None,
     decode: bool = True,
+    checkpoint_every: float = 0.0,
 ) -> Final:
     """Levels 1 and 0 for one draft's level-2 codes, then the final audio. With a prompt, its
-    level-1 and level-0 codes are kept and only the rest is sampled."""
+    level-1 and level-0 codes are kept and only the rest is sampled. `checkpoint_every` > 0 saves
+    checkpoints at most that often (see engine.resume.resumable_run)."""
     top = np.asarray(level2, dtype=np.int64)
     top = top[None] if top.ndim == 1 else top
     if top.shape[0] != 1:
@@ -358,7 +361,7 @@ def upsample(
     extra = {"stage": "upsample", "request": request_digest({
         "request": request.to_dict(), "draft": draft_index, "top": _array_digest(top),
         "prompt": _prompt_digest(prompt), "model": engine.name})}
-    codes = _run(plan, engine, labels, start, checkpointer, extra, hooks)
+    codes = _run(plan, engine, labels, start, checkpointer, extra, hooks, checkpoint_every)
     audio = engine.decode(codes[0], 0)[0] if decode else np.zeros(0, dtype=np.float32)
     return Final(codes, audio, sample_length)
 

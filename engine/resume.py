@@ -252,10 +252,17 @@ def resumable_run(
     device: torch.device,
     dtype: torch.dtype,
     hooks: Hooks | None = None,
+    every_seconds: float = 0.0,
 ) -> list[np.ndarray]:
     """`run_plan` from the latest checkpoint (or `initial_codes`), with a checkpoint after every
     window (before the caller's own `on_window`). The codes it returns are those of an
-    uninterrupted run."""
+    uninterrupted run.
+
+    `every_seconds` > 0 saves at most that often (fast GPUs finish windows in a fraction of a
+    second); a stop asked through `hooks.should_stop` still saves the last window first, so only
+    a hard kill loses up to that much work. Resuming stays exact either way."""
+    import time
+
     from engine.sample import Hooks, run_plan
 
     hooks = hooks or Hooks()
@@ -264,14 +271,32 @@ def resumable_run(
     done_before = 0
     if ckpt is not None:
         codes, done_before = ckpt.codes, ckpt.done
-    user_on_window = hooks.on_window
+    user_on_window, user_should_stop = hooks.on_window, hooks.should_stop
+    last_save = time.monotonic()
+    pending: tuple[Progress, list[np.ndarray]] | None = None
+
+    def save(progress: Progress, now: list[np.ndarray]) -> None:
+        nonlocal last_save, pending
+        checkpointer.save(plan, progress, now, extra)
+        last_save, pending = time.monotonic(), None
 
     def on_window(progress: Progress, now: list[np.ndarray]) -> None:
-        checkpointer.save(plan, progress, now, extra)
+        nonlocal pending
+        if every_seconds <= 0 or time.monotonic() - last_save >= every_seconds:
+            save(progress, now)
+        else:
+            pending = (progress, now)
         if user_on_window is not None:
             user_on_window(progress, now)
 
+    def should_stop() -> bool:
+        stop = user_should_stop is not None and user_should_stop()
+        if stop and pending is not None:
+            save(*pending)
+        return stop
+
     return run_plan(
         plan, prior_for_level, labels_for, codes, device=device, dtype=dtype,
-        hooks=replace(hooks, on_window=on_window), done_before=done_before,
+        hooks=replace(hooks, on_window=on_window, should_stop=should_stop if user_should_stop else None),
+        done_before=done_before,
     )

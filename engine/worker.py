@@ -79,6 +79,7 @@ class WorkerOptions:
     swap_levels: bool = False  # keep only the prior being sampled in memory
     threads: int | None = None  # CPU threads for torch
     tokens_every: int = 64  # progress granularity inside a window
+    checkpoint_seconds: float = 0.0  # 0: a checkpoint after every window; else at most this often
     idle_exit_seconds: float | None = None  # exit after this long without work (tests, batch use)
 
 
@@ -479,7 +480,8 @@ class Worker:
         job.tracker.stage(stage_name(2))
         job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="drafts")
         drafts = make_drafts(engine, request, int(song.n_drafts), prompt=prompt, checkpointer=job.checkpointer,
-                             hooks=self._hooks(job, primed), decode=False)
+                             hooks=self._hooks(job, primed), decode=False,
+                             checkpoint_every=self.options.checkpoint_seconds)
         job.tracker.stage("decoding")
         previews = engine.decode(drafts.codes, 2)
         job.tracker.stage("saving")
@@ -524,7 +526,8 @@ class Worker:
         job.tracker.stage("upsampling level 1")
         job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="upsample")
         final = upsample(engine, request, top, draft_index=draft.index, prompt=prompt, checkpointer=job.checkpointer,
-                         hooks=self._hooks(job, primed), decode=False)
+                         hooks=self._hooks(job, primed), decode=False,
+                         checkpoint_every=self.options.checkpoint_seconds)
         job.tracker.stage("decoding")
         audio = engine.decode(final.codes[0], 0, chunk_tokens=1 << 20)[0]
         job.tracker.stage("saving")

@@ -118,6 +118,35 @@ def test_file_checkpoints_resume_exactly(tiny: tuple, tmp_path: Path) -> None:
     assert not (tmp_path / ".checkpoint-run.npz").exists()
 
 
+class CountingCheckpointer(FileCheckpointer):
+    def __init__(self, folder: Path, stage: str) -> None:
+        super().__init__(folder, stage)
+        self.saved: list[tuple[int, int]] = []
+
+    def save(self, plan, progress, codes, extra):  # type: ignore[no-untyped-def]
+        self.saved.append((progress.level, progress.window))
+        return super().save(plan, progress, codes, extra)
+
+
+def test_throttled_checkpoints_still_save_before_a_stop(tiny: tuple, tmp_path: Path) -> None:
+    config, priors = tiny
+    plan, sl = tiny_plan(config, 0.04, 1, seed=6)
+    labels = TinyLabels(config, sl, 1)
+    full = run_plan(plan, priors.__getitem__, labels, empty_codes(1), device=CPU)
+    ck = CountingCheckpointer(tmp_path, "t")
+    asked = iter([False, False, False, True])  # stop after the 4th window
+    with pytest.raises(SamplingStopped) as stop:
+        resumable_run(plan, priors.__getitem__, labels, empty_codes(1), ck, {"request": "t"}, device=CPU,
+                      dtype=torch.float32, hooks=Hooks(should_stop=asked.__next__), every_seconds=3600)
+    p = stop.value.progress
+    assert ck.saved == [(p.level, p.window)]  # nothing by time; the stop saved the last window
+    ck2 = CountingCheckpointer(tmp_path, "t")
+    codes = resumable_run(plan, priors.__getitem__, labels, empty_codes(1), ck2, {"request": "t"}, device=CPU,
+                          dtype=torch.float32, every_seconds=3600)
+    assert ck2.saved == []
+    assert all(np.array_equal(a, b) for a, b in zip(full, codes, strict=True))
+
+
 def test_job_checkpoints_are_fenced(db: Database, storage: Storage, tiny: tuple) -> None:
     config, priors = tiny
     plan, sl = tiny_plan(config, 0.04, 1, seed=2)
