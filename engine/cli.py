@@ -441,21 +441,26 @@ def train_command(
     level: int | None = typer.Option(None, "--level", help="Upsampler level (1 or 0)."),
     steps: int | None = typer.Option(None, "--steps"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
     device: str | None = typer.Option(None, "--device"),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop (resumably) after this long."),
+    save_every: int | None = typer.Option(None, "--save-every", help="Steps between training checkpoints."),
     seed: int = typer.Option(0, "--seed"),
     init_from: str | None = typer.Option(None, "--init-from", help="Start from this model's weights."),
+    vqvae: str | None = typer.Option(None, "--vqvae", help="Take the VQ-VAE (for priors) from this model."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore an unfinished run in --out and start over."),
 ) -> None:
     try:
         from engine.train import TrainError, train
     except ImportError as e:
         raise _not_available("training", "engine.train", e) from None
     try:
-        summary = train(kind, config, data, out, steps=steps, batch_size=batch_size, device=device, level=level,
-                        max_minutes=max_minutes, seed=seed, init_from=init_from)
+        summary = train(kind, config, data, out, steps=steps, batch_size=batch_size, lr=lr, device=device,
+                        level=level, max_minutes=max_minutes, save_every=save_every, seed=seed,
+                        init_from=init_from, vqvae=vqvae, resume=not fresh)
     except TrainError as e:
         raise _fail(str(e)) from None
-    typer.echo(json.dumps(summary.__dict__ if hasattr(summary, "__dict__") else summary, indent=1, default=str))
+    typer.echo(json.dumps(summary.to_dict(), indent=1, default=str))
 
 
 def corpus_build_command(
