@@ -51,7 +51,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1130,7 +1130,7 @@ def _run_jobs(jobs: list[PieceJob], workers: int, progress: bool) -> list[PieceR
         # spawn: workers start clean (no inherited threads or locks from the caller).
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures: list[Future[PieceResult]] = [pool.submit(render_piece, j) for j in order]
-            for fut in futures:
+            for fut in as_completed(futures):
                 r = fut.result()
                 results[r.job.index] = r
                 report(r)
