@@ -223,15 +223,15 @@ class FactoredAttention(nn.Module):
         nb, bc = qb.shape[2], qb.shape[3]
         if kind == BLOCK:
             q2, k2, v2 = (t.reshape(b, h * nb, bc, d) for t in (qb, kb, vb))
-            a = self._sdpa(q2, k2, v2, causal=True).view(b, h, nb * bc, d)
+            a = self._sdpa(q2, k2, v2, causal=True).reshape(b, h, nb * bc, d)
         elif kind == TRANSPOSE:
             qt, kt, vt = (t.transpose(2, 3).reshape(b, h * bc, nb, d) for t in (qb, kb, vb))
-            a = self._sdpa(qt, kt, vt, causal=True).view(b, h, bc, nb, d).transpose(2, 3).reshape(b, h, nb * bc, d)
+            a = self._sdpa(qt, kt, vt, causal=True).reshape(b, h, bc, nb, d).transpose(2, 3).reshape(b, h, nb * bc, d)
         elif kind == PREV:
             # Row r attends to all of row r-1; row 0 sees zero keys and values, so its output is 0.
             q2, k2, v2 = (t.reshape(b, h * nb, bc, d) for t in (qb, *(F.pad(t[:, :, :-1], (0, 0, 0, 0, 1, 0))
                                                                        for t in (kb, vb))))
-            a = self._sdpa(q2, k2, v2).view(b, h, nb * bc, d)
+            a = self._sdpa(q2, k2, v2).reshape(b, h, nb * bc, d)
         else:  # pragma: no cover
             raise ConfigError(f"attention kind {kind}")
         return a[:, :, :s]
