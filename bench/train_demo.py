@@ -1,0 +1,178 @@
+"""Train the demo model (the one shipped in engine/data/demo) on the labelled corpus.
+
+    python bench/train_demo.py all --data CORPUS --out RUN [--vqvae-minutes 3.5] [--prior-minutes 4.5]
+    python bench/train_demo.py config --data CORPUS --out RUN      # only write RUN/model.json
+    python bench/train_demo.py ship --run RUN [--dest engine/data/demo]   # fp16 copy for the repository
+
+`all` writes the config from the corpus's labels, trains the VQ-VAE, encodes the corpus once, then
+trains the three priors at the same time (three processes share the GPU: each is small and alone
+would leave it mostly idle). Every stage has a time budget, so the whole run fits a 10-minute
+slot on the lent GPU machine; each stage can be re-run and resumes from its saved state.
+`bench/train_demo.sh` is the command the GPU machine runs.
+
+The demo config is sized for a CPU (see docs/DEMO.md): 22.05 kHz; VQ-VAE hops 16/64/256 samples
+per token (2048 of the original's level-0 code rate becomes 1378 tokens/s here), 512 codes per
+level; priors of a few layers with block attention over 1024-token windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.config import (  # noqa: E402
+    ConditionerConfig,
+    CustomLabels,
+    ModelConfig,
+    PriorConfig,
+    VQVAEConfig,
+)
+
+
+def corpus_labels(data: Path) -> tuple[list[str], list[str]]:
+    """Sorted artist and genre names of a corpus folder (labels.csv or labels.json)."""
+    rows: list[dict[str, str]]
+    if (data / "labels.csv").exists():
+        with open(data / "labels.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = json.loads((data / "labels.json").read_text(encoding="utf-8"))
+    artists = sorted({r["artist"].strip().lower() for r in rows if r.get("artist", "").strip()})
+    genres = sorted({r["genre"].strip().lower() for r in rows if r.get("genre", "").strip()})
+    return [a for a in artists if a != "unknown"], [g for g in genres if g != "unknown"]
+
+
+def demo_config(artists: list[str], genres: list[str], name: str = "demo") -> ModelConfig:
+    """The demo model: Jukebox's structure, sized to sample a 10 s song on two CPU cores."""
+    labels = CustomLabels(artists=("unknown", *artists), genres=("unknown", *genres))
+    vq = VQVAEConfig(
+        sample_rate=22050, downs_t=(4, 2, 2), strides_t=(2, 2, 2), emb_width=64, l_bins=512,
+        width=32, depth=4, multipliers=(2, 1, 1), dilation_growth_rate=3,
+    )
+    common = dict(
+        n_ctx=1024, blocks=16, attn_order=2, l_bins=vq.l_bins, init_scale=0.7,
+        labels_version="custom", y_bins=(len(labels.genres), len(labels.artists)), t_bins=64,
+        max_bow_genre_size=1, n_vocab=len(labels.vocab) + 1,
+    )
+    cond = ConditionerConfig(width=128, depth=4, dilation_growth_rate=3, dilation_cycle=4)
+    level0 = PriorConfig(level=0, width=128, depth=3, heads=2, conditioner=cond, **common)  # type: ignore[arg-type]
+    level1 = PriorConfig(level=1, width=256, depth=3, heads=2, conditioner=cond, **common)  # type: ignore[arg-type]
+    top = PriorConfig(level=2, width=384, depth=6, heads=4, min_duration=0.0, max_duration=600.0,
+                      **common)  # type: ignore[arg-type]
+    return ModelConfig(name, vq, (level0, level1, top), custom_labels=labels)
+
+
+def write_config(data: Path, out: Path) -> Path:
+    artists, genres = corpus_labels(data)
+    cfg = demo_config(artists, genres)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.json"
+    if not path.exists():
+        cfg.save(path)
+    print(f"config: {len(artists)} artists {artists}, {len(genres)} genres {genres}", file=sys.stderr)
+    return path
+
+
+def _train_cmd(kind: str, run: Path, data: Path, minutes: float, steps: int | None, *extra: str) -> list[str]:
+    budget = ["--steps", str(steps)] if steps else ["--max-minutes", f"{minutes:.2f}"]
+    return [sys.executable, "-m", "engine.train", kind, "--config", str(run / "model.json"), "--data", str(data),
+            "--out", str(run), *budget, "--quiet", "--json", *extra]
+
+
+def run_all(a: argparse.Namespace) -> int:
+    data, run = Path(a.data), Path(a.out)
+    t0 = time.monotonic()
+    write_config(data, run)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if not a.skip_vqvae:
+        cmd = _train_cmd("vqvae", run, data, a.vqvae_minutes, a.steps, "--batch-size", str(a.vqvae_batch), "--encode")
+        print("+", " ".join(cmd), file=sys.stderr, flush=True)
+        subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+    # The codes must exist before the three prior processes start (they would race to make them).
+    import torch
+
+    from engine.train import load_config, prepare_codes
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    prepare_codes(run, data, load_config(run), run / "vqvae.pth.tar", dev)  # cached by `vqvae --encode`
+    left = a.prior_minutes
+    if a.total_minutes:
+        # What is left of the whole budget, less the priors' start-up and the packing after them.
+        left = min(left, a.total_minutes - (time.monotonic() - t0) / 60 - 0.6)
+        print(f"priors get {left:.2f} min", file=sys.stderr, flush=True)
+    procs = []
+    for kind, extra in (("prior", []), ("upsampler", ["--level", "1"]), ("upsampler", ["--level", "0"])):
+        cmd = _train_cmd(kind, run, data, left, a.steps, "--batch-size", str(a.prior_batch), *extra, *a.prior_args)
+        print("+", " ".join(cmd), file=sys.stderr, flush=True)
+        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT))
+    codes = [p.wait() for p in procs]
+    print(f"all stages finished in {time.monotonic() - t0:.0f} s, exit codes {codes}", file=sys.stderr)
+    return max(codes)
+
+
+def ship(a: argparse.Namespace) -> int:
+    """Copy a trained run into the repository's demo folder: model.json + fp16 original-format files."""
+    import torch
+
+    from engine.checkpoints import read_checkpoint
+
+    run, dest = Path(a.run), Path(a.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    cfg = ModelConfig.load(run / "model.json")
+    cfg.save(dest / "model.json")
+    total = 0
+    for part in ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2"):
+        ck = read_checkpoint(run / f"{part}.pth.tar")
+        sd = {k: (v.half() if v.is_floating_point() else v) for k, v in ck["model"].items()}
+        out = {"hps": ck.get("hps"), "model": sd, "step": ck.get("step"), "jukebot_config": ck.get("jukebot_config")}
+        tmp = dest / f"{part}.pth.tar.tmp"
+        torch.save(out, tmp)
+        tmp.replace(dest / f"{part}.pth.tar")
+        size = (dest / f"{part}.pth.tar").stat().st_size
+        total += size
+        print(f"{part}: step {ck.get('step')}, {size / 2**20:.2f} MiB", file=sys.stderr)
+    print(f"total {total / 2**20:.2f} MiB in {dest}", file=sys.stderr)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("config")
+    c.add_argument("--data", required=True)
+    c.add_argument("--out", required=True)
+    r = sub.add_parser("all")
+    r.add_argument("--data", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--vqvae-minutes", type=float, default=3.5)
+    r.add_argument("--prior-minutes", type=float, default=4.5)
+    r.add_argument("--total-minutes", type=float, help="the whole run's budget: the priors get what is left")
+    r.add_argument("--vqvae-batch", type=int, default=32)
+    r.add_argument("--prior-batch", type=int, default=32)
+    r.add_argument("--skip-vqvae", action="store_true")
+    r.add_argument("--steps", type=int, help="a fixed number of steps per stage instead of time budgets (tests)")
+    r.add_argument("--prior-args", nargs=argparse.REMAINDER, default=[])
+    s = sub.add_parser("ship")
+    s.add_argument("--run", required=True)
+    s.add_argument("--dest", default=str(ROOT / "engine" / "data" / "demo"))
+    a = ap.parse_args()
+    if a.cmd == "config":
+        print(write_config(Path(a.data), Path(a.out)))
+        return 0
+    if a.cmd == "all":
+        return run_all(a)
+    return ship(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

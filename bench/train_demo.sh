@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Train the demo model on the lent GPU machine (one 10-minute slot), from the repository root:
+#   OUT=/some/dir bash bench/train_demo.sh
+# Needs .corpus/corpus.tar (jukebot corpus build, then jukebot corpus pack) and, on a machine
+# without them, wheels in .whl/ and .whl-train/ (soundfile, cffi, pycparser, unidecode, rapidfuzz).
+# Environment: VQVAE_MIN (VQ-VAE budget), TOTAL_MIN (whole run; the priors get what is left),
+# VQVAE_BATCH, PRIOR_BATCH, STEPS (fixed steps per stage instead of budgets: smoke tests),
+# CONTINUE_FROM=DIR (a folder with model.json, the four .pth.tar files and codes.pt.gz.*: train the
+# priors further from those weights; the VQ-VAE stays).
+set -uo pipefail
+OUT=${OUT:-$PWD/out/demo-run}
+VQVAE_MIN=${VQVAE_MIN:-3.6}
+TOTAL_MIN=${TOTAL_MIN:-9.1}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+t0=$(date +%s)
+
+if ! python3 -c "import soundfile, unidecode, rapidfuzz" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl .whl-train/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
+
+DATA=/tmp/corpus-data
+rm -rf "$DATA" && mkdir -p "$DATA"
+tar -xf "${CORPUS_TAR:-.corpus/corpus.tar}" -C "$DATA" || exit 1
+DATA=$DATA/corpus
+echo "corpus: $(($(wc -l < "$DATA/labels.csv") - 1)) clips, unpacked after $(( $(date +%s) - t0 )) s"
+
+RUN=/tmp/demo-run
+rm -rf "$RUN" && mkdir -p "$RUN/train"
+LEFT=$(python3 -c "print(round($TOTAL_MIN - ($(date +%s) - $t0) / 60, 2))")
+ARGS=(--data "$DATA" --out "$RUN" --total-minutes "$LEFT" --vqvae-batch "${VQVAE_BATCH:-32}"
+      --prior-batch "${PRIOR_BATCH:-32}")
+[[ -n "${STEPS:-}" ]] && ARGS+=(--steps "$STEPS")
+status=0
+if [[ -n "${CONTINUE_FROM:-}" ]]; then
+  cp "$CONTINUE_FROM"/model.json "$CONTINUE_FROM"/*.pth.tar "$RUN"/
+  cat "$CONTINUE_FROM"/codes.pt.gz.* | gunzip > "$RUN/train/codes.pt"
+  python3 bench/train_demo.py all "${ARGS[@]}" --skip-vqvae --prior-minutes 99 --prior-args --init-from "$RUN" \
+    || status=$?
+else
+  python3 bench/train_demo.py all "${ARGS[@]}" --vqvae-minutes "$VQVAE_MIN" --prior-minutes 99 || status=$?
+fi
+
+# What comes back: the fp32 model files (one per part, each under 16 MiB), the codes (to train on
+# without the audio), and model.json, the logs and the loss curves in one tar.
+for p in vqvae prior_level_0 prior_level_1 prior_level_2; do
+  [[ -f "$RUN/$p.pth.tar" ]] && cp "$RUN/$p.pth.tar" "$OUT/"
+done
+if [[ -f "$RUN/train/codes.pt" ]]; then
+  gzip -1 -c "$RUN/train/codes.pt" | split -b 15M -d -a 1 - "$OUT/codes.pt.gz."
+fi
+tar -cf "$OUT/logs.tar" --exclude=state.pt --exclude=codes.pt -C "$RUN" model.json train
+ls -la "$OUT"
+echo "total $(( $(date +%s) - t0 )) s, status $status"
+exit $status
