@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from engine.attention import Conv1D, Geometry, LayerCache
 from engine.config import ConditionerConfig, PriorConfig, VQVAEConfig
-from engine.transformer import ARSpec, AutoregressiveTransformer, LayerNorm
+from engine.transformer import ARSpec, AutoregressiveTransformer, BlockStep, LayerNorm
 from engine.vqvae import DecoderConvBock
 
 
@@ -401,13 +401,15 @@ class JukeboxPrior(nn.Module):
         h = self.prior(seq, cond.start, cond.x_cond, cond.encoder, cache=cache.layers, rows=rows)
         return self._music(self.prior.head(h[:, -1]))
 
-    def decode_step(self, cache: KVCache, tokens: Tensor, pos: int | Tensor, cond: Cond) -> Tensor:
+    def decode_step(self, cache: KVCache, tokens: Tensor, pos: int | Tensor, cond: Cond,
+                    block_step: BlockStep | None = None) -> Tensor:
         """Feed the token sampled for music position `pos` ([B]; int or LongTensor [B] or scalar),
         return float32 logits [B, l_bins] for position pos + 1. Valid for pos + 1 < n_ctx (larger
-        positions are clamped, and their logits are meaningless)."""
+        positions are clamped, and their logits are meaningless). `block_step`: see
+        `Transformer.step` (the fast decoder's compiled block)."""
         b = tokens.shape[0]
         p = torch.as_tensor(pos, device=tokens.device, dtype=torch.long).expand(b)
         s = (p + 1 + self.prefix_len).clamp(max=self.config.seq_len - 1)
         tok = tokens.long() + (self.config.n_vocab if self.prefix_len else 0)
-        h = self.prior.step(tok, s, cond.x_cond, cache.layers)
+        h = self.prior.step(tok, s, cond.x_cond, cache.layers, block_step)
         return self._music(self.prior.head(h[:, 0]))

@@ -313,20 +313,17 @@ def sample_window(
     """Sample `n_new` tokens after `context` [B, C] within one window. Returns [B, n_new].
 
     `abs_start` is the absolute position (in the level) of window position 0: the noise of each
-    token is keyed by its absolute position, so windows and resumes agree."""
-    batch, n_ctx_have = context.shape
-    out = torch.empty(batch, n_new, dtype=torch.long, device=context.device)
-    cache = prior.new_cache(batch, context.device, dtype)
-    logits = prior.prefill(cache, context, cond)
-    for i in range(n_new):
-        pos = n_ctx_have + i  # window position of the token being sampled
-        tok = pick_tokens(logits, gumbel(row_bin, abs_start + pos), temperature, top_k, top_p)
-        out[:, i] = tok
-        if i + 1 < n_new:
-            logits = prior.decode_step(cache, tok, pos, cond)
-        if on_token is not None and (i + 1) % tokens_every == 0:
-            on_token(i + 1)
-    return out
+    token is keyed by its absolute position, so windows and resumes agree.
+
+    The token loop is `engine.batching.DecodeLoop` (prefill, then one step per token, the step
+    built by engine.graphs: eager on CPU, a CUDA graph on a GPU); a worker running several jobs
+    decodes this window in a batch shared with theirs."""
+    from engine.batching import WindowTask, sample_task
+
+    task = WindowTask(cond=cond, context=context, n_new=n_new, row_bin=row_bin, abs_start=abs_start,
+                      temperature=temperature, top_k=top_k, top_p=top_p, on_token=on_token,
+                      tokens_every=tokens_every)
+    return sample_task(prior, task, dtype)
 
 
 def run_plan(

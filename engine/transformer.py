@@ -11,6 +11,7 @@ path but with a float32 residual.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -79,6 +80,10 @@ class ResAttnBlock(nn.Module):
         return self._residual(x, self.attn.step(self.ln_0(x), s, cache, masks))
 
 
+# (block, x, s, cache, masks) -> x: how one block's decode step is run
+BlockStep = Callable[[ResAttnBlock, Tensor, Tensor, LayerCache, dict[int, Tensor]], Tensor]
+
+
 class Transformer(nn.Module):
     def __init__(
         self, width: int, depth: int, heads: int, attn_order: int, geo: Geometry,
@@ -115,10 +120,13 @@ class Transformer(nn.Module):
             x = layer(x, enc if layer.attn.kind == CROSS else None, None if cache is None else cache[i], rows)
         return x
 
-    def step(self, x: Tensor, s: Tensor, cache: list[LayerCache]) -> Tensor:
+    def step(self, x: Tensor, s: Tensor, cache: list[LayerCache], block_step: BlockStep | None = None) -> Tensor:
+        """One position per row. `block_step` runs one block (default `ResAttnBlock.step`); the fast
+        decoder passes a compiled version of the same function (engine.graphs)."""
         masks = step_masks(set(self.kinds), s, self.geo)
+        run = block_step or ResAttnBlock.step
         for layer, lc in zip(self.layers, cache, strict=True):
-            x = layer.step(x, s, lc, masks)
+            x = run(layer, x, s, lc, masks)
         return x
 
 
@@ -197,7 +205,8 @@ class AutoregressiveTransformer(nn.Module):
             h = h + x_cond[:, : h.shape[1]].float()
         return h
 
-    def step(self, token: Tensor, s: Tensor, x_cond: Tensor | None, cache: list[LayerCache]) -> Tensor:
+    def step(self, token: Tensor, s: Tensor, x_cond: Tensor | None, cache: list[LayerCache],
+             block_step: BlockStep | None = None) -> Tensor:
         """One position per row: token [B] is the input at sequence position s [B] (s >= 1).
         Returns hidden [B, 1, width] float32."""
         rows = torch.arange(token.shape[0], device=token.device)
@@ -205,7 +214,7 @@ class AutoregressiveTransformer(nn.Module):
         cond = x_cond[rows, s].float() if x_cond is not None else None
         if cond is not None:
             x = x + cond
-        h = self.transformer.step(x[:, None], s, cache)
+        h = self.transformer.step(x[:, None], s, cache, block_step)
         if self.add_cond_after and cond is not None:
             h = h + cond[:, None]
         return h
