@@ -46,7 +46,7 @@ def default_mode(device: torch.device | str) -> DecodeMode:
     if want:
         if want not in MODES:
             raise ValueError(f"JUKEBOT_DECODE={want!r}: use one of {', '.join(MODES)}")
-        return want if dev.type == "cuda" else "eager"  # type: ignore[return-value]
+        return want  # type: ignore[return-value]
     return "compile" if dev.type == "cuda" else "eager"
 
 
@@ -54,7 +54,10 @@ def _block_step(layer: Any, x: Tensor, s: Tensor, cache: Any, masks: dict[int, T
     return layer.step(x, s, cache, masks)
 
 
-_COMPILED: dict[str, Callable[..., Any]] = {}
+_COMPILED: dict[tuple[str, str], Callable[..., Any]] = {}
+# Inductor on the GPU; tests on CPU set "aot_eager" (same tracing and functionalization of the
+# in-place cache writes, no C++/Triton code generation).
+COMPILE_BACKEND = os.environ.get("JUKEBOT_COMPILE_BACKEND", "inductor")
 
 
 def compiled(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,15 +65,16 @@ def compiled(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
     Dynamo keeps one compiled graph per distinct set of shapes and constants (per attention kind,
     model width, batch size); the default limit of 8 would silently send later ones back to eager."""
-    if name not in _COMPILED:
+    key = (name, COMPILE_BACKEND)
+    if key not in _COMPILED:
         import torch._dynamo
 
         cfg = torch._dynamo.config
         cfg.cache_size_limit = max(int(cfg.cache_size_limit), 256)
         if hasattr(cfg, "accumulated_cache_size_limit"):
             cfg.accumulated_cache_size_limit = max(int(cfg.accumulated_cache_size_limit), 1024)
-        _COMPILED[name] = torch.compile(fn, fullgraph=True, dynamic=False)
-    return _COMPILED[name]
+        _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False, backend=COMPILE_BACKEND)
+    return _COMPILED[key]
 
 
 def compiled_block_step() -> Callable[..., Tensor]:
@@ -89,7 +93,8 @@ class StepRunner:
         self._advance = advance
         self._graph: torch.cuda.CUDAGraph | None = None
         if mode == "eager" or device.type != "cuda":
-            self.mode = "eager"
+            # No CUDA graphs off the GPU; a compiled step still runs (tests compile on CPU).
+            self.mode = "compile" if mode == "compile" else "eager"
             return
         try:
             self._graph = _capture(advance, device)
