@@ -143,7 +143,7 @@ def test_a_window_larger_than_the_budget_is_refused_in_words(model: tuple[Any, d
     config, priors = model
     job = Job(config, priors, seconds=0.05, rows=3, seed=1, levels=(2,))
     budget = 2 * row_bytes(priors[2], torch.float32)
-    with pytest.raises(MemoryError, match="3 rows needs .* GiB of decode memory; the batch budget is"):
+    with pytest.raises(MemoryError, match=r"3 rows needs .* GiB of decode memory; the batch budget is"):
         _together([job], BatchScheduler(budget_bytes=budget, mode="eager"))
 
 
