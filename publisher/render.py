@@ -3,8 +3,10 @@ title card and a moving waveform for X (X takes no audio files), and PNG picture
 spectrogram) for Discord posts.
 
 Every render goes through one preparation pass with ffmpeg: cut (start, max_seconds), loudness
-normalised to LOUDNESS_TARGET_LUFS (EBU R128, two-pass `loudnorm` in linear mode so the gain is one
-constant and the music's dynamics are kept), short fades so a cut never clicks. ffmpeg is called
+normalised to LOUDNESS_TARGET_LUFS (integrated loudness measured by ffmpeg's EBU R128 meter, then one
+constant gain, so the music's dynamics are kept; the gain is held back when it would push the true peak
+above TRUE_PEAK_DBTP, so a very dynamic clip ends a little quieter rather than clipped), short fades so
+a cut never clicks. ffmpeg is called
 directly rather than through pydub: one filter chain does cut, gain and fades in a single pass,
 without loading the whole clip into Python, and ffmpeg's own error text reaches us.
 
@@ -36,7 +38,6 @@ VideoStyle = Literal["waves", "spectrum"]
 
 LOUDNESS_TARGET_LUFS = -14.0  # what streaming services play at; X and SoundCloud both sit near it
 TRUE_PEAK_DBTP = -1.5  # headroom for lossy encoders
-LOUDNESS_RANGE = 11.0
 FADE_IN_SECONDS = 0.05  # enough to remove the click of a cut, too short to hear as a fade
 FADE_OUT_SECONDS = 0.5
 SAMPLE_RATE = 48_000
@@ -110,6 +111,20 @@ def _tool(name: str) -> str:
     return path
 
 
+def _cmd(tool: str, *parts: str | Path | list[str]) -> list[str]:
+    """A command line: plain strings are fixed options split on spaces; paths and lists stay whole
+    (file names and filter graphs may hold spaces)."""
+    args = [_tool(tool)]
+    for part in parts:
+        if isinstance(part, Path):
+            args.append(str(part))
+        elif isinstance(part, list):
+            args.extend(part)
+        else:
+            args.extend(part.split())
+    return args
+
+
 def _run(args: list[str], *, what: str) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(args, capture_output=True, check=False)
     if proc.returncode != 0:
@@ -141,7 +156,7 @@ def _as_path(src: AudioSource) -> Iterator[Path]:
 
 def _probe_path(path: Path) -> AudioInfo:
     proc = subprocess.run(
-        [_tool("ffprobe"), "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        _cmd("ffprobe", "-v error -show_streams -show_format -of json", path),
         capture_output=True,
         check=False,
     )
@@ -182,21 +197,7 @@ def decode_mono(src: AudioSource, sample_rate: int = 8000) -> np.ndarray:
     with _as_path(src) as path:
         _probe_path(path)
         proc = _run(
-            [
-                _tool("ffmpeg"),
-                "-v",
-                "error",
-                "-nostdin",
-                "-i",
-                str(path),
-                "-ac",
-                "1",
-                "-ar",
-                str(sample_rate),
-                "-f",
-                "f32le",
-                "-",
-            ],
+            _cmd("ffmpeg", "-v error -nostdin -i", path, f"-ac 1 -ar {sample_rate} -f f32le -"),
             what="decode the audio",
         )
     samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
@@ -208,39 +209,29 @@ def decode_mono(src: AudioSource, sample_rate: int = 8000) -> np.ndarray:
 # --------------------------------------------------------------------------------------- preparation
 
 
-def _loudnorm_filter(path: Path, pre: str) -> str | None:
-    """Measure (pass 1) and return the pass-2 loudnorm filter; None for silence (nothing to lift)."""
-    target = f"I={LOUDNESS_TARGET_LUFS}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE}"
-    chain = f"{pre},loudnorm={target}:print_format=json" if pre else f"loudnorm={target}:print_format=json"
+def _normalising_gain(path: Path, pre: str) -> float | None:
+    """The gain (dB) that brings the clip to LOUDNESS_TARGET_LUFS without its true peak passing
+    TRUE_PEAK_DBTP; None for silence (nothing to lift). Measured by ffmpeg's EBU R128 meter."""
     proc = _run(
-        [
-            _tool("ffmpeg"),
-            "-hide_banner",
-            "-nostats",
-            "-nostdin",
-            "-i",
-            str(path),
+        _cmd(
+            "ffmpeg",
+            "-hide_banner -nostats -nostdin -i",
+            path,
             "-af",
-            chain,
-            "-f",
-            "null",
-            "-",
-        ],
+            [f"{pre},ebur128=peak=true"],
+            "-f null -",
+        ),
         what="measure the loudness",
     )
-    text = proc.stderr.decode("utf-8", "replace")
-    match = re.search(r"\{[^{}]*\"input_i\"[^{}]*\}", text)
-    if match is None:
+    summary = proc.stderr.decode("utf-8", "replace").rpartition("Summary:")[2]
+    loudness = re.search(r"I:\s+(-?[\d.]+|-inf) LUFS", summary)
+    peak = re.search(r"True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS", summary)
+    if loudness is None or peak is None:
         raise RenderError("Could not measure the loudness (ffmpeg printed no measurement).")
-    m = json.loads(match.group(0))
-    measured_i = _float(m.get("input_i"))
-    if measured_i is None or measured_i < -70:  # digital silence: loudnorm would only add noise
+    measured, true_peak = _float(loudness.group(1)), _float(peak.group(1))
+    if measured is None or measured <= -70 or true_peak is None:  # digital silence
         return None
-    return (
-        f"loudnorm={target}:measured_I={m['input_i']}:measured_TP={m['input_tp']}"
-        f":measured_LRA={m['input_lra']}:measured_thresh={m['input_thresh']}"
-        f":offset={m['target_offset']}:linear=true"
-    )
+    return min(LOUDNESS_TARGET_LUFS - measured, TRUE_PEAK_DBTP - true_peak)
 
 
 def _prepare(
@@ -265,9 +256,9 @@ def _prepare(
     pre = f"atrim=start={start:.6f}:duration={duration:.6f},asetpts=PTS-STARTPTS"
     filters = [pre]
     if normalize:
-        loud = _loudnorm_filter(path, pre)
-        if loud is not None:
-            filters.append(loud)
+        gain = _normalising_gain(path, pre)
+        if gain is not None:
+            filters.append(f"volume={gain:.2f}dB")
     filters.append(f"aresample={SAMPLE_RATE}")
     fade_in = min(fade_in, duration / 4)
     fade_out = min(fade_out, duration / 4)
@@ -276,25 +267,15 @@ def _prepare(
     if fade_out > 0:
         filters.append(f"afade=t=out:st={duration - fade_out:.4f}:d={fade_out:.4f}")
     _run(
-        [
-            _tool("ffmpeg"),
-            "-v",
-            "error",
-            "-nostdin",
-            "-y",
-            "-i",
-            str(path),
-            "-vn",
-            "-af",
-            ",".join(filters),
-            "-ac",
-            "2",
-            "-ar",
-            str(SAMPLE_RATE),
-            "-c:a",
-            "pcm_s16le",
-            str(out),
-        ],
+        _cmd(
+            "ffmpeg",
+            "-v error -nostdin -y -i",
+            path,
+            "-vn -af",
+            [",".join(filters)],
+            f"-ac 2 -ar {SAMPLE_RATE} -c:a pcm_s16le",
+            out,
+        ),
         what="prepare the audio",
     )
     return duration
@@ -369,20 +350,9 @@ def _encode(wav: Path, fmt: AudioFormat, kbps: int | None, tags: Mapping[str, st
     # To a file, not a pipe: FLAC and MP3 write their length into the header at the end (seek back).
     out = wav.with_name(f"encoded.{AUDIO_EXTENSIONS[fmt]}")
     _run(
-        [
-            _tool("ffmpeg"),
-            "-v",
-            "error",
-            "-nostdin",
-            "-y",
-            "-i",
-            str(wav),
-            "-map_metadata",
-            "-1",
-            *meta,
-            *_encode_args(fmt, kbps),
-            str(out),
-        ],
+        _cmd(
+            "ffmpeg", "-v error -nostdin -y -i", wav, "-map_metadata -1", meta, _encode_args(fmt, kbps), out
+        ),
         what=f"encode {fmt}",
     )
     try:
@@ -683,70 +653,38 @@ def render_x_video(
                 f":scale=log:legend=0,fps={fps}"
             )
         else:
-            anim = f"aformat=channel_layouts=mono,showwaves=s={band_w}x{band_h}:mode=cline:rate={fps}:colors=0x38bdf8"
+            anim = f"aformat=channel_layouts=mono,showwaves=s={band_w}x{band_h}:mode=cline:rate={fps}:scale=sqrt:colors=0x38bdf8"
         bar_h = max(2, _even(h // 120))
         graph = (
-            f"[1:a]{anim},format=rgba[anim];"
-            f"[0:v][anim]overlay={band_x}:{band_y}:shortest=1[base];"
-            f"color=c=0x38bdf8:s={w}x{bar_h}:r={fps}[bar];"
-            f"[base][bar]overlay=x='-{w}+{w}*t/{duration:.4f}':y={h - bar_h}:shortest=1,"
-            f"format=yuv420p,setsar=1[v]"
+            # The card is decoded once and repeated (re-reading the PNG for every frame doubles the cost);
+            # blending happens in yuv420p, the encoder's own format.
+            f"[0:v]format=yuv420p,loop=loop=-1:size=1:start=0,setpts=N/({fps}*TB)[card];"
+            f"[1:a]{anim},format=yuva420p[anim];"
+            f"[card][anim]overlay={band_x}:{band_y}:shortest=1:format=yuv420[base];"
+            f"color=c=0x38bdf8:s={w}x{bar_h}:r={fps},format=yuv420p[bar];"
+            f"[base][bar]overlay=x='-{w}+{w}*t/{duration:.4f}':y={h - bar_h}:shortest=1:format=yuv420,"
+            f"setsar=1[v]"
         )
+        video_args = (
+            f"-c:v libx264 -profile:v high -pix_fmt yuv420p -preset veryfast -crf 23 -r {fps} -g {2 * fps} "
+            f"-keyint_min {fps} -x264-params open-gop=0"
+        )
+        audio_args = f"-c:a aac -profile:a aac_low -b:a 128k -ar {SAMPLE_RATE} -ac 2"
         _run(
-            [
-                _tool("ffmpeg"),
-                "-v",
-                "error",
-                "-nostdin",
-                "-y",
-                "-loop",
-                "1",
-                "-framerate",
-                str(fps),
+            _cmd(
+                "ffmpeg",
+                "-v error -nostdin -y -i",
+                card_path,
                 "-i",
-                str(card_path),
-                "-i",
-                str(wav),
+                wav,
                 "-filter_complex",
-                graph,
-                "-map",
-                "[v]",
-                "-map",
-                "1:a",
-                "-c:v",
-                "libx264",
-                "-profile:v",
-                "high",
-                "-pix_fmt",
-                "yuv420p",
-                "-preset",
-                "veryfast",
-                "-crf",
-                "23",
-                "-r",
-                str(fps),
-                "-g",
-                str(2 * fps),
-                "-keyint_min",
-                str(fps),
-                "-x264-params",
-                "open-gop=0",
-                "-c:a",
-                "aac",
-                "-profile:a",
-                "aac_low",
-                "-b:a",
-                "128k",
-                "-ar",
-                str(SAMPLE_RATE),
-                "-ac",
-                "2",
-                "-t",
-                f"{duration:.4f}",
-                "-movflags",
-                "+faststart",
-                str(out),
-            ],
+                [graph],
+                "-map [v] -map 1:a",
+                video_args,
+                audio_args,
+                f"-t {duration:.4f} -movflags +faststart",
+                out,
+            ),
             what="render the video for X",
         )
         data = out.read_bytes()
@@ -761,7 +699,7 @@ def check_x_video(video: bytes | str | os.PathLike[str]) -> list[str]:
     with _as_path(video) as path:
         size = path.stat().st_size
         proc = subprocess.run(
-            [_tool("ffprobe"), "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+            _cmd("ffprobe", "-v error -show_streams -show_format -of json", path),
             capture_output=True,
             check=False,
         )
