@@ -8,9 +8,11 @@ render it with FluidSynth and a General MIDI SoundFont, and cut it into fixed-le
 
 Labels: composers are artists (the folk collections are ``traditional``), forms are genres, and the
 words of pieces whose scores carry lyrics (chorales, madrigals) are stored per clip: the words whose
-first syllable starts inside the clip, in order. No singing voice is synthesised; the words are
-labels only (see ``docs`` in the report: robot-voice singing would not make lyrics learnable by a
-model of this size).
+first syllable starts inside the clip, in order. No singing voice is synthesised: the words are
+labels only. A speech synthesiser (espeak-ng) bent onto the melody one syllable at a time gives
+robot speech over the choir, and a few-layer prior trained for minutes on three hours could not
+learn to articulate words from it, so it would add noise to the audio without making lyrics
+conditioning learnable.
 
 Output (``out_dir``):
     audio/<artist>/<piece>_<nnn>.flac   clips, mono, 16-bit, ``sample_rate``
@@ -189,7 +191,7 @@ COLLECTIONS: tuple[Collection, ...] = (
         "ryans-mammoth",
         "traditional",
         "fiddle tune",
-        pieces=40,
+        pieces=30,
         max_clips=2,
         tempo=180,
         tempo_jitter=0.1,
@@ -241,7 +243,7 @@ COLLECTIONS: tuple[Collection, ...] = (
         "oneills-1850",
         "traditional",
         "irish dance tune",
-        pieces=40,
+        pieces=30,
         max_clips=2,
         tempo=160,
         tempo_jitter=0.1,
@@ -256,7 +258,7 @@ COLLECTIONS: tuple[Collection, ...] = (
         "haydn",
         "string quartet",
         pieces=9,
-        max_clips=6,
+        max_clips=8,
         tempo=112,
         tempo_jitter=0.06,
         transpose=0,
@@ -269,7 +271,7 @@ COLLECTIONS: tuple[Collection, ...] = (
         "airds-airs",
         "traditional",
         "scottish air",
-        pieces=35,
+        pieces=27,
         max_clips=2,
         tempo=120,
         tempo_jitter=0.1,
@@ -1008,7 +1010,7 @@ def build_corpus(
             missing; an earlier build there is replaced (its ``audio/`` folder is removed first).
         sample_rate: audio rate of the clips in Hz (the demo model's rate; 22050 or 44100).
         max_pieces: render only this many pieces, taken round-robin over the collections (for quick
-            test builds); ``None`` renders the full selection (about 220 pieces, ~3 hours of audio).
+            test builds); ``None`` renders the full selection (193 pieces, about 3 hours of audio).
         seconds_per_clip: length of every clip file in seconds. Dataset crops must not be longer.
         max_clips_per_piece: override each collection's cap on clips per piece.
         seed: selects the pieces and each piece's tempo, key and instruments.
@@ -1141,17 +1143,22 @@ def _run_jobs(jobs: list[PieceJob], workers: int, progress: bool) -> list[PieceR
 # Packing for the GPU machine.
 
 
-def pack_corpus(corpus_dir: str | Path, tar_path: str | Path, *, quality: float = 0.1) -> dict[str, Any]:
+def pack_corpus(corpus_dir: str | Path, tar_path: str | Path, *, quality: float = 0.0) -> dict[str, Any]:
     """Write ``corpus_dir`` as an uncompressed tar of OGG Vorbis clips (``corpus/`` inside).
 
-    ``quality`` is Vorbis quality in [0, 1] (0.1 is about 30 kbit/s for 22.05 kHz mono). The tar
+    ``quality`` is Vorbis quality in [0, 1]: 0.0 is about 28 kbit/s for 22.05 kHz mono, 0.1 about 31
+    (the spectrum keeps its shape; 3 hours fit in about 37 MiB at 0.0). The tar
     holds ``corpus/labels.csv`` (file names changed to ``.ogg``), ``corpus/corpus.json`` and
     ``corpus/audio/...``; soundfile reads the clips on any machine, no ffmpeg needed. Returns
     the tar's size in bytes and the number of clips.
     """
     import soundfile as sf
 
+    if not 0.0 <= quality <= 1.0:
+        raise CorpusError(f"Vorbis quality must be between 0 and 1, not {quality}")
     src = Path(corpus_dir)
+    if not (src / "labels.csv").is_file():
+        raise CorpusError(f"{src} is not a built corpus (no labels.csv): run jukebot corpus build first")
     tar_path = Path(tar_path)
     tar_path.parent.mkdir(parents=True, exist_ok=True)
     with (src / "labels.csv").open(newline="", encoding="utf-8") as f:
@@ -1201,7 +1208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("pack", help="pack a built corpus as OGG Vorbis in a tar")
     p.add_argument("--corpus", required=True)
     p.add_argument("--tar", required=True)
-    p.add_argument("--quality", type=float, default=0.1)
+    p.add_argument("--quality", type=float, default=0.0)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":

@@ -89,6 +89,7 @@ class AudioFile:
     lyrics: str
     offset: int  # samples from the start of the whole piece to the start of this file
     total_length: int  # samples in the whole piece
+    split: str = "train"  # the labels' split column ("train" where there is none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +403,7 @@ class AudioDataset(Dataset[dict[str, Any]]):
                     lyrics=row.lyrics,
                     offset=offset,
                     total_length=max(total, offset + len(result)),
+                    split=row.split or "train",
                 )
             )
         if not self.files:

@@ -190,6 +190,13 @@ def test_missing_soundfont_is_explained(tmp_path: Path) -> None:
         build_corpus(tmp_path, soundfont=tmp_path / "none.sf2", max_pieces=1, progress=False)
 
 
+def test_pack_refuses_bad_input(small: Path, tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="between 0 and 1"):
+        corpus.pack_corpus(small, tmp_path / "x.tar", quality=-0.1)
+    with pytest.raises(CorpusError, match="not a built corpus"):
+        corpus.pack_corpus(tmp_path, tmp_path / "x.tar")
+
+
 def test_pack_makes_small_ogg_tar(small: Path, tmp_path: Path) -> None:
     tar_path = tmp_path / "corpus.tar"
     info = corpus.pack_corpus(small, tar_path)
