@@ -115,7 +115,8 @@ class TokenManager:
 
     @property
     def reauth_hint(self) -> str:
-        return f"run `jukebot publish auth {self.provider}` to log in again"
+        command = "x --oauth2" if self.provider == "x" else self.provider  # X's 1.0a keys need no login
+        return f"run `jukebot publish auth {command}` to log in"
 
     async def access_token(self, *, force_refresh: bool = False, rejected: str | None = None) -> str:
         """A usable access token. `force_refresh` after the platform refused one (401); `rejected` is

@@ -343,3 +343,13 @@ def test_a_claim_needs_the_row_still_due(env: Env) -> None:
     assert not state.finish_published(env.db, first, "1", "u", now)  # the old claim's token is spent
     second = state.claim(env.db, pub_id, now + timedelta(hours=2))
     assert second is not None and second.publication.attempts == 2
+
+
+async def test_x_over_oauth2_without_a_login_says_how_to_log_in(env: Env) -> None:
+    env.settings = env.settings.model_copy(
+        update={"x_consumer_key": None, "x_client_id": SecretStr("x-client")}
+    )
+    env.schedule("x")
+    (result,) = await env.run()
+    assert result.state == "failed" and "X is not authorised yet" in result.message
+    assert "jukebot publish auth x --oauth2" in result.message and env.fx.tweets == []
