@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.bot_harness import Studio, make_studio
+from tests.bot_harness import Studio, make_studio, write_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight model folder for the real worker (`jukebot worker`)."""
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
 @pytest.fixture

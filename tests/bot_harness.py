@@ -7,15 +7,18 @@ Everything is waited for by condition with a timeout (`Studio.until`), never by 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
 import sys
+import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlmodel import col, select
 
@@ -79,9 +82,12 @@ class Studio:
 
     # ---------------------------------------------------------------- workers
 
-    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
-        env = {**self.env, **extra_env}
-        proc = subprocess.Popen([sys.executable, "-m", "tests.bot_standin_worker"], cwd=ROOT, env=env)
+    def start_real_worker(self) -> subprocess.Popen[bytes]:
+        """The product's GPU worker (`jukebot worker`, engine/worker.py) on the CPU, rendering with
+        the tiny random-weight model the studio was set up with (`settings.model`)."""
+        env = {**self.env, "JUKEBOT_DEVICE": "cpu"}
+        cmd = [sys.executable, "-m", "bot.cli", "worker", "--device", "cpu", "--threads", "1"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         self.workers.append(proc)
         return proc
 
@@ -171,6 +177,45 @@ def _memory_scheduler(settings: Settings, db: Database) -> Any:
     return AsyncIOScheduler()
 
 
+RATE = 22050
+
+
+def tone_wav(freq: float, seconds: float, rate: int = RATE) -> bytes:
+    """A real WAV file (a sine tone), for uploads and seeded clips."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave_ = 0.3 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))
+    pcm = (wave_ * 32767).astype("<i2").tobytes()
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+def codes_npy(n: int, seed: int) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.random.default_rng(seed).integers(0, 2048, size=n, dtype=np.int64))
+    return buf.getvalue()
+
+
+def write_tiny_model(folder: Path) -> Path:
+    """The engine-pipeline tests' tiny random-weight model (artists: bach; genres: chorale), written
+    in a child process so this one stays free of torch."""
+    code = "import sys; from pathlib import Path; from tests.pipeline_fixtures import write_tiny_model; " \
+           "write_tiny_model(Path(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, check=True, timeout=300)
+    return folder
+
+
+def real_worker_overrides(model_dir: Path, **more: Any) -> dict[str, Any]:
+    """Settings for a studio whose songs are made by the real worker with the tiny model on a CPU:
+    very short songs (a fifth of a second renders in seconds)."""
+    return {"model": str(model_dir), "min_seconds": 0.1, "default_seconds": 0.2, "heartbeat_seconds": 0.2,
+            "device": "cpu", **more}
+
+
 def studio_settings(database_url: str, storage_root: str, fake: FakeDiscord, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -201,8 +246,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         "JUKEBOT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
         "JUKEBOT_POLL_SECONDS": str(settings.poll_seconds),
         "JUKEBOT_MODEL": settings.model,
-        "STANDIN_STEPS": "4",
-        "STANDIN_STEP_SECONDS": "0.1",
+        "JUKEBOT_MIN_SECONDS": str(settings.min_seconds),
+        "JUKEBOT_MAX_SECONDS": str(settings.max_seconds),
         "PYTHONPATH": str(ROOT),
     })
     return env
@@ -247,7 +292,6 @@ def seed_clip(studio: Studio, member: str = "alice", *, artist: str = "abba", ge
     the clip on its own. Returns the song id."""
     from db import queue, repo
     from db.models import JobKind, SongStatus
-    from tests.bot_standin_worker import codes_npy, tone_wav
 
     with studio.db.write() as s:
         user = repo.get_or_create_user(s, studio.members[member], member)

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from db.models import JobKind
-from tests.bot_harness import Studio, seed_clip
-from tests.bot_standin_worker import tone_wav
+from tests.bot_harness import Studio, seed_clip, tone_wav
 from tests.test_bot_e2e import song_id_from
 
 pytest_plugins = ["tests.bot_fixtures"]

@@ -3,8 +3,8 @@ silence), the job watcher waits it out, and when the database is back nothing wa
 progress finishes and new requests work.
 
 The outage is real at the network level: the bot reaches PostgreSQL through a TCP proxy on loopback
-that the test cuts (open connections dropped, new ones refused) and restores. The worker and the
-test's own reads go to PostgreSQL directly."""
+that the test cuts (open connections dropped, new ones refused) and restores. The worker (the real
+`jukebot worker`, tiny model, CPU) and the test's own reads go to PostgreSQL directly."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ from sqlalchemy.engine import make_url
 
 from bot.errors import DB_DOWN
 from db.models import SongStatus
-from tests.bot_harness import Studio, make_studio
+from tests.bot_harness import Studio, make_studio, real_worker_overrides
 from tests.fakes.discord import custom_ids
 from tests.test_bot_e2e import song_id_from
+
+pytest_plugins = ["tests.bot_fixtures"]
+SONG = {"artist": "bach", "genre": "chorale", "seconds": 0.2, "drafts": 2}
 
 
 class TcpProxy:
@@ -65,26 +68,26 @@ class TcpProxy:
 
 
 @pytest.mark.postgres
-async def test_database_outage(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_database_outage(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               tiny_model: Path) -> None:
     url = make_url(postgres_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()
-    async for studio in make_studio(postgres_url, tmp_path, monkeypatch, {}):
+    async for studio in make_studio(postgres_url, tmp_path, monkeypatch, real_worker_overrides(tiny_model)):
         studio.bot_db_url = url.set(port=proxy.port).render_as_string(hide_password=False)
         await outage(studio, proxy)
     await proxy.cut()
 
 
 async def outage(studio: Studio, proxy: TcpProxy) -> None:
-    studio.start_worker()
+    studio.start_real_worker()
     bot = await studio.start_bot()
-    song_id = song_id_from((await studio.run("alice", "generate", {"artist": "abba", "genre": "pop",
-                                                                    "seconds": 2, "drafts": 2})).text())
-    drafts = await studio.until(lambda: studio.message_with(f"jb:vote:{song_id}:"), "the drafts", timeout=30)
+    song_id = song_id_from((await studio.run("alice", "generate", SONG)).text())
+    drafts = await studio.until(lambda: studio.message_with(f"jb:vote:{song_id}:"), "the drafts", timeout=90)
     votes = [c for c in custom_ids(drafts) if c.startswith("jb:vote:")]
 
     await proxy.cut()
-    ix = await studio.run("bob", "generate", {"artist": "abba", "genre": "pop"})
+    ix = await studio.run("bob", "generate", SONG)
     assert ix.text() == DB_DOWN and ix.is_ephemeral()
     ix = await studio.click("bob", drafts, votes[1])
     assert ix.text() == DB_DOWN
@@ -96,11 +99,11 @@ async def outage(studio: Studio, proxy: TcpProxy) -> None:
     await studio.until(lambda: not bot.watcher._db_down, "the watcher to carry on", timeout=30)
     ix = await studio.click("bob", drafts, votes[1])
     assert "Your vote for draft 2 is in" in ix.text(), ix.text()
-    again = await studio.run("bob", "generate", {"artist": "abba", "genre": "pop", "seconds": 2, "drafts": 2})
+    again = await studio.run("bob", "generate", SONG)
     second = song_id_from(again.text())
     closing = await studio.click("alice", drafts, f"jb:close:{song_id}")
     await studio.fake.wait_for(lambda: closing.followups, 10, "the close")
     await studio.until_db(lambda: studio.song(song_id).status == SongStatus.done, "the first song to finish",
-                          timeout=40)
-    await studio.until(lambda: studio.message_with(f"jb:vote:{second}:"), "the second song's drafts", timeout=30)
+                          timeout=90)
+    await studio.until(lambda: studio.message_with(f"jb:vote:{second}:"), "the second song's drafts", timeout=90)
     assert [s.id for s in studio.songs()] == [song_id, second]  # nothing half-made during the outage

@@ -1,9 +1,7 @@
-"""`run_bot` (what `jukebot bot` runs) as its own process: it migrates a fresh SQLite database, starts
-a local worker child, syncs the commands and connects to Discord (the fake, over loopback), makes a
-song end to end with that child, and on SIGTERM closes cleanly and stops the child.
-
-The child here is the TEMPORARY stand-in worker (tests/bot_standin_worker.py) instead of
-`jukebot worker`, set through `bot.worker_process.DEFAULT_COMMAND` in the launcher script."""
+"""`jukebot bot --sync` as its own process: it migrates a fresh SQLite database, starts a local worker
+child (`jukebot worker`, rendering with a tiny random-weight model on the CPU), syncs the commands
+and connects to Discord (the fake, over loopback), makes a song with that child, and on SIGTERM
+closes cleanly and stops the child."""
 
 from __future__ import annotations
 
@@ -22,16 +20,12 @@ from tests.fakes.discord import FakeDiscord, custom_ids
 from tests.test_bot_e2e import song_id_from
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER = """
-import sys
-import bot.worker_process as wp
-wp.DEFAULT_COMMAND = [sys.executable, "-m", "tests.bot_standin_worker"]  # the stand-in, for this test
-from bot.main import run_bot
-sys.exit(run_bot(start_worker=True, sync_commands=True))
-"""
+JUKEBOT_BOT = [sys.executable, "-m", "bot.cli", "bot", "--sync"]
+
+pytest_plugins = ["tests.bot_fixtures"]
 
 
-def _env(tmp_path: Path, fake: FakeDiscord, **extra: str) -> dict[str, str]:
+def _env(tmp_path: Path, fake: FakeDiscord, model: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUKEBOT_")}
     env.update({
         "PYTHONPATH": str(ROOT),
@@ -39,12 +33,13 @@ def _env(tmp_path: Path, fake: FakeDiscord, **extra: str) -> dict[str, str]:
         "JUKEBOT_STORAGE_URL": str(tmp_path / "storage"),
         "JUKEBOT_DISCORD_API_BASE": fake.api_base,
         "JUKEBOT_DISCORD_GATEWAY_URL": fake.gateway_url,
-        "JUKEBOT_MODEL": "5b_lyrics",
+        "JUKEBOT_MODEL": str(model),
+        "JUKEBOT_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",  # the tiny model is fastest on one thread on a shared 2-core machine
+        "JUKEBOT_MIN_SECONDS": "0.1",
         "JUKEBOT_POLL_SECONDS": "0.1",
         "JUKEBOT_BOT_WATCH_SECONDS": "0.2",
         "JUKEBOT_STATUS_EDIT_SECONDS": "0",
-        "STANDIN_STEPS": "3",
-        "STANDIN_STEP_SECONDS": "0.1",
         **extra,
     })
     return env
@@ -58,24 +53,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def test_one_command_runs_the_whole_product(tmp_path: Path) -> None:
+async def test_one_command_runs_the_whole_product(tmp_path: Path, tiny_model: Path) -> None:
     fake = await FakeDiscord().start()
     guild = fake.add_guild("Studio")
     channel = fake.channel(guild, "studio")
     alice = fake.add_user("alice")
     fake.add_member(guild, alice)
-    env = _env(tmp_path, fake, JUKEBOT_DISCORD_TOKEN=fake.token)
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER], cwd=tmp_path, env=env)
+    env = _env(tmp_path, fake, tiny_model, JUKEBOT_DISCORD_TOKEN=fake.token)
+    proc = subprocess.Popen(JUKEBOT_BOT, cwd=tmp_path, env=env)
     try:
         await fake.wait_for(lambda: fake.global_commands and fake.connected, 60, "the bot to sync and connect")
         names = {c["name"] for c in fake.global_commands}
         assert {"generate", "continue", "queue", "song", "top", "me", "help", "mod", "lyrics",
                 "Continue this clip"} <= names
-        ix = await fake.settled(await fake.command(alice, channel, "generate", {"artist": "abba", "genre": "pop",
-                                                                               "seconds": 2, "drafts": 2}), 30)
+        ix = await fake.settled(await fake.command(alice, channel, "generate", {"artist": "bach", "genre": "chorale",
+                                                                               "seconds": 0.2, "drafts": 2}), 30)
         song_id = song_id_from(ix.text())
         await fake.wait_for(lambda: any(f"jb:vote:{song_id}:" in " ".join(custom_ids(m))
-                                        for m in fake.channel_messages(channel)), 60, "drafts from the child worker")
+                                        for m in fake.channel_messages(channel)), 120, "drafts from the child worker")
         db = Database(env["JUKEBOT_DATABASE_URL"])
         with db.read() as s:
             owner = s.execute(select(col(Job.lease_owner)).where(col(Job.song_id) == song_id)).scalar()
@@ -97,18 +92,17 @@ async def test_one_command_runs_the_whole_product(tmp_path: Path) -> None:
 
 async def _launch(env: dict[str, str], cwd: Path) -> tuple[int, str]:
     # Not subprocess.run: the fake Discord lives on this event loop and must keep answering.
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", LAUNCHER, cwd=cwd, env=env,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(*JUKEBOT_BOT, cwd=cwd, env=env, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     return int(proc.returncode or 0), err.decode()
 
 
-async def test_without_a_good_token_it_says_what_to_set(tmp_path: Path) -> None:
+async def test_without_a_good_token_it_says_what_to_set(tmp_path: Path, tiny_model: Path) -> None:
     fake = await FakeDiscord().start()
     try:
-        code, err = await _launch(_env(tmp_path, fake), tmp_path)
+        code, err = await _launch(_env(tmp_path, fake, tiny_model), tmp_path)
         assert code == 2 and "JUKEBOT_DISCORD_TOKEN" in err and "Traceback" not in err
-        code, err = await _launch(_env(tmp_path, fake, JUKEBOT_DISCORD_TOKEN="wrong-token"), tmp_path)
+        code, err = await _launch(_env(tmp_path, fake, tiny_model, JUKEBOT_DISCORD_TOKEN="wrong-token"), tmp_path)
         assert code == 1 and "refused the bot token" in err and "Traceback" not in err, err[-2000:]
     finally:
         await fake.stop()

@@ -26,7 +26,7 @@ from db.database import Database
 from db.models import Draft, Job, JobKind, JobStatus, Song, SongStatus
 from db.settings import Settings
 from db.storage import Storage
-from tests.bot_standin_worker import tone_wav
+from tests.bot_harness import tone_wav
 
 BOT_MODULES = [
     "bot.main", "bot.studio", "bot.watcher", "bot.daily", "bot.media", "bot.uploads", "bot.labels",

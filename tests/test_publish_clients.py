@@ -393,3 +393,19 @@ async def test_soundcloud_rejected_file_and_server_errors(
         )
     assert err.value.outcome is Outcome.unclear and "unable to process" in err.value.message
     assert fake_sc.tracks == []
+
+
+async def test_soundcloud_find_tells_apart_tracks_that_share_a_title(
+    fake_sc: FakeSoundCloud, db: Database, http: httpx.AsyncClient
+) -> None:
+    login_soundcloud(db, fake_sc)
+    client = sc_client(fake_sc, db, http)
+    audio = render.render_audio(tone_wav(0.6), "mp3").data
+    first = await client.upload_track(
+        audio=audio, filename="a.mp3", mime="audio/mpeg", title="Untitled", description="requested by alice"
+    )
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    assert await client.find_track("Untitled", since, "requested by bob") is None
+    found = await client.find_track("Untitled", since, "requested  by alice")
+    assert found is not None and found.id == first.id
+    assert await client.find_track("Untitled", datetime.now(UTC) + timedelta(hours=1)) is None  # too old
