@@ -67,7 +67,9 @@ def demo_config(artists: list[str], genres: list[str], name: str = "demo") -> Mo
     cond = ConditionerConfig(width=128, depth=4, dilation_growth_rate=3, dilation_cycle=4)
     level0 = PriorConfig(level=0, width=128, depth=3, heads=2, conditioner=cond, **common)  # type: ignore[arg-type]
     level1 = PriorConfig(level=1, width=256, depth=3, heads=2, conditioner=cond, **common)  # type: ignore[arg-type]
-    top = PriorConfig(level=2, width=384, depth=6, heads=4, min_duration=0.0, max_duration=600.0,
+    # min_duration 30 s: a shorter song is sampled as the start of a 30 s piece (the pipeline does
+    # this), so its timing labels look like the starts of the corpus pieces it learnt from.
+    top = PriorConfig(level=2, width=384, depth=6, heads=4, min_duration=30.0, max_duration=600.0,
                       **common)  # type: ignore[arg-type]
     return ModelConfig(name, vq, (level0, level1, top), custom_labels=labels)
 

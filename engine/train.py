@@ -110,11 +110,14 @@ class Defaults:
     sample_seconds: float = 0.0  # VQ-VAE training crops
 
 
-def defaults_for(part: str, device: torch.device) -> Defaults:
+def defaults_for(part: str, device: torch.device, *, fine_tune: bool = False) -> Defaults:
+    """Sized for small models trained for minutes (the demo); fine-tuning starts 3x lower."""
     gpu = device.type == "cuda"
+    scale = 1 / 3 if fine_tune else 1.0
     if part == "vqvae":
-        return Defaults(batch_size=32 if gpu else 4, lr=3e-4, warmup=100, save_every=1000, sample_seconds=1.5)
-    return Defaults(batch_size=32 if gpu else 4, lr=4e-4, warmup=200, save_every=1000)
+        return Defaults(batch_size=32 if gpu else 4, lr=5e-4 * scale, warmup=100, save_every=1000,
+                        sample_seconds=1.5)
+    return Defaults(batch_size=32 if gpu else 4, lr=6e-4 * scale, warmup=200, save_every=1000)
 
 
 def part_name(kind: str, level: int | None) -> tuple[str, int | None]:
@@ -570,25 +573,18 @@ def load_clips(data_dir: str | Path, sample_rate: int, *, progress: bool = True,
     if not folder.is_dir():
         raise TrainError(f"no data folder at {folder}")
     threads = workers or min(16, os.cpu_count() or 1)
-    clips: list[AudioClip] = []
-    skipped: dict[tuple[str, str], None] = {}
-    for split in ("train", "test"):
-        try:
-            # Names are resolved to ids later, against the model's lists (engine.labels rules).
-            ds = AudioDataset(folder, sample_rate=sample_rate, sample_length=sample_rate, split=split,
-                              threads=threads)
-        except DatasetError as e:
-            if split == "train":
-                raise TrainError(str(e)) from e
-            continue  # no held-out split: fine
-        for s in ds.skipped:
-            skipped[(s.file, s.reason)] = None
-        for f in ds.files:
-            clips.append(AudioClip(
-                name=f.file, audio=f.audio.astype(np.float32) / 32768.0, artist=f.artist, genre=f.genre,
-                lyrics=f.lyrics, offset_seconds=f.offset / sample_rate, total_seconds=f.total_length / sample_rate,
-                split=split,
-            ))
+    try:
+        # Both splits; names are resolved to ids later, against the model's lists (engine.labels).
+        ds = AudioDataset(folder, sample_rate=sample_rate, sample_length=sample_rate, split=None, threads=threads)
+    except DatasetError as e:
+        raise TrainError(str(e)) from e
+    skipped = {(s.file, s.reason): None for s in ds.skipped}
+    clips = [
+        AudioClip(name=f.file, audio=f.audio.astype(np.float32) / 32768.0, artist=f.artist, genre=f.genre,
+                  lyrics=f.lyrics, offset_seconds=f.offset / sample_rate,
+                  total_seconds=f.total_length / sample_rate, split=f.split)
+        for f in ds.files
+    ]
     if progress:
         secs = sum(len(c.audio) for c in clips) / sample_rate
         print(f"[data] {len(clips)} clips ({secs / 3600:.2f} h) from {folder}, {len(skipped)} files skipped",
@@ -795,7 +791,7 @@ def train(
     out = Path(out_dir)
     data = Path(data_dir)
     write_model_json(config, out)
-    d = defaults_for(part, dev)
+    d = defaults_for(part, dev, fine_tune=init_from is not None)
     bs = batch_size or d.batch_size
     lr_ = lr or d.lr
     every = save_every or d.save_every
