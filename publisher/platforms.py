@@ -222,7 +222,8 @@ class SoundCloudPlatform:
         return Remote(track.id, track.url)
 
     async def find(self, info: CaptionInfo, caption: str, since: datetime) -> Remote | None:
-        track = await self.client.find_track(caption, since)
+        description = soundcloud_text(info, self.settings.caption_templates).description
+        track = await self.client.find_track(caption, since, description)
         return Remote(track.id, track.url) if track else None
 
 

@@ -31,6 +31,7 @@ class Track:
     title: str
     url: str
     created_at: datetime | None = None
+    description: str | None = None  # None when the answer left it out
 
 
 def parse_soundcloud_time(value: Any) -> datetime | None:
@@ -55,6 +56,7 @@ def _track(body: dict[str, Any]) -> Track:
         title=str(body.get("title") or ""),
         url=str(body.get("permalink_url") or body.get("uri") or ""),
         created_at=parse_soundcloud_time(body.get("created_at")),
+        description=body["description"] if isinstance(body.get("description"), str) else None,
     )
 
 
@@ -184,12 +186,22 @@ class SoundCloudClient:
         items = body.get("collection", []) if isinstance(body, dict) else body
         return [_track(item) for item in items if isinstance(item, dict)]
 
-    async def find_track(self, title: str, since: datetime) -> Track | None:
-        """Our track with this title uploaded after `since` (a few minutes of clock slack)."""
+    async def find_track(self, title: str, since: datetime, description: str | None = None) -> Track | None:
+        """Our track with this title (and description, when given and SoundCloud shows it) uploaded
+        after `since`, with a few minutes of clock slack. The description tells apart two clips that
+        share a title."""
         earliest = since - timedelta(minutes=10)
+        wanted = " ".join(description.split()) if description is not None else None
         for track in await self.recent_tracks():
-            if track.title.strip() == title.strip() and (
-                track.created_at is None or track.created_at >= earliest
+            if track.title.strip() != title.strip():
+                continue
+            if track.created_at is not None and track.created_at < earliest:
+                continue
+            if (
+                wanted is not None
+                and track.description is not None
+                and " ".join(track.description.split()) != wanted
             ):
-                return track
+                continue
+            return track
         return None
