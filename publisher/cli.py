@@ -96,6 +96,10 @@ def _login(
         asyncio.run(exchange())
     except PublishError as exc:
         raise _fail(exc.message) from None
+    except (OSError, ValueError) as exc:  # the redirect port is taken, or not on this machine
+        raise _fail(
+            f"cannot wait for the browser at {redirect} ({exc}); use --no-listen and paste the address."
+        ) from None
     typer.echo(f"{provider}: logged in; the tokens are stored in the database.")
 
 

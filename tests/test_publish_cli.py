@@ -203,3 +203,13 @@ def test_run_with_an_unreachable_database_says_so(monkeypatch: pytest.MonkeyPatc
         get_settings.cache_clear()
     assert result.exit_code == 1 and "Cannot reach the database" in result.output
     assert os.environ.get("JUKEBOT_DATABASE_URL", "").startswith("postgresql://nobody")
+
+
+def test_auth_when_the_redirect_port_is_taken(cli_env: dict[str, str], s: Settings, tmp_path: Path) -> None:
+    port = int(s.oauth_redirect_uri.rsplit(":", 1)[1].split("/")[0])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen(1)
+        proc = start(["auth", "soundcloud"], cli_env, tmp_path)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "--no-listen" in out and "Traceback" not in out
