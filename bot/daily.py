@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -110,12 +111,11 @@ async def post_daily(bot: JukeBot, guild_id: int, now: datetime | None = None) -
         return None
     clip, song, votes = picked
     assert clip.id is not None
-    bundle = await studio.run(media.clip_bundle, bot.storage, song, clip, studio.upload_limit(guild_id),
-                              stem=f"daily-{day.isoformat()}")
     content = (
         f"🌟 **Clip of the day — {day:%A %d %B}**\n{describe(song)} · clip #{clip.id} · "
         f"{votes} vote{'s' if votes != 1 else ''}. Press **Continue** to take it further."
     )
+    bundle = partial(media.clip_bundle, bot.storage, song, clip, stem=f"daily-{day.isoformat()}")
     msg = await studio.send_first([gs.daily_channel_id], guild_id, content, bundle, clip_view(clip.id, votes))
     if msg is None:
         await studio.notify_moderators(guild_id, f"I could not post the daily clip (clip #{clip.id}) in "

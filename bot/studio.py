@@ -266,15 +266,11 @@ class Studio:
             gs = await self.guild(song.guild_id)
             window = timedelta(minutes=gs.vote_window_minutes if gs else self.settings.vote_window_minutes)
             await self.run(voting.start_vote, self.db, song_id, utcnow() + window)
-            limit = self.upload_limit(song.guild_id)
-            bundle = await self.run(media.draft_bundle, self.storage, song, drafts, limit)
             closes = utcnow() + window
-            content = drafts_content(song, requester, closes)
-            if bundle.notes:
-                content += "\n" + "\n".join(f"⚠️ {n}" for n in bundle.notes)
             view = drafts_view(song_id, [(d.id or 0, d.index, 0) for d in drafts], open_=True)
             channels = [c for c in ((gs.drafts_channel_id if gs else None), song.channel_id) if c]
-            msg = await self.send_first(channels, song.guild_id, content, bundle, view)
+            msg = await self.send_first(channels, song.guild_id, drafts_content(song, requester, closes),
+                                        partial(media.draft_bundle, self.storage, song, drafts), view)
             if msg is None:
                 self._failed("drafts", song_id)
                 return
@@ -296,17 +292,29 @@ class Studio:
         return True
 
     async def send_first(self, channel_ids: list[int], guild_id: int | None, content: str,
-                          bundle: media.Bundle, view: discord.ui.View) -> discord.Message | None:
-        """Send to the first channel that accepts the message (a configured channel may be gone)."""
+                         make_bundle: Callable[[int], media.Bundle], view: discord.ui.View) -> discord.Message | None:
+        """Post `content` with the files `make_bundle(limit)` builds under the guild's upload limit,
+        to the first channel that accepts it (a configured channel may be gone). If Discord still
+        says the files are too large (413: the guild lost its boost, say), build them smaller."""
+        limit = self.upload_limit(guild_id)
+        bundle = await self.run(make_bundle, limit)
         for channel_id in dict.fromkeys(channel_ids):
-            files = [discord.File(_bytes_io(a.data), filename=a.filename, description=a.description or None)
-                     for a in bundle.files]
-            try:
-                return await self.channel(channel_id, guild_id).send(
-                    content, files=files, view=view, allowed_mentions=discord.AllowedMentions(users=True),
-                )
-            except discord.HTTPException as exc:
-                log.warning("cannot post in channel %s: %s", channel_id, exc)
+            for _ in range(6):
+                files = [discord.File(_bytes_io(a.data), filename=a.filename, description=a.description or None)
+                         for a in bundle.files]
+                text = content + "".join(f"\n⚠️ {n}" for n in bundle.notes)
+                try:
+                    return await self.channel(channel_id, guild_id).send(
+                        text[:2000], files=files, view=view, allowed_mentions=discord.AllowedMentions(users=True),
+                    )
+                except discord.HTTPException as exc:
+                    if exc.status != 413 or not bundle.files:
+                        log.warning("cannot post in channel %s: %s", channel_id, exc)
+                        break
+                    biggest = max(len(a.data) for a in bundle.files)
+                    limit = max(64 * 1024, min(limit, biggest) // 2)
+                    log.info("Discord refused files of up to %d bytes; trying again under %d", biggest, limit)
+                    bundle = await self.run(make_bundle, limit)
         return None
 
     async def close_vote(self, song_id: int, *, force: bool = False) -> voting.Closed | None:
@@ -425,17 +433,14 @@ class Studio:
                 return
             if clip.message_id is None and not await self._record_pending("clip", song_id):
                 gs = await self.guild(song.guild_id)
-                limit = self.upload_limit(song.guild_id)
-                bundle = await self.run(media.clip_bundle, self.storage, song, clip, limit)
                 content = (
                     f"🎶 **Song #{song.id} is finished** — {describe(song)} — made for <@{requester}>. "
                     f"Clip #{clip.id}.\nPress **Continue** to make it longer, **Vote** to put it up for the "
                     "daily clip."
                 )
-                if bundle.notes:
-                    content += "\n" + "\n".join(f"⚠️ {n}" for n in bundle.notes)
                 channels = [c for c in ((gs.clips_channel_id if gs else None), song.channel_id) if c]
-                msg = await self.send_first(channels, song.guild_id, content, bundle, clip_view(clip.id or 0))
+                msg = await self.send_first(channels, song.guild_id, content,
+                                            partial(media.clip_bundle, self.storage, song, clip), clip_view(clip.id or 0))
                 if msg is None:
                     self._failed("clip", song_id)
                     return

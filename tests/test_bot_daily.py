@@ -120,3 +120,19 @@ async def test_publish_button_is_for_moderators(sqlite_studio: Studio) -> None:
     assert "Saved" in ix.text()
     ix = await studio.run("bob", "generate", {"artist": "abba", "genre": "pop"})
     assert "allows 0 a day" in ix.text(), ix.text()
+
+
+async def test_a_clip_too_big_for_the_guild_is_posted_smaller(sqlite_studio: Studio) -> None:
+    """discord.py reckons 10 MiB from the boost tier, but Discord refuses more than 100 KB here
+    (413): the bot renders the clip smaller (MP3) and posts it, rather than failing."""
+    studio = sqlite_studio
+    studio.fake.set_upload_limit(studio.guild, 100 * 1024)
+    await studio.start_bot()
+    sid = await studio.run_db(seed_clip, studio, seconds=4.0)  # a 176 KB WAV
+    msg = await studio.until(lambda: studio.message_with("jb:continue:"), "the clip", timeout=30)
+    sizes = {a["filename"]: a["size"] for a in msg["attachments"]}
+    assert any(name.endswith(".mp3") for name in sizes) and max(sizes.values()) <= 100 * 1024, sizes
+    refused = [c for c in studio.fake.calls if c.method == "POST" and c.path.endswith("/messages")
+               and any(len(d) > 100 * 1024 for _, d in c.files)]
+    assert refused  # the first try was too big and was answered 413
+    await studio.until_db(lambda: (c := studio.clip(sid)) and c.message_id == int(msg["id"]), "the post recorded")

@@ -29,7 +29,7 @@ from db.storage import Storage
 from tests.bot_harness import tone_wav
 
 BOT_MODULES = [
-    "bot.main", "bot.studio", "bot.watcher", "bot.daily", "bot.media", "bot.uploads", "bot.labels",
+    "bot.cli", "bot.main", "bot.studio", "bot.watcher", "bot.daily", "bot.media", "bot.uploads", "bot.labels",
     "bot.cogs.generate", "bot.cogs.continue_", "bot.cogs.info", "bot.cogs.mod", "bot.cogs.daily",
     "bot.cogs.lyrics", "bot.views.buttons", "bot.views.lyrics", "publisher.scheduler", "publisher.render",
 ]

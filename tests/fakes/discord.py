@@ -721,7 +721,9 @@ class FakeDiscord:
         """A moderator deletes a message in the client."""
         self.deleted.add(message_id)
 
-    def set_gateway_guild_limit(self, guild_id: int, attachment_size_limit: int) -> None:
+    def set_upload_limit(self, guild_id: int, attachment_size_limit: int) -> None:
+        """What Discord accepts per file in this guild (and reports in interactions), whatever
+        discord.py computes from the boost tier."""
         self.guilds[guild_id]["attachment_size_limit"] = attachment_size_limit
 
     # ---------------------------------------------------------------- REST
