@@ -184,12 +184,19 @@ def run_bot(start_worker: bool, sync_commands: bool) -> int:
     from db.settings import get_settings
     from db.storage import StorageUnavailable, get_storage
 
+    from .labels import load_labels
     from .worker_process import WorkerProcess
 
     setup_logging()
     settings = get_settings()
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         log.error("No Discord bot token: set JUKEBOT_DISCORD_TOKEN (Discord developer portal → your app → Bot).")
+        return 2
+    try:
+        load_labels(settings.model)  # the artist/genre lists the commands offer (no weights, no torch)
+    except (OSError, ValueError) as exc:
+        log.error("Cannot read the artist and genre lists of the model %r: %s. Check JUKEBOT_MODEL "
+                  "(demo, 1b_lyrics, 5b_lyrics, 5b, or a model folder with model.json).", settings.model, exc)
         return 2
     try:
         db = open_database(settings.database_url, upgrade=True)

@@ -71,7 +71,9 @@ def progress_line(job: Job, now: datetime) -> str:
         extras.append(f"{float(p['tokens_per_second']):.0f} tokens/s")
     eta = p.get("eta_seconds")
     if eta is not None and float(eta) >= 0:
-        extras.append(f"done {ts(now + timedelta(seconds=float(eta)))}")
+        # Rounded to 10 s so a steady job does not need a new edit every heartbeat.
+        at = now + timedelta(seconds=float(eta))
+        extras.append(f"done {ts(datetime.fromtimestamp(round(at.timestamp() / 10) * 10, tz=at.tzinfo))}")
     if extras:
         line += " · " + " · ".join(extras)
     if job.attempts > 1 or job.reclaims:

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlmodel import col
 
 from db import queue, repo
-from db.models import Clip, Draft, Job, JobStatus, Song, SongStatus, User, utcnow
+from db.models import Clip, Draft, Job, Song, SongStatus, User, utcnow
 from db.settings import Settings
 
 from . import media, songs, voting
@@ -30,7 +30,7 @@ from .errors import UserError, new_error_id
 from .labels import Labels
 from .permissions import is_moderator
 from .ratelimit import RateLimiter
-from .status import Snapshot, describe, message_url, render, shows_cancel, ts
+from .status import Snapshot, describe, is_final, message_url, render, shows_cancel, ts
 from .views.buttons import clip_view, drafts_view, reply, status_view
 
 if TYPE_CHECKING:
@@ -104,9 +104,8 @@ class Studio:
             )
 
     def cap_for(self, guild_id: int) -> int:
-        from .config import guild_settings as load
-
-        return load(self.db, self.settings, guild_id).max_running
+        """Songs of this guild allowed in the studio at once (runs in a thread)."""
+        return guild_settings(self.db, self.settings, guild_id).max_running
 
     async def start_pending(self) -> list[tuple[int, int]]:
         async with self._start_lock:
@@ -237,6 +236,16 @@ class Studio:
             return
         self._rendered[song_id] = (content, cancel)
         self._edited_at[song_id] = time.monotonic()
+        if is_final(song):
+            self._forget(song_id)
+
+    def _forget(self, song_id: int) -> None:
+        """A finished song needs nothing kept in memory any more."""
+        self._rendered.pop(song_id, None)
+        self._edited_at.pop(song_id, None)
+        lock = self._song_locks.get(song_id)
+        if lock is not None and not lock.locked():
+            del self._song_locks[song_id]
 
     # ------------------------------------------------------------------ drafts and voting
 
@@ -328,7 +337,7 @@ class Studio:
         return closed
 
     async def _show_tally(self, song: Song, tally: voting.Tally, *, open_: bool,
-                          winner_draft_id: int | None = None, message: discord.Message | None = None) -> None:
+                          winner_draft_id: int | None = None) -> None:
         """Update the drafts message: vote counts while open; at the close, the winner and no buttons."""
         drafts = tally.drafts
         message_id = drafts[0].message_id if drafts else None
@@ -344,19 +353,17 @@ class Studio:
             winner = next(d for d in drafts if d.id == winner_draft_id)
             kwargs["content"] = drafts_content(song, requester or 0, None, winner.index,
                                                tally.counts.get(winner_draft_id, 0))
+        gs = await self.guild(song.guild_id)
+        channel_id = (gs.drafts_channel_id if gs else None) or song.channel_id
         try:
-            if message is not None:
-                await message.edit(**kwargs)
-            else:
-                gs = await self.guild(song.guild_id)
-                channel_id = (gs.drafts_channel_id if gs else None) or song.channel_id
-                await self.channel(channel_id, song.guild_id).get_partial_message(message_id).edit(**kwargs)
+            await self.channel(channel_id, song.guild_id).get_partial_message(message_id).edit(**kwargs)
         except discord.NotFound:
             log.info("song %s: drafts message %s is gone", song.id, message_id)
         except discord.HTTPException as exc:
             log.warning("song %s: cannot update the drafts message: %s", song.id, exc)
 
     async def vote_pressed(self, interaction: discord.Interaction, song_id: int, draft_id: int) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the answer may wait on the database
         result = await self.run(voting.vote, self.db, song_id, draft_id, interaction.user.id,
                                 interaction.user.display_name)
         n = result.tally.votes_for_index(result.draft_index)
@@ -367,11 +374,19 @@ class Studio:
             text = f"🔁 You changed your vote to {label} ({n} vote{'s' if n != 1 else ''} for it now)."
         else:
             text = f"You already voted for {label}; each member's vote counts once."
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.followup.send(text, ephemeral=True)
         if result.outcome != repo.VoteOutcome.unchanged:
+            await self.show_votes(song_id)
+
+    async def show_votes(self, song_id: int) -> None:
+        """Put the current counts on the vote buttons. Under the song's lock and from a fresh read,
+        so edits from votes arriving together end with the right numbers, and a vote that lands
+        as the window closes cannot reopen the closed message."""
+        async with self.lock_for(song_id):
             song = await self.run(repo.song_by_id, self.db, song_id)
-            if song is not None:
-                await self._show_tally(song, result.tally, open_=True, message=interaction.message)
+            if song is None or song.status != SongStatus.voting:
+                return
+            await self._show_tally(song, await self.run(voting.tally, self.db, song_id), open_=True)
 
     async def close_pressed(self, interaction: discord.Interaction, song_id: int) -> None:
         song = await self.run(repo.song_by_id, self.db, song_id)
@@ -401,6 +416,7 @@ class Studio:
             raise UserError("This song no longer exists.")
         if not await self._may_manage(interaction, song):
             raise UserError("Only the member who asked for this song, or a moderator, can cancel it.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
         outcome = await self.cancel(song_id)
         text = {
             songs.CancelOutcome.cancelled: f"🛑 Song #{song_id} is cancelled. It does not count against your daily songs.",
@@ -640,5 +656,3 @@ def _finish_song(db: Any, song_id: int, status: SongStatus, error: str | None) -
         song.updated_at = utcnow()
         s.add(song)
 
-
-__all__ = ["JobStatus", "Studio", "Submitted"]

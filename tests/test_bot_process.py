@@ -97,12 +97,15 @@ async def _launch(env: dict[str, str], cwd: Path) -> tuple[int, str]:
     return int(proc.returncode or 0), err.decode()
 
 
-async def test_without_a_good_token_it_says_what_to_set(tmp_path: Path, tiny_model: Path) -> None:
+async def test_bad_settings_are_said_in_words(tmp_path: Path, tiny_model: Path) -> None:
     fake = await FakeDiscord().start()
     try:
         code, err = await _launch(_env(tmp_path, fake, tiny_model), tmp_path)
         assert code == 2 and "JUKEBOT_DISCORD_TOKEN" in err and "Traceback" not in err
         code, err = await _launch(_env(tmp_path, fake, tiny_model, JUKEBOT_DISCORD_TOKEN="wrong-token"), tmp_path)
         assert code == 1 and "refused the bot token" in err and "Traceback" not in err, err[-2000:]
+        code, err = await _launch(_env(tmp_path, fake, tmp_path / "no-such-model", JUKEBOT_DISCORD_TOKEN=fake.token),
+                                  tmp_path)
+        assert code == 2 and "Check JUKEBOT_MODEL" in err and "Traceback" not in err, err[-2000:]
     finally:
         await fake.stop()
