@@ -52,12 +52,15 @@ class Studio:
 
     # ---------------------------------------------------------------- the bot
 
-    async def start_bot(self, *, sync: bool = True, scheduler_factory: Callable[..., Any] | None = None) -> JukeBot:
+    async def start_bot(self, *, sync: bool = True, scheduler_factory: Callable[..., Any] | bool | None = None) -> JukeBot:
+        """Start the bot on this loop. scheduler_factory: None for an in-memory APScheduler, False
+        for the product's (publisher/scheduler.py, jobs kept in the database)."""
         db = self.db
         if self.bot_db_url is not None:
             self.bot_db = db = Database(self.bot_db_url)
         bot = JukeBot(self.settings, db, self.storage, sync_commands=sync, guild_ready_timeout=0.05,
-                      scheduler_factory=scheduler_factory or _memory_scheduler)
+                      scheduler_factory=None if scheduler_factory is False
+                      else (scheduler_factory or _memory_scheduler))  # type: ignore[arg-type]
         assert self.settings.discord_token is not None
         self.bot = bot
         self.task = asyncio.create_task(bot.start(self.settings.discord_token.get_secret_value()))

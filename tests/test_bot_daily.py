@@ -136,3 +136,27 @@ async def test_a_clip_too_big_for_the_guild_is_posted_smaller(sqlite_studio: Stu
                and any(len(d) > 100 * 1024 for _, d in c.files)]
     assert refused  # the first try was too big and was answered 413
     await studio.until_db(lambda: (c := studio.clip(sid)) and c.message_id == int(msg["id"]), "the post recorded")
+
+
+async def test_the_daily_job_is_kept_in_the_database(sqlite_studio: Studio) -> None:
+    """With the product's scheduler (publisher/scheduler.py: APScheduler, SQLAlchemy job store in our
+    database) the guild's daily job survives a restart, next to the publisher's upload jobs."""
+    from sqlalchemy import text
+
+    studio = sqlite_studio
+    bot = await studio.start_bot(scheduler_factory=False)
+    await studio.run("owner", "mod channels", {"daily": studio.fake.channel(studio.guild, "daily")})
+    await studio.run("owner", "mod daily-time", {"time": "21:15", "timezone": "America/New_York"})
+    assert bot.scheduler.get_job(job_id(studio.guild)) is not None
+    await studio.stop_bot()
+    with studio.db.read() as s:
+        stored = {row[0] for row in s.execute(text("SELECT id FROM apscheduler_jobs"))}
+    assert {job_id(studio.guild), "publish:x", "publish:soundcloud", "publish:sweep"} <= stored
+
+    bot = await studio.start_bot(sync=False, scheduler_factory=False)
+    job = bot.scheduler.get_job(job_id(studio.guild))
+    assert job is not None and job.func_ref == "bot.daily:daily_job"
+    fields = {f.name: str(f) for f in job.trigger.fields}
+    assert (fields["hour"], fields["minute"], str(job.trigger.timezone)) == ("21", "15", "America/New_York")
+    await studio.run("owner", "mod channels", {"daily": studio.fake.channel(studio.guild, "daily")})
+    assert len([j for j in bot.scheduler.get_jobs() if j.id == job_id(studio.guild)]) == 1
