@@ -64,6 +64,17 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
     assert msg is not None
     await studio.click("carol", msg, f"jb:clipvote:{a.id}")
 
+    # /top and /song show the votes; /help explains it all.
+    top = await studio.run("dave", "top", {"period": "day"})
+    lines = top.text().splitlines()
+    assert lines[0] == "**Top clips today**" and f"Clip #{b.id}" in lines[1] and "2 votes" in lines[1]
+    assert f"Clip #{a.id}" in lines[2] and "1 vote" in lines[2]
+    details = await studio.run("dave", "song", {"id": second})
+    assert f"Song #{second}" in details.text() and f"Clip #{b.id}" in details.text() and "done" in details.text()
+    assert "There is no song #999" in (await studio.run("dave", "song", {"id": 999})).text()
+    helped = await studio.run("dave", "help")
+    assert "/generate artist genre" in helped.text() and helped.is_ephemeral()
+
     # The scheduled job fires (made due now): the day's best is posted in the daily channel.
     job.modify(next_run_time=utcnow())
     post = await studio.until(lambda: studio.message_with("jb:continue:", daily_ch), "the daily clip", timeout=15)

@@ -73,6 +73,11 @@ async def test_quotas_rate_limits_and_the_guild_cap(sqlite_studio: Studio) -> No
                        "the second song to wait for a slot")
     assert [j.kind for j in studio.jobs(a)] == ["draft"] and studio.jobs(b) == []
 
+    # /queue shows what the studio is doing, including the song waiting for a slot.
+    q = await studio.run("bob", "queue")
+    assert f"Song #{a}" in q.text() and "position 1" in q.text() and "1 song(s) waiting for a free slot" in q.text()
+    assert q.is_ephemeral()
+
     # Two in flight is this member's limit.
     ix = await studio.run("alice", "generate", GOOD)
     assert "already have 2 song(s) in the studio" in ix.text(), ix.text()
