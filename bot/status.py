@@ -126,7 +126,7 @@ def is_final(song: Song) -> bool:
 
 
 def shows_cancel(snap: Snapshot) -> bool:
-    """The cancel button is offered while the song waits or is being made (not while voting)."""
-    if snap.song.status in (SongStatus.queued, SongStatus.drafting, SongStatus.upsampling):
+    """The cancel button is offered until the song is finished (also while it is voted on)."""
+    if snap.song.status in (SongStatus.queued, SongStatus.drafting, SongStatus.voting, SongStatus.upsampling):
         return not (snap.job is not None and snap.job.cancel_requested)
     return False

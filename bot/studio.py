@@ -428,6 +428,11 @@ class Studio:
     async def cancel(self, song_id: int) -> songs.CancelOutcome:
         async with self.lock_for(song_id):
             outcome = await self.run(songs.cancel_song, self.db, song_id)
+            if outcome == songs.CancelOutcome.cancelled:
+                song = await self.run(repo.song_by_id, self.db, song_id)
+                tally = await self.run(voting.tally, self.db, song_id)
+                if song is not None and tally.drafts and tally.drafts[0].message_id is not None:
+                    await self._show_tally(song, tally, open_=False)  # a cancelled vote: buttons off
         await self.refresh_status(song_id, force=True)
         self.bot.wake_watcher()
         return outcome

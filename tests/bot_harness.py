@@ -318,3 +318,23 @@ def seed_clip(studio: Studio, member: str = "alice", *, artist: str = "abba", ge
         clip = repo.add_clip(s, song_id, f"songs/{song_id}/clip.wav", f"songs/{song_id}/clip.npz", seconds=seconds)
         queue.complete(studio.db, lease, {"clip_id": clip.id}, session=s)
     return song_id
+
+
+def finish_drafts(studio: Studio, song_id: int, *, seconds: float = 1.0) -> list[int]:
+    """Do a queued song's draft job here, in-process, the way a worker would (claim, write the
+    files, a fenced transaction with the Draft rows and the completion); the bot then posts the
+    drafts and opens the vote on its own. Returns the draft ids."""
+    from db import queue, repo
+    from db.models import JobKind
+
+    song = repo.song_by_id(studio.db, song_id)
+    assert song is not None
+    lease = queue.claim(studio.db, [JobKind.draft], "in-test", 60)
+    assert lease is not None and lease.song_id == song_id
+    for i in range(song.n_drafts):
+        studio.storage.write_bytes(f"songs/{song_id}/d{i}.wav", tone_wav(220.0 * (i + 1), seconds))
+    with queue.fenced(studio.db, lease) as s:
+        ids = [int(repo.add_draft(s, song_id, i, f"songs/{song_id}/d{i}.wav", f"songs/{song_id}/d{i}.npy").id or 0)
+               for i in range(song.n_drafts)]
+        queue.complete(studio.db, lease, {"draft_ids": ids}, session=s)
+    return ids

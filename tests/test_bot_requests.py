@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from db.models import JobStatus, SongStatus
-from tests.bot_harness import Studio
+from tests.bot_harness import Studio, finish_drafts
+from tests.fakes.discord import buttons, custom_ids
 from tests.test_bot_e2e import song_id_from
 
 pytest_plugins = ["tests.bot_fixtures"]
@@ -119,3 +120,29 @@ async def test_quotas_rate_limits_and_the_guild_cap(sqlite_studio: Studio) -> No
     assert "3 songs in the last 24 hours" in ix.text() and "allows 3 a day" in ix.text(), ix.text()
     me = await studio.run("carol", "me")
     assert "3 of 3" in me.text(), me.text()
+
+
+async def test_cancelling_a_song_in_its_vote(sqlite_studio: Studio) -> None:
+    studio = sqlite_studio
+    fake = studio.fake
+    await studio.start_bot()
+    sid = song_id_from((await studio.run("alice", "generate", GOOD)).text())
+    await studio.run_db(finish_drafts, studio, sid)
+    drafts = await studio.until(lambda: studio.message_with(f"jb:vote:{sid}:"), "the drafts")
+    assert "voting" in (await studio.run("alice", "song", {"id": sid})).text()
+
+    # /mod cancel names a job; this one is done (the song is being voted on), so nothing is cancelled.
+    ix = await studio.run("owner", "mod cancel", {"job": studio.jobs(sid)[0].id})
+    assert "had already finished" in ix.text(), ix.text()
+    assert studio.song(sid).status == SongStatus.voting
+
+    # The requester cancels from the status message, which keeps its button while the vote runs.
+    status = await studio.until(lambda: studio.message_with(f"jb:cancel:{sid}"), "the status message")
+    ix = await studio.click("alice", status, f"jb:cancel:{sid}")
+    assert "is cancelled" in ix.text(), ix.text()
+    assert studio.song(sid).status == SongStatus.cancelled
+    await studio.until(lambda: all(b.get("disabled") for b in buttons(fake.messages[int(drafts["id"])])),
+                       "the vote buttons to be switched off")
+    late = await fake.settled(await fake.click(studio.members["bob"], int(drafts["id"]),
+                                               custom_ids(drafts)[0], seen=drafts))
+    assert "was cancelled, so its vote is over" in late.text(), late.text()

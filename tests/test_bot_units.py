@@ -112,7 +112,7 @@ def test_status_text_follows_the_song() -> None:
                        winner_index=1, now=NOW)
     assert "Draft 2 won" in render(resumed) and "Restarted after a worker problem" in render(resumed)
     voting_ = Snapshot(_song(status="voting", vote_closes_at=NOW), 99, None, None, False, drafts_url="URL", now=NOW)
-    assert "vote for your favourite in URL" in render(voting_) and not shows_cancel(voting_)
+    assert "vote for your favourite in URL" in render(voting_) and shows_cancel(voting_)
     failed = Snapshot(_song(status="failed", error="out of memory"), 99, None, None, False, now=NOW)
     assert "could not be made: out of memory" in render(failed) and not shows_cancel(failed)
     stopping = Snapshot(_song(status="drafting"), 99, _job(status="running", cancel_requested=True), None, False,

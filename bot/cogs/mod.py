@@ -125,8 +125,10 @@ class ModCog(commands.GroupCog, name="Mod", group_name="mod", group_description=
         found: Job | None = await self.bot.studio.run(queue.get_job, self.bot.db, job)
         if found is None:
             raise UserError(f"There is no job #{job}. `/queue` lists the jobs in the studio.")
-        if found.song_id is not None:
-            outcome = await self.bot.studio.cancel(found.song_id)
+        if found.status not in songs.ACTIVE_JOB:
+            outcome = songs.CancelOutcome.finished
+        elif found.song_id is not None:
+            outcome = await self.bot.studio.cancel(found.song_id)  # the song stops with its job
         else:
             outcome = songs.CancelOutcome.cancelled if await self.bot.studio.run(queue.cancel, self.bot.db, job) \
                 else songs.CancelOutcome.finished
