@@ -9,6 +9,7 @@ import pytest
 
 from tests.bot_harness import Studio, make_studio
 
+
 async def test_commands_synced_to_one_guild(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async for studio in make_studio(sqlite_url, tmp_path, monkeypatch, {}):
         await _check(studio)
