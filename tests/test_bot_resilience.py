@@ -88,3 +88,8 @@ async def test_a_killed_worker_does_not_lose_the_song(sqlite_studio: Studio) -> 
     # Members saw it carry on in the status message.
     versions = [v["content"] for v in fake.edits[int(status["id"])]]
     assert any("Restarted after a worker problem" in v for v in versions), versions
+    # ... and the song goes on to the end: the vote (closed early by the requester), the clip.
+    closing = await studio.click("alice", drafts_msg, f"jb:close:{song_id}")
+    await fake.wait_for(lambda: closing.followups, 10, "the close")
+    await studio.until_db(lambda: studio.song(song_id).status == SongStatus.done, "the song to finish", timeout=120)
+    assert studio.message_with("jb:continue:") is not None
