@@ -21,11 +21,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from pydantic import SecretStr  # noqa: E402
 
 from bot.errors import UserError  # noqa: E402
 from bot.labels import load_labels  # noqa: E402
@@ -64,6 +67,10 @@ def names(model: str) -> None:
     report("check a known artist", timed(lambda: labels.artists.resolve("The Beatles"), 50))
 
 
+def new_messages(fake: object, channel: int, before: set[int]) -> set[int]:
+    return {int(m["id"]) for m in fake.channel_messages(channel)} - before  # type: ignore[attr-defined]
+
+
 async def interaction(model: str, n_songs: int) -> None:
     from db.database import open_database
     from db.settings import Settings
@@ -75,7 +82,7 @@ async def interaction(model: str, n_songs: int) -> None:
         fake = await FakeDiscord().start()
         url = f"sqlite:///{tmp}/bench.db"
         settings = Settings(_env_file=None, database_url=url, storage_url=f"{tmp}/storage",  # type: ignore[call-arg]
-                            discord_token=fake.token, discord_api_base=fake.api_base,
+                            discord_token=SecretStr(fake.token), discord_api_base=fake.api_base,
                             discord_gateway_url=fake.gateway_url, model=model, bot_watch_seconds=3600,
                             request_rate_count=0, songs_per_day=100000, max_queued_per_member=100000,
                             max_running_per_guild=1)
@@ -92,10 +99,9 @@ async def interaction(model: str, n_songs: int) -> None:
             before = {int(m["id"]) for m in fake.channel_messages(channel)}
             start = time.perf_counter()
             ix = await fake.command(alice, channel, "generate", {"artist": "the beatles", "genre": "rock"})
-            await fake.wait_for(lambda ix=ix: ix.callbacks, 10)  # type: ignore[misc]
+            await fake.wait_for(partial(lambda i: i.callbacks, ix), 10)
             to_defer.append(time.perf_counter() - start)
-            await fake.wait_for(lambda before=before: {int(m["id"]) for m in fake.channel_messages(channel)} - before,
-                                10)  # type: ignore[misc]
+            await fake.wait_for(partial(new_messages, fake, channel, before), 10)
             to_status.append(time.perf_counter() - start)
         report("/generate: gateway event -> deferred answer", to_defer)
         report("/generate: gateway event -> status message posted", to_status)
