@@ -114,6 +114,31 @@ def step_ms(device: torch.device, dec: RowDecoder, steps: int) -> float:
     return float(start.elapsed_time(end)) / steps
 
 
+def profile_step(dec: RowDecoder, args: argparse.Namespace, mode: str) -> None:
+    """Kernel time per step by kernel (the step's own function, outside the graph: same kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n = 10
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            dec.runner._advance()
+        torch.cuda.synchronize()
+    rows = [e for e in prof.key_averages() if e.device_time_total > 0]
+    rows.sort(key=lambda e: -e.device_time_total)
+    total = sum(e.device_time_total for e in rows) / n
+    kernels = sum(e.count for e in rows) / n
+    emit(kind="profile", model=args.model, level=args.level, mode=mode, inductor=inductor_tag(),
+         kernels_per_step=round(kernels), kernel_us_per_step=round(total, 1),
+         top=[{"name": e.key[:90], "per_step": round(e.count / n, 1), "us_per_step": round(e.device_time_total / n, 1)}
+              for e in rows[:18]])
+
+
+def inductor_tag() -> str:
+    from engine.graphs import inductor_flags
+
+    return ",".join(sorted(inductor_flags())) or "default"
+
+
 def run_ours(args: argparse.Namespace, prior: Any, cond: Any, ctx: torch.Tensor, abs_start: int,
              device: torch.device, mode: str, ref: dict[str, Any] | None) -> dict[str, Any]:
     dtype = torch.bfloat16
@@ -133,9 +158,14 @@ def run_ours(args: argparse.Namespace, prior: Any, cond: Any, ctx: torch.Tensor,
         for _ in range(10):
             dec.advance()
         ms = step_ms(device, dec, steps)
+        if args.profile and device.type == "cuda":
+            try:
+                profile_step(dec, args, mode)
+            except Exception as e:  # the profile is a diagnostic: never lose the timing for it
+                emit(kind="profile_error", error=f"{type(e).__name__}: {e}")
     out: dict[str, Any] = {
         "kind": "ours", "model": args.model, "level": args.level, "batch": args.batch, "dtype": "bfloat16",
-        "mode": dec.mode, "asked_mode": mode, "context_tokens": int(ctx.shape[1]),
+        "mode": dec.mode, "asked_mode": mode, "inductor": inductor_tag(), "context_tokens": int(ctx.shape[1]),
         "prefill_seconds": round(statistics.median(prefills[1:]), 4), "first_prefill_seconds": round(prefills[0], 3),
         "ms_per_step": round(ms, 3), "tokens_per_second": round(args.batch * 1000 / ms, 1), "steps_timed": steps,
         "setup_seconds": round(setup_s, 1), "peak_gib": peak_gib(device),
@@ -177,7 +207,8 @@ def check_fast_vs_eager(args: argparse.Namespace, prior: Any, cond: Any, ctx: to
         free_same = float((outs[0] == outs[1]).float().mean())
         first_diff = int((outs[0] != outs[1]).any(0).float().argmax()) if free_same < 1 else n
     return {
-        "kind": "fast_vs_eager", "model": args.model, "level": args.level, "mode": fast.mode, "steps": n,
+        "kind": "fast_vs_eager", "model": args.model, "level": args.level, "mode": fast.mode, "inductor": inductor_tag(),
+        "steps": n,
         "max_rel_logit_diff": round(max(rel), 5), "median_rel_logit_diff": round(statistics.median(rel), 5),
         "top1_agreement": round(statistics.mean(top1), 4), "same_token_teacher_forced": round(statistics.mean(same), 4),
         "free_running_same_tokens": round(free_same, 4), "free_running_first_difference": first_diff,
@@ -195,6 +226,7 @@ def main() -> int:
     ap.add_argument("--check-steps", type=int, default=64)
     ap.add_argument("--modes", default="compile,graph,eager")
     ap.add_argument("--no-ref", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also print the step's kernels by GPU time")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="CPU-test sizes (checks this script on a CPU)")
     args = ap.parse_args()

@@ -106,8 +106,10 @@ def cache_shape(kind: int, geo: Geometry, batch: int, heads: int, head_dim: int)
     return (batch, heads, *mid, head_dim)
 
 
-def step_masks(kinds: set[int], s: Tensor, geo: Geometry) -> dict[int, Tensor]:
-    """Boolean key masks [B, 1, 1, keys] for one decode step at sequence positions `s` [B]."""
+def step_masks(kinds: set[int], s: Tensor, geo: Geometry, dtype: torch.dtype | None = None) -> dict[int, Tensor]:
+    """Key masks [B, 1, 1, keys] for one decode step at sequence positions `s` [B]: boolean, or
+    with `dtype` additive (0 where a key is seen, -inf where not; what SDPA makes of a boolean
+    mask, made once per step instead of once per layer)."""
     dev = s.device
     s_ = s[:, None]
     out: dict[int, Tensor] = {}
@@ -125,7 +127,10 @@ def step_masks(kinds: set[int], s: Tensor, geo: Geometry) -> dict[int, Tensor]:
             m = torch.arange(min(geo.prime_keys, geo.seq_len), device=dev)[None] <= s_
         else:
             continue
-        out[kind] = m[:, None, None, :]
+        m = m[:, None, None, :]
+        if dtype is not None:
+            m = torch.zeros(m.shape, dtype=dtype, device=dev).masked_fill(~m, float("-inf"))
+        out[kind] = m
     return out
 
 

@@ -39,7 +39,14 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from engine.graphs import DecodeMode, StepRunner, compiled, compiled_block_step, default_mode
+from engine.graphs import (
+    DecodeMode,
+    StepRunner,
+    attention_context,
+    compiled,
+    compiled_block_step,
+    default_mode,
+)
 from engine.sample import filter_logits, gumbel
 
 log = logging.getLogger("jukebot.batching")
@@ -252,10 +259,13 @@ class RowDecoder:
         ref, cache, st, cond = self._prior, self.cache, self.state, self._step_cond
         top_k, top_p, last = self.top_k, self.top_p, self.n_ctx - 1
 
+        attn = attention_context if compile_ else contextlib.nullcontext
+
         def advance() -> None:
             prior = ref()
             assert prior is not None
-            logits = prior.decode_step(cache, st.tok, st.pos, cond, block_step=block)
+            with attn():
+                logits = prior.decode_step(cache, st.tok, st.pos, cond, block_step=block)
             pick(logits, st.tok, st.pos, st.abs0, st.temp, st.row_bin, st.win, st.logits, top_k, top_p, last)
 
         return advance

@@ -25,6 +25,7 @@ benchmarks: logits within bf16 tolerance, same top-1).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -60,11 +61,25 @@ _COMPILED: dict[tuple[str, str], Callable[..., Any]] = {}
 COMPILE_BACKEND = os.environ.get("JUKEBOT_COMPILE_BACKEND", "inductor")
 
 
+def inductor_flags() -> frozenset[str]:
+    """JUKEBOT_INDUCTOR: comma-separated tuning flags for the compiled step (benchmarks compare
+    them): `cd` coordinate-descent tuning of Triton kernels, `autotune` Triton GEMM templates
+    (epilogue fusion) benchmarked against cuBLAS, `math` attention decomposed into plain ops
+    that Inductor fuses (instead of an SDPA kernel)."""
+    raw = os.environ.get("JUKEBOT_INDUCTOR", "")
+    flags = frozenset(f.strip() for f in raw.split(",") if f.strip() and f.strip() != "default")
+    unknown = flags - {"cd", "autotune", "math"}
+    if unknown:
+        raise ValueError(f"JUKEBOT_INDUCTOR: unknown flags {sorted(unknown)} (use cd, autotune, math)")
+    return flags
+
+
 def compiled(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """`torch.compile(fn, fullgraph=True, dynamic=False)`, made once per name per process.
 
     Dynamo keeps one compiled graph per distinct set of shapes and constants (per attention kind,
     model width, batch size); the default limit of 8 would silently send later ones back to eager."""
+    flags = inductor_flags()
     key = (name, COMPILE_BACKEND)
     if key not in _COMPILED:
         import torch._dynamo
@@ -73,8 +88,24 @@ def compiled(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         cfg.cache_size_limit = max(int(cfg.cache_size_limit), 256)
         if hasattr(cfg, "accumulated_cache_size_limit"):
             cfg.accumulated_cache_size_limit = max(int(cfg.accumulated_cache_size_limit), 1024)
-        _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False, backend=COMPILE_BACKEND)
+        options: dict[str, Any] = {}
+        if COMPILE_BACKEND == "inductor":
+            if "cd" in flags:
+                options["coordinate_descent_tuning"] = True
+            if "autotune" in flags:
+                options.update(max_autotune=True, max_autotune_gemm_backends="TRITON,ATEN")
+        _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False, backend=COMPILE_BACKEND,
+                                       options=options or None)
     return _COMPILED[key]
+
+
+def attention_context() -> contextlib.AbstractContextManager[Any]:
+    """Around the compiled step's tracing: the plain-ops attention when JUKEBOT_INDUCTOR has `math`."""
+    if "math" not in inductor_flags():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def compiled_block_step() -> Callable[..., Tensor]:
@@ -138,4 +169,5 @@ def _capture(advance: Callable[[], None], device: torch.device, warmup: int = 3)
     return graph
 
 
-__all__ = ["MODES", "DecodeMode", "StepRunner", "compiled", "compiled_block_step", "default_mode"]
+__all__ = ["MODES", "DecodeMode", "StepRunner", "attention_context", "compiled", "compiled_block_step", "default_mode",
+           "inductor_flags"]

@@ -123,7 +123,7 @@ class Transformer(nn.Module):
     def step(self, x: Tensor, s: Tensor, cache: list[LayerCache], block_step: BlockStep | None = None) -> Tensor:
         """One position per row. `block_step` runs one block (default `ResAttnBlock.step`); the fast
         decoder passes a compiled version of the same function (engine.graphs)."""
-        masks = step_masks(set(self.kinds), s, self.geo)
+        masks = step_masks(set(self.kinds), s, self.geo, dtype=self.layers[0].attn.c_attn.w.dtype)
         run = block_step or ResAttnBlock.step
         for layer, lc in zip(self.layers, cache, strict=True):
             x = run(layer, x, s, lc, masks)
