@@ -88,7 +88,7 @@ def write_config(data: Path, out: Path) -> Path:
 def _train_cmd(kind: str, run: Path, data: Path, minutes: float, steps: int | None, *extra: str) -> list[str]:
     budget = ["--steps", str(steps)] if steps else ["--max-minutes", f"{minutes:.2f}"]
     return [sys.executable, "-m", "engine.train", kind, "--config", str(run / "model.json"), "--data", str(data),
-            "--out", str(run), *budget, "--quiet", "--json", *extra]
+            "--out", str(run), *budget, "--json", *extra]
 
 
 def run_all(a: argparse.Namespace) -> int:
