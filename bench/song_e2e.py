@@ -13,9 +13,10 @@ Level 0 is 76% of all decode steps. If the run would outlast `--budget` seconds,
 after the window that crosses the budget and the rest is EXTRAPOLATED from the measured tokens
 per second (the `song` line then says `extrapolated: true` and how many tokens were measured).
 
-`--ref-json`: the JSON lines of bench/step_speed.py runs in the same process session (same GPU):
-the reference's ms per step and prime seconds give an estimate of the original code's time for
-this song (steps x step time + windows x prime time), printed as `reference_estimate_seconds`.
+`--ref-json` (the JSON lines of bench/step_speed.py runs on the same GPU) or `--ref MS_TOP
+PRIME_TOP MS_UP PRIME_UP`: the reference's ms per step and prime seconds give an ESTIMATE of the
+original code's time for this song (steps x step time + windows x prime time; running it would
+take hours), printed as `reference_estimate_seconds`.
 """
 
 from __future__ import annotations
@@ -88,18 +89,21 @@ def random_engine(model: str, device: torch.device, small: bool, stages: Stages)
     return Engine(m, device=device, swap_levels=True, name=model)
 
 
-def reference_estimate(path: str | None, tokens: dict[int, int], windows: dict[int, int], rows: dict[int, int]
-                       ) -> dict[str, Any] | None:
-    if not path or not Path(path).exists():
-        return None
+def reference_estimate(path: str | None, given: list[float] | None, tokens: dict[int, int], windows: dict[int, int],
+                       rows: dict[int, int]) -> dict[str, Any] | None:
     ref: dict[int, dict[str, Any]] = {}
-    for line in Path(path).read_text().splitlines():
-        try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        if d.get("kind") == "reference":
-            ref[int(d["level"])] = d
+    if given:
+        ms2, prime2, ms0, prime0 = given
+        ref = {2: {"ms_per_step": ms2, "prefill_seconds": prime2, "batch": 3},
+               0: {"ms_per_step": ms0, "prefill_seconds": prime0, "batch": 3}}
+    elif path and Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            if d.get("kind") == "reference":
+                ref[int(d["level"])] = d
     if 2 not in ref or 0 not in ref:
         return None
     per_level = {}
@@ -118,6 +122,8 @@ def main() -> int:
     ap.add_argument("--drafts", type=int, default=3)
     ap.add_argument("--budget", type=float, default=420.0, help="seconds; level 0 stops after this and extrapolates")
     ap.add_argument("--ref-json", default=None)
+    ap.add_argument("--ref", type=float, nargs=4, metavar=("MS_TOP", "PRIME_TOP", "MS_UP", "PRIME_UP"),
+                    help="the reference's figures from bench/step_speed.py on this GPU (instead of --ref-json)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="CPU-test sizes (checks this script on a CPU)")
     args = ap.parse_args()
@@ -188,7 +194,7 @@ def main() -> int:
         "peak_gib": max((r.get("peak_gib", 0.0) for r in stages.done.values()), default=0.0),
         "device": device_name(device), "dtype": "bfloat16", "swap_levels": True,
     }
-    est = reference_estimate(args.ref_json, tokens, windows, rows)
+    est = reference_estimate(args.ref_json, args.ref, tokens, windows, rows)
     if est:
         out.update(est)
         out["ratio"] = round(est["reference_estimate_seconds"] / total, 1)

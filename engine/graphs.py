@@ -65,12 +65,13 @@ def inductor_flags() -> frozenset[str]:
     """JUKEBOT_INDUCTOR: comma-separated tuning flags for the compiled step (benchmarks compare
     them): `cd` coordinate-descent tuning of Triton kernels, `autotune` Triton GEMM templates
     (epilogue fusion) benchmarked against cuBLAS, `math` attention decomposed into plain ops
-    that Inductor fuses (instead of an SDPA kernel)."""
+    that Inductor fuses (instead of an SDPA kernel), `efficient` the memory-efficient SDPA kernel
+    (else plain ops) instead of the default choice (cuDNN's, slow for one query)."""
     raw = os.environ.get("JUKEBOT_INDUCTOR", "")
     flags = frozenset(f.strip() for f in raw.split(",") if f.strip() and f.strip() != "default")
-    unknown = flags - {"cd", "autotune", "math"}
+    unknown = flags - {"cd", "autotune", "math", "efficient"}
     if unknown:
-        raise ValueError(f"JUKEBOT_INDUCTOR: unknown flags {sorted(unknown)} (use cd, autotune, math)")
+        raise ValueError(f"JUKEBOT_INDUCTOR: unknown flags {sorted(unknown)} (use cd, autotune, math, efficient)")
     return flags
 
 
@@ -100,12 +101,15 @@ def compiled(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def attention_context() -> contextlib.AbstractContextManager[Any]:
-    """Around the compiled step's tracing: the plain-ops attention when JUKEBOT_INDUCTOR has `math`."""
-    if "math" not in inductor_flags():
+    """Around the compiled step's tracing: the attention kernel JUKEBOT_INDUCTOR asks for."""
+    flags = inductor_flags()
+    if not {"math", "efficient"} & flags:
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    return sdpa_kernel(SDPBackend.MATH)
+    if "math" in flags:
+        return sdpa_kernel(SDPBackend.MATH)
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def compiled_block_step() -> Callable[..., Tensor]:
