@@ -401,6 +401,10 @@ def worker_command(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
     checkpoint_seconds: float = typer.Option(
         0.0, "--checkpoint-seconds", help="Checkpoint at most this often (0: after every window)."),
+    batch_jobs: int = typer.Option(1, "--batch-jobs", min=1,
+                                   help="Run up to N jobs at once, their windows decoded in one batch."),
+    batch_memory_gb: float | None = typer.Option(
+        None, "--batch-memory-gb", help="GPU memory for the batch's KV caches (default: 70% of what is free)."),
 ) -> None:
     from db.settings import get_settings
     from engine.worker import ALL_KINDS, DeviceBusy, Worker, WorkerOptions
@@ -412,7 +416,8 @@ def worker_command(
         raise _fail(f"--kinds: unknown job kind(s) {', '.join(unknown) or '(none)'}; use {', '.join(ALL_KINDS)}")
     settings = get_settings()
     options = WorkerOptions(device=device or settings.device, model=model, kinds=wanted, once=once, dtype=dtype,
-                            swap_levels=swap_levels, threads=threads, checkpoint_seconds=checkpoint_seconds)
+                            swap_levels=swap_levels, threads=threads, checkpoint_seconds=checkpoint_seconds,
+                            batch_jobs=batch_jobs, batch_memory_gb=batch_memory_gb)
     try:
         code = Worker(settings, options).run()
     except DeviceBusy as e:

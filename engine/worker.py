@@ -81,6 +81,9 @@ class WorkerOptions:
     tokens_every: int = 64  # progress granularity inside a window
     checkpoint_seconds: float = 0.0  # 0: a checkpoint after every window; else at most this often
     idle_exit_seconds: float | None = None  # exit after this long without work (tests, batch use)
+    batch_jobs: int = 1  # jobs decoded together in one batch (engine.batching); 1: one job at a time
+    batch_rows: int | None = None  # rows of that batch (default: 3 per job)
+    batch_memory_gb: float | None = None  # decode memory (KV caches) for the batch (default: 70% of free)
 
 
 def resolve_device(device: str) -> str:
@@ -251,6 +254,7 @@ class Worker:
         self._engine_name: str | None = None
         self.terminating = threading.Event()
         self.jobs_done = 0
+        self.batch_stats: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _on_sigterm(self, signum: int, _frame: Any) -> None:
@@ -271,6 +275,8 @@ class Worker:
         self.install_signal_handlers()
         with device_lock(self.device):
             self.engine_for(self.model_name)  # fail fast on a model that cannot load
+            if self.options.batch_jobs > 1:
+                return self._run_batched()
             idle_since = time.monotonic()
             while not self.terminating.is_set():
                 lease = queue.claim(self.db, list(self.options.kinds), self.owner, self.settings.lease_seconds)
@@ -286,6 +292,61 @@ class Worker:
                 idle_since = time.monotonic()
                 if self.options.once:
                     break
+        return 0
+
+    def _batch_budget(self) -> int:
+        if self.options.batch_memory_gb is not None:
+            return int(self.options.batch_memory_gb * 2**30)
+        if self.device.startswith("cuda"):
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+            return int(free * 0.7)
+        return 4 << 30
+
+    def _run_batched(self) -> int:
+        """Several jobs at once, each in a thread running the usual `run_job` (its own lease,
+        heartbeats, checkpoints and fenced writes), their windows decoded in one shared batch
+        (engine.batching): a job joins and leaves between windows. Jobs claimed while others run
+        are of the same kind, so the batch samples one level. Assumes every job uses the
+        worker's model (the usual setup)."""
+        from engine.batching import BatchScheduler, use_scheduler
+
+        opts = self.options
+        sched = BatchScheduler(budget_bytes=self._batch_budget(), max_rows=opts.batch_rows or 3 * opts.batch_jobs)
+        running: dict[threading.Thread, str] = {}
+        idle_since = time.monotonic()
+        claiming = True
+        with sched, use_scheduler(sched):
+            while True:
+                for t in [t for t in running if not t.is_alive()]:
+                    t.join()
+                    del running[t]
+                if self.terminating.is_set():
+                    claiming = False  # SIGTERM: each job finishes its window, checkpoints and is released
+                if claiming and len(running) < opts.batch_jobs:
+                    kinds = [next(iter(running.values()))] if running else list(opts.kinds)
+                    lease = queue.claim(self.db, kinds, self.owner, self.settings.lease_seconds)
+                    if lease is not None:
+                        t = threading.Thread(target=self.run_job, args=(lease,), name=f"job-{lease.job_id}",
+                                             daemon=True)
+                        running[t] = lease.kind
+                        t.start()
+                        idle_since = time.monotonic()
+                        if opts.once and len(running) >= opts.batch_jobs:
+                            claiming = False
+                        continue
+                    if opts.once:
+                        claiming = False  # --once: the jobs that were waiting, no more
+                if not running:
+                    if not claiming:
+                        break
+                    if opts.idle_exit_seconds is not None and time.monotonic() - idle_since > opts.idle_exit_seconds:
+                        break
+                    queue.wait_for_work(self.db, list(opts.kinds), timeout=self.settings.poll_seconds)
+                else:
+                    time.sleep(min(0.2, self.settings.poll_seconds))
+        self.batch_stats = dict(sched.stats)
         return 0
 
     def engine_for(self, name: str) -> Any:
