@@ -146,7 +146,20 @@ class Conv1D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x2 = x.reshape(-1, self.n_in).to(self.w.dtype)
+        s = SPLIT_K
+        if s > 1 and x2.shape[0] <= SPLIT_K_MAX_ROWS and self.n_in % s == 0:
+            # A few rows (a decode step): one GEMM of [rows x n_in] x [n_in x n_out] keeps only
+            # n_out / 64 multiprocessors busy reading the weight; s partial products over slices of
+            # n_in run s times as many, and the sum fuses into whatever follows (engine.graphs).
+            k = self.n_in // s
+            part = torch.bmm(x2.view(-1, s, k).transpose(0, 1), self.w.view(s, k, self.n_out))
+            return (part.float().sum(0) + self.b.float()).to(self.w.dtype).view(*x.shape[:-1], self.n_out)
         return torch.addmm(self.b, x2, self.w).view(*x.shape[:-1], self.n_out)
+
+
+# Split-K for few-row products (engine.graphs sets it for a compiled decode step; 1 = off).
+SPLIT_K = 1
+SPLIT_K_MAX_ROWS = 16
 
 
 class FactoredAttention(nn.Module):

@@ -66,12 +66,14 @@ def inductor_flags() -> frozenset[str]:
     them): `cd` coordinate-descent tuning of Triton kernels, `autotune` Triton GEMM templates
     (epilogue fusion) benchmarked against cuBLAS, `math` attention decomposed into plain ops
     that Inductor fuses (instead of an SDPA kernel), `efficient` the memory-efficient SDPA kernel
-    (else plain ops) instead of the default choice (cuDNN's, slow for one query)."""
+    (else plain ops) instead of the default choice (cuDNN's, slow for one query), `splitk` the
+    decode step's weight products split 4 ways along their inputs (engine.attention.Conv1D)."""
     raw = os.environ.get("JUKEBOT_INDUCTOR", "")
     flags = frozenset(f.strip() for f in raw.split(",") if f.strip() and f.strip() != "default")
-    unknown = flags - {"cd", "autotune", "math", "efficient"}
+    unknown = flags - {"cd", "autotune", "math", "efficient", "splitk"}
     if unknown:
-        raise ValueError(f"JUKEBOT_INDUCTOR: unknown flags {sorted(unknown)} (use cd, autotune, math, efficient)")
+        raise ValueError(f"JUKEBOT_INDUCTOR: unknown flags {sorted(unknown)} (use cd, autotune, math, efficient, "
+                         "splitk)")
     return flags
 
 
@@ -101,15 +103,32 @@ def compiled(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def attention_context() -> contextlib.AbstractContextManager[Any]:
-    """Around the compiled step's tracing: the attention kernel JUKEBOT_INDUCTOR asks for."""
+    """Around the compiled step's tracing: the attention kernel (and split-K products) that
+    JUKEBOT_INDUCTOR asks for."""
     flags = inductor_flags()
-    if not {"math", "efficient"} & flags:
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    stack = contextlib.ExitStack()
+    if "splitk" in flags:
+        stack.enter_context(_split_k(4))
+    if {"math", "efficient"} & flags:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    if "math" in flags:
-        return sdpa_kernel(SDPBackend.MATH)
-    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+        if "math" in flags:
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        else:
+            stack.enter_context(sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))
+    return stack
+
+
+@contextlib.contextmanager
+def _split_k(s: int) -> Any:
+    import engine.attention as attention
+
+    saved = attention.SPLIT_K
+    attention.SPLIT_K = s
+    try:
+        yield
+    finally:
+        attention.SPLIT_K = saved
 
 
 def compiled_block_step() -> Callable[..., Tensor]:
