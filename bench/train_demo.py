@@ -75,6 +75,8 @@ def demo_config(artists: list[str], genres: list[str], name: str = "demo") -> Mo
 
 
 def write_config(data: Path, out: Path) -> Path:
+    if (out / "model.json").exists():  # a run being continued keeps its config
+        return out / "model.json"
     artists, genres = corpus_labels(data)
     cfg = demo_config(artists, genres)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +115,12 @@ def run_all(a: argparse.Namespace) -> int:
         left = min(left, a.total_minutes - (time.monotonic() - t0) / 60 - 0.6)
         print(f"priors get {left:.2f} min", file=sys.stderr, flush=True)
     procs = []
-    for kind, extra in (("prior", []), ("upsampler", ["--level", "1"]), ("upsampler", ["--level", "0"])):
+    wanted = {int(x) for x in a.priors.split(",")}
+    for level, kind, extra in ((2, "prior", []), (1, "upsampler", ["--level", "1"]), (0, "upsampler", ["--level", "0"])):
+        if level not in wanted:
+            continue
+        if a.continue_run and (run / f"prior_level_{level}.pth.tar").exists():
+            extra = [*extra, "--init-from", str(run)]  # more training from the weights of an earlier slot
         cmd = _train_cmd(kind, run, data, left, a.steps, "--batch-size", str(a.prior_batch), *extra, *a.prior_args)
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT))
@@ -163,6 +170,9 @@ def main() -> int:
     r.add_argument("--prior-batch", type=int, default=32)
     r.add_argument("--skip-vqvae", action="store_true")
     r.add_argument("--steps", type=int, help="a fixed number of steps per stage instead of time budgets (tests)")
+    r.add_argument("--priors", default="2,1,0", help="levels to train, e.g. 2,0")
+    r.add_argument("--continue-run", action="store_true",
+                   help="start each prior from its weights in --out when they exist (a later slot)")
     r.add_argument("--prior-args", nargs=argparse.REMAINDER, default=[])
     s = sub.add_parser("ship")
     s.add_argument("--run", required=True)

@@ -5,8 +5,9 @@
 # without them, wheels in .whl/ and .whl-train/ (soundfile, cffi, pycparser, unidecode, rapidfuzz).
 # Environment: VQVAE_MIN (VQ-VAE budget), TOTAL_MIN (whole run; the priors get what is left),
 # VQVAE_BATCH, PRIOR_BATCH, STEPS (fixed steps per stage instead of budgets: smoke tests),
-# CONTINUE_FROM=DIR (a folder with model.json, the four .pth.tar files and codes.pt.gz.*: train the
-# priors further from those weights; the VQ-VAE stays).
+# CONTINUE_FROM=DIR (a folder with model.json, the .pth.tar files and codes.pt.gz.*: train the
+# priors in PRIORS (e.g. 2,0) further from the weights there, or from scratch where a level has
+# none; the VQ-VAE stays; no corpus needed).
 set -uo pipefail
 OUT=${OUT:-$PWD/out/demo-run}
 VQVAE_MIN=${VQVAE_MIN:-3.6}
@@ -26,9 +27,13 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || tr
 
 DATA=/tmp/corpus-data
 rm -rf "$DATA" && mkdir -p "$DATA"
-tar -xf "${CORPUS_TAR:-.corpus/corpus.tar}" -C "$DATA" || exit 1
-DATA=$DATA/corpus
-echo "corpus: $(($(wc -l < "$DATA/labels.csv") - 1)) clips, unpacked after $(( $(date +%s) - t0 )) s"
+if [[ -f "${CORPUS_TAR:-.corpus/corpus.tar}" ]]; then
+  tar -xf "${CORPUS_TAR:-.corpus/corpus.tar}" -C "$DATA" || exit 1
+  echo "corpus: $(($(wc -l < "$DATA/corpus/labels.csv") - 1)) clips, unpacked after $(( $(date +%s) - t0 )) s"
+elif [[ -z "${CONTINUE_FROM:-}" ]]; then
+  echo "no corpus tar" && exit 1
+fi
+DATA=$DATA/corpus  # a continued run trains on the carried codes (encoded from this path)
 
 RUN=/tmp/demo-run
 rm -rf "$RUN" && mkdir -p "$RUN/train"
@@ -40,8 +45,8 @@ status=0
 if [[ -n "${CONTINUE_FROM:-}" ]]; then
   cp "$CONTINUE_FROM"/model.json "$CONTINUE_FROM"/*.pth.tar "$RUN"/
   cat "$CONTINUE_FROM"/codes.pt.gz.* | gunzip > "$RUN/train/codes.pt"
-  python3 bench/train_demo.py all "${ARGS[@]}" --skip-vqvae --prior-minutes 99 --prior-args --init-from "$RUN" \
-    || status=$?
+  python3 bench/train_demo.py all "${ARGS[@]}" --skip-vqvae --prior-minutes 99 --continue-run \
+    --priors "${PRIORS:-2,1,0}" || status=$?
 else
   python3 bench/train_demo.py all "${ARGS[@]}" --vqvae-minutes "$VQVAE_MIN" --prior-minutes 99 || status=$?
 fi
@@ -51,7 +56,7 @@ fi
 for p in vqvae prior_level_0 prior_level_1 prior_level_2; do
   [[ -f "$RUN/$p.pth.tar" ]] && cp "$RUN/$p.pth.tar" "$OUT/"
 done
-if [[ -f "$RUN/train/codes.pt" ]]; then
+if [[ -f "$RUN/train/codes.pt" && -z "${CONTINUE_FROM:-}" ]]; then
   gzip -1 -c "$RUN/train/codes.pt" | split -b 15M -d -a 1 - "$OUT/codes.pt.gz."
 fi
 tar -cf "$OUT/logs.tar" --exclude=state.pt --exclude=codes.pt -C "$RUN" model.json train

@@ -95,15 +95,19 @@ class PriorBatcher:
 
     def _y(self, clip: ClipCodes, start: int, drop_artist: bool, drop_genre: bool) -> list[int]:
         c = self.prior.config
+        sr = self.prior.sample_rate
         length = self.n_ctx * self.hop
         offset = clip.offset_samples + start * self.hop
         total = max(clip.total_samples, offset + length)
-        if c.max_duration is not None:  # the timing embedding's range: keep inside it
-            limit = int(c.max_duration * self.prior.sample_rate) - 1
-            total = min(total, limit)
-            offset = min(offset, total - 1)
+        if c.max_duration is not None:
+            # The timing embedding knows songs shorter than max_duration: a window of a longer
+            # piece is labelled as the last window of a song just under that length.
+            limit = int(c.max_duration * sr) - 1
+            if total > limit:
+                total = limit
+                offset = min(offset, limit - length)
         if c.min_duration is not None:
-            total = max(total, int(np.ceil(c.min_duration * self.prior.sample_rate)))
+            total = max(total, int(np.ceil(c.min_duration * sr)))
         genres = [0] if drop_genre else list(clip.genre_ids)[: c.max_bow_genre_size]
         genres += [-1] * (c.max_bow_genre_size - len(genres))
         tokens: list[int] = []
