@@ -121,6 +121,9 @@ def run_all(a: argparse.Namespace) -> int:
             continue
         if a.continue_run and (run / f"prior_level_{level}.pth.tar").exists():
             extra = [*extra, "--init-from", str(run)]  # more training from the weights of an earlier slot
+        extra = [*extra, "--val-every", str(a.val_every)]
+        if level == 2 and a.timing_jitter:
+            extra = [*extra, "--timing-jitter", str(a.timing_jitter)]
         cmd = _train_cmd(kind, run, data, left, a.steps, "--batch-size", str(a.prior_batch), *extra, *a.prior_args)
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT))
@@ -171,6 +174,9 @@ def main() -> int:
     r.add_argument("--skip-vqvae", action="store_true")
     r.add_argument("--steps", type=int, help="a fixed number of steps per stage instead of time budgets (tests)")
     r.add_argument("--priors", default="2,1,0", help="levels to train, e.g. 2,0")
+    r.add_argument("--val-every", type=int, default=100, help="steps between held-out losses of the priors")
+    r.add_argument("--timing-jitter", type=float, default=0.5,
+                   help="share of top-prior windows labelled with a random song length")
     r.add_argument("--continue-run", action="store_true",
                    help="start each prior from its weights in --out when they exist (a later slot)")
     r.add_argument("--prior-args", nargs=argparse.REMAINDER, default=[])

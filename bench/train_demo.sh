@@ -53,13 +53,17 @@ fi
 
 # What comes back: the fp32 model files (one per part, each under 16 MiB), the codes (to train on
 # without the audio), and model.json, the logs and the loss curves in one tar.
-for p in vqvae prior_level_0 prior_level_1 prior_level_2; do
+PARTS="vqvae prior_level_0 prior_level_1 prior_level_2"
+[[ -n "${CONTINUE_FROM:-}" ]] && PARTS=$(for l in ${PRIORS//,/ }; do echo -n "prior_level_$l "; done)
+for p in $PARTS; do
   [[ -f "$RUN/$p.pth.tar" ]] && cp "$RUN/$p.pth.tar" "$OUT/"
+  # the weights with the lowest held-out loss (priors)
+  [[ -f "$RUN/train/$p/best.pth.tar" ]] && cp "$RUN/train/$p/best.pth.tar" "$OUT/$p.best.pth.tar"
 done
 if [[ -f "$RUN/train/codes.pt" && -z "${CONTINUE_FROM:-}" ]]; then
   gzip -1 -c "$RUN/train/codes.pt" | split -b 15M -d -a 1 - "$OUT/codes.pt.gz."
 fi
-tar -cf "$OUT/logs.tar" --exclude=state.pt --exclude=codes.pt -C "$RUN" model.json train
+tar -cf "$OUT/logs.tar" --exclude=state.pt --exclude=codes.pt --exclude=best.pth.tar -C "$RUN" model.json train
 ls -la "$OUT"
 echo "total $(( $(date +%s) - t0 )) s, status $status"
 exit $status

@@ -509,6 +509,11 @@ def run_loop(spec: LoopSpec, *, out_dir: Path, steps: int | None, lr: float, war
                     spec.module.eval()
                     rec["val_loss"] = spec.val_fn()
                     spec.module.train()
+                    if not val_hist or rec["val_loss"] < min(v for _, v in val_hist):
+                        # The weights with the lowest held-out loss so far (a small corpus is learnt by
+                        # heart long before the schedule ends): train/<part>/best.pth.tar.
+                        spec.export(step, state_dir / "best.pth.tar")
+                        rec["best"] = True
                     val_hist.append((step, rec["val_loss"]))
                 state_dir.mkdir(parents=True, exist_ok=True)
                 with open(log_path, "a", encoding="utf-8") as f:
@@ -780,6 +785,7 @@ def train(
     workers: int | None = None,
     stop_after: int | None = None,
     encode: bool = False,
+    timing_jitter: float = 0.0,
 ) -> TrainSummary:
     """Train one part of a model; see the module docstring. Returns what the run did.
     `encode` (VQ-VAE only): when training finished, encode the data for the priors at once (saves
@@ -808,7 +814,7 @@ def train(
     else:
         assert lv is not None
         spec, n_clips, skipped, extra = _prior_spec(config, lv, data, out, dev, bs, gen, init_from, vqvae,
-                                                    label_dropout, progress, run_args)
+                                                    label_dropout, progress, run_args, timing_jitter)
     for msg in skipped:
         print(f"skipped {msg}", file=sys.stderr)
     res = run_loop(spec, out_dir=out, steps=steps, lr=lr_, warmup=d.warmup, save_every=every, device=dev, gen=gen,
@@ -886,7 +892,8 @@ def _reset_vqvae_params(model: VQVAE) -> None:
 
 def _prior_spec(config: ModelConfig, level: int, data: Path, out: Path, dev: torch.device, bs: int,
                 gen: torch.Generator, init_from: str | Path | None, vqvae: str | Path | None, label_dropout: float,
-                progress: bool, run_args: dict[str, Any]) -> tuple[LoopSpec, int, list[str], dict[str, Any]]:
+                progress: bool, run_args: dict[str, Any],
+                timing_jitter: float = 0.0) -> tuple[LoopSpec, int, list[str], dict[str, Any]]:
     part = f"prior_level_{level}"
     vq_file = _vqvae_file(out, vqvae)
     entries = prepare_codes(out, data, config, vq_file, dev, progress=progress)
@@ -898,7 +905,9 @@ def _prior_spec(config: ModelConfig, level: int, data: Path, out: Path, dev: tor
     train_clips, note = clip_codes_for(config, level, train_e)
     if note:
         print(f"[{part}] {note}", file=sys.stderr)
-    batcher = PriorBatcher(train_clips, prior, label_dropout=label_dropout)
+    batcher = PriorBatcher(train_clips, prior, label_dropout=label_dropout, timing_jitter=timing_jitter)
+    if timing_jitter:
+        run_args["timing_jitter"] = timing_jitter
     skipped = list(entries.get("skipped", []))
     short = len(train_clips) - len(batcher.clips)
     if short:
@@ -967,6 +976,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vqvae")
     ap.add_argument("--sample-seconds", type=float)
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--val-every", type=int, default=250, help="steps between held-out losses (a multiple of --log-every)")
+    ap.add_argument("--timing-jitter", type=float, default=0.0,
+                    help="top prior: share of windows labelled with a random song length (against learning pieces by heart)")
     ap.add_argument("--stop-after", type=int, help="save and stop after this step (resume later to --steps)")
     ap.add_argument("--encode", action="store_true", help="vqvae: encode the data for the priors when done")
     ap.add_argument("--quiet", action="store_true")
@@ -978,7 +990,7 @@ def main(argv: list[str] | None = None) -> int:
                   resume=not a.no_resume, level=a.level, max_minutes=a.max_minutes, save_every=a.save_every,
                   lr=a.lr, seed=a.seed, init_from=a.init_from, vqvae=a.vqvae, sample_seconds=a.sample_seconds,
                   log_every=a.log_every, progress=not a.quiet, stop_after=a.stop_after,
-                  encode=a.encode)
+                  encode=a.encode, val_every=a.val_every, timing_jitter=a.timing_jitter)
     except TrainError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

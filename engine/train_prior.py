@@ -47,13 +47,18 @@ class PriorBatch:
 class PriorBatcher:
     """Random training windows of one level."""
 
-    def __init__(self, clips: list[ClipCodes], prior: JukeboxPrior, *, label_dropout: float = 0.0) -> None:
+    def __init__(self, clips: list[ClipCodes], prior: JukeboxPrior, *, label_dropout: float = 0.0,
+                 timing_jitter: float = 0.0) -> None:
         self.prior = prior
         c = prior.config
         self.level, self.n_ctx = c.level, c.n_ctx
         self.align = 1 if prior.is_top else int(prior.cond_downsample or 1)
         self.hop = prior.raw_to_tokens
         self.label_dropout = label_dropout
+        # A small corpus lets the top prior recognise each piece by its exact length and learn it by
+        # heart; songs asked for later have lengths it never saw. Jittered windows get a random
+        # song length (from the window's end to max_duration), so the length is no key to a piece.
+        self.timing_jitter = timing_jitter if prior.is_top and prior.config.labels else 0.0
         self.clips = [clip for clip in clips if len(clip.codes[self.level]) >= self.n_ctx]
         if not self.clips:
             raise ValueError(
@@ -89,23 +94,29 @@ class PriorBatcher:
         y = None
         if c.labels:
             drop = torch.rand(len(rows), 2, generator=gen).numpy() < self.label_dropout
-            y = torch.tensor([self._y(self.clips[i], s, bool(d[0]), bool(d[1])) for (i, s), d in zip(rows, drop, strict=True)],
+            jitter = torch.rand(len(rows), 2, generator=gen, dtype=torch.float64).numpy()
+            y = torch.tensor([self._y(self.clips[i], s, bool(d[0]), bool(d[1]),
+                                      float(j[1]) if j[0] < self.timing_jitter else None)
+                              for (i, s), d, j in zip(rows, drop, jitter, strict=True)],
                              dtype=torch.long, device=device)
         return PriorBatch(torch.from_numpy(tokens).to(device), y, upper)
 
-    def _y(self, clip: ClipCodes, start: int, drop_artist: bool, drop_genre: bool) -> list[int]:
+    def _y(self, clip: ClipCodes, start: int, drop_artist: bool, drop_genre: bool,
+           jitter: float | None = None) -> list[int]:
         c = self.prior.config
         sr = self.prior.sample_rate
         length = self.n_ctx * self.hop
         offset = clip.offset_samples + start * self.hop
         total = max(clip.total_samples, offset + length)
+        if jitter is not None:
+            hi = int((c.max_duration or 2 * total / sr) * sr) - 1
+            total = int(min(offset + length, hi) + jitter * max(0, hi - offset - length))
         if c.max_duration is not None:
             # The timing embedding knows songs shorter than max_duration: a window of a longer
             # piece is labelled as the last window of a song just under that length.
             limit = int(c.max_duration * sr) - 1
-            if total > limit:
-                total = limit
-                offset = min(offset, limit - length)
+            total = min(total, limit)
+            offset = min(offset, limit - length)
         if c.min_duration is not None:
             total = max(total, int(np.ceil(c.min_duration * sr)))
         genres = [0] if drop_genre else list(clip.genre_ids)[: c.max_bow_genre_size]
