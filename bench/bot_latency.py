@@ -51,8 +51,10 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 def names(model: str) -> None:
     start = time.perf_counter()
     labels = load_labels(model)
-    print(f"{'load the artist/genre lists of ' + model:<52} {1000 * (time.perf_counter() - start):8.2f} ms   "
-          f"({len(labels.artists.names)} artists, {len(labels.genres.names)} genres)")
+    print(
+        f"{'load the artist/genre lists of ' + model:<52} {1000 * (time.perf_counter() - start):8.2f} ms   "
+        f"({len(labels.artists.names)} artists, {len(labels.genres.names)} genres)"
+    )
     keystrokes = ["", "b", "be", "bea", "beat", "beatl", "the b", "zz", "qu", "queen", "mozar", "daft p"]
     samples: list[float] = []
     for typed in keystrokes:
@@ -81,17 +83,28 @@ async def interaction(model: str, n_songs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fake = await FakeDiscord().start()
         url = f"sqlite:///{tmp}/bench.db"
-        settings = Settings(_env_file=None, database_url=url, storage_url=f"{tmp}/storage",  # type: ignore[call-arg]
-                            discord_token=SecretStr(fake.token), discord_api_base=fake.api_base,
-                            discord_gateway_url=fake.gateway_url, model=model, bot_watch_seconds=3600,
-                            request_rate_count=0, songs_per_day=100000, max_queued_per_member=100000,
-                            max_running_per_guild=1)
+        settings = Settings(
+            _env_file=None,
+            database_url=url,
+            storage_url=f"{tmp}/storage",  # type: ignore[call-arg]
+            discord_token=SecretStr(fake.token),
+            discord_api_base=fake.api_base,
+            discord_gateway_url=fake.gateway_url,
+            model=model,
+            bot_watch_seconds=3600,
+            request_rate_count=0,
+            songs_per_day=100000,
+            max_queued_per_member=100000,
+            max_running_per_guild=1,
+        )
         db = open_database(url)
         guild = fake.add_guild("Bench")
         channel = fake.channel(guild, "studio")
         alice = fake.add_user("alice")
         fake.add_member(guild, alice)
-        studio = Studio(fake, settings, db, Storage(settings.storage_url), guild, channel, {"alice": alice}, 0, {})
+        studio = Studio(
+            fake, settings, db, Storage(settings.storage_url), guild, channel, {"alice": alice}, 0, {}
+        )
         bot = await studio.start_bot(scheduler_factory=_memory_scheduler)
         await bot.watcher.stop()  # measured by hand below
         to_defer, to_status = [], []

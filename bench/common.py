@@ -29,8 +29,11 @@ from engine.config import PRESETS, ModelConfig, PriorConfig  # noqa: E402
 from engine.labels import Labeller  # noqa: E402
 from engine.prior import Cond, JukeboxPrior  # noqa: E402
 
-REF_KIND = {2: {"1b_lyrics": "prior_1b_lyrics", "5b_lyrics": "prior_5b_lyrics", "5b": "prior_5b"},
-            1: "upsampler_level_1", 0: "upsampler_level_0"}
+REF_KIND = {
+    2: {"1b_lyrics": "prior_1b_lyrics", "5b_lyrics": "prior_5b_lyrics", "5b": "prior_5b"},
+    1: "upsampler_level_1",
+    0: "upsampler_level_0",
+}
 SONG = ("The Beatles", "pop rock", "Here comes the sun, little darling\nit's all right " * 20)
 
 
@@ -91,8 +94,9 @@ def randomize(module: nn.Module, seed: int) -> None:
         del r
 
 
-def random_prior(config: ModelConfig, level: int, device: torch.device, dtype: torch.dtype,
-                 seed: int = 0) -> JukeboxPrior:
+def random_prior(
+    config: ModelConfig, level: int, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> JukeboxPrior:
     """A released-size prior with random weights, allocated once in `dtype` on `device`."""
     with torch.device("meta"):
         prior = JukeboxPrior(config.priors[level], config.vqvae)
@@ -102,16 +106,25 @@ def random_prior(config: ModelConfig, level: int, device: torch.device, dtype: t
     return prior.eval().requires_grad_(False)
 
 
-def labels_y(config: ModelConfig, level: int, rows: int, sample_length: int, offset: int,
-             song: tuple[str, str, str] = SONG) -> torch.Tensor:
+def labels_y(
+    config: ModelConfig,
+    level: int,
+    rows: int,
+    sample_length: int,
+    offset: int,
+    song: tuple[str, str, str] = SONG,
+) -> torch.Tensor:
     lab = Labeller.for_prior(config, level)
-    s = lab.encode(song[0], song[1] if config.priors[level].labels_version == "v3" else "rock", song[2], strict=False)
+    s = lab.encode(
+        song[0], song[1] if config.priors[level].labels_version == "v3" else "rock", song[2], strict=False
+    )
     total = lab.label_total_length(sample_length)
     return torch.tensor([lab.window_y(s, total, offset)] * rows, dtype=torch.long)
 
 
-def window_inputs(prior: JukeboxPrior, config: ModelConfig, rows: int, device: torch.device,
-                  seed: int = 0) -> tuple[Cond, torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+def window_inputs(
+    prior: JukeboxPrior, config: ModelConfig, rows: int, device: torch.device, seed: int = 0
+) -> tuple[Cond, torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
     """A second window of a long song: the context a window re-prefills (n_ctx - hop tokens),
     its labels and (upsamplers) the codes of the level above. Returns (cond, context, y, upper,
     abs_start)."""
@@ -189,8 +202,10 @@ def config_of(model: str, small: bool = False) -> ModelConfig:
 
     vq = VQVAEConfig.from_hparams(SMALL_VQVAE)
     top = {"1b_lyrics": "prior_1b_lyrics", "5b_lyrics": "prior_5b_lyrics", "5b": "prior_5b"}[model]
-    priors = tuple(PriorConfig.from_hparams(SMALL_PRIORS[k], l_bins=vq.l_bins)
-                   for k in ("upsampler_level_0", "upsampler_level_1", top))
+    priors = tuple(
+        PriorConfig.from_hparams(SMALL_PRIORS[k], l_bins=vq.l_bins)
+        for k in ("upsampler_level_0", "upsampler_level_1", top)
+    )
     return ModelConfig(f"small-{model}", vq, priors)  # type: ignore[arg-type]
 
 
@@ -208,6 +223,21 @@ def cpu_reference_patch(device: torch.device) -> Iterator[None]:
 
 
 __all__ = [
-    "REF_KIND", "ROOT", "SONG", "config_of", "cpu_reference_patch", "device_name", "emit", "import_reference", "labels_y", "peak_gib",
-    "random_prior", "randomize", "reference_prior", "reset_peak", "sync", "timed", "window_inputs",
+    "REF_KIND",
+    "ROOT",
+    "SONG",
+    "config_of",
+    "cpu_reference_patch",
+    "device_name",
+    "emit",
+    "import_reference",
+    "labels_y",
+    "peak_gib",
+    "random_prior",
+    "randomize",
+    "reference_prior",
+    "reset_peak",
+    "sync",
+    "timed",
+    "window_inputs",
 ]

@@ -60,8 +60,14 @@ def generate(a: argparse.Namespace) -> int:
         labels = WindowLabels(engine, req, length, a.per_class)
         plan = engine.plan((2, 1, 0), a.per_class, length, NoiseKey(req.seed, 0), settings)
         t0 = time.monotonic()
-        codes = run_plan(plan, engine.prior, labels, [np.zeros((a.per_class, 0), np.int64)] * 3, device=dev,
-                         dtype=engine.dtype)
+        codes = run_plan(
+            plan,
+            engine.prior,
+            labels,
+            [np.zeros((a.per_class, 0), np.int64)] * 3,
+            device=dev,
+            dtype=engine.dtype,
+        )
         audio = engine.decode(codes[0], 0)
         took = time.monotonic() - t0
         files = []
@@ -103,8 +109,9 @@ def evaluate(a: argparse.Namespace) -> int:
     meta = json.loads((samples_dir / "samples.json").read_text(encoding="utf-8"))
     sr, seconds = a.sample_rate, float(meta["seconds"])
     classes = list(meta["classes"])
-    gen: dict[str, list[np.ndarray]] = {c: [_load(samples_dir / f, sr) for f in meta["classes"][c]["files"]]
-                                        for c in classes}
+    gen: dict[str, list[np.ndarray]] = {
+        c: [_load(samples_dir / f, sr) for f in meta["classes"][c]["files"]] for c in classes
+    }
     rows = _read_corpus(corpus)
 
     def clips_of(split: str, cls: str | None, most_per_file: int) -> list[np.ndarray]:
@@ -119,17 +126,24 @@ def evaluate(a: argparse.Namespace) -> int:
 
     rng = np.random.default_rng(0)
     held_out = clips_of("test", None, 1)
-    noise = [(0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32) for _ in range(max(8, len(held_out) // 4))]
+    noise = [
+        (0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32)
+        for _ in range(max(8, len(held_out) // 4))
+    ]
     all_gen = [x for c in classes for x in gen[c]]
     t0 = time.monotonic()
-    stats = {name: summarise([features(x, sr) for x in group])
-             for name, group in (("samples", all_gen), ("corpus_held_out", held_out), ("white_noise", noise))}
+    stats = {
+        name: summarise([features(x, sr) for x in group])
+        for name, group in (("samples", all_gen), ("corpus_held_out", held_out), ("white_noise", noise))
+    }
     distances = {}
     for f in FEATURES:
         spread = stats["corpus_held_out"][f][1] or 1e-9
         m = stats["samples"][f][0]
-        distances[f] = {"to_corpus": abs(m - stats["corpus_held_out"][f][0]) / spread,
-                        "to_noise": abs(m - stats["white_noise"][f][0]) / spread}
+        distances[f] = {
+            "to_corpus": abs(m - stats["corpus_held_out"][f][0]) / spread,
+            "to_noise": abs(m - stats["white_noise"][f][0]) / spread,
+        }
     near = sum(d["to_corpus"] < d["to_noise"] for d in distances.values())
 
     # Conditioning: a classifier trained on corpus audio of the chosen classes.
@@ -149,13 +163,23 @@ def evaluate(a: argparse.Namespace) -> int:
     acc = float(np.mean(pred == gy))
     confusion = {c: {p: int(np.sum((gy == c) & (pred == p))) for p in classes} for c in classes}
     res = {
-        "model": meta["model"], "seconds": seconds, "classes": classes,
-        "n_samples": len(all_gen), "n_corpus_held_out": len(held_out), "n_noise": len(noise),
-        "features": stats, "distance_in_corpus_spreads": distances,
+        "model": meta["model"],
+        "seconds": seconds,
+        "classes": classes,
+        "n_samples": len(all_gen),
+        "n_corpus_held_out": len(held_out),
+        "n_noise": len(noise),
+        "features": stats,
+        "distance_in_corpus_spreads": distances,
         "features_nearer_corpus_than_noise": f"{near} of {len(FEATURES)}",
-        "classifier": {"train_clips": len(train_x), "corpus_held_out_accuracy": corpus_acc,
-                       "corpus_held_out_clips": len(test_x), "samples_accuracy": acc,
-                       "chance": 1.0 / len(classes), "confusion": confusion},
+        "classifier": {
+            "train_clips": len(train_x),
+            "corpus_held_out_accuracy": corpus_acc,
+            "corpus_held_out_clips": len(test_x),
+            "samples_accuracy": acc,
+            "chance": 1.0 / len(classes),
+            "confusion": confusion,
+        },
         "seconds_to_evaluate": round(time.monotonic() - t0, 1),
     }
     text = json.dumps(res, indent=1)
@@ -164,7 +188,9 @@ def evaluate(a: argparse.Namespace) -> int:
         Path(a.json).write_text(text + "\n", encoding="utf-8")
     if a.spectrogram:
         first = classes[0]
-        spectrogram_png(gen[first][0], sr, Path(a.spectrogram), f"demo model: {first} (10 s, all three levels)")
+        spectrogram_png(
+            gen[first][0], sr, Path(a.spectrogram), f"demo model: {first} (10 s, all three levels)"
+        )
     return 0
 
 
@@ -183,8 +209,15 @@ def spectrogram_png(x: np.ndarray, sr: int, path: Path, title: str) -> None:
     keep = freqs <= 8000
     db = 10 * np.log10(p[:, keep].T + 1e-10)
     fig, ax = plt.subplots(figsize=(6.4, 2.6), dpi=90)
-    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=db.max() - 80, vmax=db.max(),
-              extent=(0, len(x) / sr, 0, 8))
+    ax.imshow(
+        db,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=db.max() - 80,
+        vmax=db.max(),
+        extent=(0, len(x) / sr, 0, 8),
+    )
     ax.set_xlabel("seconds")
     ax.set_ylabel("kHz")
     ax.set_title(title, fontsize=9)

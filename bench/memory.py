@@ -45,7 +45,9 @@ def gib(n: float) -> float:
     return round(n / 2**30, 3)
 
 
-def level_stage(model: str, level: int, rows: int, device: torch.device, mode: str, small: bool) -> dict[str, Any]:
+def level_stage(
+    model: str, level: int, rows: int, device: torch.device, mode: str, small: bool
+) -> dict[str, Any]:
     config = config_of(model, small)
     reset_peak(device)
     prior = random_prior(config, level, device, torch.bfloat16)
@@ -55,15 +57,27 @@ def level_stage(model: str, level: int, rows: int, device: torch.device, mode: s
     with torch.inference_mode():
         dec = RowDecoder(prior, rows, device, torch.bfloat16, mode=mode)  # type: ignore[arg-type]
         rb = NoiseKey(1).row_bin_hash(level, range(rows), prior.n_bins, device)
-        task = WindowTask(cond=cond, context=ctx, n_new=prior.n_ctx - ctx.shape[1], row_bin=rb,
-                          abs_start=abs_start, temperature=0.98)
+        task = WindowTask(
+            cond=cond,
+            context=ctx,
+            n_new=prior.n_ctx - ctx.shape[1],
+            row_bin=rb,
+            abs_start=abs_start,
+            temperature=0.98,
+        )
         prefill_s, _ = timed(device, lambda d=dec, t=task: d.admit(t))  # type: ignore[misc]
         for _ in range(64):
             dec.advance()
         sync(device)
     out = {
-        "kind": "memory", "model": model, "stage": f"level {level}", "rows": rows, "mode": dec.mode,
-        "weights_gib": gib(weights), "kv_cache_gib": gib(dec.cache.nbytes()), "context_tokens": int(ctx.shape[1]),
+        "kind": "memory",
+        "model": model,
+        "stage": f"level {level}",
+        "rows": rows,
+        "mode": dec.mode,
+        "weights_gib": gib(weights),
+        "kv_cache_gib": gib(dec.cache.nbytes()),
+        "context_tokens": int(ctx.shape[1]),
         "prefill_seconds": round(prefill_s, 3),
         "peak_gib": gib(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0.0,
         "device": device_name(device),
@@ -76,7 +90,9 @@ def level_stage(model: str, level: int, rows: int, device: torch.device, mode: s
     return out
 
 
-def decode_stage(model: str, seconds: float, drafts: int, device: torch.device, small: bool) -> dict[str, Any]:
+def decode_stage(
+    model: str, seconds: float, drafts: int, device: torch.device, small: bool
+) -> dict[str, Any]:
     config = config_of(model, small)
     reset_peak(device)
     vq = VQVAE(config.vqvae)
@@ -90,11 +106,17 @@ def decode_stage(model: str, seconds: float, drafts: int, device: torch.device, 
         s0, _ = timed(device, lambda v=vq, z=z0: v.decode([z], start_level=0, end_level=1))  # type: ignore[misc]
         z2 = torch.as_tensor(rng.integers(0, config.vqvae.l_bins, (drafts, n // hops[2]))).to(device)
         s2, _ = timed(device, lambda v=vq, z=z2: v.decode([z], start_level=2, end_level=3))  # type: ignore[misc]
-    out = {"kind": "memory", "model": model, "stage": "VQ-VAE decode", "seconds_of_audio": seconds,
-           "weights_gib": gib(sum(p.numel() * p.element_size() for p in vq.parameters())),
-           "decode_level0_seconds": round(s0, 2), "decode_level2_previews_seconds": round(s2, 2),
-           "peak_gib": gib(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0.0,
-           "device": device_name(device)}
+    out = {
+        "kind": "memory",
+        "model": model,
+        "stage": "VQ-VAE decode",
+        "seconds_of_audio": seconds,
+        "weights_gib": gib(sum(p.numel() * p.element_size() for p in vq.parameters())),
+        "decode_level0_seconds": round(s0, 2),
+        "decode_level2_previews_seconds": round(s2, 2),
+        "peak_gib": gib(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0.0,
+        "device": device_name(device),
+    }
     del vq, z0, z2
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -112,14 +134,22 @@ def main() -> int:
     args = ap.parse_args()
     device = torch.device(args.device)
     for model in args.models.split(","):
-        stages = [level_stage(model, lv, args.drafts if lv == 2 else 1, device, args.mode, args.small)
-                  for lv in (2, 1, 0)]
+        stages = [
+            level_stage(model, lv, args.drafts if lv == 2 else 1, device, args.mode, args.small)
+            for lv in (2, 1, 0)
+        ]
         stages.append(decode_stage(model, args.seconds, args.drafts, device, args.small))
         for s in stages:
             emit(**s)
-        emit(kind="memory_pipeline", model=model, drafts=args.drafts, swap_levels=True,
-             peak_gib=max(s["peak_gib"] for s in stages),
-             peak_stage=max(stages, key=lambda s: s["peak_gib"])["stage"], device=device_name(device))
+        emit(
+            kind="memory_pipeline",
+            model=model,
+            drafts=args.drafts,
+            swap_levels=True,
+            peak_gib=max(s["peak_gib"] for s in stages),
+            peak_stage=max(stages, key=lambda s: s["peak_gib"])["stage"],
+            device=device_name(device),
+        )
     return 0
 
 

@@ -47,7 +47,10 @@ def emit(**kw: object) -> None:
 
 def _labels(config, sample_length: int, rows: int):  # type: ignore[no-untyped-def]
     labellers = {lv: Labeller.for_prior(config, lv) for lv in range(3)}
-    songs = {lv: lab.encode("bach", "chorale", "Sing a song of sixpence", strict=False) for lv, lab in labellers.items()}
+    songs = {
+        lv: lab.encode("bach", "chorale", "Sing a song of sixpence", strict=False)
+        for lv, lab in labellers.items()
+    }
     total = labellers[2].label_total_length(sample_length)
 
     def fn(level: int, w: Window) -> torch.Tensor:
@@ -64,8 +67,15 @@ def check(device: torch.device) -> None:
         priors = {lv: JukeboxPrior(config.priors[lv], config.vqvae).to(device).eval() for lv in range(3)}
         hops = config.vqvae.hop_lengths
         sl = round_sample_length(0.08, config.sample_rate, hops[-1])
-        plan = Plan((2, 1, 0), tuple(tokens_per_level(sl, hops)), tuple(p.n_ctx for p in config.priors),
-                    (2, 2, 0), 3, NoiseKey(5), SamplingSettings())
+        plan = Plan(
+            (2, 1, 0),
+            tuple(tokens_per_level(sl, hops)),
+            tuple(p.n_ctx for p in config.priors),
+            (2, 2, 0),
+            3,
+            NoiseKey(5),
+            SamplingSettings(),
+        )
         labels = _labels(config, sl, 3)
         empty = [np.zeros((3, 0), dtype=np.int64)] * 3
         t = time.monotonic()
@@ -79,20 +89,36 @@ def check(device: torch.device) -> None:
         while True:
             it = iter([False, False, True])
             try:
-                codes = run_plan(plan, priors.__getitem__, labels, codes, device=device,
-                                 hooks=Hooks(should_stop=it.__next__))
+                codes = run_plan(
+                    plan,
+                    priors.__getitem__,
+                    labels,
+                    codes,
+                    device=device,
+                    hooks=Hooks(should_stop=it.__next__),
+                )
                 break
             except SamplingStopped as s:
                 codes, stops = s.codes, stops + 1
         resumed_same = all(np.array_equal(a, b) for a, b in zip(fast, codes, strict=True))
-        emit(kind="check", lyrics=lyrics, device=str(device), tokens=list(plan.totals), fast_equals_exact=same,
-             mismatch_fraction=diff, stops=stops, resumed_equals_uninterrupted=resumed_same,
-             fast_seconds=round(t_fast, 2))
+        emit(
+            kind="check",
+            lyrics=lyrics,
+            device=str(device),
+            tokens=list(plan.totals),
+            fast_equals_exact=same,
+            mismatch_fraction=diff,
+            stops=stops,
+            resumed_equals_uninterrupted=resumed_same,
+            fast_seconds=round(t_fast, 2),
+        )
 
 
 def speed(device: torch.device, steps: int, batch: int) -> None:
-    for name, level, cfg in (("1b_lyrics top prior", 2, PRESETS["1b_lyrics"]),
-                             ("level-0 upsampler", 0, PRESETS["1b_lyrics"])):
+    for name, level, cfg in (
+        ("1b_lyrics top prior", 2, PRESETS["1b_lyrics"]),
+        ("level-0 upsampler", 0, PRESETS["1b_lyrics"]),
+    ):
         pc = cfg.priors[level]
         torch.manual_seed(0)
         with torch.device(device):
@@ -112,8 +138,18 @@ def speed(device: torch.device, steps: int, batch: int) -> None:
         with torch.inference_mode():
             cond = prior.get_cond(y, upper)
             # warm-up
-            sample_window(prior, cond, ctx, 4, row_bin=rb, abs_start=hop, temperature=0.98, top_k=0, top_p=0.0,
-                          dtype=torch.bfloat16)
+            sample_window(
+                prior,
+                cond,
+                ctx,
+                4,
+                row_bin=rb,
+                abs_start=hop,
+                temperature=0.98,
+                top_k=0,
+                top_p=0.0,
+                dtype=torch.bfloat16,
+            )
             torch.cuda.synchronize()
             cache = prior.new_cache(batch, device, torch.bfloat16)
             t = time.monotonic()
@@ -121,15 +157,35 @@ def speed(device: torch.device, steps: int, batch: int) -> None:
             torch.cuda.synchronize()
             prefill_s = time.monotonic() - t
             t = time.monotonic()
-            sample_window(prior, cond, ctx, steps + 1, row_bin=rb, abs_start=hop, temperature=0.98, top_k=0,
-                          top_p=0.0, dtype=torch.bfloat16)
+            sample_window(
+                prior,
+                cond,
+                ctx,
+                steps + 1,
+                row_bin=rb,
+                abs_start=hop,
+                temperature=0.98,
+                top_k=0,
+                top_p=0.0,
+                dtype=torch.bfloat16,
+            )
             torch.cuda.synchronize()
             window_s = time.monotonic() - t
         ms = (window_s - prefill_s) / steps * 1000
-        emit(kind="speed", model=name, device=torch.cuda.get_device_name(), batch=batch, dtype="bfloat16",
-             context_tokens=context, prefill_seconds=round(prefill_s, 4), decode_steps=steps,
-             ms_per_step=round(ms, 3), tokens_per_second=round(batch * 1000 / ms, 1),
-             peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2), note="eager loop, no CUDA graphs")
+        emit(
+            kind="speed",
+            model=name,
+            device=torch.cuda.get_device_name(),
+            batch=batch,
+            dtype="bfloat16",
+            context_tokens=context,
+            prefill_seconds=round(prefill_s, 4),
+            decode_steps=steps,
+            ms_per_step=round(ms, 3),
+            tokens_per_second=round(batch * 1000 / ms, 1),
+            peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            note="eager loop, no CUDA graphs",
+        )
         del prior, cache, cond
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -141,8 +197,11 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--batch", type=int, default=3)
     ap.add_argument("--skip-speed", action="store_true")
-    ap.add_argument("--sdpa-math", action="store_true",
-                    help="force PyTorch's math attention kernel (works around layouts other kernels return)")
+    ap.add_argument(
+        "--sdpa-math",
+        action="store_true",
+        help="force PyTorch's math attention kernel (works around layouts other kernels return)",
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     import contextlib

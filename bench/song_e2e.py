@@ -89,13 +89,20 @@ def random_engine(model: str, device: torch.device, small: bool, stages: Stages)
     return Engine(m, device=device, swap_levels=True, name=model)
 
 
-def reference_estimate(path: str | None, given: list[float] | None, tokens: dict[int, int], windows: dict[int, int],
-                       rows: dict[int, int]) -> dict[str, Any] | None:
+def reference_estimate(
+    path: str | None,
+    given: list[float] | None,
+    tokens: dict[int, int],
+    windows: dict[int, int],
+    rows: dict[int, int],
+) -> dict[str, Any] | None:
     ref: dict[int, dict[str, Any]] = {}
     if given:
         ms2, prime2, ms0, prime0 = given
-        ref = {2: {"ms_per_step": ms2, "prefill_seconds": prime2, "batch": 3},
-               0: {"ms_per_step": ms0, "prefill_seconds": prime0, "batch": 3}}
+        ref = {
+            2: {"ms_per_step": ms2, "prefill_seconds": prime2, "batch": 3},
+            0: {"ms_per_step": ms0, "prefill_seconds": prime0, "batch": 3},
+        }
     elif path and Path(path).exists():
         for line in Path(path).read_text().splitlines():
             try:
@@ -110,9 +117,11 @@ def reference_estimate(path: str | None, given: list[float] | None, tokens: dict
     for lv in (2, 1, 0):
         r = ref[2] if lv == 2 else ref[0]  # both upsamplers have the same shape
         per_level[lv] = tokens[lv] * r["ms_per_step"] / 1000 + windows[lv] * r["prefill_seconds"]
-    return {"reference_estimate_seconds": round(sum(per_level.values())),
-            "reference_estimate_per_level": {str(k): round(v) for k, v in per_level.items()},
-            "reference_batch": ref[2]["batch"]}
+    return {
+        "reference_estimate_seconds": round(sum(per_level.values())),
+        "reference_estimate_per_level": {str(k): round(v) for k, v in per_level.items()},
+        "reference_batch": ref[2]["batch"],
+    }
 
 
 def main() -> int:
@@ -120,10 +129,17 @@ def main() -> int:
     ap.add_argument("--model", default="1b_lyrics")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--drafts", type=int, default=3)
-    ap.add_argument("--budget", type=float, default=420.0, help="seconds; level 0 stops after this and extrapolates")
+    ap.add_argument(
+        "--budget", type=float, default=420.0, help="seconds; level 0 stops after this and extrapolates"
+    )
     ap.add_argument("--ref-json", default=None)
-    ap.add_argument("--ref", type=float, nargs=4, metavar=("MS_TOP", "PRIME_TOP", "MS_UP", "PRIME_UP"),
-                    help="the reference's figures from bench/step_speed.py on this GPU (instead of --ref-json)")
+    ap.add_argument(
+        "--ref",
+        type=float,
+        nargs=4,
+        metavar=("MS_TOP", "PRIME_TOP", "MS_UP", "PRIME_UP"),
+        help="the reference's figures from bench/step_speed.py on this GPU (instead of --ref-json)",
+    )
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="CPU-test sizes (checks this script on a CPU)")
     args = ap.parse_args()
@@ -132,8 +148,14 @@ def main() -> int:
     t_all = time.perf_counter()
     engine = random_engine(args.model, device, args.small, stages)
     song = SONG
-    request = SongRequest(artist=song[0], genre=song[1], lyrics=song[2], seconds=args.seconds, seed=1,
-                          settings=SamplingSettings())
+    request = SongRequest(
+        artist=song[0],
+        genre=song[1],
+        lyrics=song[2],
+        seconds=args.seconds,
+        seed=1,
+        settings=SamplingSettings(),
+    )
     counts: dict[int, dict[str, int]] = {lv: {"tokens": 0, "windows": 0} for lv in range(3)}
     level_now = {"level": 2}
 
@@ -149,14 +171,21 @@ def main() -> int:
     stages.start("decode level 2 previews")
     engine.decode(drafts.codes, 2)
     stages.stop()
-    level_plan = engine.plan((1, 0), 1, drafts.sample_length, __import__("engine.sample").sample.NoiseKey(1),
-                             request.settings)
+    level_plan = engine.plan(
+        (1, 0), 1, drafts.sample_length, __import__("engine.sample").sample.NoiseKey(1), request.settings
+    )
     totals = {lv: level_plan.totals[lv] for lv in (1, 0)}
     windows_all = {lv: len(level_plan.windows(lv)) for lv in (1, 0)}
     extrapolated = False
     try:
-        final = upsample(engine, request, drafts.codes[0], draft_index=0,
-                         hooks=Hooks(on_window=on_window, should_stop=should_stop), decode=False)
+        final = upsample(
+            engine,
+            request,
+            drafts.codes[0],
+            draft_index=0,
+            hooks=Hooks(on_window=on_window, should_stop=should_stop),
+            decode=False,
+        )
         codes0 = final.codes[0]
     except SamplingStopped as stop:
         extrapolated = True
@@ -171,7 +200,9 @@ def main() -> int:
     # the final audio: decode all of level 0 (random codes where level 0 stopped early)
     full0 = np.asarray(codes0)
     if full0.shape[1] < totals[0]:
-        rest = np.random.default_rng(0).integers(0, engine.config.vqvae.l_bins, (1, totals[0] - full0.shape[1]))
+        rest = np.random.default_rng(0).integers(
+            0, engine.config.vqvae.l_bins, (1, totals[0] - full0.shape[1])
+        )
         full0 = np.concatenate([full0, rest], axis=1)
     stages.start("decode level 0 (final audio)")
     engine.decode(full0, 0, chunk_tokens=1 << 20)
@@ -183,16 +214,27 @@ def main() -> int:
         extra: dict[str, Any] = {}
         if name.startswith("level "):
             lv = int(name.split()[1])
-            extra = {"tokens": tokens[lv], "windows": windows[lv], "rows": rows[lv],
-                     "tokens_per_second": round(tokens[lv] * rows[lv] / max(rec["seconds"], 1e-9), 1)}
+            extra = {
+                "tokens": tokens[lv],
+                "windows": windows[lv],
+                "rows": rows[lv],
+                "tokens_per_second": round(tokens[lv] * rows[lv] / max(rec["seconds"], 1e-9), 1),
+            }
         emit(kind="stage", model=args.model, stage=name, **rec, **extra, device=device_name(device))
     total = sum(rec["seconds"] for rec in stages.done.values())
     out: dict[str, Any] = {
-        "kind": "song", "model": args.model, "seconds_of_audio": round(drafts.sample_length / engine.sample_rate, 2),
-        "drafts": args.drafts, "total_seconds": round(total, 1), "wall_seconds_measured": round(time.perf_counter() - t_all, 1),
-        "extrapolated": extrapolated, "level0_tokens_measured": measured0 if extrapolated else tokens[0],
+        "kind": "song",
+        "model": args.model,
+        "seconds_of_audio": round(drafts.sample_length / engine.sample_rate, 2),
+        "drafts": args.drafts,
+        "total_seconds": round(total, 1),
+        "wall_seconds_measured": round(time.perf_counter() - t_all, 1),
+        "extrapolated": extrapolated,
+        "level0_tokens_measured": measured0 if extrapolated else tokens[0],
         "peak_gib": max((r.get("peak_gib", 0.0) for r in stages.done.values()), default=0.0),
-        "device": device_name(device), "dtype": "bfloat16", "swap_levels": True,
+        "device": device_name(device),
+        "dtype": "bfloat16",
+        "swap_levels": True,
     }
     est = reference_estimate(args.ref_json, args.ref, tokens, windows, rows)
     if est:

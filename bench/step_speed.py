@@ -56,8 +56,13 @@ from engine.batching import DecodeLoop, RowDecoder, WindowTask
 from engine.sample import NoiseKey
 
 
-def run_reference(args: argparse.Namespace, ctx: torch.Tensor, y: torch.Tensor, upper: torch.Tensor | None,
-                  device: torch.device) -> dict[str, Any]:
+def run_reference(
+    args: argparse.Namespace,
+    ctx: torch.Tensor,
+    y: torch.Tensor,
+    upper: torch.Tensor | None,
+    device: torch.device,
+) -> dict[str, Any]:
     reset_peak(device)
     t0 = time.perf_counter()
     ref = reference_prior(args.model, args.level, device, small=args.small)
@@ -73,24 +78,44 @@ def run_reference(args: argparse.Namespace, ctx: torch.Tensor, y: torch.Tensor, 
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), cpu_reference_patch(device):
         sync(device)
         t0 = time.perf_counter()
-        ref.sample(args.batch, z=ctx, z_conds=None if upper is None else [upper], y=y, fp16=True, temp=0.98,
-                   top_k=0, top_p=0.0, chunk_size=32, sample_tokens=ctx.shape[1] + steps + 1)
+        ref.sample(
+            args.batch,
+            z=ctx,
+            z_conds=None if upper is None else [upper],
+            y=y,
+            fp16=True,
+            temp=0.98,
+            top_k=0,
+            top_p=0.0,
+            chunk_size=32,
+            sample_tokens=ctx.shape[1] + steps + 1,
+        )
         sync(device)
     handle.remove()
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     step = statistics.median(gaps)
     out = {
-        "kind": "reference", "model": args.model, "level": args.level, "batch": args.batch, "dtype": "fp16",
-        "context_tokens": int(ctx.shape[1]), "prefill_seconds": round(stamps[0] - t0 - step, 3),
-        "ms_per_step": round(step * 1000, 2), "tokens_per_second": round(args.batch / step, 1),
-        "steps_timed": len(gaps), "peak_gib": peak_gib(device), "build_seconds": round(build_s, 1),
+        "kind": "reference",
+        "model": args.model,
+        "level": args.level,
+        "batch": args.batch,
+        "dtype": "fp16",
+        "context_tokens": int(ctx.shape[1]),
+        "prefill_seconds": round(stamps[0] - t0 - step, 3),
+        "ms_per_step": round(step * 1000, 2),
+        "tokens_per_second": round(args.batch / step, 1),
+        "steps_timed": len(gaps),
+        "peak_gib": peak_gib(device),
+        "build_seconds": round(build_s, 1),
         "device": device_name(device),
     }
     del ref
     return out
 
 
-def make_task(prior: Any, cond: Any, ctx: torch.Tensor, abs_start: int, n_new: int, device: torch.device) -> WindowTask:
+def make_task(
+    prior: Any, cond: Any, ctx: torch.Tensor, abs_start: int, n_new: int, device: torch.device
+) -> WindowTask:
     rb = NoiseKey(1).row_bin_hash(prior.level, range(ctx.shape[0]), prior.n_bins, device)
     return WindowTask(cond=cond, context=ctx, n_new=n_new, row_bin=rb, abs_start=abs_start, temperature=0.98)
 
@@ -98,6 +123,7 @@ def make_task(prior: Any, cond: Any, ctx: torch.Tensor, abs_start: int, n_new: i
 def step_ms(device: torch.device, dec: RowDecoder, steps: int) -> float:
     """Milliseconds per `advance()`, from CUDA events around `steps` back-to-back steps."""
     if device.type != "cuda":
+
         def run() -> None:
             for _ in range(steps):
                 dec.advance()
@@ -127,10 +153,23 @@ def profile_step(dec: RowDecoder, args: argparse.Namespace, mode: str) -> None:
     rows.sort(key=lambda e: -e.device_time_total)
     total = sum(e.device_time_total for e in rows) / n
     kernels = sum(e.count for e in rows) / n
-    emit(kind="profile", model=args.model, level=args.level, mode=mode, inductor=inductor_tag(),
-         kernels_per_step=round(kernels), kernel_us_per_step=round(total, 1),
-         top=[{"name": e.key[:90], "per_step": round(e.count / n, 1), "us_per_step": round(e.device_time_total / n, 1)}
-              for e in rows[:18]])
+    emit(
+        kind="profile",
+        model=args.model,
+        level=args.level,
+        mode=mode,
+        inductor=inductor_tag(),
+        kernels_per_step=round(kernels),
+        kernel_us_per_step=round(total, 1),
+        top=[
+            {
+                "name": e.key[:90],
+                "per_step": round(e.count / n, 1),
+                "us_per_step": round(e.device_time_total / n, 1),
+            }
+            for e in rows[:18]
+        ],
+    )
 
 
 def inductor_tag() -> str:
@@ -139,8 +178,16 @@ def inductor_tag() -> str:
     return ",".join(sorted(inductor_flags())) or "default"
 
 
-def run_ours(args: argparse.Namespace, prior: Any, cond: Any, ctx: torch.Tensor, abs_start: int,
-             device: torch.device, mode: str, ref: dict[str, Any] | None) -> dict[str, Any]:
+def run_ours(
+    args: argparse.Namespace,
+    prior: Any,
+    cond: Any,
+    ctx: torch.Tensor,
+    abs_start: int,
+    device: torch.device,
+    mode: str,
+    ref: dict[str, Any] | None,
+) -> dict[str, Any]:
     dtype = torch.bfloat16
     reset_peak(device)
     with torch.inference_mode():
@@ -164,12 +211,24 @@ def run_ours(args: argparse.Namespace, prior: Any, cond: Any, ctx: torch.Tensor,
             except Exception as e:  # the profile is a diagnostic: never lose the timing for it
                 emit(kind="profile_error", error=f"{type(e).__name__}: {e}")
     out: dict[str, Any] = {
-        "kind": "ours", "model": args.model, "level": args.level, "batch": args.batch, "dtype": "bfloat16",
-        "mode": dec.mode, "asked_mode": mode, "inductor": inductor_tag(), "context_tokens": int(ctx.shape[1]),
-        "prefill_seconds": round(statistics.median(prefills[1:]), 4), "first_prefill_seconds": round(prefills[0], 3),
-        "ms_per_step": round(ms, 3), "tokens_per_second": round(args.batch * 1000 / ms, 1), "steps_timed": steps,
-        "setup_seconds": round(setup_s, 1), "peak_gib": peak_gib(device),
-        "kv_cache_gib": round(dec.cache.nbytes() / 2**30, 3), "device": device_name(device),
+        "kind": "ours",
+        "model": args.model,
+        "level": args.level,
+        "batch": args.batch,
+        "dtype": "bfloat16",
+        "mode": dec.mode,
+        "asked_mode": mode,
+        "inductor": inductor_tag(),
+        "context_tokens": int(ctx.shape[1]),
+        "prefill_seconds": round(statistics.median(prefills[1:]), 4),
+        "first_prefill_seconds": round(prefills[0], 3),
+        "ms_per_step": round(ms, 3),
+        "tokens_per_second": round(args.batch * 1000 / ms, 1),
+        "steps_timed": steps,
+        "setup_seconds": round(setup_s, 1),
+        "peak_gib": peak_gib(device),
+        "kv_cache_gib": round(dec.cache.nbytes() / 2**30, 3),
+        "device": device_name(device),
     }
     if ref is not None:
         out["ratio_step"] = round(ref["ms_per_step"] / ms, 1)
@@ -178,8 +237,15 @@ def run_ours(args: argparse.Namespace, prior: Any, cond: Any, ctx: torch.Tensor,
     return out
 
 
-def check_fast_vs_eager(args: argparse.Namespace, prior: Any, cond: Any, ctx: torch.Tensor, abs_start: int,
-                        device: torch.device, mode: str) -> dict[str, Any]:
+def check_fast_vs_eager(
+    args: argparse.Namespace,
+    prior: Any,
+    cond: Any,
+    ctx: torch.Tensor,
+    abs_start: int,
+    device: torch.device,
+    mode: str,
+) -> dict[str, Any]:
     """Teacher-forced: both decoders are fed the eager path's token every step."""
     n = min(args.check_steps, prior.n_ctx - ctx.shape[1] - 1)
     with torch.inference_mode():
@@ -207,11 +273,18 @@ def check_fast_vs_eager(args: argparse.Namespace, prior: Any, cond: Any, ctx: to
         free_same = float((outs[0] == outs[1]).float().mean())
         first_diff = int((outs[0] != outs[1]).any(0).float().argmax()) if free_same < 1 else n
     return {
-        "kind": "fast_vs_eager", "model": args.model, "level": args.level, "mode": fast.mode, "inductor": inductor_tag(),
+        "kind": "fast_vs_eager",
+        "model": args.model,
+        "level": args.level,
+        "mode": fast.mode,
+        "inductor": inductor_tag(),
         "steps": n,
-        "max_rel_logit_diff": round(max(rel), 5), "median_rel_logit_diff": round(statistics.median(rel), 5),
-        "top1_agreement": round(statistics.mean(top1), 4), "same_token_teacher_forced": round(statistics.mean(same), 4),
-        "free_running_same_tokens": round(free_same, 4), "free_running_first_difference": first_diff,
+        "max_rel_logit_diff": round(max(rel), 5),
+        "median_rel_logit_diff": round(statistics.median(rel), 5),
+        "top1_agreement": round(statistics.mean(top1), 4),
+        "same_token_teacher_forced": round(statistics.mean(same), 4),
+        "free_running_same_tokens": round(free_same, 4),
+        "free_running_first_difference": first_diff,
         "device": device_name(device),
     }
 

@@ -55,16 +55,29 @@ def resident_engine(model: str, device: torch.device, small: bool) -> Engine:
     return Engine(m, device=device, swap_levels=False, name=model)
 
 
-def run_songs(engine: Engine, n: int, stage: str, seconds: float, drafts: int, top: dict[int, np.ndarray],
-              device: torch.device) -> tuple[float, dict[str, int]]:
+def run_songs(
+    engine: Engine,
+    n: int,
+    stage: str,
+    seconds: float,
+    drafts: int,
+    top: dict[int, np.ndarray],
+    device: torch.device,
+) -> tuple[float, dict[str, int]]:
     """Wall seconds for n songs of one stage at once through one scheduler."""
     rows = drafts if stage == "drafts" else 1
     sched = BatchScheduler(budget_bytes=60 * 2**30, max_rows=n * rows)
     errors: list[BaseException] = []
 
     def job(i: int) -> None:
-        req = SongRequest(artist=SONG[0], genre=SONG[1], lyrics=SONG[2], seconds=seconds, seed=100 + i,
-                          settings=SamplingSettings())
+        req = SongRequest(
+            artist=SONG[0],
+            genre=SONG[1],
+            lyrics=SONG[2],
+            seconds=seconds,
+            seed=100 + i,
+            settings=SamplingSettings(),
+        )
         try:
             if stage == "drafts":
                 out = make_drafts(engine, req, drafts, decode=False)
@@ -97,9 +110,13 @@ def main() -> int:
     ap.add_argument("--draft-seconds", type=float, default=6.0)
     ap.add_argument("--upsample-seconds", type=float, default=3.0)
     ap.add_argument("--stages", default="drafts,upsample")
-    ap.add_argument("--warmup-seconds", type=float, default=0.5,
-                    help="first run the same number of songs this long, untimed (compiles the step for the "
-                         "batch size); 0: no warm-up")
+    ap.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=0.5,
+        help="first run the same number of songs this long, untimed (compiles the step for the "
+        "batch size); 0: no warm-up",
+    )
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="CPU-test sizes (checks this script on a CPU)")
     args = ap.parse_args()
@@ -113,23 +130,51 @@ def main() -> int:
         times: dict[int, float] = {}
         for n in (1, args.songs):
             if args.warmup_seconds > 0:
-                run_songs(engine, n, stage, args.warmup_seconds, args.drafts, {}, device) if stage == "drafts" else \
-                    run_songs(engine, n, stage, args.warmup_seconds, args.drafts,
-                              {k: v[:, : max(1, v.shape[1] * int(args.warmup_seconds * 100) // int(seconds * 100))]
-                               for k, v in top.items()}, device)
+                run_songs(
+                    engine, n, stage, args.warmup_seconds, args.drafts, {}, device
+                ) if stage == "drafts" else run_songs(
+                    engine,
+                    n,
+                    stage,
+                    args.warmup_seconds,
+                    args.drafts,
+                    {
+                        k: v[:, : max(1, v.shape[1] * int(args.warmup_seconds * 100) // int(seconds * 100))]
+                        for k, v in top.items()
+                    },
+                    device,
+                )
             reset_peak(device)
-            wall, stats = run_songs(engine, n, stage, seconds, args.drafts, top if stage == "drafts" else dict(top),
-                                    device)
+            wall, stats = run_songs(
+                engine, n, stage, seconds, args.drafts, top if stage == "drafts" else dict(top), device
+            )
             times[n] = wall
             rows = args.drafts if stage == "drafts" else 1
-            emit(kind="throughput_run", model=args.model, stage=stage, songs=n, rows=n * rows,
-                 song_seconds=seconds, wall_seconds=round(wall, 2), decode_steps=stats["steps"],
-                 max_rows_busy=stats["max_rows_busy"], peak_gib=peak_gib(device), device=device_name(device))
+            emit(
+                kind="throughput_run",
+                model=args.model,
+                stage=stage,
+                songs=n,
+                rows=n * rows,
+                song_seconds=seconds,
+                wall_seconds=round(wall, 2),
+                decode_steps=stats["steps"],
+                max_rows_busy=stats["max_rows_busy"],
+                peak_gib=peak_gib(device),
+                device=device_name(device),
+            )
         ratio = times[args.songs] / times[1]
-        res: dict[str, Any] = dict(kind="throughput", model=args.model, stage=stage, songs=args.songs,
-                                   seconds_one=round(times[1], 2), seconds_all=round(times[args.songs], 2),
-                                   time_ratio=round(ratio, 2), songs_per_time_gain=round(args.songs / ratio, 2),
-                                   device=device_name(device))
+        res: dict[str, Any] = dict(
+            kind="throughput",
+            model=args.model,
+            stage=stage,
+            songs=args.songs,
+            seconds_one=round(times[1], 2),
+            seconds_all=round(times[args.songs], 2),
+            time_ratio=round(ratio, 2),
+            songs_per_time_gain=round(args.songs / ratio, 2),
+            device=device_name(device),
+        )
         emit(**res)
     return 0
 

@@ -56,21 +56,34 @@ def demo_config(artists: list[str], genres: list[str], name: str = "demo") -> Mo
     """The demo model: Jukebox's structure, sized to sample a 10 s song on two CPU cores."""
     labels = CustomLabels(artists=("unknown", *artists), genres=("unknown", *genres))
     vq = VQVAEConfig(
-        sample_rate=22050, downs_t=(4, 2, 2), strides_t=(2, 2, 2), emb_width=64, l_bins=512,
-        width=32, depth=4, multipliers=(2, 1, 1), dilation_growth_rate=3,
+        sample_rate=22050,
+        downs_t=(4, 2, 2),
+        strides_t=(2, 2, 2),
+        emb_width=64,
+        l_bins=512,
+        width=32,
+        depth=4,
+        multipliers=(2, 1, 1),
+        dilation_growth_rate=3,
     )
     common = dict(
-        n_ctx=1024, blocks=16, attn_order=2, l_bins=vq.l_bins, init_scale=0.7,
-        labels_version="custom", y_bins=(len(labels.genres), len(labels.artists)), t_bins=64,
-        max_bow_genre_size=1, n_vocab=len(labels.vocab) + 1,
+        n_ctx=1024,
+        blocks=16,
+        attn_order=2,
+        l_bins=vq.l_bins,
+        init_scale=0.7,
+        labels_version="custom",
+        y_bins=(len(labels.genres), len(labels.artists)),
+        t_bins=64,
+        max_bow_genre_size=1,
+        n_vocab=len(labels.vocab) + 1,
     )
     cond = ConditionerConfig(width=128, depth=4, dilation_growth_rate=3, dilation_cycle=4)
     level0 = PriorConfig(level=0, width=128, depth=3, heads=2, conditioner=cond, **common)  # type: ignore[arg-type]
     level1 = PriorConfig(level=1, width=256, depth=3, heads=2, conditioner=cond, **common)  # type: ignore[arg-type]
     # min_duration 30 s: a shorter song is sampled as the start of a 30 s piece (the pipeline does
     # this), so its timing labels look like the starts of the corpus pieces it learnt from.
-    top = PriorConfig(level=2, width=384, depth=6, heads=4, min_duration=30.0, max_duration=600.0,
-                      **common)  # type: ignore[arg-type]
+    top = PriorConfig(level=2, width=384, depth=6, heads=4, min_duration=30.0, max_duration=600.0, **common)  # type: ignore[arg-type]
     return ModelConfig(name, vq, (level0, level1, top), custom_labels=labels)
 
 
@@ -89,8 +102,21 @@ def write_config(data: Path, out: Path) -> Path:
 
 def _train_cmd(kind: str, run: Path, data: Path, minutes: float, steps: int | None, *extra: str) -> list[str]:
     budget = ["--steps", str(steps)] if steps else ["--max-minutes", f"{minutes:.2f}"]
-    return [sys.executable, "-m", "engine.train", kind, "--config", str(run / "model.json"), "--data", str(data),
-            "--out", str(run), *budget, "--json", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "engine.train",
+        kind,
+        "--config",
+        str(run / "model.json"),
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        *budget,
+        "--json",
+        *extra,
+    ]
 
 
 def run_all(a: argparse.Namespace) -> int:
@@ -99,7 +125,9 @@ def run_all(a: argparse.Namespace) -> int:
     write_config(data, run)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if not a.skip_vqvae:
-        cmd = _train_cmd("vqvae", run, data, a.vqvae_minutes, a.steps, "--batch-size", str(a.vqvae_batch), "--encode")
+        cmd = _train_cmd(
+            "vqvae", run, data, a.vqvae_minutes, a.steps, "--batch-size", str(a.vqvae_batch), "--encode"
+        )
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     # The codes must exist before the three prior processes start (they would race to make them).
@@ -116,7 +144,11 @@ def run_all(a: argparse.Namespace) -> int:
         print(f"priors get {left:.2f} min", file=sys.stderr, flush=True)
     procs = []
     wanted = {int(x) for x in a.priors.split(",")}
-    for level, kind, extra in ((2, "prior", []), (1, "upsampler", ["--level", "1"]), (0, "upsampler", ["--level", "0"])):
+    for level, kind, extra in (
+        (2, "prior", []),
+        (1, "upsampler", ["--level", "1"]),
+        (0, "upsampler", ["--level", "0"]),
+    ):
         if level not in wanted:
             continue
         if a.continue_run and (run / f"prior_level_{level}.pth.tar").exists():
@@ -124,7 +156,9 @@ def run_all(a: argparse.Namespace) -> int:
         extra = [*extra, "--val-every", str(a.val_every)]
         if level == 2 and a.timing_jitter:
             extra = [*extra, "--timing-jitter", str(a.timing_jitter)]
-        cmd = _train_cmd(kind, run, data, left, a.steps, "--batch-size", str(a.prior_batch), *extra, *a.prior_args)
+        cmd = _train_cmd(
+            kind, run, data, left, a.steps, "--batch-size", str(a.prior_batch), *extra, *a.prior_args
+        )
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT))
     codes = [p.wait() for p in procs]
@@ -146,7 +180,12 @@ def ship(a: argparse.Namespace) -> int:
     for part in ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2"):
         ck = read_checkpoint(run / f"{part}.pth.tar")
         sd = {k: (v.half() if v.is_floating_point() else v) for k, v in ck["model"].items()}
-        out = {"hps": ck.get("hps"), "model": sd, "step": ck.get("step"), "jukebot_config": ck.get("jukebot_config")}
+        out = {
+            "hps": ck.get("hps"),
+            "model": sd,
+            "step": ck.get("step"),
+            "jukebot_config": ck.get("jukebot_config"),
+        }
         tmp = dest / f"{part}.pth.tar.tmp"
         torch.save(out, tmp)
         tmp.replace(dest / f"{part}.pth.tar")
@@ -172,13 +211,22 @@ def main() -> int:
     r.add_argument("--vqvae-batch", type=int, default=32)
     r.add_argument("--prior-batch", type=int, default=32)
     r.add_argument("--skip-vqvae", action="store_true")
-    r.add_argument("--steps", type=int, help="a fixed number of steps per stage instead of time budgets (tests)")
+    r.add_argument(
+        "--steps", type=int, help="a fixed number of steps per stage instead of time budgets (tests)"
+    )
     r.add_argument("--priors", default="2,1,0", help="levels to train, e.g. 2,0")
     r.add_argument("--val-every", type=int, default=100, help="steps between held-out losses of the priors")
-    r.add_argument("--timing-jitter", type=float, default=0.5,
-                   help="share of top-prior windows labelled with a random song length")
-    r.add_argument("--continue-run", action="store_true",
-                   help="start each prior from its weights in --out when they exist (a later slot)")
+    r.add_argument(
+        "--timing-jitter",
+        type=float,
+        default=0.5,
+        help="share of top-prior windows labelled with a random song length",
+    )
+    r.add_argument(
+        "--continue-run",
+        action="store_true",
+        help="start each prior from its weights in --out when they exist (a later slot)",
+    )
     r.add_argument("--prior-args", nargs=argparse.REMAINDER, default=[])
     s = sub.add_parser("ship")
     s.add_argument("--run", required=True)

@@ -43,7 +43,9 @@ class GuildSettings:
 def parse_daily_time(value: str) -> time:
     m = _TIME.match(value.strip())
     if not m or not (0 <= int(m[1]) <= 23 and 0 <= int(m[2]) <= 59):
-        raise UserError(f"`{value}` is not a time of day. Write it as HH:MM on a 24-hour clock, e.g. `18:30`.")
+        raise UserError(
+            f"`{value}` is not a time of day. Write it as HH:MM on a 24-hour clock, e.g. `18:30`."
+        )
     return time(int(m[1]), int(m[2]))
 
 
@@ -71,7 +73,9 @@ def merge(settings: Settings, guild_id: int, row: GuildConfig | None) -> GuildSe
         mod_channel_id=row.mod_channel_id if row else None,
         moderator_role_id=row.moderator_role_id if row else None,
         songs_per_day=int(pick("songs_per_day")),
-        max_running=int(row.max_running if row and row.max_running is not None else settings.max_running_per_guild),
+        max_running=int(
+            row.max_running if row and row.max_running is not None else settings.max_running_per_guild
+        ),
         vote_window_minutes=float(pick("vote_window_minutes")),
         daily_time=str(pick("daily_time")),
         timezone=str(pick("timezone")),

@@ -118,12 +118,17 @@ async def post_daily(bot: JukeBot, guild_id: int, now: datetime | None = None) -
     bundle = partial(media.clip_bundle, bot.storage, song, clip, stem=f"daily-{day.isoformat()}")
     msg = await studio.send_first([gs.daily_channel_id], guild_id, content, bundle, clip_view(clip.id, votes))
     if msg is None:
-        await studio.notify_moderators(guild_id, f"I could not post the daily clip (clip #{clip.id}) in "
-                                                 f"<#{gs.daily_channel_id}>: please check my permissions there.")
+        await studio.notify_moderators(
+            guild_id,
+            f"I could not post the daily clip (clip #{clip.id}) in "
+            f"<#{gs.daily_channel_id}>: please check my permissions there.",
+        )
     try:
         note = await studio.publish(clip.id)
         log.info("guild %s: daily clip %s: %s", guild_id, clip.id, note)
     except Exception:
         log.exception("guild %s: could not schedule the uploads of clip %s", guild_id, clip.id)
-        await studio.notify_moderators(guild_id, f"The daily clip #{clip.id} could not be scheduled for upload.")
+        await studio.notify_moderators(
+            guild_id, f"The daily clip #{clip.id} could not be scheduled for upload."
+        )
     return msg

@@ -61,7 +61,9 @@ class LabelIndex:
                 if f" {q}" in f" {n}":
                     add(n)
         if len(out) < limit:
-            for n, _score, _i in process.extract(q, self._norms, scorer=fuzz.WRatio, limit=limit, score_cutoff=60):
+            for n, _score, _i in process.extract(
+                q, self._norms, scorer=fuzz.WRatio, limit=limit, score_cutoff=60
+            ):
                 add(n)
         return out
 
@@ -110,4 +112,6 @@ def load_labels(model: str) -> Labels:
     def check_genre(name: str) -> None:
         found.genre_word_ids(name, strict=True)
 
-    return Labels(LabelIndex("artist", found.artists, check_artist), LabelIndex("genre", found.genres, check_genre))
+    return Labels(
+        LabelIndex("artist", found.artists, check_artist), LabelIndex("genre", found.genres, check_genre)
+    )

@@ -52,11 +52,15 @@ def apply_discord_urls(settings: Settings) -> None:
 
 
 class JukeTree(app_commands.CommandTree["JukeBot"]):
-    async def on_error(self, interaction: discord.Interaction[JukeBot], error: app_commands.AppCommandError) -> None:
+    async def on_error(
+        self, interaction: discord.Interaction[JukeBot], error: app_commands.AppCommandError
+    ) -> None:
         """Every slash-command failure ends in a plain answer; details go to the log with an id."""
         if isinstance(error, app_commands.CommandOnCooldown):
             message = f"Slow down a little: try again in {error.retry_after:.0f} s."
-        elif isinstance(error, app_commands.CheckFailure) and not isinstance(error, app_commands.CommandInvokeError):
+        elif isinstance(error, app_commands.CheckFailure) and not isinstance(
+            error, app_commands.CommandInvokeError
+        ):
             message = str(error) or "You may not use this command here."
         else:
             name = interaction.command.qualified_name if interaction.command else "a command"
@@ -190,13 +194,19 @@ def run_bot(start_worker: bool, sync_commands: bool) -> int:
     setup_logging()
     settings = get_settings()
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
-        log.error("No Discord bot token: set JUKEBOT_DISCORD_TOKEN (Discord developer portal → your app → Bot).")
+        log.error(
+            "No Discord bot token: set JUKEBOT_DISCORD_TOKEN (Discord developer portal → your app → Bot)."
+        )
         return 2
     try:
         load_labels(settings.model)  # the artist/genre lists the commands offer (no weights, no torch)
     except (OSError, ValueError) as exc:
-        log.error("Cannot read the artist and genre lists of the model %r: %s. Check JUKEBOT_MODEL "
-                  "(demo, 1b_lyrics, 5b_lyrics, 5b, or a model folder with model.json).", settings.model, exc)
+        log.error(
+            "Cannot read the artist and genre lists of the model %r: %s. Check JUKEBOT_MODEL "
+            "(demo, 1b_lyrics, 5b_lyrics, 5b, or a model folder with model.json).",
+            settings.model,
+            exc,
+        )
         return 2
     try:
         db = open_database(settings.database_url, upgrade=True)
@@ -215,7 +225,9 @@ def run_bot(start_worker: bool, sync_commands: bool) -> int:
     try:
         asyncio.run(serve(bot, settings.discord_token.get_secret_value()))
     except discord.LoginFailure:
-        log.error("Discord refused the bot token. Check JUKEBOT_DISCORD_TOKEN (reset it in the developer portal).")
+        log.error(
+            "Discord refused the bot token. Check JUKEBOT_DISCORD_TOKEN (reset it in the developer portal)."
+        )
         code = 1
     except discord.PrivilegedIntentsRequired as exc:
         log.error("%s", exc)

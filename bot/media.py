@@ -38,7 +38,9 @@ class Bundle:
         return sum(len(f.data) for f in self.files)
 
 
-def fit_audio(wav: bytes, stem: str, max_bytes: int, *, mp3: bytes | None = None, title: str = "") -> Attachment | None:
+def fit_audio(
+    wav: bytes, stem: str, max_bytes: int, *, mp3: bytes | None = None, title: str = ""
+) -> Attachment | None:
     """The audio as WAV if it fits, else the stored MP3 if it fits, else a fresh MP3 under max_bytes."""
     if len(wav) <= max_bytes:
         return Attachment(f"{stem}.wav", wav, title)

@@ -73,10 +73,14 @@ def _lock_member(s: Session, who: Requester) -> User:
     return locked
 
 
-def check_quota(s: Session, settings: Settings, gs: GuildSettings | None, user_id: int, now: datetime) -> None:
+def check_quota(
+    s: Session, settings: Settings, gs: GuildSettings | None, user_id: int, now: datetime
+) -> None:
     """Refuse (UserError) a member who has used their songs for the day or has too many in flight."""
     in_flight = s.execute(
-        select(func.count()).select_from(Song).where(col(Song.user_id) == user_id, col(Song.status).in_(IN_FLIGHT))
+        select(func.count())
+        .select_from(Song)
+        .where(col(Song.user_id) == user_id, col(Song.status).in_(IN_FLIGHT))
     ).scalar_one()
     if in_flight >= settings.max_queued_per_member:
         raise UserError(
@@ -91,7 +95,11 @@ def check_quota(s: Session, settings: Settings, gs: GuildSettings | None, user_i
         t
         for (t,) in s.execute(
             select(col(Song.created_at))
-            .where(col(Song.user_id) == user_id, col(Song.created_at) >= since, col(Song.status).not_in(NOT_COUNTED))
+            .where(
+                col(Song.user_id) == user_id,
+                col(Song.created_at) >= since,
+                col(Song.status).not_in(NOT_COUNTED),
+            )
             .order_by(col(Song.created_at))
         ).all()
     ]
@@ -150,7 +158,9 @@ def continuation_source(db: Database, clip_id: int) -> tuple[Clip, Song]:
         clip = s.get(Clip, clip_id)
         song = s.get(Song, clip.song_id) if clip is not None else None
     if clip is None or song is None:
-        raise UserError(f"There is no clip #{clip_id}. The clip number is in the message the clip was posted with.")
+        raise UserError(
+            f"There is no clip #{clip_id}. The clip number is in the message the clip was posted with."
+        )
     return clip, song
 
 
@@ -166,9 +176,15 @@ def start_pending(db: Database, cap_for: Callable[[int], int]) -> list[tuple[int
     (song_id, job_id) pairs started now."""
     has_job = exists().where(col(Job.song_id) == col(Song.id))
     with db.read() as s:
-        waiting = s.execute(
-            select(Song).where(col(Song.status) == SongStatus.queued.value, ~has_job).order_by(col(Song.id))
-        ).scalars().all()
+        waiting = (
+            s.execute(
+                select(Song)
+                .where(col(Song.status) == SongStatus.queued.value, ~has_job)
+                .order_by(col(Song.id))
+            )
+            .scalars()
+            .all()
+        )
         busy_rows = s.execute(
             select(col(Song.guild_id), func.count(func.distinct(col(Song.id))))
             .join(Job, col(Job.song_id) == col(Song.id))
@@ -184,7 +200,11 @@ def start_pending(db: Database, cap_for: Callable[[int], int]) -> list[tuple[int
                 continue
             busy[song.guild_id] = busy.get(song.guild_id, 0) + 1
         job_id = queue.enqueue(
-            db, job_kind_for(song), {"song_id": song.id}, song_id=song.id, idempotency_key=first_job_key(song.id)
+            db,
+            job_kind_for(song),
+            {"song_id": song.id},
+            song_id=song.id,
+            idempotency_key=first_job_key(song.id),
         )
         started.append((song.id, job_id))
     return started
@@ -240,13 +260,24 @@ def retry_job(db: Database, job_id: int) -> Job:
         s.execute(
             update(Job)
             .where(col(Job.id) == job_id)
-            .values(status=JobStatus.queued.value, attempts=0, reclaims=0, run_at=now, finished_at=None,
-                    cancel_requested=False, lease_owner=None, lease_expires_at=None, updated_at=now)
+            .values(
+                status=JobStatus.queued.value,
+                attempts=0,
+                reclaims=0,
+                run_at=now,
+                finished_at=None,
+                cancel_requested=False,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
         )
         if job.song_id is not None:
             song = s.get(Song, job.song_id, with_for_update=True)
             if song is not None:
-                song.status = (SongStatus.upsampling if job.kind == JobKind.upsample else SongStatus.queued).value
+                song.status = (
+                    SongStatus.upsampling if job.kind == JobKind.upsample else SongStatus.queued
+                ).value
                 song.error = None
                 song.updated_at = now
                 s.add(song)
@@ -260,11 +291,17 @@ def song_counts_for(db: Database, user_id: int, now: datetime | None = None) -> 
     now = now or utcnow()
     with db.read() as s:
         day = s.execute(
-            select(func.count()).select_from(Song).where(
-                col(Song.user_id) == user_id, col(Song.created_at) >= now - QUOTA_WINDOW, col(Song.status).not_in(NOT_COUNTED)
+            select(func.count())
+            .select_from(Song)
+            .where(
+                col(Song.user_id) == user_id,
+                col(Song.created_at) >= now - QUOTA_WINDOW,
+                col(Song.status).not_in(NOT_COUNTED),
             )
         ).scalar_one()
         flying = s.execute(
-            select(func.count()).select_from(Song).where(col(Song.user_id) == user_id, col(Song.status).in_(IN_FLIGHT))
+            select(func.count())
+            .select_from(Song)
+            .where(col(Song.user_id) == user_id, col(Song.status).in_(IN_FLIGHT))
         ).scalar_one()
     return int(day), int(flying)

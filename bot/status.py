@@ -89,8 +89,10 @@ def render(snap: Snapshot) -> str:
     if status == SongStatus.cancelled:
         lines.append("🛑 Cancelled. It did not count against your daily songs.")
     elif status == SongStatus.failed:
-        lines.append(f"❌ This song could not be made: {song.error or 'the engine stopped'}. "
-                     "It did not count against your daily songs.")
+        lines.append(
+            f"❌ This song could not be made: {song.error or 'the engine stopped'}. "
+            "It did not count against your daily songs."
+        )
     elif status == SongStatus.done:
         lines.append(f"✅ Finished! {'Listen here: ' + snap.clip_url if snap.clip_url else ''}".rstrip())
     elif status == SongStatus.voting:
@@ -98,7 +100,9 @@ def render(snap: Snapshot) -> str:
         closes = f" until {ts(song.vote_closes_at)}" if song.vote_closes_at else ""
         lines.append(f"🗳️ The drafts are ready — vote for your favourite{where}{closes}.")
     elif snap.waiting_for_slot:
-        lines.append("⏳ Waiting for a free slot: this server has as many songs in the studio as it may at once.")
+        lines.append(
+            "⏳ Waiting for a free slot: this server has as many songs in the studio as it may at once."
+        )
     elif job is None:
         lines.append("⏳ Getting ready…")
     elif job.cancel_requested and job.status == JobStatus.running:

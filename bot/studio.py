@@ -139,8 +139,18 @@ class Studio:
         gs = await self.guild(interaction.guild_id)
         try:
             song = await self.run(
-                songs.request_song, self.db, self.settings, gs, who, artist=artist, genre=genre, lyrics=lyrics,
-                seconds=seconds, n_drafts=n_drafts, parent_clip_id=parent_clip_id, prime_key=prime_key,
+                songs.request_song,
+                self.db,
+                self.settings,
+                gs,
+                who,
+                artist=artist,
+                genre=genre,
+                lyrics=lyrics,
+                seconds=seconds,
+                n_drafts=n_drafts,
+                parent_clip_id=parent_clip_id,
+                prime_key=prime_key,
                 prime_seconds=prime_seconds,
             )
         except UserError:
@@ -161,7 +171,8 @@ class Studio:
         content = render(snap)
         try:
             msg = await self.channel(song.channel_id, song.guild_id).send(
-                content, view=status_view(song_id, shows_cancel(snap)) or discord.utils.MISSING,
+                content,
+                view=status_view(song_id, shows_cancel(snap)) or discord.utils.MISSING,
                 allowed_mentions=discord.AllowedMentions(users=[discord.Object(snap.requester_id)]),
             )
         except discord.HTTPException as exc:
@@ -183,7 +194,9 @@ class Studio:
             requester = s.get(User, song.user_id)
             job = songs.latest_job(s, song_id)
             drafts_msg = s.execute(
-                select(col(Draft.message_id)).where(col(Draft.song_id) == song_id, col(Draft.message_id).is_not(None))
+                select(col(Draft.message_id)).where(
+                    col(Draft.song_id) == song_id, col(Draft.message_id).is_not(None)
+                )
             ).scalar()
             clip = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
             winner = s.get(Draft, song.winner_draft_id) if song.winner_draft_id else None
@@ -223,11 +236,12 @@ class Studio:
             return
         message = self.channel(song.channel_id, song.guild_id).get_partial_message(song.status_message_id)
         try:
-            await message.edit(content=content, view=status_view(song_id, cancel),
-                               allowed_mentions=NO_PINGS)
+            await message.edit(content=content, view=status_view(song_id, cancel), allowed_mentions=NO_PINGS)
         except discord.NotFound:
             # Deleted by someone (10008): stop editing it; the results are still posted.
-            log.info("song %s: status message %s is gone; no more progress edits", song_id, song.status_message_id)
+            log.info(
+                "song %s: status message %s is gone; no more progress edits", song_id, song.status_message_id
+            )
             await self.run(_set_status_message, self.db, song_id, None)
             return
         except discord.Forbidden as exc:
@@ -266,8 +280,13 @@ class Studio:
             if song.status not in (SongStatus.queued, SongStatus.drafting, SongStatus.voting):
                 return
             if not drafts:
-                await self.run(repo.set_song_status, self.db, song_id, SongStatus.failed,
-                               error="the engine finished without any drafts")
+                await self.run(
+                    repo.set_song_status,
+                    self.db,
+                    song_id,
+                    SongStatus.failed,
+                    error="the engine finished without any drafts",
+                )
                 await self.refresh_status(song_id, force=True)
                 return
             if all(d.message_id is not None for d in drafts) or await self._record_pending("drafts", song_id):
@@ -278,12 +297,19 @@ class Studio:
             closes = utcnow() + window
             view = drafts_view(song_id, [(d.id or 0, d.index, 0) for d in drafts], open_=True)
             channels = [c for c in ((gs.drafts_channel_id if gs else None), song.channel_id) if c]
-            msg = await self.send_first(channels, song.guild_id, drafts_content(song, requester, closes),
-                                        partial(media.draft_bundle, self.storage, song, drafts), view)
+            msg = await self.send_first(
+                channels,
+                song.guild_id,
+                drafts_content(song, requester, closes),
+                partial(media.draft_bundle, self.storage, song, drafts),
+                view,
+            )
             if msg is None:
                 self._failed("drafts", song_id)
                 return
-            await self._record("drafts", song_id, partial(voting.drafts_posted, self.db, song_id, msg.id, closes))
+            await self._record(
+                "drafts", song_id, partial(voting.drafts_posted, self.db, song_id, msg.id, closes)
+            )
         await self.refresh_status(song_id, force=True)
 
     async def _record(self, what: str, song_id: int, write: Callable[[], None]) -> None:
@@ -300,8 +326,14 @@ class Studio:
         self._unrecorded.pop((what, song_id), None)
         return True
 
-    async def send_first(self, channel_ids: list[int], guild_id: int | None, content: str,
-                         make_bundle: Callable[[int], media.Bundle], view: discord.ui.View) -> discord.Message | None:
+    async def send_first(
+        self,
+        channel_ids: list[int],
+        guild_id: int | None,
+        content: str,
+        make_bundle: Callable[[int], media.Bundle],
+        view: discord.ui.View,
+    ) -> discord.Message | None:
         """Post `content` with the files `make_bundle(limit)` builds under the guild's upload limit,
         to the first channel that accepts it (a configured channel may be gone). If Discord still
         says the files are too large (413: the guild lost its boost, say), build them smaller."""
@@ -309,12 +341,17 @@ class Studio:
         bundle = await self.run(make_bundle, limit)
         for channel_id in dict.fromkeys(channel_ids):
             for _ in range(6):
-                files = [discord.File(_bytes_io(a.data), filename=a.filename, description=a.description or None)
-                         for a in bundle.files]
+                files = [
+                    discord.File(_bytes_io(a.data), filename=a.filename, description=a.description or None)
+                    for a in bundle.files
+                ]
                 text = content + "".join(f"\n⚠️ {n}" for n in bundle.notes)
                 try:
                     return await self.channel(channel_id, guild_id).send(
-                        text[:2000], files=files, view=view, allowed_mentions=discord.AllowedMentions(users=True),
+                        text[:2000],
+                        files=files,
+                        view=view,
+                        allowed_mentions=discord.AllowedMentions(users=True),
                     )
                 except discord.HTTPException as exc:
                     if exc.status != 413 or not bundle.files:
@@ -336,8 +373,9 @@ class Studio:
         await self.refresh_status(song_id, force=True)
         return closed
 
-    async def _show_tally(self, song: Song, tally: voting.Tally, *, open_: bool,
-                          winner_draft_id: int | None = None) -> None:
+    async def _show_tally(
+        self, song: Song, tally: voting.Tally, *, open_: bool, winner_draft_id: int | None = None
+    ) -> None:
         """Update the drafts message: vote counts while open; at the close, the winner and no buttons."""
         drafts = tally.drafts
         message_id = drafts[0].message_id if drafts else None
@@ -351,8 +389,9 @@ class Studio:
         if not open_ and winner_draft_id is not None:
             requester = await self.run(_discord_id_of, self.db, song.user_id)
             winner = next(d for d in drafts if d.id == winner_draft_id)
-            kwargs["content"] = drafts_content(song, requester or 0, None, winner.index,
-                                               tally.counts.get(winner_draft_id, 0))
+            kwargs["content"] = drafts_content(
+                song, requester or 0, None, winner.index, tally.counts.get(winner_draft_id, 0)
+            )
         gs = await self.guild(song.guild_id)
         channel_id = (gs.drafts_channel_id if gs else None) or song.channel_id
         try:
@@ -364,8 +403,9 @@ class Studio:
 
     async def vote_pressed(self, interaction: discord.Interaction, song_id: int, draft_id: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # the answer may wait on the database
-        result = await self.run(voting.vote, self.db, song_id, draft_id, interaction.user.id,
-                                interaction.user.display_name)
+        result = await self.run(
+            voting.vote, self.db, song_id, draft_id, interaction.user.id, interaction.user.display_name
+        )
         n = result.tally.votes_for_index(result.draft_index)
         label = f"draft {result.draft_index + 1}"
         if result.outcome == repo.VoteOutcome.new:
@@ -393,7 +433,9 @@ class Studio:
         if song is None:
             raise UserError("This song no longer exists.")
         if not await self._may_manage(interaction, song):
-            raise UserError("Only the member who asked for this song, or a moderator, can close its vote early.")
+            raise UserError(
+                "Only the member who asked for this song, or a moderator, can close its vote early."
+            )
         await interaction.response.defer(ephemeral=True, thinking=True)
         closed = await self.close_vote(song_id, force=True)
         if closed is None:
@@ -448,8 +490,13 @@ class Studio:
             if song.status in (SongStatus.done, SongStatus.cancelled, SongStatus.failed):
                 return
             if clip is None:
-                await self.run(repo.set_song_status, self.db, song_id, SongStatus.failed,
-                               error="the engine finished without a clip")
+                await self.run(
+                    repo.set_song_status,
+                    self.db,
+                    song_id,
+                    SongStatus.failed,
+                    error="the engine finished without a clip",
+                )
                 await self.refresh_status(song_id, force=True)
                 return
             if clip.message_id is None and not await self._record_pending("clip", song_id):
@@ -460,13 +507,19 @@ class Studio:
                     "daily clip."
                 )
                 channels = [c for c in ((gs.clips_channel_id if gs else None), song.channel_id) if c]
-                msg = await self.send_first(channels, song.guild_id, content,
-                                            partial(media.clip_bundle, self.storage, song, clip), clip_view(clip.id or 0))
+                msg = await self.send_first(
+                    channels,
+                    song.guild_id,
+                    content,
+                    partial(media.clip_bundle, self.storage, song, clip),
+                    clip_view(clip.id or 0),
+                )
                 if msg is None:
                     self._failed("clip", song_id)
                     return
-                await self._record("clip", song_id, partial(_clip_posted, self.db, song_id, clip.id, msg.channel.id,
-                                                            msg.id))
+                await self._record(
+                    "clip", song_id, partial(_clip_posted, self.db, song_id, clip.id, msg.channel.id, msg.id)
+                )
             else:
                 await self.run(repo.set_song_status, self.db, song_id, SongStatus.done)
         await self.refresh_status(song_id, force=True)
@@ -475,16 +528,25 @@ class Studio:
         clip = await self.run(repo.clip_by_id, self.db, clip_id)
         if clip is None:
             raise UserError(f"There is no clip #{clip_id}.")
-        outcome = await self.run(repo.cast_vote, self.db, clip.song_id, interaction.user.id, None, repo.CLIP,
-                                 voter_name=interaction.user.display_name)
+        outcome = await self.run(
+            repo.cast_vote,
+            self.db,
+            clip.song_id,
+            interaction.user.id,
+            None,
+            repo.CLIP,
+            voter_name=interaction.user.display_name,
+        )
         votes = (await self.run(repo.vote_counts, self.db, clip.song_id, repo.CLIP)).get(None, 0)
         if outcome == repo.VoteOutcome.unchanged:
             await interaction.response.send_message(
-                f"You already voted for clip #{clip_id}; each member's vote counts once.", ephemeral=True)
+                f"You already voted for clip #{clip_id}; each member's vote counts once.", ephemeral=True
+            )
             return
         await interaction.response.send_message(
             f"👍 Thanks! Clip #{clip_id} has {votes} vote{'s' if votes != 1 else ''} for the daily clip.",
-            ephemeral=True)
+            ephemeral=True,
+        )
         if interaction.message is not None:
             try:
                 await interaction.message.edit(view=clip_view(clip_id, votes))
@@ -496,8 +558,15 @@ class Studio:
         submitted = await self.continue_clip(interaction, clip_id)
         await interaction.followup.send(self.queued_text(submitted), ephemeral=True)
 
-    async def continue_clip(self, interaction: discord.Interaction, clip_id: int, *, seconds: float | None = None,
-                            artist: str | None = None, genre: str | None = None) -> Submitted:
+    async def continue_clip(
+        self,
+        interaction: discord.Interaction,
+        clip_id: int,
+        *,
+        seconds: float | None = None,
+        artist: str | None = None,
+        genre: str | None = None,
+    ) -> Submitted:
         self.check_rate(interaction.user.id)
         try:
             seconds_ = songs.check_seconds(self.settings, seconds)
@@ -508,8 +577,13 @@ class Studio:
             self.limiter.forget(interaction.user.id)
             raise
         return await self.submit(
-            interaction, artist=artist_, genre=genre_, lyrics=parent.lyrics, seconds=seconds_,
-            n_drafts=self.settings.default_drafts, parent_clip_id=clip.id,
+            interaction,
+            artist=artist_,
+            genre=genre_,
+            lyrics=parent.lyrics,
+            seconds=seconds_,
+            n_drafts=self.settings.default_drafts,
+            parent_clip_id=clip.id,
         )
 
     def queued_text(self, submitted: Submitted) -> str:
@@ -537,8 +611,10 @@ class Studio:
         if not platforms:
             return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
         await self.run(schedule_clip, self.db, clip_id, platforms, when, settings=self.settings)
-        return (f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "
-                "Each upload happens once, however often it is asked for.")
+        return (
+            f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "
+            "Each upload happens once, however often it is asked for."
+        )
 
     # ------------------------------------------------------------------ failures
 
@@ -550,8 +626,11 @@ class Studio:
         song = snap.song
         if song.channel_id is not None:
             try:
-                ref = (self.channel(song.channel_id, song.guild_id).get_partial_message(song.status_message_id)
-                       if song.status_message_id else None)
+                ref = (
+                    self.channel(song.channel_id, song.guild_id).get_partial_message(song.status_message_id)
+                    if song.status_message_id
+                    else None
+                )
                 await self.channel(song.channel_id, song.guild_id).send(
                     f"<@{snap.requester_id}> song #{song_id} could not be made: {error}. "
                     "It does not count against your daily songs; a moderator can retry it "
@@ -583,21 +662,32 @@ class Studio:
                 log.warning("no moderators' channel in guild %s for: %s", gs.guild_id, text)
                 continue
             try:
-                await self.channel(gs.mod_channel_id, gs.guild_id).send(text[:1900], allowed_mentions=NO_PINGS)
+                await self.channel(gs.mod_channel_id, gs.guild_id).send(
+                    text[:1900], allowed_mentions=NO_PINGS
+                )
             except discord.HTTPException as exc:
                 error_id = new_error_id()
                 log.warning("error %s: cannot notify moderators of guild %s: %s", error_id, gs.guild_id, exc)
 
 
-def drafts_content(song: Song, requester_id: int, closes: datetime | None, winner_index: int | None = None,
-                   winner_votes: int = 0) -> str:
+def drafts_content(
+    song: Song,
+    requester_id: int,
+    closes: datetime | None,
+    winner_index: int | None = None,
+    winner_votes: int = 0,
+) -> str:
     head = f"🎧 **Song #{song.id}** — {describe(song)} — drafts for <@{requester_id}>."
     if winner_index is None:
-        return (f"{head}\nListen and vote for the one that should be made in full quality. "
-                f"Voting closes {ts(closes) if closes else 'soon'}; one vote per member, and you can change it.")
+        return (
+            f"{head}\nListen and vote for the one that should be made in full quality. "
+            f"Voting closes {ts(closes) if closes else 'soon'}; one vote per member, and you can change it."
+        )
     plural = "s" if winner_votes != 1 else ""
-    return (f"{head}\n🏆 Voting closed: **draft {winner_index + 1}** won with {winner_votes} vote{plural}. "
-            "It is being made in full quality now.")
+    return (
+        f"{head}\n🏆 Voting closed: **draft {winner_index + 1}** won with {winner_votes} vote{plural}. "
+        "It is being made in full quality now."
+    )
 
 
 # ---------------------------------------------------------------------- database helpers (threads)
@@ -644,9 +734,13 @@ def _song_clip(db: Any, song_id: int, clip_id: int | None) -> tuple[Song, Clip |
 
 def _clip_posted(db: Any, song_id: int, clip_id: int | None, channel_id: int, message_id: int) -> None:
     with db.write() as s:
-        s.execute(update(Clip).where(col(Clip.id) == clip_id).values(channel_id=channel_id, message_id=message_id))
         s.execute(
-            update(Song).where(col(Song.id) == song_id).values(status=SongStatus.done.value, updated_at=utcnow())
+            update(Clip).where(col(Clip.id) == clip_id).values(channel_id=channel_id, message_id=message_id)
+        )
+        s.execute(
+            update(Song)
+            .where(col(Song.id) == song_id)
+            .values(status=SongStatus.done.value, updated_at=utcnow())
         )
 
 
@@ -660,4 +754,3 @@ def _finish_song(db: Any, song_id: int, status: SongStatus, error: str | None) -
             song.error = error
         song.updated_at = utcnow()
         s.add(song)
-

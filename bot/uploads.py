@@ -69,9 +69,13 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-async def download(session: aiohttp.ClientSession, url: str, max_bytes: int, *, timeout: float = 60.0) -> bytes:
+async def download(
+    session: aiohttp.ClientSession, url: str, max_bytes: int, *, timeout: float = 60.0
+) -> bytes:
     """Fetch at most max_bytes; UserError if the file is bigger or cannot be fetched."""
-    too_big = UserError(f"That file is bigger than {human_size(max_bytes)}, the most I take. Trim it and upload again.")
+    too_big = UserError(
+        f"That file is bigger than {human_size(max_bytes)}, the most I take. Trim it and upload again."
+    )
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             if resp.status != 200:
@@ -96,13 +100,17 @@ def check_audio(data: bytes, filename: str) -> Upload:
 
     kind = sniff(data[:16])
     if kind is None:
-        raise UserError(f"`{filename}` is not an audio file I can read (it may be damaged). "
-                        "Upload a WAV, MP3, Ogg/Opus, FLAC or M4A file.")
+        raise UserError(
+            f"`{filename}` is not an audio file I can read (it may be damaged). "
+            "Upload a WAV, MP3, Ogg/Opus, FLAC or M4A file."
+        )
     try:
         info = probe_audio(data)
     except RenderError:
-        raise UserError(f"`{filename}` looks damaged: I could not read any audio from it. "
-                        "Export it again and upload the new file.") from None
+        raise UserError(
+            f"`{filename}` looks damaged: I could not read any audio from it. "
+            "Export it again and upload the new file."
+        ) from None
     if not info.duration or info.duration <= 0:
         raise UserError(f"`{filename}` has no audio in it.")
     return Upload(data=data, filename=filename, kind=kind, duration=float(info.duration))

@@ -92,13 +92,23 @@ def drafts_posted(db: Database, song_id: int, message_id: int, closes_at: dateti
 
 
 def unposted_drafts(s: Session, song_id: int) -> int:
-    return int(s.execute(
-        select(func.count()).select_from(Draft).where(col(Draft.song_id) == song_id, col(Draft.message_id).is_(None))
-    ).scalar_one())
+    return int(
+        s.execute(
+            select(func.count())
+            .select_from(Draft)
+            .where(col(Draft.song_id) == song_id, col(Draft.message_id).is_(None))
+        ).scalar_one()
+    )
 
 
-def vote(db: Database, song_id: int, draft_id: int, voter_discord_id: int, voter_name: str = "",
-         now: datetime | None = None) -> VoteResult:
+def vote(
+    db: Database,
+    song_id: int,
+    draft_id: int,
+    voter_discord_id: int,
+    voter_name: str = "",
+    now: datetime | None = None,
+) -> VoteResult:
     now = now or utcnow()
     with db.write() as s:
         song = s.get(Song, song_id, with_for_update=True)
@@ -126,7 +136,9 @@ def due_votes(db: Database, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
     with db.read() as s:
         rows = s.execute(
-            select(col(Song.id)).where(col(Song.status) == SongStatus.voting.value, col(Song.vote_closes_at) <= now)
+            select(col(Song.id)).where(
+                col(Song.status) == SongStatus.voting.value, col(Song.vote_closes_at) <= now
+            )
         ).all()
     return [int(r[0]) for r in rows]
 
@@ -135,7 +147,9 @@ def upsample_key(song_id: int) -> str:
     return f"song:{song_id}:upsample"
 
 
-def close_vote(db: Database, song_id: int, *, force: bool = False, now: datetime | None = None) -> Closed | None:
+def close_vote(
+    db: Database, song_id: int, *, force: bool = False, now: datetime | None = None
+) -> Closed | None:
     """Close the vote if it is due (or `force`, for an early close). None when it was not open."""
     now = now or utcnow()
     with db.write() as s:
@@ -160,7 +174,10 @@ def close_vote(db: Database, song_id: int, *, force: bool = False, now: datetime
 def ensure_upsample_job(db: Database, song: Song) -> int:
     assert song.id is not None and song.winner_draft_id is not None
     return queue.enqueue(
-        db, JobKind.upsample, {"song_id": song.id, "draft_id": song.winner_draft_id}, song_id=song.id,
+        db,
+        JobKind.upsample,
+        {"song_id": song.id, "draft_id": song.winner_draft_id},
+        song_id=song.id,
         idempotency_key=upsample_key(song.id),
     )
 
@@ -168,11 +185,17 @@ def ensure_upsample_job(db: Database, song: Song) -> int:
 def songs_missing_upsample(db: Database) -> list[Song]:
     """Songs whose vote closed but whose upsample job was never queued (a crash in between)."""
     with db.read() as s:
-        has_job = select(col(Job.id)).where(col(Job.song_id) == col(Song.id), col(Job.kind) == JobKind.upsample.value).exists()
+        has_job = (
+            select(col(Job.id))
+            .where(col(Job.song_id) == col(Song.id), col(Job.kind) == JobKind.upsample.value)
+            .exists()
+        )
         return list(
             s.execute(
                 select(Song).where(
-                    col(Song.status) == SongStatus.upsampling.value, col(Song.winner_draft_id).is_not(None), ~has_job
+                    col(Song.status) == SongStatus.upsampling.value,
+                    col(Song.winner_draft_id).is_not(None),
+                    ~has_job,
                 )
             ).scalars()
         )

@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jukebot.bot.watcher")
 
-WATCHED = (SongStatus.queued.value, SongStatus.drafting.value, SongStatus.voting.value, SongStatus.upsampling.value)
+WATCHED = (
+    SongStatus.queued.value,
+    SongStatus.drafting.value,
+    SongStatus.voting.value,
+    SongStatus.upsampling.value,
+)
 
 
 class Action(StrEnum):
@@ -80,7 +85,11 @@ def scan(db: object) -> list[Work]:
     now = utcnow()
     out: list[Work] = []
     with db.read() as s:
-        watched = s.execute(select(Song).where(col(Song.status).in_(WATCHED)).order_by(col(Song.id))).scalars().all()
+        watched = (
+            s.execute(select(Song).where(col(Song.status).in_(WATCHED)).order_by(col(Song.id)))
+            .scalars()
+            .all()
+        )
         for song in watched:
             assert song.id is not None
             job = songs.latest_job(s, song.id)
@@ -101,12 +110,19 @@ def sweep(db: object) -> None:
 
     assert isinstance(db, Database)
     with db.read() as s:
-        orphans = s.execute(
-            select(col(Job.id))
-            .join(Song, col(Song.id) == col(Job.song_id))
-            .where(col(Song.status) == SongStatus.cancelled.value, col(Job.status).in_(songs.ACTIVE_JOB),
-                   col(Job.cancel_requested).is_(False))
-        ).scalars().all()
+        orphans = (
+            s.execute(
+                select(col(Job.id))
+                .join(Song, col(Song.id) == col(Job.song_id))
+                .where(
+                    col(Song.status) == SongStatus.cancelled.value,
+                    col(Job.status).in_(songs.ACTIVE_JOB),
+                    col(Job.cancel_requested).is_(False),
+                )
+            )
+            .scalars()
+            .all()
+        )
     for job_id in orphans:
         queue.cancel(db, job_id)
     for song in voting.songs_missing_upsample(db):
@@ -149,8 +165,11 @@ class Watcher:
             except Exception as exc:
                 if is_database_down(exc):
                     if not self._db_down:
-                        log.warning("the database is unavailable; the job watcher retries every %.0f s: %s",
-                                    self.interval, exc)
+                        log.warning(
+                            "the database is unavailable; the job watcher retries every %.0f s: %s",
+                            self.interval,
+                            exc,
+                        )
                     self._db_down = True
                 else:
                     log.exception("error %s in the job watcher", new_error_id())
@@ -170,7 +189,9 @@ class Watcher:
             except Exception as exc:
                 if is_database_down(exc):
                     raise
-                log.exception("error %s while handling %s for song %s", new_error_id(), work.action, work.song_id)
+                log.exception(
+                    "error %s while handling %s for song %s", new_error_id(), work.action, work.song_id
+                )
         self.ticks += 1
 
     async def handle(self, work: Work) -> None:

@@ -24,8 +24,13 @@ DEFAULT_COMMAND = [sys.executable, "-m", "bot.cli", "worker"]  # `jukebot worker
 
 
 class WorkerProcess:
-    def __init__(self, command: list[str] | None = None, *, grace_seconds: float = 30.0,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        command: list[str] | None = None,
+        *,
+        grace_seconds: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.command = list(command or DEFAULT_COMMAND)
         self.grace_seconds = grace_seconds
         self.env = env
@@ -40,7 +45,9 @@ class WorkerProcess:
         return self.proc.pid if self.proc is not None else None
 
     def _spawn(self) -> None:
-        self.proc = subprocess.Popen(self.command, env=self.env if self.env is not None else os.environ.copy())
+        self.proc = subprocess.Popen(
+            self.command, env=self.env if self.env is not None else os.environ.copy()
+        )
         log.info("started a local worker (pid %s): %s", self.proc.pid, " ".join(self.command[1:]))
 
     def start(self) -> None:

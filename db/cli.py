@@ -67,7 +67,9 @@ def current_command(database_url: str | None = _URL_OPTION) -> None:
         raise _fail(str(exc)) from None
     head = migrate.head_revision()
     state = "up to date" if current == head else "behind: run `jukebot db upgrade`"
-    typer.echo(f"Database {db.masked_url} is at revision {current or 'none (empty)'}; head is {head} ({state}).")
+    typer.echo(
+        f"Database {db.masked_url} is at revision {current or 'none (empty)'}; head is {head} ({state})."
+    )
 
 
 @app.command("revision", hidden=True)
@@ -109,10 +111,16 @@ def check_database(settings: Settings) -> Check:
     try:
         db = open_database(settings.database_url, upgrade=False)
     except DatabaseUnavailable as exc:
-        fix = "Run `jukebot db upgrade`." if "upgrade" in str(exc) else "Fix JUKEBOT_DATABASE_URL or start the server."
+        fix = (
+            "Run `jukebot db upgrade`."
+            if "upgrade" in str(exc)
+            else "Fix JUKEBOT_DATABASE_URL or start the server."
+        )
         return Check("database", Status.fail, str(exc), fix)
     db.dispose()
-    return Check("database", Status.ok, f"{mask_url(settings.database_url)} at revision {head_revision()} (newest)")
+    return Check(
+        "database", Status.ok, f"{mask_url(settings.database_url)} at revision {head_revision()} (newest)"
+    )
 
 
 def check_storage(settings: Settings) -> Check:
@@ -125,13 +133,23 @@ def check_storage(settings: Settings) -> Check:
         storage.write_bytes(key, payload)
         try:
             if storage.read_bytes(key) != payload:
-                return Check("storage", Status.fail, f"{settings.storage_url}: a file read back differently.", "Check the storage.")
+                return Check(
+                    "storage",
+                    Status.fail,
+                    f"{settings.storage_url}: a file read back differently.",
+                    "Check the storage.",
+                )
         finally:
             storage.delete(key)
     except StorageUnavailable as exc:
         return Check("storage", Status.fail, str(exc), "Fix JUKEBOT_STORAGE_URL.")
     except OSError as exc:
-        return Check("storage", Status.fail, f"{settings.storage_url}: writing a test file failed: {exc}", "Check permissions and free space.")
+        return Check(
+            "storage",
+            Status.fail,
+            f"{settings.storage_url}: writing a test file failed: {exc}",
+            "Check permissions and free space.",
+        )
     return Check("storage", Status.ok, f"{storage.url} (write, read and delete work)")
 
 
@@ -139,9 +157,16 @@ def check_tool(name: str) -> Check:
     path = shutil.which(name)
     fix = "Install it: `apt-get install ffmpeg` (Debian/Ubuntu) or your system's ffmpeg package."
     if path is None:
-        return Check(name, Status.fail, f"{name} is not on PATH; clips cannot be converted for Discord, X or SoundCloud.", fix)
+        return Check(
+            name,
+            Status.fail,
+            f"{name} is not on PATH; clips cannot be converted for Discord, X or SoundCloud.",
+            fix,
+        )
     try:
-        out = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            [path, "-version"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return Check(name, Status.fail, f"{path} does not run: {exc}", fix)
     first = out.splitlines()[0] if out else "unknown version"
@@ -151,19 +176,26 @@ def check_tool(name: str) -> Check:
 def check_gpu() -> Check:
     if importlib.util.find_spec("torch") is None:
         return Check(
-            "gpu", Status.off,
+            "gpu",
+            Status.off,
             "The engine extra is not installed (no torch): fine for a bot-only machine; this machine cannot render.",
             "To render here: pip install 'jukebot[engine]'.",
         )
     try:
         import torch  # heavy: only when doctor runs
     except Exception as exc:  # a broken torch install should not crash the doctor
-        return Check("gpu", Status.warn, f"torch is installed but does not import: {exc}", "Reinstall: pip install 'jukebot[engine]'.")
+        return Check(
+            "gpu",
+            Status.warn,
+            f"torch is installed but does not import: {exc}",
+            "Reinstall: pip install 'jukebot[engine]'.",
+        )
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         return Check("gpu", Status.ok, f"torch {torch.__version__}, CUDA GPU(s): {names}")
     return Check(
-        "gpu", Status.warn,
+        "gpu",
+        Status.warn,
         f"torch {torch.__version__} sees no CUDA GPU: the worker runs on the CPU (fine for the demo model, far too slow for OpenAI's models).",
         "Install a CUDA build of torch and the NVIDIA driver on GPU workers.",
     )
@@ -179,25 +211,66 @@ def check_credentials(settings: Settings) -> list[Check]:
     if _present(settings.discord_token):
         checks.append(Check("discord", Status.ok, "JUKEBOT_DISCORD_TOKEN is set"))
     else:
-        checks.append(Check("discord", Status.fail, "JUKEBOT_DISCORD_TOKEN is not set: the bot cannot log in.",
-                            "Create a bot at https://discord.com/developers/applications and set JUKEBOT_DISCORD_TOKEN."))
+        checks.append(
+            Check(
+                "discord",
+                Status.fail,
+                "JUKEBOT_DISCORD_TOKEN is not set: the bot cannot log in.",
+                "Create a bot at https://discord.com/developers/applications and set JUKEBOT_DISCORD_TOKEN.",
+            )
+        )
     if _present(settings.openai_api_key) or settings.openai_base_url:
         where = settings.openai_base_url or "api.openai.com"
         checks.append(Check("lyrics", Status.ok, f"lyrics drafting on ({where})"))
     else:
-        checks.append(Check("lyrics", Status.off, "lyrics drafting is off (members can still paste their own lyrics)",
-                            "Set JUKEBOT_OPENAI_API_KEY (or JUKEBOT_OPENAI_BASE_URL for a local server)."))
-    x_oauth1 = _present(settings.x_consumer_key, settings.x_consumer_secret, settings.x_access_token, settings.x_access_token_secret)
+        checks.append(
+            Check(
+                "lyrics",
+                Status.off,
+                "lyrics drafting is off (members can still paste their own lyrics)",
+                "Set JUKEBOT_OPENAI_API_KEY (or JUKEBOT_OPENAI_BASE_URL for a local server).",
+            )
+        )
+    x_oauth1 = _present(
+        settings.x_consumer_key,
+        settings.x_consumer_secret,
+        settings.x_access_token,
+        settings.x_access_token_secret,
+    )
     if x_oauth1 or _present(settings.x_client_id):
-        checks.append(Check("x", Status.ok, "X uploads on (" + ("OAuth 1.0a keys set" if x_oauth1 else "OAuth 2.0 client id set") + ")"))
+        checks.append(
+            Check(
+                "x",
+                Status.ok,
+                "X uploads on (" + ("OAuth 1.0a keys set" if x_oauth1 else "OAuth 2.0 client id set") + ")",
+            )
+        )
     else:
-        checks.append(Check("x", Status.off, "X uploads are off",
-                            "Set JUKEBOT_X_CONSUMER_KEY/SECRET and JUKEBOT_X_ACCESS_TOKEN/SECRET (or JUKEBOT_X_CLIENT_ID and run `jukebot publish auth x`)."))
+        checks.append(
+            Check(
+                "x",
+                Status.off,
+                "X uploads are off",
+                "Set JUKEBOT_X_CONSUMER_KEY/SECRET and JUKEBOT_X_ACCESS_TOKEN/SECRET (or JUKEBOT_X_CLIENT_ID and run `jukebot publish auth x`).",
+            )
+        )
     if _present(settings.soundcloud_client_id, settings.soundcloud_client_secret):
-        checks.append(Check("soundcloud", Status.ok, "SoundCloud uploads on (client id and secret set; `jukebot publish auth soundcloud` links the account)"))
+        checks.append(
+            Check(
+                "soundcloud",
+                Status.ok,
+                "SoundCloud uploads on (client id and secret set; `jukebot publish auth soundcloud` links the account)",
+            )
+        )
     else:
-        checks.append(Check("soundcloud", Status.off, "SoundCloud uploads are off",
-                            "Set JUKEBOT_SOUNDCLOUD_CLIENT_ID and JUKEBOT_SOUNDCLOUD_CLIENT_SECRET, then run `jukebot publish auth soundcloud`."))
+        checks.append(
+            Check(
+                "soundcloud",
+                Status.off,
+                "SoundCloud uploads are off",
+                "Set JUKEBOT_SOUNDCLOUD_CLIENT_ID and JUKEBOT_SOUNDCLOUD_CLIENT_SECRET, then run `jukebot publish auth soundcloud`.",
+            )
+        )
     return checks
 
 

@@ -190,7 +190,11 @@ def new_revision(message: str) -> Path:
         try:
             if script_directory().get_heads():
                 upgrade_to_head(scratch)
-            numbers = [int(m.group(1)) for r in script_directory().walk_revisions() if (m := re.match(r"(\d+)", r.revision))]
+            numbers = [
+                int(m.group(1))
+                for r in script_directory().walk_revisions()
+                if (m := re.match(r"(\d+)", r.revision))
+            ]
             rev_id = f"{max(numbers, default=0) + 1:04d}"
             cfg = alembic_config(scratch)
             with scratch.engine.connect() as conn:

@@ -140,7 +140,9 @@ def _kinds(kinds: Kinds) -> list[str]:
 
 
 def _fence(lease: Lease) -> ColumnElement[bool]:
-    return and_(col(Job.id) == lease.job_id, col(Job.lease_token) == lease.token, col(Job.status) == JobStatus.running)
+    return and_(
+        col(Job.id) == lease.job_id, col(Job.lease_token) == lease.token, col(Job.status) == JobStatus.running
+    )
 
 
 def _lost(session: Session, lease: Lease, action: str) -> LeaseLost:
@@ -197,7 +199,9 @@ def enqueue(
     try:
         json.dumps(payload)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"The job payload must be plain JSON data (text, numbers, lists, dicts): {exc}") from None
+        raise ValueError(
+            f"The job payload must be plain JSON data (text, numbers, lists, dicts): {exc}"
+        ) from None
     settings = get_settings()
     kind = str(kind)
     values: dict[str, Any] = {
@@ -273,8 +277,15 @@ def claim(db: Database, kinds: Kinds, owner: str, lease_seconds: float) -> Lease
             updated_at=now,
         )
         .returning(
-            col(Job.id), col(Job.lease_token), col(Job.kind), col(Job.payload), col(Job.song_id), col(Job.attempts),
-            col(Job.checkpoint_key), col(Job.reclaims), col(Job.progress),
+            col(Job.id),
+            col(Job.lease_token),
+            col(Job.kind),
+            col(Job.payload),
+            col(Job.song_id),
+            col(Job.attempts),
+            col(Job.checkpoint_key),
+            col(Job.reclaims),
+            col(Job.progress),
         )
     )
     with db.write() as s:
@@ -282,12 +293,26 @@ def claim(db: Database, kinds: Kinds, owner: str, lease_seconds: float) -> Lease
     if row is None:
         return None
     lease = Lease(
-        job_id=row[0], token=row[1], owner=owner, kind=row[2], payload=dict(row[3] or {}), song_id=row[4],
-        attempts=row[5], checkpoint_key=row[6], reclaims=row[7], lease_seconds=lease_seconds,
+        job_id=row[0],
+        token=row[1],
+        owner=owner,
+        kind=row[2],
+        payload=dict(row[3] or {}),
+        song_id=row[4],
+        attempts=row[5],
+        checkpoint_key=row[6],
+        reclaims=row[7],
+        lease_seconds=lease_seconds,
         progress=dict(row[8] or {}),
     )
     if lease.reclaims and lease.token > 1 and lease.checkpoint_key:
-        log.info("job %s claimed by %s (token %s), resuming from %s", lease.job_id, owner, lease.token, lease.checkpoint_key)
+        log.info(
+            "job %s claimed by %s (token %s), resuming from %s",
+            lease.job_id,
+            owner,
+            lease.token,
+            lease.checkpoint_key,
+        )
     else:
         log.info("job %s claimed by %s (token %s)", lease.job_id, owner, lease.token)
     return lease
@@ -318,7 +343,14 @@ def reclaim_expired(db: Database) -> int:
     now = _now(db)
     with db.write() as s:
         rows = s.execute(
-            select(col(Job.id), col(Job.cancel_requested), col(Job.reclaims), col(Job.max_reclaims), col(Job.lease_owner), col(Job.lease_token))
+            select(
+                col(Job.id),
+                col(Job.cancel_requested),
+                col(Job.reclaims),
+                col(Job.max_reclaims),
+                col(Job.lease_owner),
+                col(Job.lease_token),
+            )
             .where(col(Job.status) == JobStatus.running, col(Job.lease_expires_at) < now)
             .order_by(col(Job.id))
             .with_for_update(skip_locked=True)
@@ -338,12 +370,16 @@ def reclaim_expired(db: Database) -> int:
                 values |= {
                     "status": JobStatus.queued.value,
                     "reclaims": col(Job.reclaims) + 1,
-                    "attempts": case((col(Job.attempts) > 0, col(Job.attempts) - 1), else_=0),  # the lost try is free
+                    "attempts": case(
+                        (col(Job.attempts) > 0, col(Job.attempts) - 1), else_=0
+                    ),  # the lost try is free
                     "lease_owner": None,
                     "run_at": now,
                 }
             s.execute(update(Job).where(col(Job.id) == job_id).values(**values))
-            log.warning("job %s: lease of %s (token %s) expired; now %s", job_id, owner, token, values["status"])
+            log.warning(
+                "job %s: lease of %s (token %s) expired; now %s", job_id, owner, token, values["status"]
+            )
     return len(rows)
 
 
@@ -362,7 +398,9 @@ def fenced(db: Database, lease: Lease) -> Iterator[Session]:
         yield s
 
 
-def _fenced_update(db: Database, lease: Lease, values: dict[str, Any], action: str, session: Session | None) -> None:
+def _fenced_update(
+    db: Database, lease: Lease, values: dict[str, Any], action: str, session: Session | None
+) -> None:
     stmt = update(Job).where(_fence(lease)).values(updated_at=_now(db), **values).returning(col(Job.id))
     if session is not None:
         if session.execute(stmt).first() is None:
@@ -378,7 +416,9 @@ def save_checkpoint(db: Database, lease: Lease, key: str, *, session: Session | 
     _fenced_update(db, lease, {"checkpoint_key": key}, "checkpoint", session)
 
 
-def complete(db: Database, lease: Lease, result: dict[str, Any] | None = None, *, session: Session | None = None) -> None:
+def complete(
+    db: Database, lease: Lease, result: dict[str, Any] | None = None, *, session: Session | None = None
+) -> None:
     """Finish the job as succeeded. Pass the session of `fenced()` to commit the results and the
     completion in one transaction (then a crash can never leave results without completion)."""
     values = {
@@ -397,12 +437,18 @@ def fail(db: Database, lease: Lease, error: str, retry: bool = True, *, delay: f
     cancel was asked). Returns the job's new status."""
     with db.write() as s:
         row = s.execute(
-            select(col(Job.attempts), col(Job.max_attempts), col(Job.cancel_requested)).where(_fence(lease)).with_for_update()
+            select(col(Job.attempts), col(Job.max_attempts), col(Job.cancel_requested))
+            .where(_fence(lease))
+            .with_for_update()
         ).first()
         if row is None:
             raise _lost(s, lease, "failure report")
         attempts, max_attempts, cancel_requested = row
-        values: dict[str, Any] = {"last_error": error[-_MAX_ERROR_CHARS:], "lease_expires_at": None, "updated_at": _now(db)}
+        values: dict[str, Any] = {
+            "last_error": error[-_MAX_ERROR_CHARS:],
+            "lease_expires_at": None,
+            "updated_at": _now(db),
+        }
         if cancel_requested:
             values |= {"status": JobStatus.cancelled.value, "finished_at": _now(db)}
         elif retry and attempts < max_attempts:
@@ -411,7 +457,14 @@ def fail(db: Database, lease: Lease, error: str, retry: bool = True, *, delay: f
         else:
             values |= {"status": JobStatus.failed.value, "finished_at": _now(db)}
         s.execute(update(Job).where(_fence(lease)).values(**values))
-    log.warning("job %s attempt %s/%s failed (%s): %s", lease.job_id, attempts, max_attempts, values["status"], error[:300])
+    log.warning(
+        "job %s attempt %s/%s failed (%s): %s",
+        lease.job_id,
+        attempts,
+        max_attempts,
+        values["status"],
+        error[:300],
+    )
     return str(values["status"])
 
 
@@ -437,7 +490,13 @@ def release(db: Database, lease: Lease) -> str:
 
 def finish_cancelled(db: Database, lease: Lease) -> None:
     """The worker stopped because a cancel was asked: mark the job cancelled."""
-    _fenced_update(db, lease, {"status": JobStatus.cancelled.value, "finished_at": _now(db), "lease_expires_at": None}, "cancellation", None)
+    _fenced_update(
+        db,
+        lease,
+        {"status": JobStatus.cancelled.value, "finished_at": _now(db), "lease_expires_at": None},
+        "cancellation",
+        None,
+    )
 
 
 # --- cancel, inspect, wait ----------------------------------------------------------------------
@@ -495,7 +554,10 @@ def queue_position(db: Database, job_id: int) -> int | None:
                     col(Job.priority) > job.priority,
                     and_(
                         col(Job.priority) == job.priority,
-                        or_(col(Job.run_at) < job.run_at, and_(col(Job.run_at) == job.run_at, col(Job.id) < job.id)),
+                        or_(
+                            col(Job.run_at) < job.run_at,
+                            and_(col(Job.run_at) == job.run_at, col(Job.id) < job.id),
+                        ),
                     ),
                 ),
             )

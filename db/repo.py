@@ -102,9 +102,21 @@ def create_song(
 ) -> Song:
     """A new song request, status `queued`."""
     song = Song(
-        user_id=user_id, artist=artist, genre=genre, seconds=seconds, seed=seed, lyrics=lyrics, title=title,
-        model=model, n_drafts=n_drafts, temperature=temperature, guild_id=guild_id, channel_id=channel_id,
-        parent_clip_id=parent_clip_id, prime_key=prime_key, prime_seconds=prime_seconds,
+        user_id=user_id,
+        artist=artist,
+        genre=genre,
+        seconds=seconds,
+        seed=seed,
+        lyrics=lyrics,
+        title=title,
+        model=model,
+        n_drafts=n_drafts,
+        temperature=temperature,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        parent_clip_id=parent_clip_id,
+        prime_key=prime_key,
+        prime_seconds=prime_seconds,
         status=SongStatus.queued.value,
     )
     with _tx(target) as s:
@@ -118,14 +130,21 @@ def song_by_id(target: Target, song_id: int) -> Song | None:
         return s.get(Song, song_id)
 
 
-def set_song_status(target: Target, song_id: int, status: SongStatus | str, *, error: str | None = None) -> None:
+def set_song_status(
+    target: Target, song_id: int, status: SongStatus | str, *, error: str | None = None
+) -> None:
     """Move a song to `status` (a SongStatus value); `error` is kept for `failed`."""
     status = SongStatus(status)
     values: dict[str, Any] = {"status": status.value, "updated_at": utcnow()}
     if error is not None:
         values["error"] = error
     with _tx(target) as s:
-        if s.execute(update(Song).where(col(Song.id) == song_id).values(**values).returning(col(Song.id))).first() is None:
+        if (
+            s.execute(
+                update(Song).where(col(Song.id) == song_id).values(**values).returning(col(Song.id))
+            ).first()
+            is None
+        ):
             raise LookupError(f"There is no song {song_id}.")
 
 
@@ -141,7 +160,9 @@ def add_draft(
 ) -> Draft:
     """Record draft `index` of a song; a retried job that writes it again replaces the keys."""
     with _tx(target) as s:
-        draft = s.execute(select(Draft).where(col(Draft.song_id) == song_id, col(Draft.index) == index)).scalar_one_or_none()
+        draft = s.execute(
+            select(Draft).where(col(Draft.song_id) == song_id, col(Draft.index) == index)
+        ).scalar_one_or_none()
         if draft is None:
             draft = Draft(song_id=song_id, index=index, audio_key=audio_key, codes_key=codes_key)
         draft.audio_key, draft.codes_key = audio_key, codes_key
@@ -194,7 +215,14 @@ def cast_vote(
         now = utcnow()
         inserted = s.execute(
             _insert(s)(Vote)
-            .values(song_id=song_id, user_id=user.id, stage=stage, draft_id=draft_id, created_at=now, updated_at=now)
+            .values(
+                song_id=song_id,
+                user_id=user.id,
+                stage=stage,
+                draft_id=draft_id,
+                created_at=now,
+                updated_at=now,
+            )
             .on_conflict_do_nothing(index_elements=["song_id", "user_id", "stage"])
             .returning(col(Vote.id))
         ).first()
@@ -202,7 +230,12 @@ def cast_vote(
             return VoteOutcome.new
         changed = s.execute(
             update(Vote)
-            .where(col(Vote.song_id) == song_id, col(Vote.user_id) == user.id, col(Vote.stage) == stage, col(Vote.draft_id) != draft_id)
+            .where(
+                col(Vote.song_id) == song_id,
+                col(Vote.user_id) == user.id,
+                col(Vote.stage) == stage,
+                col(Vote.draft_id) != draft_id,
+            )
             .values(draft_id=draft_id, updated_at=now)
             .returning(col(Vote.id))
         ).first()
@@ -230,7 +263,9 @@ def pick_winner(target: Target, song_id: int) -> Draft | None:
             return None
         counts = vote_counts(s, song_id, DRAFT)
         own = s.execute(
-            select(col(Vote.draft_id)).where(col(Vote.song_id) == song_id, col(Vote.user_id) == song.user_id, col(Vote.stage) == DRAFT)
+            select(col(Vote.draft_id)).where(
+                col(Vote.song_id) == song_id, col(Vote.user_id) == song.user_id, col(Vote.stage) == DRAFT
+            )
         ).scalar()
         return max(drafts, key=lambda d: (counts.get(d.id, 0), d.id == own, -d.index))
 
@@ -292,7 +327,10 @@ def top_clips(
 ) -> list[tuple[Clip, int]]:
     """Clips made in [since, until), most clip votes first (then the earlier clip), with their votes."""
     votes = (
-        select(col(Vote.song_id), func.count().label("n")).where(col(Vote.stage) == CLIP).group_by(col(Vote.song_id)).subquery()
+        select(col(Vote.song_id), func.count().label("n"))
+        .where(col(Vote.stage) == CLIP)
+        .group_by(col(Vote.song_id))
+        .subquery()
     )
     n = func.coalesce(votes.c.n, 0)
     stmt = (
@@ -313,10 +351,14 @@ def top_clips(
         return [(c, int(k)) for c, k in s.execute(stmt).all()]
 
 
-def daily_pick(target: Target, now: datetime | None = None, *, hours: float = 24.0, guild_id: int | None = None) -> Clip | None:
+def daily_pick(
+    target: Target, now: datetime | None = None, *, hours: float = 24.0, guild_id: int | None = None
+) -> Clip | None:
     """The most-voted clip of the last `hours` that was never featured (None if there is none)."""
     now = now or utcnow()
-    found = top_clips(target, now - timedelta(hours=hours), now, limit=1, guild_id=guild_id, unfeatured_only=True)
+    found = top_clips(
+        target, now - timedelta(hours=hours), now, limit=1, guild_id=guild_id, unfeatured_only=True
+    )
     return found[0][0] if found else None
 
 
@@ -363,17 +405,26 @@ def start_of_day(now: datetime | None = None) -> datetime:
 def member_usage(target: Target, user_id: int, since: datetime | None = None) -> MemberUsage:
     """What a member is using now, for quotas: songs since `since` (default: UTC midnight), jobs."""
     since = since or start_of_day()
-    songs = select(func.count()).select_from(Song).where(col(Song.user_id) == user_id, col(Song.created_at) >= since)
+    songs = (
+        select(func.count())
+        .select_from(Song)
+        .where(col(Song.user_id) == user_id, col(Song.created_at) >= since)
+    )
     jobs = (
         select(col(Job.status), func.count())
         .join(Song, col(Song.id) == col(Job.song_id))
-        .where(col(Song.user_id) == user_id, col(Job.status).in_([JobStatus.queued.value, JobStatus.running.value]))
+        .where(
+            col(Song.user_id) == user_id,
+            col(Job.status).in_([JobStatus.queued.value, JobStatus.running.value]),
+        )
         .group_by(col(Job.status))
     )
     with _read(target) as s:
         n_songs = int(s.execute(songs).scalar_one())
         by_status = {status: int(n) for status, n in s.execute(jobs).all()}
-    return MemberUsage(n_songs, by_status.get(JobStatus.queued.value, 0), by_status.get(JobStatus.running.value, 0))
+    return MemberUsage(
+        n_songs, by_status.get(JobStatus.queued.value, 0), by_status.get(JobStatus.running.value, 0)
+    )
 
 
 def running_in_guild(target: Target, guild_id: int) -> int:

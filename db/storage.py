@@ -50,7 +50,9 @@ def check_key(key: str, *, allow_empty: bool = False) -> str:
         if any(p in ("", ".", "..") for p in parts):
             problem = "it has an empty, '.' or '..' part"
     if problem:
-        raise ValueError(f"Storage key {key!r} is not allowed: {problem}. Keys look like 'songs/12/draft-0.wav'.")
+        raise ValueError(
+            f"Storage key {key!r} is not allowed: {problem}. Keys look like 'songs/12/draft-0.wav'."
+        )
     return key
 
 
@@ -60,7 +62,9 @@ class Storage:
     def __init__(self, url: str | os.PathLike[str]) -> None:
         text = os.fspath(url).strip()
         if not text:
-            raise StorageUnavailable("The storage URL is empty. Set JUKEBOT_STORAGE_URL, e.g. ./data or s3://bucket/jukebot.")
+            raise StorageUnavailable(
+                "The storage URL is empty. Set JUKEBOT_STORAGE_URL, e.g. ./data or s3://bucket/jukebot."
+            )
         try:
             fs, root = fsspec.core.url_to_fs(text)
         except ImportError as exc:

@@ -29,8 +29,14 @@ from torch import Tensor, nn
 from engine.config import ConfigError
 
 DENSE, BLOCK, TRANSPOSE, PREV, SUMMARY, SUMMARY_SPREAD, CROSS, PRIME = range(8)
-KIND_NAMES = {DENSE: "dense", BLOCK: "block", TRANSPOSE: "transpose", PREV: "previous", CROSS: "cross",
-              PRIME: "prime"}
+KIND_NAMES = {
+    DENSE: "dense",
+    BLOCK: "block",
+    TRANSPOSE: "transpose",
+    PREV: "previous",
+    CROSS: "cross",
+    PRIME: "prime",
+}
 
 # The original `Transformer.__init__` mapping from attn_order to the kind of layer d.
 ATTN_ORDERS: dict[int, Callable[[int], int]] = {
@@ -106,7 +112,9 @@ def cache_shape(kind: int, geo: Geometry, batch: int, heads: int, head_dim: int)
     return (batch, heads, *mid, head_dim)
 
 
-def step_masks(kinds: set[int], s: Tensor, geo: Geometry, dtype: torch.dtype | None = None) -> dict[int, Tensor]:
+def step_masks(
+    kinds: set[int], s: Tensor, geo: Geometry, dtype: torch.dtype | None = None
+) -> dict[int, Tensor]:
     """Key masks [B, 1, 1, keys] for one decode step at sequence positions `s` [B]: boolean, or
     with `dtype` additive (0 where a key is seen, -inf where not; what SDPA makes of a boolean
     mask, made once per step instead of once per layer)."""
@@ -164,8 +172,14 @@ SPLIT_K_MAX_ROWS = 16
 
 class FactoredAttention(nn.Module):
     def __init__(
-        self, n_in: int, n_state: int, heads: int, kind: int, geo: Geometry,
-        zero_out: bool = False, init_scale: float = 1.0,
+        self,
+        n_in: int,
+        n_state: int,
+        heads: int,
+        kind: int,
+        geo: Geometry,
+        zero_out: bool = False,
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.n_state, self.heads, self.kind, self.geo = n_state, heads, kind, geo
@@ -192,7 +206,9 @@ class FactoredAttention(nn.Module):
         b, _, s, _ = x.shape
         return x.transpose(1, 2).reshape(b, s, self.n_state)
 
-    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+    def _sdpa(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False
+    ) -> Tensor:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
 
     def encoder_kv(self, enc: Tensor) -> tuple[Tensor, Tensor]:
@@ -201,7 +217,10 @@ class FactoredAttention(nn.Module):
 
     # -- whole window (exact slow path and prefill) ------------------------------------------
     def forward(
-        self, x: Tensor, enc: Tensor | None = None, cache: LayerCache | None = None,
+        self,
+        x: Tensor,
+        enc: Tensor | None = None,
+        cache: LayerCache | None = None,
         rows: Tensor | None = None,
     ) -> Tensor:
         """x: [B, S, n_in] for window positions 0..S-1 (S <= seq_len). Fills `cache` when given."""
@@ -244,11 +263,18 @@ class FactoredAttention(nn.Module):
             a = self._sdpa(q2, k2, v2, causal=True).reshape(b, h, nb * bc, d)
         elif kind == TRANSPOSE:
             qt, kt, vt = (t.transpose(2, 3).reshape(b, h * bc, nb, d) for t in (qb, kb, vb))
-            a = self._sdpa(qt, kt, vt, causal=True).reshape(b, h, bc, nb, d).transpose(2, 3).reshape(b, h, nb * bc, d)
+            a = (
+                self._sdpa(qt, kt, vt, causal=True)
+                .reshape(b, h, bc, nb, d)
+                .transpose(2, 3)
+                .reshape(b, h, nb * bc, d)
+            )
         elif kind == PREV:
             # Row r attends to all of row r-1; row 0 sees zero keys and values, so its output is 0.
-            q2, k2, v2 = (t.reshape(b, h * nb, bc, d) for t in (qb, *(F.pad(t[:, :, :-1], (0, 0, 0, 0, 1, 0))
-                                                                       for t in (kb, vb))))
+            q2, k2, v2 = (
+                t.reshape(b, h * nb, bc, d)
+                for t in (qb, *(F.pad(t[:, :, :-1], (0, 0, 0, 0, 1, 0)) for t in (kb, vb)))
+            )
             a = self._sdpa(q2, k2, v2).reshape(b, h, nb * bc, d)
         else:  # pragma: no cover
             raise ConfigError(f"attention kind {kind}")

@@ -63,7 +63,9 @@ def human_bytes(n: int) -> str:
 def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise RuntimeError(f"`{name}` was not found on PATH; install ffmpeg (Debian: apt-get install -y ffmpeg)")
+        raise RuntimeError(
+            f"`{name}` was not found on PATH; install ffmpeg (Debian: apt-get install -y ffmpeg)"
+        )
     return path
 
 
@@ -78,8 +80,18 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     if size == 0:
         raise AudioError("this file is empty")
     res = _run(
-        [_binary("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-         "-select_streams", "a:0", str(path)]
+        [
+            _binary("ffprobe"),
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            "-select_streams",
+            "a:0",
+            str(path),
+        ]
     )
     not_audio = AudioError("this does not look like an audio file ffmpeg can read")
     if res.returncode != 0:
@@ -114,10 +126,16 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
 
 
 def check_limits(
-    info: AudioInfo, *, max_bytes: int | None = None, max_seconds: float | None = None, what: str = "the prime"
+    info: AudioInfo,
+    *,
+    max_bytes: int | None = None,
+    max_seconds: float | None = None,
+    what: str = "the prime",
 ) -> None:
     if max_bytes is not None and info.size > max_bytes:
-        raise AudioError(f"this file is {human_bytes(info.size)}; {what} can be at most {human_bytes(max_bytes)}")
+        raise AudioError(
+            f"this file is {human_bytes(info.size)}; {what} can be at most {human_bytes(max_bytes)}"
+        )
     if max_seconds is not None and info.duration is not None and info.duration > max_seconds + 0.05:
         raise AudioError(
             f"this file is {human_seconds(info.duration)} long; {what} can be at most {human_seconds(max_seconds)}"
@@ -165,7 +183,9 @@ def load_audio(
     if audio.size == 0:
         raise AudioError("this file has no audio in it")
     if max_seconds is not None and info.duration is None and audio.size > (max_seconds + 0.05) * sample_rate:
-        raise AudioError(f"this file is longer than {human_seconds(max_seconds)}; {what} can be at most that long")
+        raise AudioError(
+            f"this file is longer than {human_seconds(max_seconds)}; {what} can be at most that long"
+        )
     if not np.isfinite(audio).all():
         raise AudioError("this file decodes to invalid samples (NaN or infinity)")
     return audio
@@ -194,7 +214,9 @@ def load_audio_bytes(
     what: str = "the prime",
 ) -> np.ndarray:
     if max_bytes is not None and len(data) > max_bytes:
-        raise AudioError(f"this file is {human_bytes(len(data))}; {what} can be at most {human_bytes(max_bytes)}")
+        raise AudioError(
+            f"this file is {human_bytes(len(data))}; {what} can be at most {human_bytes(max_bytes)}"
+        )
     with bytes_as_file(data, suffix) as path:
         return load_audio(
             path, sample_rate, max_bytes=max_bytes, max_seconds=max_seconds, duration=duration, what=what
@@ -226,8 +248,27 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int)
 
 def mp3_bytes(audio: np.ndarray, sample_rate: int, bitrate: str = "192k") -> bytes:
     res = _run(
-        [_binary("ffmpeg"), "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(sample_rate), "-ac", "1",
-         "-i", "-", "-codec:a", "libmp3lame", "-b:a", bitrate, "-f", "mp3", "-"],
+        [
+            _binary("ffmpeg"),
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "f32le",
+            "-ar",
+            str(sample_rate),
+            "-ac",
+            "1",
+            "-i",
+            "-",
+            "-codec:a",
+            "libmp3lame",
+            "-b:a",
+            bitrate,
+            "-f",
+            "mp3",
+            "-",
+        ],
         stdin=_as_mono(audio).astype("<f4").tobytes(),
     )
     if res.returncode != 0 or not res.stdout:
@@ -235,7 +276,9 @@ def mp3_bytes(audio: np.ndarray, sample_rate: int, bitrate: str = "192k") -> byt
     return res.stdout
 
 
-def write_mp3(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, bitrate: str = "192k") -> None:
+def write_mp3(
+    path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, bitrate: str = "192k"
+) -> None:
     data = mp3_bytes(audio, sample_rate, bitrate)
     tmp = Path(f"{path}.tmp")
     tmp.write_bytes(data)

@@ -100,7 +100,9 @@ class WindowTask:
         return self.result
 
 
-def pick_rows(logits: Tensor, noise: Tensor, temperature: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
+def pick_rows(
+    logits: Tensor, noise: Tensor, temperature: Tensor, top_k: int = 0, top_p: float = 0.0
+) -> Tensor:
     """`engine.sample.pick_tokens` with a per-row temperature [B, 1] (rows of different jobs share
     a batch). The same arithmetic: on CPU x / t is the same float for a Python or a tensor t."""
     scores = filter_logits(logits.float() / temperature, top_k, top_p)
@@ -142,19 +144,25 @@ class EagerDecoder:
         self._cache = self.prior.new_cache(task.rows, self.device, self.dtype)
         logits = self.prior.prefill(self._cache, task.context, task.cond)
         self._pos = task.have
-        self._temp = torch.full((task.rows, 1), float(task.temperature), dtype=torch.float32, device=self.device)
+        self._temp = torch.full(
+            (task.rows, 1), float(task.temperature), dtype=torch.float32, device=self.device
+        )
         self._out = torch.empty(task.rows, task.n_new, dtype=torch.long, device=self.device)
         self._pick(logits)
 
     def _pick(self, logits: Tensor) -> None:
         task, out = self._task, self._out
         assert task is not None and out is not None and self._temp is not None
-        tok = pick_rows(logits, gumbel(task.row_bin, task.abs_start + self._pos), self._temp, task.top_k, task.top_p)
+        tok = pick_rows(
+            logits, gumbel(task.row_bin, task.abs_start + self._pos), self._temp, task.top_k, task.top_p
+        )
         out[:, self._pos - task.have] = tok
         self._tok = tok
 
     def advance(self) -> None:
-        logits = self.prior.decode_step(self._cache, self._tok, self._pos, self._task.cond if self._task else None)
+        logits = self.prior.decode_step(
+            self._cache, self._tok, self._pos, self._task.cond if self._task else None
+        )
         self._pos += 1
         self._pick(logits)
 
@@ -168,8 +176,19 @@ class EagerDecoder:
         self._task = self._cache = self._tok = self._out = None
 
 
-def _pick_store(logits: Tensor, tok: Tensor, pos: Tensor, abs0: Tensor, temp: Tensor, row_bin: Tensor,
-                win: Tensor, last: Tensor, top_k: int, top_p: float, last_pos: int) -> None:
+def _pick_store(
+    logits: Tensor,
+    tok: Tensor,
+    pos: Tensor,
+    abs0: Tensor,
+    temp: Tensor,
+    row_bin: Tensor,
+    win: Tensor,
+    last: Tensor,
+    top_k: int,
+    top_p: float,
+    last_pos: int,
+) -> None:
     """Pick the token at window position pos + 1 of every row and store it (no host sync)."""
     nxt = pos + 1
     new = pick_rows(logits, gumbel(row_bin, abs0 + nxt), temp, top_k, top_p)
@@ -223,8 +242,16 @@ class RowDecoder:
     place (`prefill(..., rows=idx)`), then every `advance()` computes one token for every row
     (free rows compute junk that nobody reads). The step is built by engine.graphs."""
 
-    def __init__(self, prior: Any, capacity: int, device: torch.device | str, dtype: torch.dtype,
-                 top_k: int = 0, top_p: float = 0.0, mode: DecodeMode | None = None) -> None:
+    def __init__(
+        self,
+        prior: Any,
+        capacity: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        top_k: int = 0,
+        top_p: float = 0.0,
+        mode: DecodeMode | None = None,
+    ) -> None:
         from engine.prior import Cond
 
         self.device = torch.device(device)
@@ -241,7 +268,10 @@ class RowDecoder:
         want = mode or default_mode(self.device)
         with torch.inference_mode():
             self.runner = StepRunner(
-                self._make_advance(compile_=want == "compile"), self.device, want, self.reset,
+                self._make_advance(compile_=want == "compile"),
+                self.device,
+                want,
+                self.reset,
                 fallback=self._make_advance(compile_=False) if want == "compile" else None,
             )
         self.mode: DecodeMode = self.runner.mode
@@ -364,7 +394,9 @@ class DecodeLoop:
 
     def submit(self, decoder: Decoder, task: WindowTask) -> None:
         if task.rows > decoder.capacity:
-            task.fail(ValueError(f"a window of {task.rows} rows does not fit a decode batch of {decoder.capacity}"))
+            task.fail(
+                ValueError(f"a window of {task.rows} rows does not fit a decode batch of {decoder.capacity}")
+            )
             return
         self.pending.append((decoder, task))
 
@@ -452,8 +484,15 @@ _IN_USE: set[int] = set()
 _ACTIVE: BatchScheduler | None = None
 
 
-def local_decoder(prior: Any, rows: int, device: torch.device, dtype: torch.dtype, top_k: int, top_p: float,
-                  mode: DecodeMode | None = None) -> tuple[RowDecoder, bool]:
+def local_decoder(
+    prior: Any,
+    rows: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    top_k: int,
+    top_p: float,
+    mode: DecodeMode | None = None,
+) -> tuple[RowDecoder, bool]:
     """A decoder of `rows` rows for this prior, reused between windows (its graph is captured
     once); the two most recent shapes are kept per prior. Returns (decoder, cached)."""
     mode = mode or default_mode(device)
@@ -589,7 +628,11 @@ class BatchScheduler:
                     todo, self._waiting = [*self._waiting, *inbox], []
                     for prior, dtype, task in todo:
                         self._route(prior, dtype, task)
-                busy = sum(len(d.rows_of(t)) for d, _ in self._decoders.values() for t in self.loop.running.get(d, []))
+                busy = sum(
+                    len(d.rows_of(t))
+                    for d, _ in self._decoders.values()
+                    for t in self.loop.running.get(d, [])
+                )
                 self.stats["max_rows_busy"] = max(self.stats["max_rows_busy"], busy)
                 if self.loop.tick():
                     self.stats["steps"] += 1
@@ -612,9 +655,12 @@ class BatchScheduler:
         if entry is None:
             per_row = self._row_bytes(prior, dtype)
             if task.rows * per_row > self.budget_bytes:
-                task.fail(MemoryError(
-                    f"one window of {task.rows} rows needs {task.rows * per_row / 2**30:.2f} GiB of decode memory; "
-                    f"the batch budget is {self.budget_bytes / 2**30:.2f} GiB"))
+                task.fail(
+                    MemoryError(
+                        f"one window of {task.rows} rows needs {task.rows * per_row / 2**30:.2f} GiB of decode memory; "
+                        f"the batch budget is {self.budget_bytes / 2**30:.2f} GiB"
+                    )
+                )
                 return
             most = max(self.max_rows, task.rows)
             cap = min(most, (self.budget_bytes - self.used_bytes) // per_row)
@@ -625,7 +671,9 @@ class BatchScheduler:
                 self._waiting.append((prior, dtype, task))  # rows free up when other windows finish
                 return
             try:
-                dec = RowDecoder(prior, int(cap), task.context.device, dtype, task.top_k, task.top_p, self.mode)
+                dec = RowDecoder(
+                    prior, int(cap), task.context.device, dtype, task.top_k, task.top_p, self.mode
+                )
             except BaseException as e:
                 task.fail(e)
                 return
@@ -644,6 +692,17 @@ class BatchScheduler:
 
 
 __all__ = [
-    "BatchScheduler", "DecodeLoop", "Decoder", "EagerDecoder", "RowDecoder", "WindowTask", "local_decoder",
-    "pick_rows", "row_bytes", "rows_for_budget", "sample_task", "supports_rows", "use_scheduler",
+    "BatchScheduler",
+    "DecodeLoop",
+    "Decoder",
+    "EagerDecoder",
+    "RowDecoder",
+    "WindowTask",
+    "local_decoder",
+    "pick_rows",
+    "row_bytes",
+    "rows_for_budget",
+    "sample_task",
+    "supports_rows",
+    "use_scheduler",
 ]

@@ -58,8 +58,12 @@ def released_files(name: str) -> dict[str, str]:
     """{'vqvae', 'prior_level_0', 'prior_level_1', 'prior_level_2'} -> path under a mirror."""
     if name not in TOP_FILES:
         raise KeyError(f"unknown released model {name!r}; choose one of {sorted(TOP_FILES)}")
-    return {"vqvae": VQVAE_FILE, "prior_level_0": UPSAMPLER_FILES[0], "prior_level_1": UPSAMPLER_FILES[1],
-            "prior_level_2": TOP_FILES[name]}
+    return {
+        "vqvae": VQVAE_FILE,
+        "prior_level_0": UPSAMPLER_FILES[0],
+        "prior_level_1": UPSAMPLER_FILES[1],
+        "prior_level_2": TOP_FILES[name],
+    }
 
 
 class CheckpointError(RuntimeError):
@@ -120,15 +124,25 @@ def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                file=sys.stderr, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        file=sys.stderr,
+        leave=False,
+    )
 
 
 def _http_get(url: str, part: Path, *, timeout: float, progress: bool, chunk: int = 1 << 20) -> None:
     """Download `url` into `part`, resuming from its current size. Raises on any failure,
     including a response that ends before the announced length."""
     have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "jukebot", **({"Range": f"bytes={have}-"} if have else {})})
+    req = urllib.request.Request(
+        url, headers={"User-Agent": "jukebot", **({"Range": f"bytes={have}-"} if have else {})}
+    )
     try:
         resp = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -187,15 +201,18 @@ def fetch(
         if sha == entry["sha256"]:
             manifest.record(rel, dest, sha, entry.get("source", ""))
             return dest
-        log.warning("%s changed on disk (SHA-256 %s, recorded %s); downloading it again", dest, sha, entry["sha256"])
+        log.warning(
+            "%s changed on disk (SHA-256 %s, recorded %s); downloading it again", dest, sha, entry["sha256"]
+        )
         dest.unlink()
     if notice is not None:
         notice(LICENSE_NOTICE)
     dest.parent.mkdir(parents=True, exist_ok=True)
     expected = (manifest.get(rel) or {}).get("sha256")
     for round_ in range(2):  # a checksum mismatch gets one clean re-download
-        source = _download_any(rel, dest, mirrors, progress=progress, attempts=attempts, timeout=timeout,
-                               backoff=backoff)
+        source = _download_any(
+            rel, dest, mirrors, progress=progress, attempts=attempts, timeout=timeout, backoff=backoff
+        )
         sha = sha256_file(dest)
         if expected is None or sha == expected:
             manifest.record(rel, dest, sha, source)
@@ -210,8 +227,16 @@ def fetch(
     raise AssertionError("unreachable")
 
 
-def _download_any(rel: str, dest: Path, mirrors: Sequence[str], *, progress: bool, attempts: int,
-                  timeout: float, backoff: float) -> str:
+def _download_any(
+    rel: str,
+    dest: Path,
+    mirrors: Sequence[str],
+    *,
+    progress: bool,
+    attempts: int,
+    timeout: float,
+    backoff: float,
+) -> str:
     part = dest.with_name(dest.name + ".part")
     failures: list[str] = []
     for mirror in mirrors:
@@ -253,8 +278,14 @@ def _why(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def fetch_released(name: str, parts: Iterable[str] | None = None, *, settings: Any = None,
-                   progress: bool = True, notice: Callable[[str], None] | None = None) -> dict[str, Path]:
+def fetch_released(
+    name: str,
+    parts: Iterable[str] | None = None,
+    *,
+    settings: Any = None,
+    progress: bool = True,
+    notice: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
     """Fetch a released model's files ({part: local path}); mirrors and cache from `db.settings`."""
     if settings is None:
         from db.settings import get_settings
@@ -269,9 +300,12 @@ def fetch_released(name: str, parts: Iterable[str] | None = None, *, settings: A
             shown.append(True)
             (notice or (lambda t: print(t, file=sys.stderr)))(text)
 
-    return {part: fetch(files[part], cache_dir=settings.model_cache_dir, mirrors=mirrors, progress=progress,
-                        notice=once)
-            for part in (parts or files)}
+    return {
+        part: fetch(
+            files[part], cache_dir=settings.model_cache_dir, mirrors=mirrors, progress=progress, notice=once
+        )
+        for part in (parts or files)
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,10 +317,18 @@ class _Hyperparams(dict):
 
 
 _SAFE = {
-    ("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch._tensor", "_rebuild_from_type_v2"), ("torch", "Size"), ("builtins", "set"), ("builtins", "frozenset"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch._tensor", "_rebuild_from_type_v2"),
+    ("torch", "Size"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "dtype"),
     ("builtins", "slice"),
 }
 
@@ -295,8 +337,10 @@ class _WhitelistUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if name == "Hyperparams" and module.endswith("hparams"):
             return _Hyperparams
-        if (module, name) in _SAFE or (module == "torch" and (name.endswith("Storage") or
-                                                             isinstance(getattr(torch, name, None), torch.dtype))):
+        if (module, name) in _SAFE or (
+            module == "torch"
+            and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype))
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
 
@@ -358,10 +402,14 @@ class Mismatch:
             lines.append(f"{len(self.shapes)} tensors have other shapes (expected vs found):")
             lines += [f"    {k}: expected {list(a)}, found {list(b)}" for k, a, b in self.shapes[:limit]]
         if self.missing:
-            lines.append(f"{len(self.missing)} expected tensors are missing: " + ", ".join(self.missing[:limit]))
+            lines.append(
+                f"{len(self.missing)} expected tensors are missing: " + ", ".join(self.missing[:limit])
+            )
         if self.unexpected:
-            lines.append(f"{len(self.unexpected)} tensors are not part of this model: "
-                         + ", ".join(self.unexpected[:limit]))
+            lines.append(
+                f"{len(self.unexpected)} tensors are not part of this model: "
+                + ", ".join(self.unexpected[:limit])
+            )
         return "\n".join("  " + line for line in lines)
 
 
@@ -370,12 +418,17 @@ def compare(module: nn.Module, sd: Mapping[str, Tensor]) -> Mismatch:
     return Mismatch(
         missing=[k for k in want if k not in sd],
         unexpected=[k for k in sd if k not in want],
-        shapes=[(k, tuple(v.shape), tuple(sd[k].shape)) for k, v in want.items()
-                if k in sd and tuple(v.shape) != tuple(sd[k].shape)],
+        shapes=[
+            (k, tuple(v.shape), tuple(sd[k].shape))
+            for k, v in want.items()
+            if k in sd and tuple(v.shape) != tuple(sd[k].shape)
+        ],
     )
 
 
-def load_into(module: nn.Module, path: str | Path, what: str = "model", *, assign: bool = False) -> dict[str, Any]:
+def load_into(
+    module: nn.Module, path: str | Path, what: str = "model", *, assign: bool = False
+) -> dict[str, Any]:
     """Strictly load an original-format file into `module`; returns the checkpoint dict.
     `assign=True` takes the file's tensors as the parameters (for a module built on `meta`)."""
     ckpt = read_checkpoint(path)

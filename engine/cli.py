@@ -30,11 +30,17 @@ log = logging.getLogger("jukebot.generate")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("generate", help="Make a song without Discord: drafts, then the upsample of one.")(generate_command)
+    app.command("generate", help="Make a song without Discord: drafts, then the upsample of one.")(
+        generate_command
+    )
     app.command("worker", help="Run a GPU worker: claims draft, upsample and continue jobs.")(worker_command)
     app.command("train", help="Train a VQ-VAE, top prior or upsampler from labelled audio.")(train_command)
-    corpus = typer.Typer(no_args_is_help=True, help="The labelled training corpus rendered from public-domain scores.")
-    corpus.command("build", help="Render the corpus (music21 scores -> FluidSynth audio + labels).")(corpus_build_command)
+    corpus = typer.Typer(
+        no_args_is_help=True, help="The labelled training corpus rendered from public-domain scores."
+    )
+    corpus.command("build", help="Render the corpus (music21 scores -> FluidSynth audio + labels).")(
+        corpus_build_command
+    )
     corpus.command("pack", help="Pack a built corpus as small OGG files in one tar.")(corpus_pack_command)
     app.add_typer(corpus, name="corpus")
 
@@ -88,7 +94,9 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
         return None
     limit = float(settings.max_prime_seconds)
     if args.prime_seconds is not None and not 0 < args.prime_seconds <= limit:
-        raise GenerateError(f"--prime-seconds must be between 0 and {human_seconds(limit)} (JUKEBOT_MAX_PRIME_SECONDS)")
+        raise GenerateError(
+            f"--prime-seconds must be between 0 and {human_seconds(limit)} (JUKEBOT_MAX_PRIME_SECONDS)"
+        )
     path = Path(spec).expanduser()
     if spec.startswith("clip:") or (spec.isdigit() and not path.exists()):
         clip_id = int(spec.removeprefix("clip:"))
@@ -105,16 +113,24 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
     if not path.is_file():
         raise GenerateError(f"--prime {spec}: no such file")
     if path.suffix == ".npz":
-        return Prompt.from_clip_codes(engine, path.read_bytes(), args.prime_seconds or limit, source=path.name)
+        return Prompt.from_clip_codes(
+            engine, path.read_bytes(), args.prime_seconds or limit, source=path.name
+        )
     try:
         if args.prime_seconds is None:
             info = probe(path)
             if info.duration is not None and info.duration > limit + 0.05:
-                raise AudioError(f"this file is {human_seconds(info.duration)} long; the prime can be at most "
-                                 f"{human_seconds(limit)} (use --prime-seconds to take its first seconds)")
-        audio = load_audio(path, engine.sample_rate, max_bytes=settings.max_upload_bytes,
-                           max_seconds=None if args.prime_seconds is not None else limit,
-                           duration=args.prime_seconds)
+                raise AudioError(
+                    f"this file is {human_seconds(info.duration)} long; the prime can be at most "
+                    f"{human_seconds(limit)} (use --prime-seconds to take its first seconds)"
+                )
+        audio = load_audio(
+            path,
+            engine.sample_rate,
+            max_bytes=settings.max_upload_bytes,
+            max_seconds=None if args.prime_seconds is not None else limit,
+            duration=args.prime_seconds,
+        )
     except AudioError as e:
         raise GenerateError(f"--prime {path.name}: {e}") from None
     try:
@@ -143,9 +159,17 @@ class _Bars:
             )
 
             self.progress = Progress(
-                TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
-                TaskProgressColumn(), TextColumn("{task.fields[rate]:>8} tok/s"), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+                TextColumn("{task.description:<20}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("tokens"),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]:>8} tok/s"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
             )
 
     def __enter__(self) -> _Bars:
@@ -213,15 +237,22 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
 
     t = time.monotonic()
     try:
-        engine = Engine.load(args.model, device=device, dtype=dtype, swap_levels=args.swap_levels, settings=settings,
-                             progress=args.progress)
+        engine = Engine.load(
+            args.model,
+            device=device,
+            dtype=dtype,
+            swap_levels=args.swap_levels,
+            settings=settings,
+            progress=args.progress,
+        )
     except Exception as e:
         if type(e).__name__ in ("ConfigError", "CheckpointError", "DownloadError", "FileNotFoundError"):
             if str(args.model) == "demo":
                 raise GenerateError(
                     "the demo model is not installed in this build (engine/data/demo/ has no model yet). "
                     "Pass --model with a released model (1b_lyrics, 5b_lyrics, 5b) or a model folder, "
-                    f"or train one with `jukebot train`. ({e})") from None
+                    f"or train one with `jukebot train`. ({e})"
+                ) from None
             raise GenerateError(f"cannot load model {args.model!r}: {e}") from None
         raise
     timings["load_model"] = time.monotonic() - t
@@ -231,13 +262,24 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
     except PipelineError as e:
         raise GenerateError(str(e)) from None
     request = SongRequest(
-        artist=args.artist, genre=args.genre, lyrics=args.lyrics, seconds=args.seconds, seed=args.seed,
-        settings=SamplingSettings(temperatures=(args.upsample_temperature, args.upsample_temperature, args.temperature),
-                                  top_k=args.top_k, top_p=args.top_p),
+        artist=args.artist,
+        genre=args.genre,
+        lyrics=args.lyrics,
+        seconds=args.seconds,
+        seed=args.seed,
+        settings=SamplingSettings(
+            temperatures=(args.upsample_temperature, args.upsample_temperature, args.temperature),
+            top_k=args.top_k,
+            top_p=args.top_p,
+        ),
     )
-    run_id = {"request": request.to_dict(), "drafts": args.drafts, "model": str(args.model),
-              "prompt": None if prompt is None else prompt.source,
-              "prompt_codes": None if prompt is None else _digest({"c": [c.tolist() for c in prompt.codes]})}
+    run_id = {
+        "request": request.to_dict(),
+        "drafts": args.drafts,
+        "model": str(args.model),
+        "prompt": None if prompt is None else prompt.source,
+        "prompt_codes": None if prompt is None else _digest({"c": [c.tolist() for c in prompt.codes]}),
+    }
     run_file = out / "run.json"
     if args.fresh:
         for f in out.glob(".checkpoint-*.npz"):
@@ -247,21 +289,36 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
     if run_file.exists():
         previous = json.loads(run_file.read_text())
         if previous.get("id") != _digest(run_id):
-            raise GenerateError(f"{out} holds a run of a different request; use another --out folder, "
-                                "or --fresh to start over there")
+            raise GenerateError(
+                f"{out} holds a run of a different request; use another --out folder, "
+                "or --fresh to start over there"
+            )
     run_file.write_text(json.dumps({"id": _digest(run_id), **run_id}, indent=1, default=str))
     resumed = any(out.glob(".checkpoint-*.npz")) or (out / "drafts.npz").exists()
 
     summary: dict[str, Any] = {
-        "model": str(args.model), "seed": args.seed, "device": device, "dtype": str(dtype).replace("torch.", ""),
-        "sample_rate": sr, "artist": args.artist, "genre": args.genre, "drafts": args.drafts, "pick": args.pick,
+        "model": str(args.model),
+        "seed": args.seed,
+        "device": device,
+        "dtype": str(dtype).replace("torch.", ""),
+        "sample_rate": sr,
+        "artist": args.artist,
+        "genre": args.genre,
+        "drafts": args.drafts,
+        "pick": args.pick,
         "prime": None if prompt is None else prompt.source,
-        "prime_seconds": 0.0 if prompt is None else prompt.seconds(engine), "resumed": resumed, "out": str(out),
+        "prime_seconds": 0.0 if prompt is None else prompt.seconds(engine),
+        "resumed": resumed,
+        "out": str(out),
     }
     with _Bars(args.progress) as bars:
+
         def hooks(primed: bool) -> Hooks:
             def on_tokens(p: Progress) -> None:
-                bars.update(stage_name(p.level, primed=primed), p.level_done, p.level_total, p.tokens_per_second)
+                bars.update(
+                    stage_name(p.level, primed=primed), p.level_done, p.level_total, p.tokens_per_second
+                )
+
             return Hooks(on_tokens=on_tokens, tokens_every=32)
 
         # Stage 1: drafts (kept in drafts.npz once done, so a re-run goes straight to the upsample).
@@ -275,9 +332,15 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
                 sample_length = top.shape[1] * engine.hop_lengths[-1]
                 previews = None
             else:
-                d = make_drafts(engine, request, args.drafts, prompt=prompt,
-                                checkpointer=FileCheckpointer(out, "drafts"), hooks=hooks(prompt is not None),
-                                decode=False)
+                d = make_drafts(
+                    engine,
+                    request,
+                    args.drafts,
+                    prompt=prompt,
+                    checkpointer=FileCheckpointer(out, "drafts"),
+                    hooks=hooks(prompt is not None),
+                    decode=False,
+                )
                 top, notes, sample_length = d.codes, d.notes, d.sample_length
                 previews = None
             timings["drafts"] = time.monotonic() - t
@@ -294,8 +357,11 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
             if not drafts_file.exists():
                 tmp = out / "drafts.npz.tmp"
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, codes=top.astype(np.int32),
-                             notes=np.frombuffer(json.dumps(notes).encode(), dtype=np.uint8))
+                    np.savez(
+                        fh,
+                        codes=top.astype(np.int32),
+                        notes=np.frombuffer(json.dumps(notes).encode(), dtype=np.uint8),
+                    )
                 tmp.replace(drafts_file)
                 FileCheckpointer(out, "drafts").cleanup()
             timings["decode_drafts"] = time.monotonic() - t
@@ -303,9 +369,16 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
             # Stage 2: upsample the picked draft through levels 1 and 0.
             k = args.pick - 1
             t = time.monotonic()
-            final = upsample(engine, request, top[k], draft_index=k, prompt=prompt,
-                             checkpointer=FileCheckpointer(out, f"upsample-{args.pick}"),
-                             hooks=hooks(prompt is not None), decode=False)
+            final = upsample(
+                engine,
+                request,
+                top[k],
+                draft_index=k,
+                prompt=prompt,
+                checkpointer=FileCheckpointer(out, f"upsample-{args.pick}"),
+                hooks=hooks(prompt is not None),
+                decode=False,
+            )
             timings["upsample"] = time.monotonic() - t
         except PipelineError as e:
             raise GenerateError(str(e)) from None
@@ -317,17 +390,31 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         t = time.monotonic()
         (out / "final.wav").write_bytes(wav_bytes(audio, sr))
         (out / "final.mp3").write_bytes(mp3_bytes(audio, sr))
-        (out / "codes.npz").write_bytes(codes_to_npz(final.codes, {
-            "model": str(args.model), "sample_rate": sr, "seed": args.seed, "pick": args.pick}))
+        (out / "codes.npz").write_bytes(
+            codes_to_npz(
+                final.codes,
+                {"model": str(args.model), "sample_rate": sr, "seed": args.seed, "pick": args.pick},
+            )
+        )
         FileCheckpointer(out, f"upsample-{args.pick}").cleanup()
         timings["write"] = time.monotonic() - t
-    files.update({"final.wav": str(out / "final.wav"), "final.mp3": str(out / "final.mp3"),
-                  "codes.npz": str(out / "codes.npz"), "summary.json": str(out / "summary.json")})
+    files.update(
+        {
+            "final.wav": str(out / "final.wav"),
+            "final.mp3": str(out / "final.mp3"),
+            "codes.npz": str(out / "codes.npz"),
+            "summary.json": str(out / "summary.json"),
+        }
+    )
     timings["total"] = time.monotonic() - t0
-    summary.update({
-        "seconds": sample_length / sr, "files": files, "notes": notes,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    })
+    summary.update(
+        {
+            "seconds": sample_length / sr,
+            "files": files,
+            "notes": notes,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -335,14 +422,18 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
 def generate_command(
     artist: str = typer.Option(..., "--artist", "-a", help="Artist to sound like (from the model's list)."),
     genre: str = typer.Option(..., "--genre", "-g", help="Genre (from the model's list)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (re-run with the same folder to resume)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder (re-run with the same folder to resume)."
+    ),
     lyrics: str | None = typer.Option(None, "--lyrics", help="Lyrics to sing."),
     lyrics_file: Path | None = typer.Option(None, "--lyrics-file", help="A text file with the lyrics."),
     seconds: float = typer.Option(10.0, "--seconds", "-s", help="Seconds of new music."),
     drafts: int = typer.Option(3, "--drafts", "-n", help="Level-2 drafts sampled in one batch."),
     pick: int = typer.Option(1, "--pick", "-k", help="Which draft (1..N) to upsample."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same song."),
-    model: str | None = typer.Option(None, "--model", "-m", help="demo | 1b_lyrics | 5b_lyrics | 5b | a model folder."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="demo | 1b_lyrics | 5b_lyrics | 5b | a model folder."
+    ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (priors)."),
     prime: str | None = typer.Option(None, "--prime", help="Continue from audio, a codes.npz, or clip:ID."),
@@ -368,23 +459,43 @@ def generate_command(
         except (OSError, UnicodeDecodeError) as e:
             raise _fail(f"cannot read --lyrics-file {lyrics_file}: {e}") from None
     args = GenerateArgs(
-        out=out, artist=artist, genre=genre, lyrics=text, seconds=seconds, drafts=drafts, pick=pick, seed=seed,
-        model=model or settings.model, device=device or settings.device, dtype=dtype, prime=prime,
-        prime_seconds=prime_seconds, temperature=temperature, top_k=top_k, top_p=top_p, fresh=fresh,
-        threads=threads, swap_levels=swap_levels, progress=not quiet,
+        out=out,
+        artist=artist,
+        genre=genre,
+        lyrics=text,
+        seconds=seconds,
+        drafts=drafts,
+        pick=pick,
+        seed=seed,
+        model=model or settings.model,
+        device=device or settings.device,
+        dtype=dtype,
+        prime=prime,
+        prime_seconds=prime_seconds,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        fresh=fresh,
+        threads=threads,
+        swap_levels=swap_levels,
+        progress=not quiet,
     )
     try:
         summary = generate(args)
     except GenerateError as e:
         raise _fail(str(e)) from None
     except KeyboardInterrupt:
-        typer.secho(f"Stopped. Run the same command again to carry on from the last window in {out}.", err=True)
+        typer.secho(
+            f"Stopped. Run the same command again to carry on from the last window in {out}.", err=True
+        )
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
     else:
-        typer.echo(f"{summary['seconds']:.1f} s song in {out} ({summary['timings']['total']:.1f} s): "
-                   f"final.wav, final.mp3, " + ", ".join(f"draft-{i + 1}.wav" for i in range(drafts)))
+        typer.echo(
+            f"{summary['seconds']:.1f} s song in {out} ({summary['timings']['total']:.1f} s): "
+            f"final.wav, final.mp3, " + ", ".join(f"draft-{i + 1}.wav" for i in range(drafts))
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,19 +503,28 @@ def generate_command(
 
 
 def worker_command(
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (one worker per GPU)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model to keep loaded (default JUKEBOT_MODEL)."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto | cpu | cuda | cuda:N (one worker per GPU)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model to keep loaded (default JUKEBOT_MODEL)."
+    ),
     once: bool = typer.Option(False, "--once", help="Run one job (if any) and exit."),
-    kinds: str = typer.Option("draft,upsample,continue", "--kinds", help="Job kinds to take, comma-separated."),
+    kinds: str = typer.Option(
+        "draft,upsample,continue", "--kinds", help="Job kinds to take, comma-separated."
+    ),
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (priors)."),
     swap_levels: bool = typer.Option(False, "--swap-levels", help="Keep one prior in GPU memory at a time."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
     checkpoint_seconds: float = typer.Option(
-        0.0, "--checkpoint-seconds", help="Checkpoint at most this often (0: after every window)."),
-    batch_jobs: int = typer.Option(1, "--batch-jobs", min=1,
-                                   help="Run up to N jobs at once, their windows decoded in one batch."),
+        0.0, "--checkpoint-seconds", help="Checkpoint at most this often (0: after every window)."
+    ),
+    batch_jobs: int = typer.Option(
+        1, "--batch-jobs", min=1, help="Run up to N jobs at once, their windows decoded in one batch."
+    ),
     batch_memory_gb: float | None = typer.Option(
-        None, "--batch-memory-gb", help="GPU memory for the batch's KV caches (default: 70% of what is free)."),
+        None, "--batch-memory-gb", help="GPU memory for the batch's KV caches (default: 70% of what is free)."
+    ),
 ) -> None:
     from db.settings import get_settings
     from engine.worker import ALL_KINDS, DeviceBusy, Worker, WorkerOptions
@@ -413,18 +533,35 @@ def worker_command(
     wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
     unknown = [k for k in wanted if k not in ALL_KINDS]
     if unknown or not wanted:
-        raise _fail(f"--kinds: unknown job kind(s) {', '.join(unknown) or '(none)'}; use {', '.join(ALL_KINDS)}")
+        raise _fail(
+            f"--kinds: unknown job kind(s) {', '.join(unknown) or '(none)'}; use {', '.join(ALL_KINDS)}"
+        )
     settings = get_settings()
-    options = WorkerOptions(device=device or settings.device, model=model, kinds=wanted, once=once, dtype=dtype,
-                            swap_levels=swap_levels, threads=threads, checkpoint_seconds=checkpoint_seconds,
-                            batch_jobs=batch_jobs, batch_memory_gb=batch_memory_gb)
+    options = WorkerOptions(
+        device=device or settings.device,
+        model=model,
+        kinds=wanted,
+        once=once,
+        dtype=dtype,
+        swap_levels=swap_levels,
+        threads=threads,
+        checkpoint_seconds=checkpoint_seconds,
+        batch_jobs=batch_jobs,
+        batch_memory_gb=batch_memory_gb,
+    )
     try:
         code = Worker(settings, options).run()
     except DeviceBusy as e:
         raise _fail(str(e)) from None
     except Exception as e:
-        if type(e).__name__ in ("ConfigError", "CheckpointError", "DownloadError", "DatabaseUnavailable",
-                                "StorageUnavailable", "SchemaOutOfDate"):
+        if type(e).__name__ in (
+            "ConfigError",
+            "CheckpointError",
+            "DownloadError",
+            "DatabaseUnavailable",
+            "StorageUnavailable",
+            "SchemaOutOfDate",
+        ):
             raise _fail(str(e)) from None
         raise
     raise typer.Exit(code)
@@ -442,7 +579,9 @@ def train_command(
     kind: str = typer.Argument(..., help="vqvae | prior | upsampler"),
     config: str = typer.Option(..., "--config", help="Model folder or model.json (or `demo`)."),
     data: Path = typer.Option(..., "--data", help="Folder of audio files with labels.csv or labels.json."),
-    out: Path = typer.Option(..., "--out", help="Model folder to write (checkpoints in the original format)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Model folder to write (checkpoints in the original format)."
+    ),
     level: int | None = typer.Option(None, "--level", help="Upsampler level (1 or 0)."),
     steps: int | None = typer.Option(None, "--steps"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
@@ -460,9 +599,23 @@ def train_command(
     except ImportError as e:
         raise _not_available("training", "engine.train", e) from None
     try:
-        summary = train(kind, config, data, out, steps=steps, batch_size=batch_size, lr=lr, device=device,
-                        level=level, max_minutes=max_minutes, save_every=save_every, seed=seed,
-                        init_from=init_from, vqvae=vqvae, resume=not fresh)
+        summary = train(
+            kind,
+            config,
+            data,
+            out,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            level=level,
+            max_minutes=max_minutes,
+            save_every=save_every,
+            seed=seed,
+            init_from=init_from,
+            vqvae=vqvae,
+            resume=not fresh,
+        )
     except TrainError as e:
         raise _fail(str(e)) from None
     typer.echo(json.dumps(summary.to_dict(), indent=1, default=str))
@@ -482,8 +635,15 @@ def corpus_build_command(
     except ImportError as e:
         raise _not_available("the corpus builder", "engine.corpus", e) from None
     try:
-        build_corpus(out, sample_rate=sample_rate, max_pieces=max_pieces, seconds_per_clip=seconds_per_clip, seed=seed,
-                     workers=workers, audio_format=audio_format)
+        build_corpus(
+            out,
+            sample_rate=sample_rate,
+            max_pieces=max_pieces,
+            seconds_per_clip=seconds_per_clip,
+            seed=seed,
+            workers=workers,
+            audio_format=audio_format,
+        )
     except CorpusError as e:
         raise _fail(str(e)) from None
 

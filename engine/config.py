@@ -24,22 +24,75 @@ LyricsKind = Literal["none", "separate", "prefix"]
 
 # The original code's defaults (hparams.py DEFAULTS), used when an hps dict omits a key.
 _VQVAE_DEFAULTS: dict[str, Any] = dict(
-    sr=44100, levels=2, downs_t=(1, 1), strides_t=(2, 2), hvqvae_multipliers=None, emb_width=64,
-    l_bins=512, width=128, depth=3, m_conv=1.0, dilation_growth_rate=1, dilation_cycle=None,
-    vqvae_reverse_decoder_dilation=True, use_bottleneck=True,
+    sr=44100,
+    levels=2,
+    downs_t=(1, 1),
+    strides_t=(2, 2),
+    hvqvae_multipliers=None,
+    emb_width=64,
+    l_bins=512,
+    width=128,
+    depth=3,
+    m_conv=1.0,
+    dilation_growth_rate=1,
+    dilation_cycle=None,
+    vqvae_reverse_decoder_dilation=True,
+    use_bottleneck=True,
 )
 _PRIOR_DEFAULTS: dict[str, Any] = dict(
-    sr=44100, level=0, n_ctx=1024, prior_depth=3, prior_width=128, heads=1, attn_order=0, blocks=None,
-    spread=None, zero_out=False, res_scale=False, pos_init=False, init_scale=1.0, m_attn=0.25, m_mlp=1.0,
-    labels=True, labels_v3=False, y_bins=0, t_bins=64, max_bow_genre_size=None, min_duration=None,
-    max_duration=None, use_tokens=False, n_tokens=0, n_vocab=0, prime_loss_fraction=0.1,
-    single_enc_dec=False, merged_decoder=False, copy_input=False, fp16_params=False, l_bins=2048,
-    alignment_layer=None, alignment_head=None,
-    prime_depth=3, prime_width=128, prime_heads=1, prime_attn_order=0, prime_blocks=None,
-    prime_spread=None, prime_zero_out=False, prime_res_scale=False, prime_pos_init=False,
-    prime_init_scale=1.0, prime_m_attn=0.25, prime_m_mlp=1.0,
-    cond_depth=3, cond_width=128, cond_m_conv=1.0, cond_zero_out=False, cond_res_scale=False,
-    cond_dilation_growth_rate=1, cond_dilation_cycle=None, cond_c_res=0,
+    sr=44100,
+    level=0,
+    n_ctx=1024,
+    prior_depth=3,
+    prior_width=128,
+    heads=1,
+    attn_order=0,
+    blocks=None,
+    spread=None,
+    zero_out=False,
+    res_scale=False,
+    pos_init=False,
+    init_scale=1.0,
+    m_attn=0.25,
+    m_mlp=1.0,
+    labels=True,
+    labels_v3=False,
+    y_bins=0,
+    t_bins=64,
+    max_bow_genre_size=None,
+    min_duration=None,
+    max_duration=None,
+    use_tokens=False,
+    n_tokens=0,
+    n_vocab=0,
+    prime_loss_fraction=0.1,
+    single_enc_dec=False,
+    merged_decoder=False,
+    copy_input=False,
+    fp16_params=False,
+    l_bins=2048,
+    alignment_layer=None,
+    alignment_head=None,
+    prime_depth=3,
+    prime_width=128,
+    prime_heads=1,
+    prime_attn_order=0,
+    prime_blocks=None,
+    prime_spread=None,
+    prime_zero_out=False,
+    prime_res_scale=False,
+    prime_pos_init=False,
+    prime_init_scale=1.0,
+    prime_m_attn=0.25,
+    prime_m_mlp=1.0,
+    cond_depth=3,
+    cond_width=128,
+    cond_m_conv=1.0,
+    cond_zero_out=False,
+    cond_res_scale=False,
+    cond_dilation_growth_rate=1,
+    cond_dilation_cycle=None,
+    cond_c_res=0,
 )
 
 
@@ -96,9 +149,15 @@ class VQVAEConfig:
         levels = int(h["levels"])
         mult = h["hvqvae_multipliers"]
         return cls(
-            sample_rate=int(h["sr"]), levels=levels, downs_t=_tuple(h["downs_t"]),
-            strides_t=_tuple(h["strides_t"]), emb_width=int(h["emb_width"]), l_bins=int(h["l_bins"]),
-            width=int(h["width"]), depth=int(h["depth"]), m_conv=float(h["m_conv"]),
+            sample_rate=int(h["sr"]),
+            levels=levels,
+            downs_t=_tuple(h["downs_t"]),
+            strides_t=_tuple(h["strides_t"]),
+            emb_width=int(h["emb_width"]),
+            l_bins=int(h["l_bins"]),
+            width=int(h["width"]),
+            depth=int(h["depth"]),
+            m_conv=float(h["m_conv"]),
             dilation_growth_rate=int(h["dilation_growth_rate"]),
             dilation_cycle=None if h["dilation_cycle"] is None else int(h["dilation_cycle"]),
             multipliers=(1,) * levels if mult is None else _tuple(mult),
@@ -190,7 +249,9 @@ class PriorConfig:
         if self.blocks is not None and self.seq_len % self.blocks:
             raise ConfigError(f"sequence length {self.seq_len} is not a multiple of blocks={self.blocks}")
         if int(self.m_attn * self.width) % self.heads:
-            raise ConfigError(f"attention width {int(self.m_attn * self.width)} does not split into {self.heads} heads")
+            raise ConfigError(
+                f"attention width {int(self.m_attn * self.width)} does not split into {self.heads} heads"
+            )
 
     @property
     def seq_len(self) -> int:
@@ -225,12 +286,17 @@ class PriorConfig:
         enc = None
         if lyrics == "separate":
             enc = LyricEncoderConfig(
-                width=int(h["prime_width"]), depth=int(h["prime_depth"]), heads=int(h["prime_heads"]),
+                width=int(h["prime_width"]),
+                depth=int(h["prime_depth"]),
+                heads=int(h["prime_heads"]),
                 attn_order=int(h["prime_attn_order"]),
                 blocks=None if h["prime_blocks"] is None else int(h["prime_blocks"]),
-                spread=h["prime_spread"], init_scale=float(h["prime_init_scale"]),
-                m_attn=float(h["prime_m_attn"]), m_mlp=float(h["prime_m_mlp"]),
-                res_scale=bool(h["prime_res_scale"]), zero_out=bool(h["prime_zero_out"]),
+                spread=h["prime_spread"],
+                init_scale=float(h["prime_init_scale"]),
+                m_attn=float(h["prime_m_attn"]),
+                m_mlp=float(h["prime_m_mlp"]),
+                res_scale=bool(h["prime_res_scale"]),
+                zero_out=bool(h["prime_zero_out"]),
             )
         labels = bool(h["labels"])
         y_bins = h["y_bins"]
@@ -238,29 +304,47 @@ class PriorConfig:
         cond = None
         if not top:
             cond = ConditionerConfig(
-                width=int(h["cond_width"]), depth=int(h["cond_depth"]), m_conv=float(h["cond_m_conv"]),
+                width=int(h["cond_width"]),
+                depth=int(h["cond_depth"]),
+                m_conv=float(h["cond_m_conv"]),
                 dilation_growth_rate=int(h["cond_dilation_growth_rate"]),
                 dilation_cycle=None if h["cond_dilation_cycle"] is None else int(h["cond_dilation_cycle"]),
-                zero_out=bool(h["cond_zero_out"]), res_scale=bool(h["cond_res_scale"]),
+                zero_out=bool(h["cond_zero_out"]),
+                res_scale=bool(h["cond_res_scale"]),
                 checkpoint_res=bool(h["cond_c_res"]),
             )
         return cls(
-            level=level, n_ctx=int(h["n_ctx"]), width=int(h["prior_width"]), depth=int(h["prior_depth"]),
-            heads=int(h["heads"]), attn_order=int(h["attn_order"]),
+            level=level,
+            n_ctx=int(h["n_ctx"]),
+            width=int(h["prior_width"]),
+            depth=int(h["prior_depth"]),
+            heads=int(h["heads"]),
+            attn_order=int(h["attn_order"]),
             blocks=None if h["blocks"] is None else int(h["blocks"]),
             l_bins=int(l_bins if l_bins is not None else h["l_bins"]),
-            init_scale=float(h["init_scale"]), m_attn=float(h["m_attn"]), m_mlp=float(h["m_mlp"]),
-            res_scale=bool(h["res_scale"]), zero_out=bool(h["zero_out"]), spread=h["spread"],
-            merged_decoder=bool(h["merged_decoder"]), fp16_params=bool(h["fp16_params"]),
-            labels=labels, labels_version="v3" if h["labels_v3"] else "v2",
+            init_scale=float(h["init_scale"]),
+            m_attn=float(h["m_attn"]),
+            m_mlp=float(h["m_mlp"]),
+            res_scale=bool(h["res_scale"]),
+            zero_out=bool(h["zero_out"]),
+            spread=h["spread"],
+            merged_decoder=bool(h["merged_decoder"]),
+            fp16_params=bool(h["fp16_params"]),
+            labels=labels,
+            labels_version="v3" if h["labels_v3"] else "v2",
             y_bins=(int(y_bins[0]), int(y_bins[1])) if labels else (0, 0),
             t_bins=int(h["t_bins"]),
             max_bow_genre_size=int(h["max_bow_genre_size"] or 0) if labels else 0,
             min_duration=None if h["min_duration"] is None else float(h["min_duration"]),
             max_duration=None if h["max_duration"] is None else float(h["max_duration"]),
-            lyrics=lyrics, n_tokens=n_tokens, n_vocab=int(h["n_vocab"] or 0),
-            prime_loss_fraction=float(h["prime_loss_fraction"]), lyric_encoder=enc, conditioner=cond,
-            alignment_layer=h["alignment_layer"], alignment_head=h["alignment_head"],
+            lyrics=lyrics,
+            n_tokens=n_tokens,
+            n_vocab=int(h["n_vocab"] or 0),
+            prime_loss_fraction=float(h["prime_loss_fraction"]),
+            lyric_encoder=enc,
+            conditioner=cond,
+            alignment_layer=h["alignment_layer"],
+            alignment_head=h["alignment_head"],
         )
 
 
@@ -323,7 +407,9 @@ class ModelConfig:
 
 
 _NESTED: dict[str, Any] = {
-    "vqvae": VQVAEConfig, "lyric_encoder": LyricEncoderConfig, "conditioner": ConditionerConfig,
+    "vqvae": VQVAEConfig,
+    "lyric_encoder": LyricEncoderConfig,
+    "conditioner": ConditionerConfig,
     "custom_labels": CustomLabels,
 }
 
@@ -352,27 +438,77 @@ def _build(cls: Any, d: Mapping[str, Any]) -> Any:
 VQVAE_5B = VQVAEConfig()
 
 _UPSAMPLER = dict(
-    n_ctx=8192, width=1920, depth=72, heads=1, attn_order=2, blocks=128, init_scale=0.4,
-    labels_version="v2", y_bins=(120, 4111), t_bins=128, max_bow_genre_size=5, n_vocab=80,
+    n_ctx=8192,
+    width=1920,
+    depth=72,
+    heads=1,
+    attn_order=2,
+    blocks=128,
+    init_scale=0.4,
+    labels_version="v2",
+    y_bins=(120, 4111),
+    t_bins=128,
+    max_bow_genre_size=5,
+    n_vocab=80,
 )
 UPSAMPLER_LEVEL_0 = PriorConfig(level=0, conditioner=ConditionerConfig(), **_UPSAMPLER)  # type: ignore[arg-type]
 UPSAMPLER_LEVEL_1 = PriorConfig(
-    level=1, conditioner=ConditionerConfig(res_scale=True), **_UPSAMPLER  # type: ignore[arg-type]
+    level=1,
+    conditioner=ConditionerConfig(res_scale=True),
+    **_UPSAMPLER,  # type: ignore[arg-type]
 )
 PRIOR_5B = PriorConfig(
-    level=2, n_ctx=8192, width=4800, depth=72, heads=8, attn_order=2, blocks=128, init_scale=0.1,
-    min_duration=60.0, max_duration=600.0, merged_decoder=True, fp16_params=True,
-    labels_version="v2", y_bins=(120, 4111), t_bins=128, max_bow_genre_size=5, n_vocab=80,
+    level=2,
+    n_ctx=8192,
+    width=4800,
+    depth=72,
+    heads=8,
+    attn_order=2,
+    blocks=128,
+    init_scale=0.1,
+    min_duration=60.0,
+    max_duration=600.0,
+    merged_decoder=True,
+    fp16_params=True,
+    labels_version="v2",
+    y_bins=(120, 4111),
+    t_bins=128,
+    max_bow_genre_size=5,
+    n_vocab=80,
 )
 PRIOR_5B_LYRICS = dataclasses.replace(
-    PRIOR_5B, depth=79, attn_order=10, min_duration=23.8, lyrics="separate", n_tokens=512,
-    prime_loss_fraction=0.4, lyric_encoder=LyricEncoderConfig(), alignment_layer=68, alignment_head=2,
+    PRIOR_5B,
+    depth=79,
+    attn_order=10,
+    min_duration=23.8,
+    lyrics="separate",
+    n_tokens=512,
+    prime_loss_fraction=0.4,
+    lyric_encoder=LyricEncoderConfig(),
+    alignment_layer=68,
+    alignment_head=2,
 )
 PRIOR_1B_LYRICS = PriorConfig(
-    level=2, n_ctx=6144, width=2048, depth=72, heads=2, attn_order=12, blocks=64, init_scale=0.2,
-    labels_version="v3", y_bins=(604, 7898), t_bins=64, max_bow_genre_size=1, n_vocab=79,
-    min_duration=17.84, max_duration=600.0, lyrics="prefix", n_tokens=384, prime_loss_fraction=0.4,
-    alignment_layer=63, alignment_head=0,
+    level=2,
+    n_ctx=6144,
+    width=2048,
+    depth=72,
+    heads=2,
+    attn_order=12,
+    blocks=64,
+    init_scale=0.2,
+    labels_version="v3",
+    y_bins=(604, 7898),
+    t_bins=64,
+    max_bow_genre_size=1,
+    n_vocab=79,
+    min_duration=17.84,
+    max_duration=600.0,
+    lyrics="prefix",
+    n_tokens=384,
+    prime_loss_fraction=0.4,
+    alignment_layer=63,
+    alignment_head=0,
 )
 
 PRESETS: dict[str, ModelConfig] = {
@@ -383,20 +519,41 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def tiny_config(
-    name: str = "tiny", *, sample_rate: int = 22050, lyrics: LyricsKind = "prefix", n_ctx: int = 64,
-    width: int = 32, depth: int = 3, heads: int = 2, blocks: int = 8,
+    name: str = "tiny",
+    *,
+    sample_rate: int = 22050,
+    lyrics: LyricsKind = "prefix",
+    n_ctx: int = 64,
+    width: int = 32,
+    depth: int = 3,
+    heads: int = 2,
+    blocks: int = 8,
     custom_labels: CustomLabels | None = None,
 ) -> ModelConfig:
     """A small 3-level model of any lyrics kind, for tests and as a starting point for the demo."""
     labels = custom_labels or CustomLabels(artists=("unknown", "bach"), genres=("unknown", "chorale"))
     vq = VQVAEConfig(
-        sample_rate=sample_rate, downs_t=(2, 1, 1), strides_t=(2, 2, 2), emb_width=16, l_bins=64,
-        width=16, depth=2, multipliers=(1, 1, 1),
+        sample_rate=sample_rate,
+        downs_t=(2, 1, 1),
+        strides_t=(2, 2, 2),
+        emb_width=16,
+        l_bins=64,
+        width=16,
+        depth=2,
+        multipliers=(1, 1, 1),
     )
     common: dict[str, Any] = dict(
-        n_ctx=n_ctx, width=width, depth=depth, heads=heads, blocks=blocks, l_bins=vq.l_bins,
-        labels_version="custom", y_bins=(len(labels.genres), len(labels.artists)), t_bins=16,
-        max_bow_genre_size=1, n_vocab=len(labels.vocab) + 1,
+        n_ctx=n_ctx,
+        width=width,
+        depth=depth,
+        heads=heads,
+        blocks=blocks,
+        l_bins=vq.l_bins,
+        labels_version="custom",
+        y_bins=(len(labels.genres), len(labels.artists)),
+        t_bins=16,
+        max_bow_genre_size=1,
+        n_vocab=len(labels.vocab) + 1,
     )
     cond = ConditionerConfig(width=16, depth=2, dilation_cycle=2)
     ups = [PriorConfig(level=i, attn_order=2, conditioner=cond, **common) for i in (0, 1)]
@@ -407,7 +564,10 @@ def tiny_config(
         top_kw["depth"] = max(depth, 16)  # attn_order 12 puts lyric attention at layer 15
     elif lyrics == "separate":
         top_kw.update(
-            lyrics="separate", n_tokens=16, attn_order=8, prime_loss_fraction=0.4,
+            lyrics="separate",
+            n_tokens=16,
+            attn_order=8,
+            prime_loss_fraction=0.4,
             lyric_encoder=LyricEncoderConfig(width=16, depth=2, heads=1, blocks=4, init_scale=0.7),
         )
         top_kw["depth"] = max(depth, 10)
@@ -428,8 +588,24 @@ def seconds_to_tokens(seconds: float, config: ModelConfig, level: int) -> int:
 
 
 __all__ = [
-    "DEMO_DIR", "PRESETS", "PRIOR_1B_LYRICS", "PRIOR_5B", "PRIOR_5B_LYRICS", "UPSAMPLER_LEVEL_0", "UPSAMPLER_LEVEL_1",
-    "VQVAE_5B", "ConditionerConfig", "ConfigError", "CustomLabels", "LabelVersion", "LyricEncoderConfig",
-    "LyricsKind", "ModelConfig", "PriorConfig", "VQVAEConfig", "resolve_model_dir", "seconds_to_tokens",
+    "DEMO_DIR",
+    "PRESETS",
+    "PRIOR_1B_LYRICS",
+    "PRIOR_5B",
+    "PRIOR_5B_LYRICS",
+    "UPSAMPLER_LEVEL_0",
+    "UPSAMPLER_LEVEL_1",
+    "VQVAE_5B",
+    "ConditionerConfig",
+    "ConfigError",
+    "CustomLabels",
+    "LabelVersion",
+    "LyricEncoderConfig",
+    "LyricsKind",
+    "ModelConfig",
+    "PriorConfig",
+    "VQVAEConfig",
+    "resolve_model_dir",
+    "seconds_to_tokens",
     "tiny_config",
 ]

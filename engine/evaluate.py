@@ -124,7 +124,9 @@ def features(x: np.ndarray, sr: int) -> dict[str, float]:
     }
 
 
-def mel_filterbank(sr: int, n_fft: int, n_mels: int = 40, fmin: float = 40.0, fmax: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    sr: int, n_fft: int, n_mels: int = 40, fmin: float = 40.0, fmax: float | None = None
+) -> np.ndarray:
     fmax = fmax or sr / 2
 
     def hz_to_mel(f: np.ndarray) -> np.ndarray:

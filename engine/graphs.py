@@ -72,8 +72,9 @@ def inductor_flags() -> frozenset[str]:
     flags = frozenset(f.strip() for f in raw.split(",") if f.strip() and f.strip() != "default")
     unknown = flags - {"cd", "autotune", "math", "efficient", "splitk"}
     if unknown:
-        raise ValueError(f"JUKEBOT_INDUCTOR: unknown flags {sorted(unknown)} (use cd, autotune, math, efficient, "
-                         "splitk)")
+        raise ValueError(
+            f"JUKEBOT_INDUCTOR: unknown flags {sorted(unknown)} (use cd, autotune, math, efficient, splitk)"
+        )
     return flags
 
 
@@ -97,8 +98,9 @@ def compiled(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
                 options["coordinate_descent_tuning"] = True
             if "autotune" in flags:
                 options.update(max_autotune=True, max_autotune_gemm_backends="TRITON,ATEN")
-        _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False, backend=COMPILE_BACKEND,
-                                       options=options or None)
+        _COMPILED[key] = torch.compile(
+            fn, fullgraph=True, dynamic=False, backend=COMPILE_BACKEND, options=options or None
+        )
     return _COMPILED[key]
 
 
@@ -141,8 +143,14 @@ class StepRunner:
 
     `reset` is called after the capture's warm-up runs, which wrote junk into the buffers."""
 
-    def __init__(self, advance: Callable[[], None], device: torch.device, mode: DecodeMode,
-                 reset: Callable[[], None], fallback: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        advance: Callable[[], None],
+        device: torch.device,
+        mode: DecodeMode,
+        reset: Callable[[], None],
+        fallback: Callable[[], None] | None = None,
+    ) -> None:
         self.mode: DecodeMode = mode
         self._advance = advance
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -161,7 +169,9 @@ class StepRunner:
                     self._graph = _capture(fallback, device)
                     self.mode = "graph"
                 except Exception as e2:
-                    log.warning("decode step graph capture failed (%s: %s); running eager", type(e2).__name__, e2)
+                    log.warning(
+                        "decode step graph capture failed (%s: %s); running eager", type(e2).__name__, e2
+                    )
                     self.mode = "eager"
             else:
                 self.mode = "eager"
@@ -192,5 +202,13 @@ def _capture(advance: Callable[[], None], device: torch.device, warmup: int = 3)
     return graph
 
 
-__all__ = ["MODES", "DecodeMode", "StepRunner", "attention_context", "compiled", "compiled_block_step", "default_mode",
-           "inductor_flags"]
+__all__ = [
+    "MODES",
+    "DecodeMode",
+    "StepRunner",
+    "attention_context",
+    "compiled",
+    "compiled_block_step",
+    "default_mode",
+    "inductor_flags",
+]

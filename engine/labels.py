@@ -78,13 +78,16 @@ def clean_lyrics(text: str, version_or_vocab: str = "v3") -> tuple[str, list[str
     ascii_text = unidecode(text).replace("\\", "\n")
     cleaned = "".join(c for c in ascii_text if c in allowed)
     notes: list[str] = []
-    spelled = sorted({c for c in text if ord(c) > 127 and unidecode(c).strip() and set(unidecode(c)) <= allowed})
+    spelled = sorted(
+        {c for c in text if ord(c) > 127 and unidecode(c).strip() and set(unidecode(c)) <= allowed}
+    )
     if spelled:
         notes.append("wrote these characters in plain letters: " + " ".join(spelled[:20]))
     if "\\" in text:
         notes.append("turned backslashes into line breaks")
-    removed = sorted({c for c in text if c != "\\" and not (set(unidecode(c)) <= allowed and unidecode(c))}
-                     - {"\r"})
+    removed = sorted(
+        {c for c in text if c != "\\" and not (set(unidecode(c)) <= allowed and unidecode(c))} - {"\r"}
+    )
     if removed:
         shown = " ".join(repr(c)[1:-1] if c.isspace() or not c.isprintable() else c for c in removed[:20])
         notes.append(f"removed characters the model cannot sing: {shown}")
@@ -105,7 +108,7 @@ def get_relevant_lyric_tokens(
     midpoint = int(len(full) * (offset + duration / 2.0) / total_length)
     midpoint = min(max(midpoint, n_tokens // 2), len(full) - n_tokens // 2)
     lo = midpoint - n_tokens // 2
-    return full[lo: lo + n_tokens], list(range(lo, lo + n_tokens))
+    return full[lo : lo + n_tokens], list(range(lo, lo + n_tokens))
 
 
 @dataclass(frozen=True)
@@ -244,8 +247,14 @@ class Labeller:
     *genre_ids (padded with -1), *lyric_tokens (n_tokens)], as the original `Labeller` and
     `SimplePrior.get_y` do (lengths and offsets in raw audio samples)."""
 
-    def __init__(self, labels: LabelSet, max_bow_genre_size: int, n_tokens: int, sample_length: int,
-                 total_range: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        labels: LabelSet,
+        max_bow_genre_size: int,
+        n_tokens: int,
+        sample_length: int,
+        total_range: tuple[int, int] | None = None,
+    ) -> None:
         self.labels = labels
         self.max_bow_genre_size = max_bow_genre_size
         self.n_tokens = n_tokens
@@ -259,8 +268,13 @@ class Labeller:
         if p.min_duration is not None and p.max_duration is not None:
             sr = config.sample_rate
             rng = (math.ceil(p.min_duration * sr), math.ceil(p.max_duration * sr))
-        return cls(labels_for_prior(config, level), p.max_bow_genre_size, p.n_tokens,
-                   config.window_samples(level), rng)
+        return cls(
+            labels_for_prior(config, level),
+            p.max_bow_genre_size,
+            p.n_tokens,
+            config.window_samples(level),
+            rng,
+        )
 
     def label_total_length(self, total_samples: int) -> int:
         """The song length to put in the labels. The top-level timing signal only knows songs of
@@ -282,30 +296,37 @@ class Labeller:
         genre_ids = self.labels.genre_word_ids(genre, strict=strict)
         if len(genre_ids) > self.max_bow_genre_size:
             if strict:
-                raise LabelsError(f"genre '{genre}' has {len(genre_ids)} words; this model takes at most "
-                                  f"{self.max_bow_genre_size}")
+                raise LabelsError(
+                    f"genre '{genre}' has {len(genre_ids)} words; this model takes at most "
+                    f"{self.max_bow_genre_size}"
+                )
             genre_ids = genre_ids[: self.max_bow_genre_size]
             notes.append(f"kept the first {self.max_bow_genre_size} words of the genre")
         cleaned, lyric_notes = self.labels.clean_lyrics(lyrics)
         notes += lyric_notes
         if lyrics.strip() and not cleaned.strip() and self.n_tokens:
             raise LyricsError("none of the lyrics' characters can be sung by this model")
-        return SongLabels(artist_id, tuple(genre_ids), cleaned, tuple(self.labels.tokenise(cleaned)), tuple(notes))
+        return SongLabels(
+            artist_id, tuple(genre_ids), cleaned, tuple(self.labels.tokenise(cleaned)), tuple(notes)
+        )
 
     def window_y(self, song: SongLabels, total_length: int, offset: int) -> list[int]:
         """y for the window starting `offset` raw samples into a song of `total_length` samples."""
         genres = list(song.genre_ids) + [-1] * (self.max_bow_genre_size - len(song.genre_ids))
         tokens: list[int] = []
         if self.n_tokens:
-            tokens, _ = get_relevant_lyric_tokens(song.tokens, self.n_tokens, total_length, offset,
-                                                  self.sample_length)
+            tokens, _ = get_relevant_lyric_tokens(
+                song.tokens, self.n_tokens, total_length, offset, self.sample_length
+            )
         return [total_length, offset, self.sample_length, song.artist_id, *genres, *tokens]
 
     def window_lyric_indices(self, song: SongLabels, total_length: int, offset: int) -> list[int]:
         """Which song characters the window's lyric tokens are (-1 = padding), for alignment."""
         if not self.n_tokens:
             return []
-        return get_relevant_lyric_tokens(song.tokens, self.n_tokens, total_length, offset, self.sample_length)[1]
+        return get_relevant_lyric_tokens(
+            song.tokens, self.n_tokens, total_length, offset, self.sample_length
+        )[1]
 
 
 def read_custom_labels(path: str | Path) -> CustomLabels:

@@ -28,14 +28,20 @@ class STFTSpec:
 
 
 # The original's defaults (hparams.py: multispec_loss_n_fft, _hop_length, _window_size).
-MULTISPEC: tuple[STFTSpec, ...] = (STFTSpec(2048, 240, 1200), STFTSpec(1024, 120, 600), STFTSpec(512, 50, 240))
+MULTISPEC: tuple[STFTSpec, ...] = (
+    STFTSpec(2048, 240, 1200),
+    STFTSpec(1024, 120, 600),
+    STFTSpec(512, 50, 240),
+)
 DEFAULT_STFT = STFTSpec(2048, 256, 6 * 256)  # DefaultSTFTValues (bandwidth, spectral convergence)
 
 
 def spec(x: Tensor, s: STFTSpec) -> Tensor:
     """|STFT| of [N, T] audio -> [N, freq, frames], computed in float32."""
     window = torch.hann_window(s.window_size, device=x.device)
-    z = torch.stft(x.float(), s.n_fft, s.hop_length, win_length=s.window_size, window=window, return_complex=True)
+    z = torch.stft(
+        x.float(), s.n_fft, s.hop_length, win_length=s.window_size, window=window, return_complex=True
+    )
     return z.abs()
 
 
@@ -43,8 +49,9 @@ def _norm(x: Tensor) -> Tensor:
     return (x.reshape(x.shape[0], -1) ** 2).sum(dim=-1).sqrt()
 
 
-def multispectral_loss(x: Tensor, x_hat: Tensor, bandwidth_spec: float,
-                       specs: Sequence[STFTSpec] = MULTISPEC) -> Tensor:
+def multispectral_loss(
+    x: Tensor, x_hat: Tensor, bandwidth_spec: float, specs: Sequence[STFTSpec] = MULTISPEC
+) -> Tensor:
     losses = torch.stack([_norm(spec(x, s) - spec(x_hat, s)) for s in specs])
     return losses.mean() / bandwidth_spec
 
@@ -67,8 +74,9 @@ def linf_loss(x: Tensor, x_hat: Tensor, bandwidth_l2: float, k: int) -> Tensor:
     return values.mean() / bandwidth_l2
 
 
-def lmix_loss(x: Tensor, x_hat: Tensor, bandwidth_l2: float, *, l2: float = 1.0, linf: float = 0.02,
-              linf_k: int = 2048) -> Tensor:
+def lmix_loss(
+    x: Tensor, x_hat: Tensor, bandwidth_l2: float, *, l2: float = 1.0, linf: float = 0.02, linf_k: int = 2048
+) -> Tensor:
     loss = l2 * l2_loss(x, x_hat, bandwidth_l2)
     if linf:
         loss = loss + linf * linf_loss(x, x_hat, bandwidth_l2, linf_k)
@@ -96,5 +104,8 @@ def measure_bandwidth(clips: Iterable[np.ndarray], max_samples: int) -> dict[str
     if n_seen == 0:
         raise ValueError("no audio to measure the loss scales from")
     mean = total / n_seen
-    return {"l2": max(total_sq / n_seen - mean**2, 1e-8), "l1": max(l1 / n_seen, 1e-8),
-            "spec": max(float(np.mean(spec_norms)), 1e-8)}
+    return {
+        "l2": max(total_sq / n_seen - mean**2, 1e-8),
+        "l1": max(l1 / n_seen, 1e-8),
+        "spec": max(float(np.mean(spec_norms)), 1e-8),
+    }

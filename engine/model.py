@@ -50,7 +50,7 @@ class JukeboxModel(nn.Module):
         self.config = config
         self.vqvae = VQVAE(config.vqvae)
         self._priors = nn.ModuleDict()
-        for level in (range(3) if levels is None else levels):
+        for level in range(3) if levels is None else levels:
             self._priors[str(level)] = JukeboxPrior(config.priors[level], config.vqvae)
         self.source: ModelSource | None = None
         self.prior_dtype: torch.dtype = torch.float32
@@ -105,28 +105,36 @@ def _folder_source(folder: Path) -> ModelSource:
     # Files written by the original training code carry their hparams.
     missing = [p for p in PARTS if p not in files]
     if missing:
-        raise CheckpointError(f"{folder}: no model.json, and these files are missing: "
-                              + ", ".join(f"{p}.pth.tar" for p in missing))
+        raise CheckpointError(
+            f"{folder}: no model.json, and these files are missing: "
+            + ", ".join(f"{p}.pth.tar" for p in missing)
+        )
     hps = {p: hparams_of(read_checkpoint(files[p])) for p in PARTS}
     without = [p for p, h in hps.items() if h is None]
     if without:
         raise CheckpointError(f"{folder}: no model.json, and {', '.join(without)} carry no hparams ('hps')")
     vq = VQVAEConfig.from_hparams(hps["vqvae"])  # type: ignore[arg-type]
-    priors = tuple(PriorConfig.from_hparams(hps[f"prior_level_{i}"], l_bins=vq.l_bins)  # type: ignore[arg-type]
-                   for i in range(3))
+    priors = tuple(
+        PriorConfig.from_hparams(hps[f"prior_level_{i}"], l_bins=vq.l_bins)  # type: ignore[arg-type]
+        for i in range(3)
+    )
     return ModelSource(ModelConfig(folder.name, vq, priors), files)  # type: ignore[arg-type]
 
 
 def model_source(name_or_path: str | Path, *, settings: Any = None, progress: bool = True) -> ModelSource:
     if isinstance(name_or_path, str) and name_or_path in PRESETS:
         name = name_or_path
-        return ModelSource(PRESETS[name], fetcher=lambda parts: fetch_released(
-            name, parts, settings=settings, progress=progress))
+        return ModelSource(
+            PRESETS[name],
+            fetcher=lambda parts: fetch_released(name, parts, settings=settings, progress=progress),
+        )
     folder = resolve_model_dir(name_or_path)
     if not folder.is_dir():
         hint = " (the demo model is not installed in this build)" if str(name_or_path) == "demo" else ""
-        raise ConfigError(f"unknown model {str(name_or_path)!r}{hint}: use one of {sorted(PRESETS)}, "
-                          f"'demo', or a model folder")
+        raise ConfigError(
+            f"unknown model {str(name_or_path)!r}{hint}: use one of {sorted(PRESETS)}, "
+            f"'demo', or a model folder"
+        )
     return _folder_source(folder)
 
 
@@ -145,13 +153,18 @@ def load_model(
     return load_from_source(source, device=device, dtype=dtype, levels=levels)
 
 
-def load_from_source(source: ModelSource, *, device: torch.device | str = "cpu",
-                     dtype: torch.dtype = torch.float32, levels: Iterable[int] | None = None) -> JukeboxModel:
+def load_from_source(
+    source: ModelSource,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    levels: Iterable[int] | None = None,
+) -> JukeboxModel:
     model = JukeboxModel(source.config, levels=[])
     model.source = source
     model.prior_dtype = dtype
     load_into(model.vqvae, source.path("vqvae"), f"VQ-VAE of {source.config.name}")
     model.vqvae.eval().requires_grad_(False).to(device)
-    for level in (range(3) if levels is None else levels):
+    for level in range(3) if levels is None else levels:
         model.load_level(level)
     return model

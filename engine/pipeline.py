@@ -83,7 +83,9 @@ class Prompt:
         return [np.repeat(c, n, axis=0) for c in self.codes]
 
     @classmethod
-    def from_clip_codes(cls, engine: Engine, data: bytes, seconds: float | None = None, *, source: str = "clip") -> Prompt:
+    def from_clip_codes(
+        cls, engine: Engine, data: bytes, seconds: float | None = None, *, source: str = "clip"
+    ) -> Prompt:
         """The last `seconds` of a clip's codes (`codes.npz`, all three levels); all of it when None."""
         codes = codes_from_npz(data, name=source)
         engine.check_codes(codes, source)
@@ -91,7 +93,9 @@ class Prompt:
         have = codes[-1].shape[1]
         take = have if seconds is None else min(have, int(seconds * engine.sample_rate) // hops[-1])
         if take < 1:
-            raise PipelineError(f"the prime is shorter than one step of the model ({hops[-1] / engine.sample_rate:.3f} s)")
+            raise PipelineError(
+                f"the prime is shorter than one step of the model ({hops[-1] / engine.sample_rate:.3f} s)"
+            )
         cut = [c[:1, c.shape[1] - take * hops[-1] // hop :] for c, hop in zip(codes, hops, strict=True)]
         return cls(cut, f"{source} (last {take * hops[-1] / engine.sample_rate:.2f} s)")
 
@@ -102,7 +106,9 @@ class Prompt:
         top = engine.hop_lengths[-1]
         n = len(audio) // top * top
         if n < top:
-            raise PipelineError(f"the prime audio is too short: at least {top / engine.sample_rate:.3f} s are needed")
+            raise PipelineError(
+                f"the prime audio is too short: at least {top / engine.sample_rate:.3f} s are needed"
+            )
         codes = engine.encode(audio[:n])
         return cls(codes, f"{source} ({n / engine.sample_rate:.2f} s)")
 
@@ -138,8 +144,14 @@ class Engine:
     """A loaded model and the device it runs on. With `swap_levels`, only the prior being sampled
     is kept in memory (consumer GPUs); otherwise every prior stays resident."""
 
-    def __init__(self, model: JukeboxModel, *, device: torch.device | str = "cpu", swap_levels: bool = False,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: JukeboxModel,
+        *,
+        device: torch.device | str = "cpu",
+        swap_levels: bool = False,
+        name: str | None = None,
+    ) -> None:
         self.model = model
         self.device = torch.device(device)
         self.swap_levels = swap_levels
@@ -147,12 +159,26 @@ class Engine:
         self.config: ModelConfig = model.config
 
     @classmethod
-    def load(cls, name_or_path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-             swap_levels: bool = False, settings: Any = None, progress: bool = True) -> Engine:
+    def load(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        swap_levels: bool = False,
+        settings: Any = None,
+        progress: bool = True,
+    ) -> Engine:
         from engine.model import load_model
 
-        model = load_model(name_or_path, device=device, dtype=dtype, levels=[] if swap_levels else None,
-                           settings=settings, progress=progress)
+        model = load_model(
+            name_or_path,
+            device=device,
+            dtype=dtype,
+            levels=[] if swap_levels else None,
+            settings=settings,
+            progress=progress,
+        )
         return cls(model, device=device, swap_levels=swap_levels, name=str(name_or_path))
 
     @property
@@ -198,7 +224,9 @@ class Engine:
         return [z.to("cpu").numpy().astype(np.int64) for z in zs]
 
     @torch.inference_mode()
-    def decode(self, codes: np.ndarray | Tensor, level: int, *, chunk_tokens: int | None = None) -> np.ndarray:
+    def decode(
+        self, codes: np.ndarray | Tensor, level: int, *, chunk_tokens: int | None = None
+    ) -> np.ndarray:
         """Audio [B, T * hop] from the codes [B, T] of one level (level 2/1: previews; 0: final).
         Decoded in chunks of `chunk_tokens` to bound memory (seams are a few ms of context apart)."""
         z = torch.as_tensor(np.asarray(codes) if isinstance(codes, np.ndarray) else codes).long()
@@ -210,14 +238,23 @@ class Engine:
         parts = [self.decode(z[:, i : i + chunk_tokens], level) for i in range(0, z.shape[1], chunk_tokens)]
         return np.concatenate(parts, axis=1)
 
-    def plan(self, levels: tuple[int, ...], n_samples: int, sample_length: int, key: NoiseKey,
-             settings: SamplingSettings) -> Plan:
+    def plan(
+        self,
+        levels: tuple[int, ...],
+        n_samples: int,
+        sample_length: int,
+        key: NoiseKey,
+        settings: SamplingSettings,
+    ) -> Plan:
         hops = self.hop_lengths
         return Plan(
-            levels=levels, totals=tuple(tokens_per_level(sample_length, hops)),
+            levels=levels,
+            totals=tuple(tokens_per_level(sample_length, hops)),
             n_ctx=tuple(p.n_ctx for p in self.config.priors),
             downsamples=(*(hops[i + 1] // hops[i] for i in range(len(hops) - 1)), 0),
-            n_samples=n_samples, key=key, settings=settings,
+            n_samples=n_samples,
+            key=key,
+            settings=settings,
         )
 
 
@@ -241,7 +278,11 @@ class WindowLabels:
             # The timing embedding only knows songs of at least min_duration; a shorter song is
             # sampled as the beginning of a song of that length.
             self.total_length = Labeller.for_prior(cfg, 2).label_total_length(sample_length)
-        if top.labels and top.max_duration is not None and sample_length >= top.max_duration * engine.sample_rate:
+        if (
+            top.labels
+            and top.max_duration is not None
+            and sample_length >= top.max_duration * engine.sample_rate
+        ):
             raise PipelineError(f"this model makes songs shorter than {top.max_duration:.0f} s")
         self.labellers: dict[int, Labeller] = {}
         self.songs: dict[int, SongLabels] = {}
@@ -287,12 +328,32 @@ class Final:
     sample_length: int
 
 
-def _run(plan: Plan, engine: Engine, labels: WindowLabels, codes: list[np.ndarray], checkpointer: Checkpointer | None,
-         extra: dict[str, Any], hooks: Hooks | None, checkpoint_every: float = 0.0) -> list[np.ndarray]:
+def _run(
+    plan: Plan,
+    engine: Engine,
+    labels: WindowLabels,
+    codes: list[np.ndarray],
+    checkpointer: Checkpointer | None,
+    extra: dict[str, Any],
+    hooks: Hooks | None,
+    checkpoint_every: float = 0.0,
+) -> list[np.ndarray]:
     if checkpointer is None:
-        return run_plan(plan, engine.prior, labels, codes, device=engine.device, dtype=engine.dtype, hooks=hooks)
-    return resumable_run(plan, engine.prior, labels, codes, checkpointer, extra, device=engine.device,
-                         dtype=engine.dtype, hooks=hooks, every_seconds=checkpoint_every)
+        return run_plan(
+            plan, engine.prior, labels, codes, device=engine.device, dtype=engine.dtype, hooks=hooks
+        )
+    return resumable_run(
+        plan,
+        engine.prior,
+        labels,
+        codes,
+        checkpointer,
+        extra,
+        device=engine.device,
+        dtype=engine.dtype,
+        hooks=hooks,
+        every_seconds=checkpoint_every,
+    )
 
 
 def song_length(engine: Engine, request: SongRequest, prompt: Prompt | None) -> int:
@@ -321,12 +382,22 @@ def make_drafts(
     labels = WindowLabels(engine, request, sample_length, n)
     plan = engine.plan((2,), n, sample_length, NoiseKey(request.seed, DRAFT_STREAM), request.settings)
     start = prompt.tiled(n) if prompt is not None else [np.zeros((n, 0), dtype=np.int64) for _ in range(3)]
-    extra = {"stage": "drafts", "request": request_digest({"request": request.to_dict(), "n": n,
-                                                          "prompt": _prompt_digest(prompt), "model": engine.name})}
+    extra = {
+        "stage": "drafts",
+        "request": request_digest(
+            {"request": request.to_dict(), "n": n, "prompt": _prompt_digest(prompt), "model": engine.name}
+        ),
+    }
     codes = _run(plan, engine, labels, start, checkpointer, extra, hooks, checkpoint_every)
     previews = engine.decode(codes[2], 2) if decode else np.zeros((n, 0), dtype=np.float32)
-    return Drafts(codes[2], previews, sample_length, 0.0 if prompt is None else prompt.seconds(engine),
-                  labels.notes, codes)
+    return Drafts(
+        codes[2],
+        previews,
+        sample_length,
+        0.0 if prompt is None else prompt.seconds(engine),
+        labels.notes,
+        codes,
+    )
 
 
 def upsample(
@@ -353,14 +424,24 @@ def upsample(
     if prompt is not None and not np.array_equal(top[:, : prompt.top_tokens], prompt.codes[2]):
         raise PipelineError("the draft does not start with the prime it should continue")
     labels = WindowLabels(engine, request, sample_length, 1)
-    plan = engine.plan((1, 0), 1, sample_length, NoiseKey(request.seed, DRAFT_STREAM + 1 + draft_index),
-                       request.settings)
+    plan = engine.plan(
+        (1, 0), 1, sample_length, NoiseKey(request.seed, DRAFT_STREAM + 1 + draft_index), request.settings
+    )
     start = [np.zeros((1, 0), dtype=np.int64), np.zeros((1, 0), dtype=np.int64), top]
     if prompt is not None:
         start[0], start[1] = prompt.codes[0].copy(), prompt.codes[1].copy()
-    extra = {"stage": "upsample", "request": request_digest({
-        "request": request.to_dict(), "draft": draft_index, "top": _array_digest(top),
-        "prompt": _prompt_digest(prompt), "model": engine.name})}
+    extra = {
+        "stage": "upsample",
+        "request": request_digest(
+            {
+                "request": request.to_dict(),
+                "draft": draft_index,
+                "top": _array_digest(top),
+                "prompt": _prompt_digest(prompt),
+                "model": engine.name,
+            }
+        ),
+    }
     codes = _run(plan, engine, labels, start, checkpointer, extra, hooks, checkpoint_every)
     audio = engine.decode(codes[0], 0)[0] if decode else np.zeros(0, dtype=np.float32)
     return Final(codes, audio, sample_length)

@@ -48,15 +48,25 @@ class LabelError(ValueError):
 class Conditioner(nn.Module):
     """Embeds the level-above codes and upsamples them to this level's resolution."""
 
-    def __init__(self, cfg: ConditionerConfig, out_width: int, bins: int, down_t: int, stride_t: int,
-                 init_scale: float) -> None:
+    def __init__(
+        self, cfg: ConditionerConfig, out_width: int, bins: int, down_t: int, stride_t: int, init_scale: float
+    ) -> None:
         super().__init__()
         self.x_emb = nn.Embedding(bins, out_width)
         nn.init.normal_(self.x_emb.weight, std=0.02 * init_scale)
         self.cond = DecoderConvBock(
-            out_width, out_width, down_t, stride_t, width=cfg.width, depth=cfg.depth, m_conv=cfg.m_conv,
-            dilation_growth_rate=cfg.dilation_growth_rate, dilation_cycle=cfg.dilation_cycle,
-            zero_out=cfg.zero_out, res_scale=cfg.res_scale, checkpoint_res=cfg.checkpoint_res,
+            out_width,
+            out_width,
+            down_t,
+            stride_t,
+            width=cfg.width,
+            depth=cfg.depth,
+            m_conv=cfg.m_conv,
+            dilation_growth_rate=cfg.dilation_growth_rate,
+            dilation_cycle=cfg.dilation_cycle,
+            zero_out=cfg.zero_out,
+            res_scale=cfg.res_scale,
+            checkpoint_res=cfg.checkpoint_res,
         )
         self.ln = LayerNorm(out_width)
 
@@ -80,8 +90,15 @@ class SimpleEmbedding(nn.Module):
 class RangeEmbedding(nn.Module):
     """Bins a position range [start, end) of the interval [pos_min, pos_max) into `n_time` steps."""
 
-    def __init__(self, n_time: int, bins: int, range_: tuple[float, float], out_width: int, init_scale: float,
-                 clamp: bool = False) -> None:
+    def __init__(
+        self,
+        n_time: int,
+        bins: int,
+        range_: tuple[float, float],
+        out_width: int,
+        init_scale: float,
+        clamp: bool = False,
+    ) -> None:
         super().__init__()
         self.n_time, self.bins, self.clamp = int(n_time), bins, clamp
         self.pos_min, self.pos_max = range_
@@ -105,8 +122,10 @@ class RangeEmbedding(nn.Module):
             pos_end = pos_end.float()
         if self.n_time != 1:
             assert pos_end is not None
-            interpolation = torch.arange(0, self.n_time, dtype=torch.float, device=pos_start.device).view(
-                1, self.n_time) / self.n_time
+            interpolation = (
+                torch.arange(0, self.n_time, dtype=torch.float, device=pos_start.device).view(1, self.n_time)
+                / self.n_time
+            )
             position = pos_start + (pos_end - pos_start) * interpolation
         else:
             position = pos_start
@@ -131,9 +150,12 @@ class LabelConditioner(nn.Module):
                 raise LabelError("a top-level prior with labels needs min_duration and max_duration")
             lo, hi = cfg.min_duration * sample_rate, cfg.max_duration * sample_rate
             self.total_length_emb = RangeEmbedding(1, cfg.t_bins, (lo, hi), cfg.width, cfg.init_scale)
-            self.absolute_pos_emb = RangeEmbedding(cfg.n_ctx, cfg.t_bins, (0.0, hi), cfg.width, cfg.init_scale)
-            self.relative_pos_emb = RangeEmbedding(cfg.n_ctx, cfg.t_bins, (0.0, 1.0), cfg.width, cfg.init_scale,
-                                                   clamp=True)
+            self.absolute_pos_emb = RangeEmbedding(
+                cfg.n_ctx, cfg.t_bins, (0.0, hi), cfg.width, cfg.init_scale
+            )
+            self.relative_pos_emb = RangeEmbedding(
+                cfg.n_ctx, cfg.t_bins, (0.0, 1.0), cfg.width, cfg.init_scale, clamp=True
+            )
 
     def check(self, y: Tensor) -> None:
         """Raise LabelError, in words, where the original would hit an assert."""
@@ -141,10 +163,14 @@ class LabelConditioner(nn.Module):
         artist, genre = y[:, 3], y[:, 4:]
         bad = artist[(artist < 0) | (artist >= self.artist_emb.bins)]
         if bad.numel():
-            raise LabelError(f"artist id {int(bad[0])} is not one of this model's {self.artist_emb.bins} artists")
+            raise LabelError(
+                f"artist id {int(bad[0])} is not one of this model's {self.artist_emb.bins} artists"
+            )
         bad = genre[genre >= self.bow_genre_emb.bins]  # negative ids are empty slots, as in the original
         if bad.numel():
-            raise LabelError(f"genre id {int(bad[0])} is not one of this model's {self.bow_genre_emb.bins} genres")
+            raise LabelError(
+                f"genre id {int(bad[0])} is not one of this model's {self.bow_genre_emb.bins} genres"
+            )
         if not self.include_time_signal:
             return
         total, start = y[:, 0:1].float(), y[:, 1:2].float()
@@ -175,8 +201,11 @@ class LabelConditioner(nn.Module):
         if self.include_time_signal:
             start, end = offset, offset + length
             total_length, start, end = total_length.float(), start.float(), end.float()
-            pos_emb = (self.total_length_emb(total_length) + self.absolute_pos_emb(start, end)
-                       + self.relative_pos_emb(start / total_length, end / total_length))
+            pos_emb = (
+                self.total_length_emb(total_length)
+                + self.absolute_pos_emb(start, end)
+                + self.relative_pos_emb(start / total_length, end / total_length)
+            )
         return start_emb[:, 0], pos_emb
 
 
@@ -254,31 +283,64 @@ class JukeboxPrior(nn.Module):
 
         if not self.is_top:
             cond_level = c.level + 1
-            self.conditioner_blocks = nn.ModuleList([
-                Conditioner(c.conditioner or ConditionerConfig(), c.width, c.l_bins, vqvae.downs_t[cond_level],
-                            vqvae.strides_t[cond_level], c.init_scale)
-            ])
+            self.conditioner_blocks = nn.ModuleList(
+                [
+                    Conditioner(
+                        c.conditioner or ConditionerConfig(),
+                        c.width,
+                        c.l_bins,
+                        vqvae.downs_t[cond_level],
+                        vqvae.strides_t[cond_level],
+                        c.init_scale,
+                    )
+                ]
+            )
         if c.labels:
             self.y_emb = LabelConditioner(c, vqvae.sample_rate, include_time_signal=self.is_top)
 
         geo = Geometry(
-            seq_len=c.seq_len, blocks=c.blocks, prime_len=c.n_tokens if c.lyrics == "prefix" else None,
+            seq_len=c.seq_len,
+            blocks=c.blocks,
+            prime_len=c.n_tokens if c.lyrics == "prefix" else None,
             encoder_len=c.n_tokens if c.lyrics == "separate" else 0,
         )
-        self.prior = AutoregressiveTransformer(ARSpec(
-            bins=c.bins, width=c.width, depth=c.depth, heads=c.heads, attn_order=c.attn_order, geo=geo,
-            init_scale=c.init_scale, m_attn=c.m_attn, m_mlp=c.m_mlp, zero_out=c.zero_out, res_scale=c.res_scale,
-            has_start_token=not c.labels, merged_decoder=c.merged_decoder,
-        ))
+        self.prior = AutoregressiveTransformer(
+            ARSpec(
+                bins=c.bins,
+                width=c.width,
+                depth=c.depth,
+                heads=c.heads,
+                attn_order=c.attn_order,
+                geo=geo,
+                init_scale=c.init_scale,
+                m_attn=c.m_attn,
+                m_mlp=c.m_mlp,
+                zero_out=c.zero_out,
+                res_scale=c.res_scale,
+                has_start_token=not c.labels,
+                merged_decoder=c.merged_decoder,
+            )
+        )
         if c.lyrics == "separate":
             e = c.lyric_encoder
             assert e is not None
-            self.prime_prior = AutoregressiveTransformer(ARSpec(
-                bins=c.n_vocab, width=e.width, depth=e.depth, heads=e.heads, attn_order=e.attn_order,
-                geo=Geometry(seq_len=c.n_tokens, blocks=e.blocks), init_scale=e.init_scale, m_attn=e.m_attn,
-                m_mlp=e.m_mlp, zero_out=e.zero_out, res_scale=e.res_scale, has_start_token=True,
-                only_encode=True,
-            ))
+            self.prime_prior = AutoregressiveTransformer(
+                ARSpec(
+                    bins=c.n_vocab,
+                    width=e.width,
+                    depth=e.depth,
+                    heads=e.heads,
+                    attn_order=e.attn_order,
+                    geo=Geometry(seq_len=c.n_tokens, blocks=e.blocks),
+                    init_scale=e.init_scale,
+                    m_attn=e.m_attn,
+                    m_mlp=e.m_mlp,
+                    zero_out=e.zero_out,
+                    res_scale=e.res_scale,
+                    has_start_token=True,
+                    only_encode=True,
+                )
+            )
             self.prime_state_proj = Conv1D(e.width, c.width, init_scale=e.init_scale)
             self.prime_state_ln = LayerNorm(c.width)
             self.prime_x_out = nn.Linear(c.width, c.n_vocab, bias=False)
@@ -311,7 +373,9 @@ class JukeboxPrior(nn.Module):
                 lyrics = y[:, n_labels:]
                 bad = lyrics[(lyrics < 0) | (lyrics >= c.n_vocab)]
                 if bad.numel():
-                    raise LabelError(f"lyric token {int(bad[0])} is outside the {c.n_vocab}-character vocabulary")
+                    raise LabelError(
+                        f"lyric token {int(bad[0])} is outside the {c.n_vocab}-character vocabulary"
+                    )
         x_cond = pos
         if not self.is_top:
             if upper_codes is None:
@@ -355,12 +419,12 @@ class JukeboxPrior(nn.Module):
         return seq, self.prior(seq[:, :-1], cond.start, cond.x_cond, cond.encoder)
 
     def _music(self, logits: Tensor) -> Tensor:
-        return logits[..., self.config.n_vocab:] if self.prefix_len else logits
+        return logits[..., self.config.n_vocab :] if self.prefix_len else logits
 
     def logits(self, tokens: Tensor, cond: Cond) -> Tensor:
         """[B, T] music tokens -> [B, T, l_bins]: logits[:, t] predicts tokens[:, t] from tokens[:, :t]."""
         _, h = self._hidden(tokens, cond)
-        return self._music(self.prior.head(h[:, self.prefix_len:]))
+        return self._music(self.prior.head(h[:, self.prefix_len :]))
 
     def loss(self, tokens: Tensor, cond: Cond) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss in bits per token, weighted like the original (`prime_loss_fraction`)."""
@@ -401,8 +465,14 @@ class JukeboxPrior(nn.Module):
         h = self.prior(seq, cond.start, cond.x_cond, cond.encoder, cache=cache.layers, rows=rows)
         return self._music(self.prior.head(h[:, -1]))
 
-    def decode_step(self, cache: KVCache, tokens: Tensor, pos: int | Tensor, cond: Cond,
-                    block_step: BlockStep | None = None) -> Tensor:
+    def decode_step(
+        self,
+        cache: KVCache,
+        tokens: Tensor,
+        pos: int | Tensor,
+        cond: Cond,
+        block_step: BlockStep | None = None,
+    ) -> Tensor:
         """Feed the token sampled for music position `pos` ([B]; int or LongTensor [B] or scalar),
         return float32 logits [B, l_bins] for position pos + 1. Valid for pos + 1 < n_ctx (larger
         positions are clamped, and their logits are meaningless). `block_step`: see

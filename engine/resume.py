@@ -109,14 +109,23 @@ def loads(data: bytes, *, name: str = "checkpoint") -> Checkpoint:
     except CheckpointError:
         raise
     except Exception as e:  # zipfile, KeyError, JSON, ... all mean the same thing here
-        raise CheckpointError(f"{name} is damaged or not a jukebot checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"{name} is damaged or not a jukebot checkpoint ({type(e).__name__}: {e})"
+        ) from e
     if meta.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{name} has format version {meta.get('version')}, this jukebot reads {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{name} has format version {meta.get('version')}, this jukebot reads {FORMAT_VERSION}"
+        )
     if meta.get("noise") != NOISE_KIND:
         raise CheckpointError(f"{name} was sampled with noise {meta.get('noise')!r}, not {NOISE_KIND!r}")
     return Checkpoint(
-        plan_dict=meta["plan"], codes=codes, level=int(meta["level"]), window=int(meta["window"]),
-        done=int(meta["done"]), total=int(meta["total"]), extra=dict(meta.get("extra") or {}),
+        plan_dict=meta["plan"],
+        codes=codes,
+        level=int(meta["level"]),
+        window=int(meta["window"]),
+        done=int(meta["done"]),
+        total=int(meta["total"]),
+        extra=dict(meta.get("extra") or {}),
     )
 
 
@@ -173,15 +182,24 @@ class JobCheckpointer:
         if why is not None:
             log.info("job %s: checkpoint %s not used (%s)", self.lease.job_id, key, why)
             return None
-        log.info("job %s: resuming at level %s window %s (%s/%s tokens) from %s",
-                 self.lease.job_id, ckpt.level, ckpt.window, ckpt.done, ckpt.total, key)
+        log.info(
+            "job %s: resuming at level %s window %s (%s/%s tokens) from %s",
+            self.lease.job_id,
+            ckpt.level,
+            ckpt.window,
+            ckpt.done,
+            ckpt.total,
+            key,
+        )
         return ckpt
 
     def save(self, plan: Plan, progress: Progress, codes: list[np.ndarray], extra: dict[str, Any]) -> str:
         from db.queue import save_checkpoint
 
         key = checkpoint_key(self.lease.job_id, self.lease.token, progress.level, progress.window, self.stage)
-        ckpt = Checkpoint(plan.to_dict(), codes, progress.level, progress.window, progress.done, progress.total, extra)
+        ckpt = Checkpoint(
+            plan.to_dict(), codes, progress.level, progress.window, progress.done, progress.total, extra
+        )
         self.storage.write_bytes(key, dumps(ckpt))
         save_checkpoint(self.db, self.lease, key)  # fenced: raises LeaseLost for a stale attempt
         if self._last_key and self._last_key != key:
@@ -222,7 +240,9 @@ class FileCheckpointer:
         return ckpt
 
     def save(self, plan: Plan, progress: Progress, codes: list[np.ndarray], extra: dict[str, Any]) -> str:
-        ckpt = Checkpoint(plan.to_dict(), codes, progress.level, progress.window, progress.done, progress.total, extra)
+        ckpt = Checkpoint(
+            plan.to_dict(), codes, progress.level, progress.window, progress.done, progress.total, extra
+        )
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(dumps(ckpt))
@@ -296,7 +316,12 @@ def resumable_run(
         return stop
 
     return run_plan(
-        plan, prior_for_level, labels_for, codes, device=device, dtype=dtype,
+        plan,
+        prior_for_level,
+        labels_for,
+        codes,
+        device=device,
+        dtype=dtype,
         hooks=replace(hooks, on_window=on_window, should_stop=should_stop if user_should_stop else None),
         done_before=done_before,
     )

@@ -272,17 +272,26 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "levels": list(self.levels), "totals": list(self.totals), "n_ctx": list(self.n_ctx),
-            "downsamples": list(self.downsamples), "n_samples": self.n_samples,
-            "seed": self.key.seed, "stream": self.key.stream, "settings": self.settings.to_dict(),
+            "levels": list(self.levels),
+            "totals": list(self.totals),
+            "n_ctx": list(self.n_ctx),
+            "downsamples": list(self.downsamples),
+            "n_samples": self.n_samples,
+            "seed": self.key.seed,
+            "stream": self.key.stream,
+            "settings": self.settings.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
         return cls(
-            levels=tuple(d["levels"]), totals=tuple(d["totals"]), n_ctx=tuple(d["n_ctx"]),
-            downsamples=tuple(d["downsamples"]), n_samples=int(d["n_samples"]),
-            key=NoiseKey(int(d["seed"]), int(d["stream"])), settings=SamplingSettings.from_dict(d["settings"]),
+            levels=tuple(d["levels"]),
+            totals=tuple(d["totals"]),
+            n_ctx=tuple(d["n_ctx"]),
+            downsamples=tuple(d["downsamples"]),
+            n_samples=int(d["n_samples"]),
+            key=NoiseKey(int(d["seed"]), int(d["stream"])),
+            settings=SamplingSettings.from_dict(d["settings"]),
         )
 
 
@@ -320,9 +329,18 @@ def sample_window(
     decodes this window in a batch shared with theirs."""
     from engine.batching import WindowTask, sample_task
 
-    task = WindowTask(cond=cond, context=context, n_new=n_new, row_bin=row_bin, abs_start=abs_start,
-                      temperature=temperature, top_k=top_k, top_p=top_p, on_token=on_token,
-                      tokens_every=tokens_every)
+    task = WindowTask(
+        cond=cond,
+        context=context,
+        n_new=n_new,
+        row_bin=row_bin,
+        abs_start=abs_start,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        on_token=on_token,
+        tokens_every=tokens_every,
+    )
     return sample_task(prior, task, dtype)
 
 
@@ -363,7 +381,9 @@ class _Run:
         self.cur = [torch.as_tensor(np.asarray(c), dtype=torch.long).to(device) for c in codes]
         for lv, c in enumerate(self.cur):
             if c.ndim != 2 or c.shape[0] != plan.n_samples:
-                raise ValueError(f"codes of level {lv} have shape {tuple(c.shape)}, expected [{plan.n_samples}, T]")
+                raise ValueError(
+                    f"codes of level {lv} have shape {tuple(c.shape)}, expected [{plan.n_samples}, T]"
+                )
             if lv in plan.levels and c.shape[1] > plan.totals[lv]:
                 raise ValueError(f"level {lv} already has {c.shape[1]} tokens, more than {plan.totals[lv]}")
         self.left = plan.tokens_left(self.cur)
@@ -378,7 +398,9 @@ class _Run:
         fresh = self.done - self.done_before
         rate = fresh / elapsed if elapsed > 0 and fresh > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else None
-        return Progress(level, window, windows, self.done, self.total, level_done, self.left[level], rate, eta)
+        return Progress(
+            level, window, windows, self.done, self.total, level_done, self.left[level], rate, eta
+        )
 
     def run(self) -> list[np.ndarray]:
         for level in self.plan.levels:
@@ -399,7 +421,9 @@ class _Run:
             if prior is None:
                 prior = self.prior_for_level(level)
                 bins = _vocab_size(prior)
-                row_bins = [plan.key.row_bin_hash(level, range(i, j), bins, self.device) for i, j in self.slices]
+                row_bins = [
+                    plan.key.row_bin_hash(level, range(i, j), bins, self.device) for i, j in self.slices
+                ]
             upper = None
             if level + 1 < len(cur):  # every level but the top is conditioned on the level above
                 lo, hi = w.upper_slice(plan.downsamples[level])
@@ -420,9 +444,17 @@ class _Run:
                 tick = _Ticker(self, level, w.index, len(windows), base_done, level_done, bi, n_new)
                 pieces.append(
                     sample_window(
-                        prior, cond, context[i:j], n_new, row_bin=row_bins[bi], abs_start=w.start,
-                        temperature=plan.settings.temperatures[level], top_k=plan.settings.top_k,
-                        top_p=plan.settings.top_p, dtype=self.dtype, on_token=tick,
+                        prior,
+                        cond,
+                        context[i:j],
+                        n_new,
+                        row_bin=row_bins[bi],
+                        abs_start=w.start,
+                        temperature=plan.settings.temperatures[level],
+                        top_k=plan.settings.top_k,
+                        top_p=plan.settings.top_p,
+                        dtype=self.dtype,
+                        on_token=tick,
                         tokens_every=self.hooks.tokens_every,
                     )
                 )
@@ -450,17 +482,31 @@ class _Ticker:
     positions (a slice's k-th token is k / len(slices) positions of the window)."""
 
     def __init__(
-        self, run: _Run, level: int, window: int, windows: int, base_done: int, level_done: int, slice_index: int,
+        self,
+        run: _Run,
+        level: int,
+        window: int,
+        windows: int,
+        base_done: int,
+        level_done: int,
+        slice_index: int,
         n_new: int,
     ) -> None:
         self.run, self.level, self.window, self.windows = run, level, window, windows
-        self.base_done, self.level_done, self.slice_index, self.n_new = base_done, level_done, slice_index, n_new
+        self.base_done, self.level_done, self.slice_index, self.n_new = (
+            base_done,
+            level_done,
+            slice_index,
+            n_new,
+        )
 
     def __call__(self, k: int) -> None:
         step = (self.slice_index * self.n_new + k) // len(self.run.slices)
         self.run.done = self.base_done + step
         if self.run.hooks.on_tokens is not None:
-            self.run.hooks.on_tokens(self.run.progress(self.level, self.window, self.windows, self.level_done + step))
+            self.run.hooks.on_tokens(
+                self.run.progress(self.level, self.window, self.windows, self.level_done + step)
+            )
 
 
 def _vocab_size(prior: Any) -> int:

@@ -115,8 +115,9 @@ def defaults_for(part: str, device: torch.device, *, fine_tune: bool = False) ->
     gpu = device.type == "cuda"
     scale = 1 / 3 if fine_tune else 1.0
     if part == "vqvae":
-        return Defaults(batch_size=32 if gpu else 4, lr=5e-4 * scale, warmup=100, save_every=1000,
-                        sample_seconds=1.5)
+        return Defaults(
+            batch_size=32 if gpu else 4, lr=5e-4 * scale, warmup=100, save_every=1000, sample_seconds=1.5
+        )
     return Defaults(batch_size=32 if gpu else 4, lr=6e-4 * scale, warmup=200, save_every=1000)
 
 
@@ -164,8 +165,15 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export_checkpoint(module: nn.Module, config: ModelConfig, part: str, step: int, path: Path,
-                      *, dtype: torch.dtype | None = None) -> None:
+def export_checkpoint(
+    module: nn.Module,
+    config: ModelConfig,
+    part: str,
+    step: int,
+    path: Path,
+    *,
+    dtype: torch.dtype | None = None,
+) -> None:
     """The original file format: {'hps': original hparams, 'model': state_dict, 'step': n}, plus our
     config as `jukebot_config` (the original reads only 'model'). `dtype=torch.float16` stores
     floating tensors in half precision (smaller files; loaders cast)."""
@@ -175,8 +183,15 @@ def export_checkpoint(module: nn.Module, config: ModelConfig, part: str, step: i
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         sd[k] = t.clone()
-    atomic_save({"hps": part_hparams(config, part), "model": sd, "step": int(step),
-                 "jukebot_config": config_dict(config)}, path)
+    atomic_save(
+        {
+            "hps": part_hparams(config, part),
+            "model": sd,
+            "step": int(step),
+            "jukebot_config": config_dict(config),
+        },
+        path,
+    )
 
 
 def write_model_json(config: ModelConfig, out: Path) -> None:
@@ -217,7 +232,9 @@ def set_rng_state(d: dict[str, Any], gen: torch.Generator, device: torch.device)
 # Loss curve
 
 
-def save_loss_png(history: list[float], path: Path, title: str, *, val: list[tuple[int, float]] | None = None) -> Path:
+def save_loss_png(
+    history: list[float], path: Path, title: str, *, val: list[tuple[int, float]] | None = None
+) -> Path:
     """Training loss per step (light) and its running mean (dark); matplotlib, else Pillow."""
     path.parent.mkdir(parents=True, exist_ok=True)
     y = np.asarray(history, dtype=np.float64)
@@ -288,7 +305,9 @@ class ProgressReporter:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, desc=part, unit="step", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=total, initial=start, desc=part, unit="step", dynamic_ncols=True, file=sys.stderr
+            )
 
     def update(self, step: int, loss: float, extra: str = "") -> None:
         if not self.enabled:
@@ -304,8 +323,12 @@ class ProgressReporter:
         self.last_print = now
         rate = (step - self.start) / max(now - self.t0, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else float("nan")
-        print(f"[{self.part}] step {step}/{self.total} loss {loss:.4f} {rate:.2f} steps/s "
-              f"ETA {eta / 60:.1f} min {extra}".rstrip(), file=sys.stderr, flush=True)
+        print(
+            f"[{self.part}] step {step}/{self.total} loss {loss:.4f} {rate:.2f} steps/s "
+            f"ETA {eta / 60:.1f} min {extra}".rstrip(),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -398,10 +421,25 @@ def _test_hang_after(step: int) -> None:
 CALIBRATION_STEPS = 30  # steps timed before an open-ended run (no --steps) fixes its length
 
 
-def run_loop(spec: LoopSpec, *, out_dir: Path, steps: int | None, lr: float, warmup: int, save_every: int,
-             device: torch.device, gen: torch.Generator, resume: bool, max_minutes: float | None,
-             progress: bool, run_args: dict[str, Any], log_every: int = 50, val_every: int = 0,
-             grad_clip: float = 1.0, stop_after: int | None = None) -> dict[str, Any]:
+def run_loop(
+    spec: LoopSpec,
+    *,
+    out_dir: Path,
+    steps: int | None,
+    lr: float,
+    warmup: int,
+    save_every: int,
+    device: torch.device,
+    gen: torch.Generator,
+    resume: bool,
+    max_minutes: float | None,
+    progress: bool,
+    run_args: dict[str, Any],
+    log_every: int = 50,
+    val_every: int = 0,
+    grad_clip: float = 1.0,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     """Train `spec.module` to `steps` (None: as many as fit in `max_minutes`, decided after timing
     the first steps and then fixed, so the learning-rate schedule ends on time and a resumed run
     follows the same schedule)."""
@@ -417,14 +455,18 @@ def run_loop(spec: LoopSpec, *, out_dir: Path, steps: int | None, lr: float, war
     if resume and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         if st.get("version") != STATE_VERSION or st.get("part") != spec.part:
-            raise TrainError(f"{state_path} is not a training state of {spec.part}; move it away to start over")
+            raise TrainError(
+                f"{state_path} is not a training state of {spec.part}; move it away to start over"
+            )
         saved_steps = st["args"].get("steps")
         if steps is None or (run_args.get("steps") is None and saved_steps is not None):
             steps = saved_steps
         run_args = {**run_args, "steps": steps}
         changed = {k: (st["args"].get(k), v) for k, v in run_args.items() if st["args"].get(k) != v}
         if changed:
-            log.warning("resuming with changed settings %s: the run will not match an uninterrupted one", changed)
+            log.warning(
+                "resuming with changed settings %s: the run will not match an uninterrupted one", changed
+            )
             print(f"[{spec.part}] note: resuming with changed settings {changed}", file=sys.stderr)
         spec.module.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
@@ -436,8 +478,11 @@ def run_loop(spec: LoopSpec, *, out_dir: Path, steps: int | None, lr: float, war
         if st.get("extra") is not None:
             spec.set_extra(st["extra"])
         if log_path.exists():  # drop lines written after the state we resume from
-            keep = [ln for ln in log_path.read_text(encoding="utf-8").splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            keep = [
+                ln
+                for ln in log_path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step
+            ]
             log_path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
         print(f"[{spec.part}] resuming from step {step}", file=sys.stderr, flush=True)
     elif state_path.exists() and not resume:
@@ -451,11 +496,22 @@ def run_loop(spec: LoopSpec, *, out_dir: Path, steps: int | None, lr: float, war
     run_args = {**run_args, "steps": steps}
 
     def save(at: int) -> None:
-        atomic_save({
-            "version": STATE_VERSION, "part": spec.part, "step": at, "args": run_args,
-            "model": spec.module.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng_state(gen, device), "history": history, "val": val_hist, "extra": spec.get_extra(),
-        }, state_path)
+        atomic_save(
+            {
+                "version": STATE_VERSION,
+                "part": spec.part,
+                "step": at,
+                "args": run_args,
+                "model": spec.module.state_dict(),
+                "opt": opt.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(gen, device),
+                "history": history,
+                "val": val_hist,
+                "extra": spec.get_extra(),
+            },
+            state_path,
+        )
         spec.export(at, out_dir / f"{spec.part}.pth.tar")
 
     start_step = step
@@ -471,12 +527,17 @@ def run_loop(spec: LoopSpec, *, out_dir: Path, steps: int | None, lr: float, war
                 assert deadline is not None
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                per_step = float(np.median(step_times[5:])) if len(step_times) > 5 else float(np.median(step_times))
+                per_step = (
+                    float(np.median(step_times[5:])) if len(step_times) > 5 else float(np.median(step_times))
+                )
                 left = deadline - time.monotonic() - 10.0 - 3 * per_step
                 steps = step + max(1, int(left / per_step))
                 run_args = {**run_args, "steps": steps}
-                print(f"[{spec.part}] {1 / per_step:.1f} steps/s: training to step {steps}", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"[{spec.part}] {1 / per_step:.1f} steps/s: training to step {steps}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             total = steps if steps is not None else start_step + 10**9
             if reporter is None and (steps is not None):
                 reporter = ProgressReporter(spec.part, step, steps, progress)
@@ -501,7 +562,9 @@ def run_loop(spec: LoopSpec, *, out_dir: Path, steps: int | None, lr: float, war
                 history.extend(float(v) for v in vals)
                 pending = []
                 rec: dict[str, Any] = {
-                    "step": step, "loss": float(np.mean(vals)), "lr": lr_at(step - 1, total, lr, warmup),
+                    "step": step,
+                    "loss": float(np.mean(vals)),
+                    "lr": lr_at(step - 1, total, lr, warmup),
                     **{k: float(torch.stack(v).mean()) for k, v in metric_acc.items()},
                 }
                 metric_acc = {}
@@ -545,9 +608,16 @@ def run_loop(spec: LoopSpec, *, out_dir: Path, steps: int | None, lr: float, war
     if step == start_step and not state_path.exists():
         save(step)
     seconds = time.monotonic() - t0
-    return {"step": step, "steps": steps if steps is not None else step, "stopped": stopped,
-            "resumed_from": resumed_from, "history": history, "val": val_hist, "seconds": seconds,
-            "steps_per_second": (step - start_step) / max(seconds, 1e-9)}
+    return {
+        "step": step,
+        "steps": steps if steps is not None else step,
+        "stopped": stopped,
+        "resumed_from": resumed_from,
+        "history": history,
+        "val": val_hist,
+        "seconds": seconds,
+        "steps_per_second": (step - start_step) / max(seconds, 1e-9),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,8 +638,9 @@ class AudioClip:
     split: str = "train"
 
 
-def load_clips(data_dir: str | Path, sample_rate: int, *, progress: bool = True,
-               workers: int | None = None) -> tuple[list[AudioClip], list[str]]:
+def load_clips(
+    data_dir: str | Path, sample_rate: int, *, progress: bool = True, workers: int | None = None
+) -> tuple[list[AudioClip], list[str]]:
     """Every usable clip of `data_dir` (both splits) via `engine.dataset`, and a message per
     skipped file (unreadable, truncated, unlabeled, too short, silent)."""
     from engine.dataset import AudioDataset, DatasetError
@@ -580,24 +651,38 @@ def load_clips(data_dir: str | Path, sample_rate: int, *, progress: bool = True,
     threads = workers or min(16, os.cpu_count() or 1)
     try:
         # Both splits; names are resolved to ids later, against the model's lists (engine.labels).
-        ds = AudioDataset(folder, sample_rate=sample_rate, sample_length=sample_rate, split=None, threads=threads)
+        ds = AudioDataset(
+            folder, sample_rate=sample_rate, sample_length=sample_rate, split=None, threads=threads
+        )
     except DatasetError as e:
         raise TrainError(str(e)) from e
     skipped = {(s.file, s.reason): None for s in ds.skipped}
     clips = [
-        AudioClip(name=f.file, audio=f.audio.astype(np.float32) / 32768.0, artist=f.artist, genre=f.genre,
-                  lyrics=f.lyrics, offset_seconds=f.offset / sample_rate,
-                  total_seconds=f.total_length / sample_rate, split=f.split)
+        AudioClip(
+            name=f.file,
+            audio=f.audio.astype(np.float32) / 32768.0,
+            artist=f.artist,
+            genre=f.genre,
+            lyrics=f.lyrics,
+            offset_seconds=f.offset / sample_rate,
+            total_seconds=f.total_length / sample_rate,
+            split=f.split,
+        )
         for f in ds.files
     ]
     if progress:
         secs = sum(len(c.audio) for c in clips) / sample_rate
-        print(f"[data] {len(clips)} clips ({secs / 3600:.2f} h) from {folder}, {len(skipped)} files skipped",
-              file=sys.stderr, flush=True)
+        print(
+            f"[data] {len(clips)} clips ({secs / 3600:.2f} h) from {folder}, {len(skipped)} files skipped",
+            file=sys.stderr,
+            flush=True,
+        )
     return clips, [f"{f}: {r}" for f, r in skipped]
 
 
-def resolve_ids(labels: LabelSet, clip: AudioClip, unknown: dict[str, set[str]]) -> tuple[int, tuple[int, ...]]:
+def resolve_ids(
+    labels: LabelSet, clip: AudioClip, unknown: dict[str, set[str]]
+) -> tuple[int, tuple[int, ...]]:
     """Artist and genre ids of a clip; names the model does not know become `unknown` (id 0),
     collected in `unknown` for one message at the end."""
     from engine.labels import UnknownLabel
@@ -654,8 +739,14 @@ def _file_digest(path: Path) -> str:
 
 
 @torch.no_grad()
-def encode_clips(vqvae: VQVAE, clips: list[AudioClip], device: torch.device, *, chunk_seconds: float = 60.0,
-                 progress: bool = True) -> list[list[np.ndarray]]:
+def encode_clips(
+    vqvae: VQVAE,
+    clips: list[AudioClip],
+    device: torch.device,
+    *,
+    chunk_seconds: float = 60.0,
+    progress: bool = True,
+) -> list[list[np.ndarray]]:
     """Codes of every level for every clip (each clip cut to a whole number of top-level tokens)."""
     vqvae = vqvae.to(device).eval()
     top = vqvae.hop_lengths[-1]
@@ -666,19 +757,35 @@ def encode_clips(vqvae: VQVAE, clips: list[AudioClip], device: torch.device, *, 
         usable = len(clip.audio) // top * top
         levels: list[list[np.ndarray]] = [[] for _ in range(vqvae.levels)]
         for s in range(0, usable, chunk):
-            x = torch.from_numpy(np.ascontiguousarray(clip.audio[s : min(usable, s + chunk)])).float().to(device)
+            x = (
+                torch.from_numpy(np.ascontiguousarray(clip.audio[s : min(usable, s + chunk)]))
+                .float()
+                .to(device)
+            )
             zs = vqvae.encode(x[None])  # float32, as the sampler encodes prompts
             for lv, z in enumerate(zs):
                 levels[lv].append(z[0].to("cpu", torch.int32).numpy())
         out.append([np.concatenate(lv).astype(np.int16) if lv else np.zeros(0, np.int16) for lv in levels])
         if progress and (n + 1) % 200 == 0:
-            print(f"[encode] {n + 1}/{len(clips)} clips, {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"[encode] {n + 1}/{len(clips)} clips, {time.monotonic() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     return out
 
 
-def prepare_codes(out_dir: Path, data_dir: Path, config: ModelConfig, vqvae_file: Path, device: torch.device,
-                  *, progress: bool = True, clips: list[AudioClip] | None = None,
-                  skipped: list[str] | None = None) -> dict[str, Any]:
+def prepare_codes(
+    out_dir: Path,
+    data_dir: Path,
+    config: ModelConfig,
+    vqvae_file: Path,
+    device: torch.device,
+    *,
+    progress: bool = True,
+    clips: list[AudioClip] | None = None,
+    skipped: list[str] | None = None,
+) -> dict[str, Any]:
     """The cached codes of the data (`out_dir/train/codes.pt`), made when missing or stale."""
     cache = out_dir / "train" / "codes.pt"
     vq_digest = _file_digest(vqvae_file)
@@ -693,18 +800,34 @@ def prepare_codes(out_dir: Path, data_dir: Path, config: ModelConfig, vqvae_file
     vqvae.load_state_dict(state_dict_of(read_checkpoint(vqvae_file)), strict=True)
     t0 = time.monotonic()
     codes = encode_clips(vqvae, clips, device, progress=progress)
-    print(f"[encode] {len(clips)} clips encoded in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+    print(
+        f"[encode] {len(clips)} clips encoded in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True
+    )
     entry = {
-        "vqvae": vq_digest, "data_dir": str(data_dir.resolve()), "skipped": list(skipped or []),
-        "clips": [{"name": c.name, "codes": z, "artist": c.artist, "genre": c.genre, "lyrics": c.lyrics,
-                   "offset_seconds": c.offset_seconds, "total_seconds": c.total_seconds, "split": c.split}
-                  for c, z in zip(clips, codes, strict=True)],
+        "vqvae": vq_digest,
+        "data_dir": str(data_dir.resolve()),
+        "skipped": list(skipped or []),
+        "clips": [
+            {
+                "name": c.name,
+                "codes": z,
+                "artist": c.artist,
+                "genre": c.genre,
+                "lyrics": c.lyrics,
+                "offset_seconds": c.offset_seconds,
+                "total_seconds": c.total_seconds,
+                "split": c.split,
+            }
+            for c, z in zip(clips, codes, strict=True)
+        ],
     }
     atomic_save(entry, cache)
     return entry
 
 
-def clip_codes_for(config: ModelConfig, level: int, entries: list[dict[str, Any]]) -> tuple[list[ClipCodes], str | None]:
+def clip_codes_for(
+    config: ModelConfig, level: int, entries: list[dict[str, Any]]
+) -> tuple[list[ClipCodes], str | None]:
     """ClipCodes with this level's label ids; plus a note about names the model does not know."""
     labels = labels_for_prior(config, level)
     p = config.priors[level]
@@ -725,8 +848,11 @@ def clip_codes_for(config: ModelConfig, level: int, entries: list[dict[str, Any]
     note = None
     if unknown:
         parts = [f"{k}s {', '.join(sorted(v)[:8])}" for k, v in unknown.items()]
-        note = ("these labels are not in the model's lists and train as 'unknown': " + "; ".join(parts)
-                + " (add them to the model's custom labels in model.json to learn them)")
+        note = (
+            "these labels are not in the model's lists and train as 'unknown': "
+            + "; ".join(parts)
+            + " (add them to the model's custom labels in model.json to learn them)"
+        )
     return out, note
 
 
@@ -741,7 +867,9 @@ def _seed_all(seed: int) -> torch.Generator:
     return gen
 
 
-def _init_weights(module: nn.Module, config: ModelConfig, part: str, init_from: str | Path | None) -> str | None:
+def _init_weights(
+    module: nn.Module, config: ModelConfig, part: str, init_from: str | Path | None
+) -> str | None:
     """Load `part` of another model (fine-tuning). Returns where from."""
     if init_from is None:
         return None
@@ -757,6 +885,7 @@ def _init_weights(module: nn.Module, config: ModelConfig, part: str, init_from: 
 def _export_fn(module: nn.Module, config: ModelConfig, part: str) -> Callable[[int, Path], None]:
     def export(step: int, path: Path) -> None:
         export_checkpoint(module, config, part, step, path)
+
     return export
 
 
@@ -804,41 +933,112 @@ def train(
     if steps is not None and steps <= 0:
         raise TrainError("--steps must be positive")
     gen = _seed_all(seed)
-    run_args: dict[str, Any] = {"batch_size": bs, "lr": lr_, "seed": seed, "steps": steps,
-                                "init_from": None if init_from is None else str(init_from)}
+    run_args: dict[str, Any] = {
+        "batch_size": bs,
+        "lr": lr_,
+        "seed": seed,
+        "steps": steps,
+        "init_from": None if init_from is None else str(init_from),
+    }
     skipped: list[str] = []
     extra: dict[str, Any] = {}
     if part == "vqvae":
-        spec, n_clips, skipped, extra = _vqvae_spec(config, data, dev, bs, gen, init_from, sample_seconds or d.sample_seconds,
-                                                    progress, workers, run_args)
+        spec, n_clips, skipped, extra = _vqvae_spec(
+            config,
+            data,
+            dev,
+            bs,
+            gen,
+            init_from,
+            sample_seconds or d.sample_seconds,
+            progress,
+            workers,
+            run_args,
+        )
     else:
         assert lv is not None
-        spec, n_clips, skipped, extra = _prior_spec(config, lv, data, out, dev, bs, gen, init_from, vqvae,
-                                                    label_dropout, progress, run_args, timing_jitter)
+        spec, n_clips, skipped, extra = _prior_spec(
+            config,
+            lv,
+            data,
+            out,
+            dev,
+            bs,
+            gen,
+            init_from,
+            vqvae,
+            label_dropout,
+            progress,
+            run_args,
+            timing_jitter,
+        )
     for msg in skipped:
         print(f"skipped {msg}", file=sys.stderr)
-    res = run_loop(spec, out_dir=out, steps=steps, lr=lr_, warmup=d.warmup, save_every=every, device=dev, gen=gen,
-                   resume=resume, max_minutes=max_minutes, progress=progress, run_args=run_args,
-                   log_every=log_every, val_every=val_every if spec.val_fn is not None else 0,
-                   stop_after=stop_after)
-    png = save_loss_png(res["history"], out / "train" / part / "loss.png", f"{config.name}: {part}", val=res["val"])
+    res = run_loop(
+        spec,
+        out_dir=out,
+        steps=steps,
+        lr=lr_,
+        warmup=d.warmup,
+        save_every=every,
+        device=dev,
+        gen=gen,
+        resume=resume,
+        max_minutes=max_minutes,
+        progress=progress,
+        run_args=run_args,
+        log_every=log_every,
+        val_every=val_every if spec.val_fn is not None else 0,
+        stop_after=stop_after,
+    )
+    png = save_loss_png(
+        res["history"], out / "train" / part / "loss.png", f"{config.name}: {part}", val=res["val"]
+    )
     if encode and part == "vqvae" and res["stopped"] == "done":
-        prepare_codes(out, data, config, out / "vqvae.pth.tar", dev, progress=progress, clips=extra.pop("_clips"),
-                      skipped=skipped)
+        prepare_codes(
+            out,
+            data,
+            config,
+            out / "vqvae.pth.tar",
+            dev,
+            progress=progress,
+            clips=extra.pop("_clips"),
+            skipped=skipped,
+        )
     extra.pop("_clips", None)
     hist = res["history"]
-    last = float(np.mean(hist[-min(len(hist), max(1, log_every)):])) if hist else None
+    last = float(np.mean(hist[-min(len(hist), max(1, log_every)) :])) if hist else None
     return TrainSummary(
-        kind=kind, part=part, out_dir=str(out), checkpoint=str(out / f"{part}.pth.tar"), step=res["step"],
-        steps=res["steps"], stopped=res["stopped"], loss=last, seconds=round(res["seconds"], 2),
-        steps_per_second=round(res["steps_per_second"], 3), resumed_from=res["resumed_from"], loss_png=str(png),
-        clips=n_clips, skipped=skipped, extra=extra,
+        kind=kind,
+        part=part,
+        out_dir=str(out),
+        checkpoint=str(out / f"{part}.pth.tar"),
+        step=res["step"],
+        steps=res["steps"],
+        stopped=res["stopped"],
+        loss=last,
+        seconds=round(res["seconds"], 2),
+        steps_per_second=round(res["steps_per_second"], 3),
+        resumed_from=res["resumed_from"],
+        loss_png=str(png),
+        clips=n_clips,
+        skipped=skipped,
+        extra=extra,
     )
 
 
-def _vqvae_spec(config: ModelConfig, data: Path, dev: torch.device, bs: int, gen: torch.Generator,
-                init_from: str | Path | None, sample_seconds: float, progress: bool, workers: int | None,
-                run_args: dict[str, Any]) -> tuple[LoopSpec, int, list[str], dict[str, Any]]:
+def _vqvae_spec(
+    config: ModelConfig,
+    data: Path,
+    dev: torch.device,
+    bs: int,
+    gen: torch.Generator,
+    init_from: str | Path | None,
+    sample_seconds: float,
+    progress: bool,
+    workers: int | None,
+    run_args: dict[str, Any],
+) -> tuple[LoopSpec, int, list[str], dict[str, Any]]:
     model = VQVAE(config.vqvae)
     _reset_vqvae_params(model)
     src = _init_weights(model, config, "vqvae", init_from)
@@ -849,7 +1049,9 @@ def _vqvae_spec(config: ModelConfig, data: Path, dev: torch.device, bs: int, gen
     length = max(top, int(sample_seconds * config.sample_rate) // top * top)
     crops = AudioCrops(clips, length, dev)
     if crops.skipped_short:
-        skipped.append(f"{crops.skipped_short} clips shorter than one {length / config.sample_rate:.2f} s crop")
+        skipped.append(
+            f"{crops.skipped_short} clips shorter than one {length / config.sample_rate:.2f} s crop"
+        )
     # The loss scales come from the data (the original's calculate_bandwidth), over fixed crops.
     g = torch.Generator()
     g.manual_seed(1234)
@@ -861,8 +1063,10 @@ def _vqvae_spec(config: ModelConfig, data: Path, dev: torch.device, bs: int, gen
     if src is not None:  # fine-tuning: start the EMA from the given codebooks
         from engine.train_vqvae import CodebookEMA
 
-        state.ema = [CodebookEMA(b.k.detach().clone(), torch.ones(b.l_bins, device=dev), True)
-                     for b in (model.bottleneck[i] for i in range(model.levels))]
+        state.ema = [
+            CodebookEMA(b.k.detach().clone(), torch.ones(b.l_bins, device=dev), True)
+            for b in (model.bottleneck[i] for i in range(model.levels))
+        ]
     live: dict[str, Any] = {"bandwidth": bandwidth}
 
     def step_fn(step: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -877,10 +1081,21 @@ def _vqvae_spec(config: ModelConfig, data: Path, dev: torch.device, bs: int, gen
         state.ema = st.ema
         live["bandwidth"] = d["bandwidth"]
 
-    spec = LoopSpec("vqvae", model, [p for p in model.parameters() if p.requires_grad], step_fn,
-                    _export_fn(model, config, "vqvae"), get_extra, set_extra)
-    return spec, len(clips), skipped, {"bandwidth": bandwidth, "sample_length": length, "init_from": src,
-                                       "_clips": all_clips}
+    spec = LoopSpec(
+        "vqvae",
+        model,
+        [p for p in model.parameters() if p.requires_grad],
+        step_fn,
+        _export_fn(model, config, "vqvae"),
+        get_extra,
+        set_extra,
+    )
+    return (
+        spec,
+        len(clips),
+        skipped,
+        {"bandwidth": bandwidth, "sample_length": length, "init_from": src, "_clips": all_clips},
+    )
 
 
 def _reset_vqvae_params(model: VQVAE) -> None:
@@ -890,10 +1105,21 @@ def _reset_vqvae_params(model: VQVAE) -> None:
         model.bottleneck[b].k.zero_()
 
 
-def _prior_spec(config: ModelConfig, level: int, data: Path, out: Path, dev: torch.device, bs: int,
-                gen: torch.Generator, init_from: str | Path | None, vqvae: str | Path | None, label_dropout: float,
-                progress: bool, run_args: dict[str, Any],
-                timing_jitter: float = 0.0) -> tuple[LoopSpec, int, list[str], dict[str, Any]]:
+def _prior_spec(
+    config: ModelConfig,
+    level: int,
+    data: Path,
+    out: Path,
+    dev: torch.device,
+    bs: int,
+    gen: torch.Generator,
+    init_from: str | Path | None,
+    vqvae: str | Path | None,
+    label_dropout: float,
+    progress: bool,
+    run_args: dict[str, Any],
+    timing_jitter: float = 0.0,
+) -> tuple[LoopSpec, int, list[str], dict[str, Any]]:
     part = f"prior_level_{level}"
     vq_file = _vqvae_file(out, vqvae)
     entries = prepare_codes(out, data, config, vq_file, dev, progress=progress)
@@ -933,8 +1159,14 @@ def _prior_spec(config: ModelConfig, level: int, data: Path, out: Path, dev: tor
         batch = batcher.make(batcher.sample(bs, gen), gen, dev)
         return prior_loss(prior, batch)
 
-    spec = LoopSpec(part, prior, [p for p in prior.parameters() if p.requires_grad], step_fn,
-                    _export_fn(prior, config, part), val_fn=val_fn)
+    spec = LoopSpec(
+        part,
+        prior,
+        [p for p in prior.parameters() if p.requires_grad],
+        step_fn,
+        _export_fn(prior, config, part),
+        val_fn=val_fn,
+    )
     run_args["vqvae"] = entries["vqvae"]
     return spec, len(batcher.clips), skipped, {"init_from": src, "windows": batcher.windows(), "note": note}
 
@@ -943,8 +1175,10 @@ def _vqvae_file(out: Path, vqvae: str | Path | None) -> Path:
     if vqvae is None:
         f = out / "vqvae.pth.tar"
         if not f.exists():
-            raise TrainError(f"a prior needs the VQ-VAE: train it first (jukebot train vqvae --out {out}) "
-                             "or name one with --vqvae MODEL_OR_FOLDER")
+            raise TrainError(
+                f"a prior needs the VQ-VAE: train it first (jukebot train vqvae --out {out}) "
+                "or name one with --vqvae MODEL_OR_FOLDER"
+            )
         return f
     p = Path(vqvae)
     if p.is_file():
@@ -976,9 +1210,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vqvae")
     ap.add_argument("--sample-seconds", type=float)
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--val-every", type=int, default=250, help="steps between held-out losses (a multiple of --log-every)")
-    ap.add_argument("--timing-jitter", type=float, default=0.0,
-                    help="top prior: share of windows labelled with a random song length (against learning pieces by heart)")
+    ap.add_argument(
+        "--val-every", type=int, default=250, help="steps between held-out losses (a multiple of --log-every)"
+    )
+    ap.add_argument(
+        "--timing-jitter",
+        type=float,
+        default=0.0,
+        help="top prior: share of windows labelled with a random song length (against learning pieces by heart)",
+    )
     ap.add_argument("--stop-after", type=int, help="save and stop after this step (resume later to --steps)")
     ap.add_argument("--encode", action="store_true", help="vqvae: encode the data for the priors when done")
     ap.add_argument("--quiet", action="store_true")
@@ -986,19 +1226,40 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        s = train(a.kind, a.config, a.data, a.out, steps=a.steps, batch_size=a.batch_size, device=a.device,
-                  resume=not a.no_resume, level=a.level, max_minutes=a.max_minutes, save_every=a.save_every,
-                  lr=a.lr, seed=a.seed, init_from=a.init_from, vqvae=a.vqvae, sample_seconds=a.sample_seconds,
-                  log_every=a.log_every, progress=not a.quiet, stop_after=a.stop_after,
-                  encode=a.encode, val_every=a.val_every, timing_jitter=a.timing_jitter)
+        s = train(
+            a.kind,
+            a.config,
+            a.data,
+            a.out,
+            steps=a.steps,
+            batch_size=a.batch_size,
+            device=a.device,
+            resume=not a.no_resume,
+            level=a.level,
+            max_minutes=a.max_minutes,
+            save_every=a.save_every,
+            lr=a.lr,
+            seed=a.seed,
+            init_from=a.init_from,
+            vqvae=a.vqvae,
+            sample_seconds=a.sample_seconds,
+            log_every=a.log_every,
+            progress=not a.quiet,
+            stop_after=a.stop_after,
+            encode=a.encode,
+            val_every=a.val_every,
+            timing_jitter=a.timing_jitter,
+        )
     except TrainError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if a.json:
         print(json.dumps(s.to_dict()))
     else:
-        print(f"{s.part}: step {s.step}/{s.steps} ({s.stopped}), loss {s.loss}, {s.steps_per_second} steps/s; "
-              f"wrote {s.checkpoint} and {s.loss_png}")
+        print(
+            f"{s.part}: step {s.step}/{s.steps} ({s.stopped}), loss {s.loss}, {s.steps_per_second} steps/s; "
+            f"wrote {s.checkpoint} and {s.loss_png}"
+        )
     return 0
 
 

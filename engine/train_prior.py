@@ -47,8 +47,14 @@ class PriorBatch:
 class PriorBatcher:
     """Random training windows of one level."""
 
-    def __init__(self, clips: list[ClipCodes], prior: JukeboxPrior, *, label_dropout: float = 0.0,
-                 timing_jitter: float = 0.0) -> None:
+    def __init__(
+        self,
+        clips: list[ClipCodes],
+        prior: JukeboxPrior,
+        *,
+        label_dropout: float = 0.0,
+        timing_jitter: float = 0.0,
+    ) -> None:
         self.prior = prior
         c = prior.config
         self.level, self.n_ctx = c.level, c.n_ctx
@@ -66,7 +72,9 @@ class PriorBatcher:
                 f"({self.n_ctx * self.hop / prior.sample_rate:.1f} s)"
             )
         # Windows are drawn uniformly over all start positions of all clips.
-        self.starts = np.array([(len(clip.codes[self.level]) - self.n_ctx) // self.align + 1 for clip in self.clips])
+        self.starts = np.array(
+            [(len(clip.codes[self.level]) - self.n_ctx) // self.align + 1 for clip in self.clips]
+        )
         self.cum = np.cumsum(self.starts)
 
     def windows(self) -> int:
@@ -84,25 +92,40 @@ class PriorBatcher:
 
     def make(self, rows: list[tuple[int, int]], gen: torch.Generator, device: torch.device) -> PriorBatch:
         c = self.prior.config
-        tokens = np.stack([self.clips[i].codes[self.level][s : s + self.n_ctx] for i, s in rows]).astype(np.int64)
+        tokens = np.stack([self.clips[i].codes[self.level][s : s + self.n_ctx] for i, s in rows]).astype(
+            np.int64
+        )
         upper = None
         if not self.prior.is_top:
             up = self.level + 1
             n_up = self.n_ctx // self.align
-            upper_np = np.stack([self.clips[i].codes[up][s // self.align : s // self.align + n_up] for i, s in rows])
+            upper_np = np.stack(
+                [self.clips[i].codes[up][s // self.align : s // self.align + n_up] for i, s in rows]
+            )
             upper = torch.from_numpy(upper_np.astype(np.int64)).to(device)
         y = None
         if c.labels:
             drop = torch.rand(len(rows), 2, generator=gen).numpy() < self.label_dropout
             jitter = torch.rand(len(rows), 2, generator=gen, dtype=torch.float64).numpy()
-            y = torch.tensor([self._y(self.clips[i], s, bool(d[0]), bool(d[1]),
-                                      float(j[1]) if j[0] < self.timing_jitter else None)
-                              for (i, s), d, j in zip(rows, drop, jitter, strict=True)],
-                             dtype=torch.long, device=device)
+            y = torch.tensor(
+                [
+                    self._y(
+                        self.clips[i],
+                        s,
+                        bool(d[0]),
+                        bool(d[1]),
+                        float(j[1]) if j[0] < self.timing_jitter else None,
+                    )
+                    for (i, s), d, j in zip(rows, drop, jitter, strict=True)
+                ],
+                dtype=torch.long,
+                device=device,
+            )
         return PriorBatch(torch.from_numpy(tokens).to(device), y, upper)
 
-    def _y(self, clip: ClipCodes, start: int, drop_artist: bool, drop_genre: bool,
-           jitter: float | None = None) -> list[int]:
+    def _y(
+        self, clip: ClipCodes, start: int, drop_artist: bool, drop_genre: bool, jitter: float | None = None
+    ) -> list[int]:
         c = self.prior.config
         sr = self.prior.sample_rate
         length = self.n_ctx * self.hop
@@ -125,8 +148,9 @@ class PriorBatcher:
         if c.n_tokens:
             # Linear alignment inside the clip (its lyrics are the words sung in it).
             clip_len = len(clip.codes[self.level]) * self.hop
-            tokens, _ = get_relevant_lyric_tokens(list(clip.lyric_tokens), c.n_tokens, clip_len,
-                                                  min(start * self.hop, clip_len - 1), length)
+            tokens, _ = get_relevant_lyric_tokens(
+                list(clip.lyric_tokens), c.n_tokens, clip_len, min(start * self.hop, clip_len - 1), length
+            )
         return [total, offset, length, 0 if drop_artist else clip.artist_id, *genres, *tokens]
 
 

@@ -54,8 +54,11 @@ class CodebookEMA:
     @classmethod
     def from_state(cls, d: dict[str, Any], device: torch.device) -> CodebookEMA:
         k_sum, k_elem = d["k_sum"], d["k_elem"]
-        return cls(None if k_sum is None else k_sum.to(device), None if k_elem is None else k_elem.to(device),
-                   bool(d["initialised"]))
+        return cls(
+            None if k_sum is None else k_sum.to(device),
+            None if k_elem is None else k_elem.to(device),
+            bool(d["initialised"]),
+        )
 
 
 @dataclass
@@ -93,8 +96,9 @@ def init_codebook(block: BottleneckBlock, ema: CodebookEMA, x: Tensor) -> None:
 
 
 @torch.no_grad()
-def update_codebook(block: BottleneckBlock, ema: CodebookEMA, x: Tensor, codes: Tensor, mu: float,
-                    threshold: float) -> dict[str, Tensor]:
+def update_codebook(
+    block: BottleneckBlock, ema: CodebookEMA, x: Tensor, codes: Tensor, mu: float, threshold: float
+) -> dict[str, Tensor]:
     """`update_k`: EMA of the assigned vectors' sum and count; dead codes restart at random inputs."""
     assert ema.k_sum is not None and ema.k_elem is not None
     k_bins, emb_width = block.l_bins, block.emb_width
@@ -108,7 +112,9 @@ def update_codebook(block: BottleneckBlock, ema: CodebookEMA, x: Tensor, codes: 
     ema.k_sum = mu * ema.k_sum + (1.0 - mu) * k_sum_batch
     ema.k_elem = mu * ema.k_elem + (1.0 - mu) * k_elem_batch
     usage = (ema.k_elem.view(k_bins, 1) >= threshold).float()
-    block.k.copy_(usage * (ema.k_sum.view(k_bins, emb_width) / ema.k_elem.view(k_bins, 1)) + (1 - usage) * k_rand)
+    block.k.copy_(
+        usage * (ema.k_sum.view(k_bins, emb_width) / ema.k_elem.view(k_bins, 1)) + (1 - usage) * k_rand
+    )
     prob = k_elem_batch / k_elem_batch.sum()
     return {
         "entropy": -(prob * torch.log(prob + 1e-8)).sum(),
@@ -126,8 +132,15 @@ def _quantise(block: BottleneckBlock, x: Tensor) -> tuple[Tensor, Tensor]:
     return codes, min_distance
 
 
-def vqvae_loss(model: VQVAE, audio: Tensor, state: VQVAETrainState, bandwidth: dict[str, float],
-               w: VQVAELossWeights, *, update: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+def vqvae_loss(
+    model: VQVAE,
+    audio: Tensor,
+    state: VQVAETrainState,
+    bandwidth: dict[str, float],
+    w: VQVAELossWeights,
+    *,
+    update: bool = True,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of a batch of audio [B, T] (float in [-1, 1]); updates the codebooks when `update`.
 
     Runs under the caller's autocast; the bottleneck and the losses are computed in float32.

@@ -58,8 +58,16 @@ class ResAttnBlock(nn.Module):
     """h = x + a + m, with a = attn(ln_0(x)) and m = mlp(ln_1(x + a))."""
 
     def __init__(
-        self, width: int, heads: int, kind: int, geo: Geometry, m_attn: float, m_mlp: float,
-        zero_out: bool, init_scale: float, res_scale: float,
+        self,
+        width: int,
+        heads: int,
+        kind: int,
+        geo: Geometry,
+        m_attn: float,
+        m_mlp: float,
+        zero_out: bool,
+        init_scale: float,
+        res_scale: float,
     ) -> None:
         super().__init__()
         self.attn = FactoredAttention(width, int(m_attn * width), heads, kind, geo, zero_out, init_scale)
@@ -86,8 +94,16 @@ BlockStep = Callable[[ResAttnBlock, Tensor, Tensor, LayerCache, dict[int, Tensor
 
 class Transformer(nn.Module):
     def __init__(
-        self, width: int, depth: int, heads: int, attn_order: int, geo: Geometry,
-        m_attn: float = 0.25, m_mlp: float = 1.0, zero_out: bool = False, init_scale: float = 1.0,
+        self,
+        width: int,
+        depth: int,
+        heads: int,
+        attn_order: int,
+        geo: Geometry,
+        m_attn: float = 0.25,
+        m_mlp: float = 1.0,
+        zero_out: bool = False,
+        init_scale: float = 1.0,
         res_scale: bool = False,
     ) -> None:
         super().__init__()
@@ -108,19 +124,28 @@ class Transformer(nn.Module):
         for layer in self.layers:
             att = layer.attn
             shape = cache_shape(att.kind, self.geo, batch, att.heads, att.head_dim)
-            out.append(LayerCache(torch.zeros(shape, device=device, dtype=dtype),
-                                  torch.zeros(shape, device=device, dtype=dtype)))
+            out.append(
+                LayerCache(
+                    torch.zeros(shape, device=device, dtype=dtype),
+                    torch.zeros(shape, device=device, dtype=dtype),
+                )
+            )
         return out
 
     def forward(
-        self, x: Tensor, enc: Tensor | None = None, cache: list[LayerCache] | None = None,
+        self,
+        x: Tensor,
+        enc: Tensor | None = None,
+        cache: list[LayerCache] | None = None,
         rows: Tensor | None = None,
     ) -> Tensor:
         for i, layer in enumerate(self.layers):
             x = layer(x, enc if layer.attn.kind == CROSS else None, None if cache is None else cache[i], rows)
         return x
 
-    def step(self, x: Tensor, s: Tensor, cache: list[LayerCache], block_step: BlockStep | None = None) -> Tensor:
+    def step(
+        self, x: Tensor, s: Tensor, cache: list[LayerCache], block_step: BlockStep | None = None
+    ) -> Tensor:
         """One position per row. `block_step` runs one block (default `ResAttnBlock.step`); the fast
         decoder passes a compiled version of the same function (engine.graphs)."""
         masks = step_masks(set(self.kinds), s, self.geo, dtype=self.layers[0].attn.c_attn.w.dtype)
@@ -167,8 +192,16 @@ class AutoregressiveTransformer(nn.Module):
             self.start_token = nn.Parameter(torch.empty(1, spec.width).normal_(std=0.01 * spec.init_scale))
         self.pos_emb = PositionEmbedding(spec.geo.seq_len, spec.width, spec.init_scale)
         self.transformer = Transformer(
-            spec.width, spec.depth, spec.heads, spec.attn_order, spec.geo, spec.m_attn, spec.m_mlp,
-            spec.zero_out, spec.init_scale, spec.res_scale,
+            spec.width,
+            spec.depth,
+            spec.heads,
+            spec.attn_order,
+            spec.geo,
+            spec.m_attn,
+            spec.m_mlp,
+            spec.zero_out,
+            spec.init_scale,
+            spec.res_scale,
         )
         # The unmerged decoder ties the output head to the input embedding and adds the
         # conditioning again after the transformer.
@@ -196,8 +229,13 @@ class AutoregressiveTransformer(nn.Module):
         return x
 
     def forward(
-        self, tokens: Tensor, start: Tensor | None, x_cond: Tensor | None, enc: Tensor | None = None,
-        cache: list[LayerCache] | None = None, rows: Tensor | None = None,
+        self,
+        tokens: Tensor,
+        start: Tensor | None,
+        x_cond: Tensor | None,
+        enc: Tensor | None = None,
+        cache: list[LayerCache] | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """Hidden states [B, S, width] (float32) for S = tokens.shape[1] + 1 positions."""
         h = self.transformer(self.embed(tokens, start, x_cond), enc, cache, rows)
@@ -205,8 +243,14 @@ class AutoregressiveTransformer(nn.Module):
             h = h + x_cond[:, : h.shape[1]].float()
         return h
 
-    def step(self, token: Tensor, s: Tensor, x_cond: Tensor | None, cache: list[LayerCache],
-             block_step: BlockStep | None = None) -> Tensor:
+    def step(
+        self,
+        token: Tensor,
+        s: Tensor,
+        x_cond: Tensor | None,
+        cache: list[LayerCache],
+        block_step: BlockStep | None = None,
+    ) -> Tensor:
         """One position per row: token [B] is the input at sequence position s [B] (s >= 1).
         Returns hidden [B, 1, width] float32."""
         rows = torch.arange(token.shape[0], device=token.device)

@@ -19,8 +19,9 @@ from engine.config import VQVAEConfig
 
 
 class ResConv1DBlock(nn.Module):
-    def __init__(self, n_in: int, n_state: int, dilation: int = 1, zero_out: bool = False,
-                 res_scale: float = 1.0) -> None:
+    def __init__(
+        self, n_in: int, n_state: int, dilation: int = 1, zero_out: bool = False, res_scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.model = nn.Sequential(
             nn.ReLU(),
@@ -43,15 +44,26 @@ class Resnet1D(nn.Module):
     """Dilated residual conv stack. `checkpoint_res` only changes the key name (`blocks` vs `model`)
     so that the upsampler conditioners' checkpoints load."""
 
-    def __init__(self, n_in: int, n_depth: int, m_conv: float = 1.0, dilation_growth_rate: int = 1,
-                 dilation_cycle: int | None = None, zero_out: bool = False, res_scale: bool = False,
-                 reverse_dilation: bool = False, checkpoint_res: bool = False) -> None:
+    def __init__(
+        self,
+        n_in: int,
+        n_depth: int,
+        m_conv: float = 1.0,
+        dilation_growth_rate: int = 1,
+        dilation_cycle: int | None = None,
+        zero_out: bool = False,
+        res_scale: bool = False,
+        reverse_dilation: bool = False,
+        checkpoint_res: bool = False,
+    ) -> None:
         super().__init__()
         blocks = [
             ResConv1DBlock(
-                n_in, int(m_conv * n_in),
+                n_in,
+                int(m_conv * n_in),
                 dilation=dilation_growth_rate ** (d if dilation_cycle is None else d % dilation_cycle),
-                zero_out=zero_out, res_scale=1.0 if not res_scale else 1.0 / math.sqrt(n_depth),
+                zero_out=zero_out,
+                res_scale=1.0 if not res_scale else 1.0 / math.sqrt(n_depth),
             )
             for d in range(n_depth)
         ]
@@ -72,17 +84,30 @@ class Resnet1D(nn.Module):
 
 
 class EncoderConvBlock(nn.Module):
-    def __init__(self, input_emb_width: int, output_emb_width: int, down_t: int, stride_t: int, width: int,
-                 depth: int, m_conv: float, dilation_growth_rate: int = 1, dilation_cycle: int | None = None,
-                 zero_out: bool = False, res_scale: bool = False) -> None:
+    def __init__(
+        self,
+        input_emb_width: int,
+        output_emb_width: int,
+        down_t: int,
+        stride_t: int,
+        width: int,
+        depth: int,
+        m_conv: float,
+        dilation_growth_rate: int = 1,
+        dilation_cycle: int | None = None,
+        zero_out: bool = False,
+        res_scale: bool = False,
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         filter_t, pad_t = stride_t * 2, stride_t // 2
         for i in range(down_t):
-            blocks.append(nn.Sequential(
-                nn.Conv1d(input_emb_width if i == 0 else width, width, filter_t, stride_t, pad_t),
-                Resnet1D(width, depth, m_conv, dilation_growth_rate, dilation_cycle, zero_out, res_scale),
-            ))
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv1d(input_emb_width if i == 0 else width, width, filter_t, stride_t, pad_t),
+                    Resnet1D(width, depth, m_conv, dilation_growth_rate, dilation_cycle, zero_out, res_scale),
+                )
+            )
         if down_t > 0:
             blocks.append(nn.Conv1d(width, output_emb_width, 3, 1, 1))
         self.model = nn.Sequential(*blocks)
@@ -92,23 +117,46 @@ class EncoderConvBlock(nn.Module):
 
 
 class DecoderConvBock(nn.Module):  # sic: the original's class name
-    def __init__(self, input_emb_width: int, output_emb_width: int, down_t: int, stride_t: int, width: int,
-                 depth: int, m_conv: float, dilation_growth_rate: int = 1, dilation_cycle: int | None = None,
-                 zero_out: bool = False, res_scale: bool = False, reverse_decoder_dilation: bool = False,
-                 checkpoint_res: bool = False) -> None:
+    def __init__(
+        self,
+        input_emb_width: int,
+        output_emb_width: int,
+        down_t: int,
+        stride_t: int,
+        width: int,
+        depth: int,
+        m_conv: float,
+        dilation_growth_rate: int = 1,
+        dilation_cycle: int | None = None,
+        zero_out: bool = False,
+        res_scale: bool = False,
+        reverse_decoder_dilation: bool = False,
+        checkpoint_res: bool = False,
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         if down_t > 0:
             filter_t, pad_t = stride_t * 2, stride_t // 2
             blocks.append(nn.Conv1d(output_emb_width, width, 3, 1, 1))
             for i in range(down_t):
-                blocks.append(nn.Sequential(
-                    Resnet1D(width, depth, m_conv, dilation_growth_rate, dilation_cycle, zero_out=zero_out,
-                             res_scale=res_scale, reverse_dilation=reverse_decoder_dilation,
-                             checkpoint_res=checkpoint_res),
-                    nn.ConvTranspose1d(width, input_emb_width if i == down_t - 1 else width, filter_t, stride_t,
-                                       pad_t),
-                ))
+                blocks.append(
+                    nn.Sequential(
+                        Resnet1D(
+                            width,
+                            depth,
+                            m_conv,
+                            dilation_growth_rate,
+                            dilation_cycle,
+                            zero_out=zero_out,
+                            res_scale=res_scale,
+                            reverse_dilation=reverse_decoder_dilation,
+                            checkpoint_res=checkpoint_res,
+                        ),
+                        nn.ConvTranspose1d(
+                            width, input_emb_width if i == down_t - 1 else width, filter_t, stride_t, pad_t
+                        ),
+                    )
+                )
         self.model = nn.Sequential(*blocks)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -117,8 +165,13 @@ class DecoderConvBock(nn.Module):  # sic: the original's class name
 
 def _block_kwargs(cfg: VQVAEConfig, level: int) -> dict:
     m = cfg.multipliers[level]
-    return dict(width=cfg.width * m, depth=cfg.depth * m, m_conv=cfg.m_conv,
-                dilation_growth_rate=cfg.dilation_growth_rate, dilation_cycle=cfg.dilation_cycle)
+    return dict(
+        width=cfg.width * m,
+        depth=cfg.depth * m,
+        m_conv=cfg.m_conv,
+        dilation_growth_rate=cfg.dilation_growth_rate,
+        dilation_cycle=cfg.dilation_cycle,
+    )
 
 
 class Encoder(nn.Module):
@@ -128,7 +181,9 @@ class Encoder(nn.Module):
         super().__init__()
         kw = _block_kwargs(cfg, level)
         self.level_blocks = nn.ModuleList(
-            EncoderConvBlock(1 if i == 0 else cfg.emb_width, cfg.emb_width, cfg.downs_t[i], cfg.strides_t[i], **kw)
+            EncoderConvBlock(
+                1 if i == 0 else cfg.emb_width, cfg.emb_width, cfg.downs_t[i], cfg.strides_t[i], **kw
+            )
             for i in range(level + 1)
         )
 
@@ -143,8 +198,14 @@ class Decoder(nn.Module):
         super().__init__()
         kw = _block_kwargs(cfg, level)
         self.level_blocks = nn.ModuleList(
-            DecoderConvBock(cfg.emb_width, cfg.emb_width, cfg.downs_t[i], cfg.strides_t[i],
-                            reverse_decoder_dilation=cfg.reverse_decoder_dilation, **kw)
+            DecoderConvBock(
+                cfg.emb_width,
+                cfg.emb_width,
+                cfg.downs_t[i],
+                cfg.strides_t[i],
+                reverse_decoder_dilation=cfg.reverse_decoder_dilation,
+                **kw,
+            )
             for i in range(level + 1)
         )
         self.out = nn.Conv1d(cfg.emb_width, 1, 3, 1, 1)
@@ -171,7 +232,9 @@ class BottleneckBlock(nn.Module):
         x = x.permute(0, 2, 1).reshape(-1, self.emb_width).float()
         k_w = self.k.float().t()
         # Same expression as the original so that ties resolve the same way.
-        distance = (x**2).sum(dim=-1, keepdim=True) - 2 * torch.matmul(x, k_w) + (k_w**2).sum(dim=0, keepdim=True)
+        distance = (
+            (x**2).sum(dim=-1, keepdim=True) - 2 * torch.matmul(x, k_w) + (k_w**2).sum(dim=0, keepdim=True)
+        )
         return torch.min(distance, dim=-1).indices.view(n, t)
 
     def decode(self, z: Tensor) -> Tensor:
@@ -218,7 +281,9 @@ class VQVAE(nn.Module):
             raise ValueError(f"expected audio [batch, samples], got shape {tuple(audio.shape)}")
         hop = self.hop_lengths[end_level - 1]
         if audio.shape[1] % hop or audio.shape[1] == 0:
-            raise ValueError(f"audio of {audio.shape[1]} samples: the VQ-VAE needs a positive multiple of {hop}")
+            raise ValueError(
+                f"audio of {audio.shape[1]} samples: the VQ-VAE needs a positive multiple of {hop}"
+            )
         x = audio[:, None].to(self._dtype())
         zs = []
         for level in range(start_level, end_level):

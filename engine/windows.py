@@ -88,7 +88,9 @@ class Window:
     def upper_slice(self, downsample: int) -> tuple[int, int]:
         """Range of the level-above codes that condition this window: `zs[level+1][start//4:end//4]`."""
         if self.start % downsample or self.end % downsample:
-            raise ValueError(f"window [{self.start}, {self.end}) is not aligned to the level above ({downsample})")
+            raise ValueError(
+                f"window [{self.start}, {self.end}) is not aligned to the level above ({downsample})"
+            )
         return self.start // downsample, self.end // downsample
 
     def label_offset(self, raw_to_tokens: int, base_offset: int = 0) -> int:

@@ -121,8 +121,10 @@ def device_lock(device: str) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             other = f.read().strip() or "?"
-            raise DeviceBusy(f"another jukebot worker (pid {other}) already uses {device} on this machine; "
-                             "run one worker per GPU") from None
+            raise DeviceBusy(
+                f"another jukebot worker (pid {other}) already uses {device} on this machine; "
+                "run one worker per GPU"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -146,10 +148,15 @@ class ProgressTracker:
 
     def tokens(self, stage: str, p: Any) -> None:
         data = {
-            "stage": stage, "level": p.level, "done": p.done, "total": p.total, "percent": round(p.percent, 2),
+            "stage": stage,
+            "level": p.level,
+            "done": p.done,
+            "total": p.total,
+            "percent": round(p.percent, 2),
             "tokens_per_second": round(p.tokens_per_second, 2),
             "eta_seconds": None if p.eta_seconds is None else round(p.eta_seconds, 1),
-            "window": p.window, "windows": p.windows,
+            "window": p.window,
+            "windows": p.windows,
         }
         with self._lock:
             self._data = data
@@ -206,8 +213,12 @@ def request_from_song(song: Song) -> Any:
     from engine.sample import SamplingSettings
 
     return SongRequest(
-        artist=song.artist, genre=song.genre, lyrics=song.lyrics or "", seconds=float(song.seconds),
-        seed=int(song.seed), settings=SamplingSettings(temperatures=(0.99, 0.99, float(song.temperature))),
+        artist=song.artist,
+        genre=song.genre,
+        lyrics=song.lyrics or "",
+        seconds=float(song.seconds),
+        seed=int(song.seed),
+        settings=SamplingSettings(temperatures=(0.99, 0.99, float(song.temperature))),
     )
 
 
@@ -240,14 +251,22 @@ class _Job:
 
 
 class Worker:
-    def __init__(self, settings: Settings | None = None, options: WorkerOptions | None = None, *,
-                 db: Database | None = None, storage: Storage | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        options: WorkerOptions | None = None,
+        *,
+        db: Database | None = None,
+        storage: Storage | None = None,
+    ) -> None:
         self.settings = settings or get_settings()
         self.options = options or WorkerOptions()
         self.db = db or open_database(self.settings.database_url)
         self.storage = storage or get_storage(self.settings)
         self.owner = self.options.owner or queue.default_owner()
-        self.device = resolve_device(self.options.device if self.options.device != "auto" else self.settings.device)
+        self.device = resolve_device(
+            self.options.device if self.options.device != "auto" else self.settings.device
+        )
         self.dtype = resolve_dtype(self.options.dtype, self.device)
         self.model_name = self.options.model or self.settings.model
         self._engine: Any = None
@@ -279,12 +298,16 @@ class Worker:
                 return self._run_batched()
             idle_since = time.monotonic()
             while not self.terminating.is_set():
-                lease = queue.claim(self.db, list(self.options.kinds), self.owner, self.settings.lease_seconds)
+                lease = queue.claim(
+                    self.db, list(self.options.kinds), self.owner, self.settings.lease_seconds
+                )
                 if lease is None:
                     if self.options.once:
                         return 0
-                    if (self.options.idle_exit_seconds is not None
-                            and time.monotonic() - idle_since > self.options.idle_exit_seconds):
+                    if (
+                        self.options.idle_exit_seconds is not None
+                        and time.monotonic() - idle_since > self.options.idle_exit_seconds
+                    ):
                         return 0
                     queue.wait_for_work(self.db, list(self.options.kinds), timeout=self.settings.poll_seconds)
                     continue
@@ -313,7 +336,9 @@ class Worker:
         from engine.batching import BatchScheduler, use_scheduler
 
         opts = self.options
-        sched = BatchScheduler(budget_bytes=self._batch_budget(), max_rows=opts.batch_rows or 3 * opts.batch_jobs)
+        sched = BatchScheduler(
+            budget_bytes=self._batch_budget(), max_rows=opts.batch_rows or 3 * opts.batch_jobs
+        )
         running: dict[threading.Thread, str] = {}
         idle_since = time.monotonic()
         claiming = True
@@ -328,8 +353,9 @@ class Worker:
                     kinds = [next(iter(running.values()))] if running else list(opts.kinds)
                     lease = queue.claim(self.db, kinds, self.owner, self.settings.lease_seconds)
                     if lease is not None:
-                        t = threading.Thread(target=self.run_job, args=(lease,), name=f"job-{lease.job_id}",
-                                             daemon=True)
+                        t = threading.Thread(
+                            target=self.run_job, args=(lease,), name=f"job-{lease.job_id}", daemon=True
+                        )
                         running[t] = lease.kind
                         t.start()
                         idle_since = time.monotonic()
@@ -341,7 +367,10 @@ class Worker:
                 if not running:
                     if not claiming:
                         break
-                    if opts.idle_exit_seconds is not None and time.monotonic() - idle_since > opts.idle_exit_seconds:
+                    if (
+                        opts.idle_exit_seconds is not None
+                        and time.monotonic() - idle_since > opts.idle_exit_seconds
+                    ):
                         break
                     queue.wait_for_work(self.db, list(opts.kinds), timeout=self.settings.poll_seconds)
                 else:
@@ -362,8 +391,14 @@ class Worker:
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         log.info("loading model %s on %s (%s)", name, self.device, str(self.dtype).replace("torch.", ""))
-        self._engine = Engine.load(name, device=self.device, dtype=self.dtype, swap_levels=self.options.swap_levels,
-                                   settings=self.settings, progress=False)
+        self._engine = Engine.load(
+            name,
+            device=self.device,
+            dtype=self.dtype,
+            swap_levels=self.options.swap_levels,
+            settings=self.settings,
+            progress=False,
+        )
         self._engine_name = name
         return self._engine
 
@@ -491,7 +526,9 @@ class Worker:
         assert song.id is not None
         prime_key = f"songs/{song.id}/prime.npz"
         if self.storage.exists(prime_key):  # made by this song's draft job: the exact same codes
-            return Prompt.from_clip_codes(engine, self.storage.read_bytes(prime_key), None, source="the prime")
+            return Prompt.from_clip_codes(
+                engine, self.storage.read_bytes(prime_key), None, source="the prime"
+            )
         limit = self.settings.max_prime_seconds
         seconds = min(float(song.prime_seconds), limit) if song.prime_seconds else limit
         if song.parent_clip_id is not None:
@@ -501,19 +538,26 @@ class Worker:
             try:
                 data = self.storage.read_bytes(clip.codes_key)
             except FileNotFoundError:
-                raise PermanentError(f"the codes of clip #{song.parent_clip_id} are missing from storage") from None
+                raise PermanentError(
+                    f"the codes of clip #{song.parent_clip_id} are missing from storage"
+                ) from None
             prompt = Prompt.from_clip_codes(engine, data, seconds, source=f"clip #{song.parent_clip_id}")
         elif song.prime_key:
             try:
                 local = self.storage.local_path(song.prime_key)
                 if local is not None and local.exists():
-                    audio = load_audio(local, engine.sample_rate, max_bytes=self.settings.max_upload_bytes,
-                                       duration=seconds)
+                    audio = load_audio(
+                        local, engine.sample_rate, max_bytes=self.settings.max_upload_bytes, duration=seconds
+                    )
                 else:
                     from engine.audio import load_audio_bytes
 
-                    audio = load_audio_bytes(self.storage.read_bytes(song.prime_key), engine.sample_rate,
-                                             max_bytes=self.settings.max_upload_bytes, duration=seconds)
+                    audio = load_audio_bytes(
+                        self.storage.read_bytes(song.prime_key),
+                        engine.sample_rate,
+                        max_bytes=self.settings.max_upload_bytes,
+                        duration=seconds,
+                    )
             except FileNotFoundError:
                 raise PermanentError("the uploaded prime audio is missing from storage") from None
             except AudioError as e:
@@ -540,9 +584,16 @@ class Worker:
         self._set_status(job, SongStatus.drafting)
         job.tracker.stage(stage_name(2))
         job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="drafts")
-        drafts = make_drafts(engine, request, int(song.n_drafts), prompt=prompt, checkpointer=job.checkpointer,
-                             hooks=self._hooks(job, primed), decode=False,
-                             checkpoint_every=self.options.checkpoint_seconds)
+        drafts = make_drafts(
+            engine,
+            request,
+            int(song.n_drafts),
+            prompt=prompt,
+            checkpointer=job.checkpointer,
+            hooks=self._hooks(job, primed),
+            decode=False,
+            checkpoint_every=self.options.checkpoint_seconds,
+        )
         job.tracker.stage("decoding")
         previews = engine.decode(drafts.codes, 2)
         job.tracker.stage("saving")
@@ -586,9 +637,17 @@ class Worker:
         self._set_status(job, SongStatus.upsampling)
         job.tracker.stage("upsampling level 1")
         job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="upsample")
-        final = upsample(engine, request, top, draft_index=draft.index, prompt=prompt, checkpointer=job.checkpointer,
-                         hooks=self._hooks(job, primed), decode=False,
-                         checkpoint_every=self.options.checkpoint_seconds)
+        final = upsample(
+            engine,
+            request,
+            top,
+            draft_index=draft.index,
+            prompt=prompt,
+            checkpointer=job.checkpointer,
+            hooks=self._hooks(job, primed),
+            decode=False,
+            checkpoint_every=self.options.checkpoint_seconds,
+        )
         job.tracker.stage("decoding")
         audio = engine.decode(final.codes[0], 0, chunk_tokens=1 << 20)[0]
         job.tracker.stage("saving")
@@ -596,12 +655,28 @@ class Worker:
         seconds = final.sample_length / engine.sample_rate
         self.storage.write_bytes(f"{base}/final.wav", wav_bytes(audio, engine.sample_rate))
         self.storage.write_bytes(f"{base}/final.mp3", mp3_bytes(audio, engine.sample_rate))
-        self.storage.write_bytes(f"{base}/codes.npz", codes_to_npz(final.codes, {
-            "model": engine.name, "sample_rate": engine.sample_rate, "song_id": song.id, "draft_id": draft.id}))
+        self.storage.write_bytes(
+            f"{base}/codes.npz",
+            codes_to_npz(
+                final.codes,
+                {
+                    "model": engine.name,
+                    "sample_rate": engine.sample_rate,
+                    "song_id": song.id,
+                    "draft_id": draft.id,
+                },
+            ),
+        )
         job.heartbeat.stop()
         with queue.fenced(self.db, lease) as s:
-            clip = repo.add_clip(s, song.id, f"{base}/final.wav", f"{base}/codes.npz", mp3_key=f"{base}/final.mp3",
-                                 seconds=seconds)
+            clip = repo.add_clip(
+                s,
+                song.id,
+                f"{base}/final.wav",
+                f"{base}/codes.npz",
+                mp3_key=f"{base}/final.mp3",
+                seconds=seconds,
+            )
             result = {"clip_id": clip.id, "seconds": seconds}
             queue.complete(self.db, lease, result, session=s)
         job.checkpointer.cleanup()

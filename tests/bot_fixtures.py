@@ -27,17 +27,17 @@ def studio_overrides() -> dict[str, Any]:
 
 
 @pytest_asyncio.fixture
-async def studio(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                 studio_overrides: dict[str, Any]) -> AsyncIterator[Studio]:
+async def studio(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, studio_overrides: dict[str, Any]
+) -> AsyncIterator[Studio]:
     """Over SQLite and PostgreSQL (the `database_url` fixture)."""
     async for s in make_studio(database_url, tmp_path, monkeypatch, studio_overrides):
         yield s
 
 
 @pytest_asyncio.fixture
-async def sqlite_studio(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                        studio_overrides: dict[str, Any]) -> AsyncIterator[Studio]:
+async def sqlite_studio(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, studio_overrides: dict[str, Any]
+) -> AsyncIterator[Studio]:
     async for s in make_studio(sqlite_url, tmp_path, monkeypatch, studio_overrides):
         yield s
-
-

@@ -52,15 +52,24 @@ class Studio:
 
     # ---------------------------------------------------------------- the bot
 
-    async def start_bot(self, *, sync: bool = True, scheduler_factory: Callable[..., Any] | bool | None = None) -> JukeBot:
+    async def start_bot(
+        self, *, sync: bool = True, scheduler_factory: Callable[..., Any] | bool | None = None
+    ) -> JukeBot:
         """Start the bot on this loop. scheduler_factory: None for an in-memory APScheduler, False
         for the product's (publisher/scheduler.py, jobs kept in the database)."""
         db = self.db
         if self.bot_db_url is not None:
             self.bot_db = db = Database(self.bot_db_url)
-        bot = JukeBot(self.settings, db, self.storage, sync_commands=sync, guild_ready_timeout=0.05,
-                      scheduler_factory=None if scheduler_factory is False
-                      else (scheduler_factory or _memory_scheduler))  # type: ignore[arg-type]
+        bot = JukeBot(
+            self.settings,
+            db,
+            self.storage,
+            sync_commands=sync,
+            guild_ready_timeout=0.05,
+            scheduler_factory=None
+            if scheduler_factory is False
+            else (scheduler_factory or _memory_scheduler),
+        )  # type: ignore[arg-type]
         assert self.settings.discord_token is not None
         self.bot = bot
         self.task = asyncio.create_task(bot.start(self.settings.discord_token.get_secret_value()))
@@ -131,8 +140,11 @@ class Studio:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def bot_messages(self, channel: int | None = None) -> list[dict[str, Any]]:
-        return [m for m in self.fake.channel_messages(channel or self.channel)
-                if m["author"]["id"] == str(self.fake.app_id) and m.get("type", 0) == 0]
+        return [
+            m
+            for m in self.fake.channel_messages(channel or self.channel)
+            if m["author"]["id"] == str(self.fake.app_id) and m.get("type", 0) == 0
+        ]
 
     def message_with(self, prefix: str, channel: int | None = None) -> dict[str, Any] | None:
         """The bot's message in the channel having a button whose custom id starts with prefix."""
@@ -153,7 +165,11 @@ class Studio:
 
     def drafts(self, song_id: int) -> list[Draft]:
         with self.db.read() as s:
-            return list(s.execute(select(Draft).where(col(Draft.song_id) == song_id).order_by(col(Draft.index))).scalars())
+            return list(
+                s.execute(
+                    select(Draft).where(col(Draft.song_id) == song_id).order_by(col(Draft.index))
+                ).scalars()
+            )
 
     def clip(self, song_id: int) -> Clip | None:
         with self.db.read() as s:
@@ -161,10 +177,13 @@ class Studio:
 
     def jobs(self, song_id: int) -> list[Job]:
         with self.db.read() as s:
-            return list(s.execute(select(Job).where(col(Job.song_id) == song_id).order_by(col(Job.id))).scalars())
+            return list(
+                s.execute(select(Job).where(col(Job.song_id) == song_id).order_by(col(Job.id))).scalars()
+            )
 
-    async def run(self, member: str, command: str, options: dict[str, Any] | None = None,
-                  channel: int | None = None) -> FakeInteraction:
+    async def run(
+        self, member: str, command: str, options: dict[str, Any] | None = None, channel: int | None = None
+    ) -> FakeInteraction:
         ix = await self.fake.command(self.members[member], channel or self.channel, command, options)
         return await self.fake.settled(ix, timeout=20)
 
@@ -206,8 +225,10 @@ def codes_npy(n: int, seed: int) -> bytes:
 def write_tiny_model(folder: Path) -> Path:
     """The engine-pipeline tests' tiny random-weight model (artists: bach; genres: chorale), written
     in a child process so this one stays free of torch."""
-    code = "import sys; from pathlib import Path; from tests.pipeline_fixtures import write_tiny_model; " \
-           "write_tiny_model(Path(sys.argv[1]))"
+    code = (
+        "import sys; from pathlib import Path; from tests.pipeline_fixtures import write_tiny_model; "
+        "write_tiny_model(Path(sys.argv[1]))"
+    )
     subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, check=True, timeout=300)
     return folder
 
@@ -215,8 +236,14 @@ def write_tiny_model(folder: Path) -> Path:
 def real_worker_overrides(model_dir: Path, **more: Any) -> dict[str, Any]:
     """Settings for a studio whose songs are made by the real worker with the tiny model on a CPU:
     very short songs (a fifth of a second renders in seconds)."""
-    return {"model": str(model_dir), "min_seconds": 0.1, "default_seconds": 0.2, "heartbeat_seconds": 0.2,
-            "device": "cpu", **more}
+    return {
+        "model": str(model_dir),
+        "min_seconds": 0.1,
+        "default_seconds": 0.2,
+        "heartbeat_seconds": 0.2,
+        "device": "cpu",
+        **more,
+    }
 
 
 def studio_settings(database_url: str, storage_root: str, fake: FakeDiscord, **overrides: Any) -> Settings:
@@ -242,22 +269,25 @@ def studio_settings(database_url: str, storage_root: str, fake: FakeDiscord, **o
 
 def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUKEBOT_")}
-    env.update({
-        "JUKEBOT_DATABASE_URL": settings.database_url,
-        "JUKEBOT_STORAGE_URL": settings.storage_url,
-        "JUKEBOT_LEASE_SECONDS": str(settings.lease_seconds),
-        "JUKEBOT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
-        "JUKEBOT_POLL_SECONDS": str(settings.poll_seconds),
-        "JUKEBOT_MODEL": settings.model,
-        "JUKEBOT_MIN_SECONDS": str(settings.min_seconds),
-        "JUKEBOT_MAX_SECONDS": str(settings.max_seconds),
-        "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "JUKEBOT_DATABASE_URL": settings.database_url,
+            "JUKEBOT_STORAGE_URL": settings.storage_url,
+            "JUKEBOT_LEASE_SECONDS": str(settings.lease_seconds),
+            "JUKEBOT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+            "JUKEBOT_POLL_SECONDS": str(settings.poll_seconds),
+            "JUKEBOT_MODEL": settings.model,
+            "JUKEBOT_MIN_SECONDS": str(settings.min_seconds),
+            "JUKEBOT_MAX_SECONDS": str(settings.max_seconds),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     return env
 
 
-async def make_studio(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                      overrides: dict[str, Any]) -> AsyncIterator[Studio]:
+async def make_studio(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
+) -> AsyncIterator[Studio]:
     fake = await FakeDiscord().start()
     settings = studio_settings(database_url, str(tmp_path / "storage"), fake, **overrides)
     env = env_for(settings)
@@ -288,8 +318,9 @@ async def make_studio(database_url: str, tmp_path: Path, monkeypatch: pytest.Mon
         get_settings.cache_clear()
 
 
-def seed_clip(studio: Studio, member: str = "alice", *, artist: str = "abba", genre: str = "pop",
-              seconds: float = 2.0) -> int:
+def seed_clip(
+    studio: Studio, member: str = "alice", *, artist: str = "abba", genre: str = "pop", seconds: float = 2.0
+) -> int:
     """A song whose vote is over and whose upsample job just finished (done here, in-process, the
     way a worker would: claim, write the files, a fenced Clip row + complete). The bot then posts
     the clip on its own. Returns the song id."""
@@ -299,8 +330,17 @@ def seed_clip(studio: Studio, member: str = "alice", *, artist: str = "abba", ge
     with studio.db.write() as s:
         user = repo.get_or_create_user(s, studio.members[member], member)
         assert user.id is not None
-        song = repo.create_song(s, user_id=user.id, artist=artist, genre=genre, seconds=seconds, seed=7,
-                                title=f"{artist} · {genre}", guild_id=studio.guild, channel_id=studio.channel)
+        song = repo.create_song(
+            s,
+            user_id=user.id,
+            artist=artist,
+            genre=genre,
+            seconds=seconds,
+            seed=7,
+            title=f"{artist} · {genre}",
+            guild_id=studio.guild,
+            channel_id=studio.channel,
+        )
         assert song.id is not None
         song_id = song.id
         studio.storage.write_bytes(f"songs/{song_id}/draft-0.wav", tone_wav(200.0, seconds))
@@ -308,14 +348,21 @@ def seed_clip(studio: Studio, member: str = "alice", *, artist: str = "abba", ge
         song.status = SongStatus.upsampling.value
         song.winner_draft_id = draft.id
         s.add(song)
-    queue.enqueue(studio.db, JobKind.upsample, {"song_id": song_id, "draft_id": draft.id}, song_id=song_id,
-                  idempotency_key=f"song:{song_id}:upsample")
+    queue.enqueue(
+        studio.db,
+        JobKind.upsample,
+        {"song_id": song_id, "draft_id": draft.id},
+        song_id=song_id,
+        idempotency_key=f"song:{song_id}:upsample",
+    )
     lease = queue.claim(studio.db, [JobKind.upsample], "seed", 60)
     assert lease is not None and lease.song_id == song_id
     studio.storage.write_bytes(f"songs/{song_id}/clip.wav", tone_wav(300.0 + song_id, seconds))
     studio.storage.write_bytes(f"songs/{song_id}/clip.npz", codes_npy(16, song_id))
     with queue.fenced(studio.db, lease) as s:
-        clip = repo.add_clip(s, song_id, f"songs/{song_id}/clip.wav", f"songs/{song_id}/clip.npz", seconds=seconds)
+        clip = repo.add_clip(
+            s, song_id, f"songs/{song_id}/clip.wav", f"songs/{song_id}/clip.npz", seconds=seconds
+        )
         queue.complete(studio.db, lease, {"clip_id": clip.id}, session=s)
     return song_id
 
@@ -334,7 +381,12 @@ def finish_drafts(studio: Studio, song_id: int, *, seconds: float = 1.0) -> list
     for i in range(song.n_drafts):
         studio.storage.write_bytes(f"songs/{song_id}/d{i}.wav", tone_wav(220.0 * (i + 1), seconds))
     with queue.fenced(studio.db, lease) as s:
-        ids = [int(repo.add_draft(s, song_id, i, f"songs/{song_id}/d{i}.wav", f"songs/{song_id}/d{i}.npy").id or 0)
-               for i in range(song.n_drafts)]
+        ids = [
+            int(
+                repo.add_draft(s, song_id, i, f"songs/{song_id}/d{i}.wav", f"songs/{song_id}/d{i}.npy").id
+                or 0
+            )
+            for i in range(song.n_drafts)
+        ]
         queue.complete(studio.db, lease, {"draft_ids": ids}, session=s)
     return ids

@@ -70,7 +70,9 @@ def create_pg_database(template: str | None = None) -> str:
     with _admin() as conn:
         stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
-            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
         conn.execute(stmt)
         # Commits need not wait for the disk in tests (locking and visibility are unchanged).
         conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(sql.Identifier(name)))
@@ -154,17 +156,25 @@ class _PgPool:
                 )
                 if self.expected is None:
                     with psycopg.connect(_pg_url(str(self.template))) as tpl:
-                        self.expected = (self._tables(tpl), tpl.execute("SELECT version_num FROM alembic_version").fetchall())
+                        self.expected = (
+                            self._tables(tpl),
+                            tpl.execute("SELECT version_num FROM alembic_version").fetchall(),
+                        )
             with psycopg.connect(url, connect_timeout=5) as conn:
                 conn.execute("SET lock_timeout = '5s'")
                 tables = self._tables(conn)
-                if (tables, conn.execute("SELECT version_num FROM alembic_version").fetchall()) != self.expected:
+                if (
+                    tables,
+                    conn.execute("SELECT version_num FROM alembic_version").fetchall(),
+                ) != self.expected:
                     return False
                 conn.execute("SET session_replication_role = replica")  # no FK triggers: any order
                 for table in sorted(tables - {"alembic_version"}):
                     conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
                 for (seq,) in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'S'").fetchall():
-                    conn.execute("SELECT setval(%s::regclass, 1, false)", [sql.Identifier(seq).as_string(conn)])
+                    conn.execute(
+                        "SELECT setval(%s::regclass, 1, false)", [sql.Identifier(seq).as_string(conn)]
+                    )
             return True
         except psycopg.Error:
             return False

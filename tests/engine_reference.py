@@ -20,16 +20,44 @@ from torch import nn
 # hparams in the original names -----------------------------------------------------------------
 
 SMALL_VQVAE = dict(
-    sr=44100, levels=3, downs_t=(3, 2, 2), strides_t=(2, 2, 2), emb_width=16, l_bins=64, l_mu=0.99,
-    commit=0.02, spectral=0.0, multispectral=1.0, hvqvae_multipliers=(2, 1, 1), width=8, depth=2, m_conv=1.0,
-    dilation_growth_rate=3, restore_vqvae="",
+    sr=44100,
+    levels=3,
+    downs_t=(3, 2, 2),
+    strides_t=(2, 2, 2),
+    emb_width=16,
+    l_bins=64,
+    l_mu=0.99,
+    commit=0.02,
+    spectral=0.0,
+    multispectral=1.0,
+    hvqvae_multipliers=(2, 1, 1),
+    width=8,
+    depth=2,
+    m_conv=1.0,
+    dilation_growth_rate=3,
+    restore_vqvae="",
 )
 _V2 = dict(labels=True, y_bins=(120, 4111), t_bins=128, max_bow_genre_size=5, n_vocab=80)
 _V3 = dict(labels=True, labels_v3=True, y_bins=(604, 7898), t_bins=64, max_bow_genre_size=1, n_vocab=79)
 _SMALL_UPSAMPLER = dict(
-    n_ctx=64, prior_width=32, prior_depth=6, heads=2, attn_order=2, blocks=8, init_scale=0.4, c_res=1,
-    cond_width=16, cond_depth=3, cond_dilation_growth_rate=3, cond_dilation_cycle=2, cond_c_res=1,
-    use_tokens=False, prime_loss_fraction=0.0, fp16_params=False, restore_prior="", **_V2,
+    n_ctx=64,
+    prior_width=32,
+    prior_depth=6,
+    heads=2,
+    attn_order=2,
+    blocks=8,
+    init_scale=0.4,
+    c_res=1,
+    cond_width=16,
+    cond_depth=3,
+    cond_dilation_growth_rate=3,
+    cond_dilation_cycle=2,
+    cond_c_res=1,
+    use_tokens=False,
+    prime_loss_fraction=0.0,
+    fp16_params=False,
+    restore_prior="",
+    **_V2,
 )
 SMALL_PRIORS: dict[str, dict[str, Any]] = {
     # upsampler with conditioner (level 0), and level 1 with cond_res_scale like the released one
@@ -37,28 +65,87 @@ SMALL_PRIORS: dict[str, dict[str, Any]] = {
     "upsampler_level_1": dict(level=1, cond_res_scale=True, **_SMALL_UPSAMPLER),
     # 5b-style top prior: timing labels, merged decoder, fp16 Conv1D weights
     "prior_5b": dict(
-        level=2, n_ctx=64, prior_width=32, prior_depth=6, heads=2, attn_order=2, blocks=8, init_scale=0.1,
-        c_res=1, min_duration=1.0, max_duration=600.0, use_tokens=False, n_tokens=0, prime_loss_fraction=0.0,
-        merged_decoder=True, fp16_params=True, restore_prior="", **_V2,
+        level=2,
+        n_ctx=64,
+        prior_width=32,
+        prior_depth=6,
+        heads=2,
+        attn_order=2,
+        blocks=8,
+        init_scale=0.1,
+        c_res=1,
+        min_duration=1.0,
+        max_duration=600.0,
+        use_tokens=False,
+        n_tokens=0,
+        prime_loss_fraction=0.0,
+        merged_decoder=True,
+        fp16_params=True,
+        restore_prior="",
+        **_V2,
     ),
     # 5b_lyrics-style: separate lyric encoder, cross-attention layers (attn_order 6: every 4th layer)
     "prior_5b_lyrics": dict(
-        level=2, n_ctx=64, prior_width=32, prior_depth=8, heads=2, attn_order=6, blocks=8, init_scale=0.1,
-        c_res=1, prime_width=16, prime_depth=3, prime_heads=2, prime_attn_order=2, prime_blocks=4,
-        prime_init_scale=0.7, prime_c_res=1, min_duration=1.0, max_duration=600.0, use_tokens=True,
-        n_tokens=32, prime_loss_fraction=0.4, merged_decoder=True, fp16_params=True, restore_prior="",
-        alignment_layer=7, alignment_head=1, **_V2,
+        level=2,
+        n_ctx=64,
+        prior_width=32,
+        prior_depth=8,
+        heads=2,
+        attn_order=6,
+        blocks=8,
+        init_scale=0.1,
+        c_res=1,
+        prime_width=16,
+        prime_depth=3,
+        prime_heads=2,
+        prime_attn_order=2,
+        prime_blocks=4,
+        prime_init_scale=0.7,
+        prime_c_res=1,
+        min_duration=1.0,
+        max_duration=600.0,
+        use_tokens=True,
+        n_tokens=32,
+        prime_loss_fraction=0.4,
+        merged_decoder=True,
+        fp16_params=True,
+        restore_prior="",
+        alignment_layer=7,
+        alignment_head=1,
+        **_V2,
     ),
     # 1b_lyrics-style: lyric prefix in one sequence (merged vocabulary), attn_order 12 with its
     # prime layers (15, 31) and the dense layer 47; 16 + 64 = 80 positions, block_ctx 10
     "prior_1b_lyrics": dict(
-        level=2, n_ctx=64, prior_width=32, prior_depth=48, heads=2, attn_order=12, blocks=8, init_scale=0.2,
-        c_res=1, min_duration=1.0, max_duration=600.0, use_tokens=True, n_tokens=16, prime_loss_fraction=0.4,
-        single_enc_dec=True, fp16_params=False, restore_prior="", alignment_layer=15, alignment_head=0, **_V3,
+        level=2,
+        n_ctx=64,
+        prior_width=32,
+        prior_depth=48,
+        heads=2,
+        attn_order=12,
+        blocks=8,
+        init_scale=0.2,
+        c_res=1,
+        min_duration=1.0,
+        max_duration=600.0,
+        use_tokens=True,
+        n_tokens=16,
+        prime_loss_fraction=0.4,
+        single_enc_dec=True,
+        fp16_params=False,
+        restore_prior="",
+        alignment_layer=15,
+        alignment_head=0,
+        **_V3,
     ),
 }
-LEVEL_OF = {"upsampler_level_0": 0, "upsampler_level_1": 1, "prior_5b": 2, "prior_5b_lyrics": 2,
-            "prior_1b_lyrics": 2}
+LEVEL_OF = {
+    "upsampler_level_0": 0,
+    "upsampler_level_1": 1,
+    "prior_5b": 2,
+    "prior_5b_lyrics": 2,
+    "prior_1b_lyrics": 2,
+}
 
 
 class _AnyLongTensorMeta(type):
@@ -134,8 +221,14 @@ def randomize_(module: nn.Module, seed: int) -> None:
         t.copy_(val.to(t.dtype))
 
 
-def save_original(module: nn.Module, path: Path, *, prefix: bool = False, legacy: bool = False,
-                  hps: dict[str, Any] | None = None) -> Path:
+def save_original(
+    module: nn.Module,
+    path: Path,
+    *,
+    prefix: bool = False,
+    legacy: bool = False,
+    hps: dict[str, Any] | None = None,
+) -> Path:
     """Write `{'model': state_dict}` the way the original `save_checkpoint` does."""
     sd = {("module." + k if prefix else k): v.detach().cpu() for k, v in module.state_dict().items()}
     ckpt: dict[str, Any] = {"model": sd, "step": 7}
@@ -145,8 +238,9 @@ def save_original(module: nn.Module, path: Path, *, prefix: bool = False, legacy
     return path
 
 
-def reference_preds(ref_prior: Any, z: torch.Tensor, z_conds: list[torch.Tensor] | None,
-                    y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_preds(
+    ref_prior: Any, z: torch.Tensor, z_conds: list[torch.Tensor] | None, y: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, logits over the whole transformer sequence) from the reference's training forward
     (`SimplePrior.z_forward`, spelled out for separate-encoder priors: its prime loss calls
     `.view` on a non-contiguous slice of y, which only works for a batch of 1)."""
@@ -159,8 +253,10 @@ def reference_preds(ref_prior: Any, z: torch.Tensor, z_conds: list[torch.Tensor]
         encoder_kv = rp.get_encoder_kv(prime, fp16=False)
         prime_loss = rp.get_prime_loss(encoder_kv, None if prime is None else prime.contiguous())
         gen_loss, preds = rp.prior(z, x_cond, y_cond, encoder_kv, fp16=False, get_preds=True)
-        loss = (rp.prime_loss_fraction * prime_loss * rp.prime_loss_dims / rp.total_loss_dims
-                + gen_loss * rp.gen_loss_dims / rp.total_loss_dims)
+        loss = (
+            rp.prime_loss_fraction * prime_loss * rp.prime_loss_dims / rp.total_loss_dims
+            + gen_loss * rp.gen_loss_dims / rp.total_loss_dims
+        )
     return loss, preds
 
 

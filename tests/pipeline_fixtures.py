@@ -61,8 +61,12 @@ def tiny_plan(config: ModelConfig, seconds: float, n_rows: int, seed: int) -> tu
     sample_length = round_sample_length(seconds, config.sample_rate, hops[-1])
     totals = tuple(tokens_per_level(sample_length, hops))
     plan = Plan(
-        levels=(2, 1, 0), totals=totals, n_ctx=tuple(p.n_ctx for p in config.priors),
-        downsamples=(hops[1] // hops[0], hops[2] // hops[1], 0), n_samples=n_rows, key=NoiseKey(seed),
+        levels=(2, 1, 0),
+        totals=totals,
+        n_ctx=tuple(p.n_ctx for p in config.priors),
+        downsamples=(hops[1] // hops[0], hops[2] // hops[1], 0),
+        n_samples=n_rows,
+        key=NoiseKey(seed),
         settings=SamplingSettings(temperatures=(1.0, 1.0, 1.0)),
     )
     return plan, sample_length
@@ -79,7 +83,9 @@ def write_tiny_model(folder: Path, config: ModelConfig | None = None, seed: int 
     model = JukeboxModel(config)
     with torch.no_grad():
         for level in range(3):
-            model.vqvae.bottleneck[level].k.normal_()  # a codebook of distinct vectors, so encoding spreads over codes
+            model.vqvae.bottleneck[
+                level
+            ].k.normal_()  # a codebook of distinct vectors, so encoding spreads over codes
     config.save(folder / "model.json")
     torch.save({"model": model.vqvae.state_dict()}, folder / "vqvae.pth.tar")
     for level, prior in enumerate(model.priors):
@@ -130,8 +136,15 @@ def _run_job(args: argparse.Namespace) -> int:
 
     ckpt = JobCheckpointer(db, storage, lease)
     codes = resumable_run(
-        plan, priors.__getitem__, labels, empty_codes(args.rows), ckpt, {"request": "tiny"},
-        device=CPU, dtype=torch.float32, hooks=Hooks(on_window=on_window, on_tokens=on_tokens, tokens_every=4),
+        plan,
+        priors.__getitem__,
+        labels,
+        empty_codes(args.rows),
+        ckpt,
+        {"request": "tiny"},
+        device=CPU,
+        dtype=torch.float32,
+        hooks=Hooks(on_window=on_window, on_tokens=on_tokens, tokens_every=4),
     )
     np.savez(args.out, *codes)
     complete(db, lease, {"ok": True})

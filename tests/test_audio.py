@@ -109,7 +109,11 @@ def test_too_long_file_refused_with_durations(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="this file is 5 s long; the prime can be at most 2 s"):
         load_audio(long, SR, max_seconds=2.0)
     assert len(load_audio(long, SR, max_seconds=5.0)) == pytest.approx(5 * SR, abs=2)
-    assert human_seconds(180) == "3 min" and human_seconds(192) == "3 min 12 s" and human_seconds(3720) == "1 h 2 min"
+    assert (
+        human_seconds(180) == "3 min"
+        and human_seconds(192) == "3 min 12 s"
+        and human_seconds(3720) == "1 h 2 min"
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -49,19 +49,37 @@ class Job:
     """One song's sampling run, as the pipeline would make it: its own rows, seed, temperature,
     length and noise stream."""
 
-    def __init__(self, config: Any, priors: dict[int, Any], *, seconds: float, rows: int, seed: int,
-                 levels: tuple[int, ...] = (2, 1, 0), temperature: float = 1.0, stream: int = 0) -> None:
+    def __init__(
+        self,
+        config: Any,
+        priors: dict[int, Any],
+        *,
+        seconds: float,
+        rows: int,
+        seed: int,
+        levels: tuple[int, ...] = (2, 1, 0),
+        temperature: float = 1.0,
+        stream: int = 0,
+    ) -> None:
         plan, sl = tiny_plan(config, seconds, rows, seed)
-        self.plan = Plan(levels=levels, totals=plan.totals, n_ctx=plan.n_ctx, downsamples=plan.downsamples,
-                         n_samples=rows, key=NoiseKey(seed, stream),
-                         settings=SamplingSettings(temperatures=(temperature,) * 3))
+        self.plan = Plan(
+            levels=levels,
+            totals=plan.totals,
+            n_ctx=plan.n_ctx,
+            downsamples=plan.downsamples,
+            n_samples=rows,
+            key=NoiseKey(seed, stream),
+            settings=SamplingSettings(temperatures=(temperature,) * 3),
+        )
         self.labels = TinyLabels(config, sl, rows)
         self.priors = priors
         self.codes: list[np.ndarray] | None = None
         self.error: BaseException | None = None
 
     def run(self) -> list[np.ndarray]:
-        return run_plan(self.plan, self.priors.__getitem__, self.labels, empty_codes(self.plan.n_samples), device=CPU)
+        return run_plan(
+            self.plan, self.priors.__getitem__, self.labels, empty_codes(self.plan.n_samples), device=CPU
+        )
 
     def run_in_thread(self) -> threading.Thread:
         def target() -> None:
@@ -118,8 +136,9 @@ def test_the_batched_path_is_the_slow_exact_path(model: tuple[Any, dict[int, Any
     jobs = _jobs(config, priors)[:2]
     _together(jobs, BatchScheduler(budget_bytes=1 << 30, max_rows=8, mode="eager"))
     for j in jobs:
-        slow = run_plan(j.plan, lambda lv: ExactPrior(priors[lv]), j.labels, empty_codes(j.plan.n_samples),
-                        device=CPU)
+        slow = run_plan(
+            j.plan, lambda lv: ExactPrior(priors[lv]), j.labels, empty_codes(j.plan.n_samples), device=CPU
+        )
         assert j.codes is not None
         assert all(np.array_equal(a, b) for a, b in zip(slow, j.codes, strict=True))
 
@@ -161,9 +180,16 @@ def test_a_failing_job_does_not_stop_the_others(model: tuple[Any, dict[int, Any]
         # a window whose progress callback raises (e.g. a lost lease): only that task fails
         prior = priors[2]
         y = TinyLabels(config, 44100, 1)(2, good.plan.windows(2)[0])
-        bad = WindowTask(cond=prior.get_cond(y, None), context=torch.zeros(1, 0, dtype=torch.long), n_new=20,
-                         row_bin=NoiseKey(9).row_bin_hash(2, [0], prior.n_bins, CPU), abs_start=0,
-                         temperature=1.0, on_token=lambda k: (_ for _ in ()).throw(Boom("stop")), tokens_every=4)
+        bad = WindowTask(
+            cond=prior.get_cond(y, None),
+            context=torch.zeros(1, 0, dtype=torch.long),
+            n_new=20,
+            row_bin=NoiseKey(9).row_bin_hash(2, [0], prior.n_bins, CPU),
+            abs_start=0,
+            temperature=1.0,
+            on_token=lambda k: (_ for _ in ()).throw(Boom("stop")),
+            tokens_every=4,
+        )
         with pytest.raises(Boom):
             sched.run(prior, bad, torch.float32)
         t.join(timeout=300)
@@ -182,9 +208,14 @@ def test_decoder_rows_join_and_leave_mid_window(model: tuple[Any, dict[int, Any]
 
     def task(seed: int, have: int, n_new: int) -> WindowTask:
         ctx = torch.randint(0, prior.config.l_bins, (2, have), generator=torch.Generator().manual_seed(seed))
-        return WindowTask(cond=prior.get_cond(lab(1, w), upper), context=ctx, n_new=n_new,
-                          row_bin=NoiseKey(seed).row_bin_hash(1, [0, 1], prior.n_bins, CPU), abs_start=w.start,
-                          temperature=0.95)
+        return WindowTask(
+            cond=prior.get_cond(lab(1, w), upper),
+            context=ctx,
+            n_new=n_new,
+            row_bin=NoiseKey(seed).row_bin_hash(1, [0, 1], prior.n_bins, CPU),
+            abs_start=w.start,
+            temperature=0.95,
+        )
 
     def alone(seed: int, have: int, n_new: int) -> torch.Tensor:
         loop, t = DecodeLoop(), task(seed, have, n_new)
@@ -207,8 +238,9 @@ def test_decoder_rows_join_and_leave_mid_window(model: tuple[Any, dict[int, Any]
 
 
 @pytest.mark.parametrize("flags", ["default", "splitk"])
-def test_compiled_step_equals_the_eager_step(model: tuple[Any, dict[int, Any]], monkeypatch: pytest.MonkeyPatch,
-                                             flags: str) -> None:
+def test_compiled_step_equals_the_eager_step(
+    model: tuple[Any, dict[int, Any]], monkeypatch: pytest.MonkeyPatch, flags: str
+) -> None:
     """The compile mode's step (every block through torch.compile, the pick too) on CPU with the
     aot_eager backend: the same tracing and functionalization of the in-place KV-cache writes as
     Inductor on the GPU, without code generation. Same tokens, same logits (split-K products:
@@ -229,9 +261,14 @@ def test_compiled_step_equals_the_eager_step(model: tuple[Any, dict[int, Any]], 
         for mode in ("eager", "compile"):
             dec = RowDecoder(prior, 3, CPU, torch.float32, mode=mode)  # type: ignore[arg-type]
             assert dec.mode == mode
-            t = WindowTask(cond=prior.get_cond(lab(2, w), None), context=ctx, n_new=40,
-                           row_bin=NoiseKey(2).row_bin_hash(2, range(3), prior.n_bins, CPU), abs_start=0,
-                           temperature=1.0)
+            t = WindowTask(
+                cond=prior.get_cond(lab(2, w), None),
+                context=ctx,
+                n_new=40,
+                row_bin=NoiseKey(2).row_bin_hash(2, range(3), prior.n_bins, CPU),
+                abs_start=0,
+                temperature=1.0,
+            )
             loop = DecodeLoop()
             loop.submit(dec, t)
             out[mode] = (loop.run_until_done(t), dec.state.logits.clone())

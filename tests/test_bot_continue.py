@@ -36,21 +36,26 @@ async def test_continue_a_clip_three_ways(sqlite_studio: Studio) -> None:
     assert [j.kind for j in studio.jobs(child.id or 0)] == [JobKind.continue_]
 
     # The message context menu on the clip's post.
-    menu = await fake.settled(await fake.message_command(studio.members["carol"], int(clip_msg["id"]),
-                                                         "Continue this clip"))
+    menu = await fake.settled(
+        await fake.message_command(studio.members["carol"], int(clip_msg["id"]), "Continue this clip")
+    )
     grandchild = studio.song(song_id_from(menu.text()))
     assert grandchild.parent_clip_id == clip.id and grandchild.user_id != child.user_id
     # ... and on a message that is not a clip.
     status = studio.message_with(f"jb:cancel:{grandchild.id}")
     assert status is not None
-    wrong = await fake.settled(await fake.message_command(studio.members["carol"], int(status["id"]),
-                                                          "Continue this clip"))
+    wrong = await fake.settled(
+        await fake.message_command(studio.members["carol"], int(status["id"]), "Continue this clip")
+    )
     assert "not a clip I posted" in wrong.text(), wrong.text()
 
     # Mistakes.
     assert "There is no clip #999" in (await studio.run("bob", "continue", {"clip": 999})).text()
     assert "Tell me what to continue" in (await studio.run("bob", "continue", {})).text()
-    assert "does not know the artist" in (await studio.run("bob", "continue", {"clip": clip.id, "artist": "qeeen x"})).text()
+    assert (
+        "does not know the artist"
+        in (await studio.run("bob", "continue", {"clip": clip.id, "artist": "qeeen x"})).text()
+    )
 
 
 async def test_continue_an_upload_checked_before_and_after_download(sqlite_studio: Studio) -> None:
@@ -84,7 +89,9 @@ async def test_continue_an_upload_checked_before_and_after_download(sqlite_studi
     corrupt = fake.host_file("song.wav", b"\x00garbage" * 500, content_type="audio/x-wav")
     ix = await studio.run("alice", "continue", {"audio": corrupt, **style})
     assert "not an audio file I can read" in ix.text(), ix.text()
-    truncated = fake.host_file("cut.mp3", b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff" * 40, content_type="audio/mpeg")
+    truncated = fake.host_file(
+        "cut.mp3", b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff" * 40, content_type="audio/mpeg"
+    )
     ix = await studio.run("alice", "continue", {"audio": truncated, **style})
     assert "damaged" in ix.text() or "no audio" in ix.text(), ix.text()
     text = fake.host_file("notes.txt", b"hello", content_type="text/plain")

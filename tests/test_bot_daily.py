@@ -22,8 +22,11 @@ pytest_plugins = ["tests.bot_fixtures"]
 
 @pytest.fixture
 def studio_overrides() -> dict[str, Any]:
-    return {"x_client_id": "x-client", "soundcloud_client_id": "sc-client",
-            "publish_times": {"x": "19:00", "soundcloud": "19:30"}}
+    return {
+        "x_client_id": "x-client",
+        "soundcloud_client_id": "sc-client",
+        "publish_times": {"x": "19:00", "soundcloud": "19:30"},
+    }
 
 
 def publications(studio: Studio, clip_id: int) -> list[Publication]:
@@ -53,7 +56,9 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
     # Two clips of the day; the second has more votes.
     first = await studio.run_db(seed_clip, studio, "alice")
     second = await studio.run_db(seed_clip, studio, "bob", artist="queen", genre="rock")
-    await studio.until_db(lambda: all((c := studio.clip(s)) and c.message_id for s in (first, second)), "both posted")
+    await studio.until_db(
+        lambda: all((c := studio.clip(s)) and c.message_id for s in (first, second)), "both posted"
+    )
     a, b = studio.clip(first), studio.clip(second)
     assert a is not None and b is not None
     for voter in ("carol", "dave"):
@@ -70,14 +75,18 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
     assert lines[0] == "**Top clips today**" and f"Clip #{b.id}" in lines[1] and "2 votes" in lines[1]
     assert f"Clip #{a.id}" in lines[2] and "1 vote" in lines[2]
     details = await studio.run("dave", "song", {"id": second})
-    assert f"Song #{second}" in details.text() and f"Clip #{b.id}" in details.text() and "done" in details.text()
+    assert (
+        f"Song #{second}" in details.text() and f"Clip #{b.id}" in details.text() and "done" in details.text()
+    )
     assert "There is no song #999" in (await studio.run("dave", "song", {"id": 999})).text()
     helped = await studio.run("dave", "help")
     assert "/generate artist genre" in helped.text() and helped.is_ephemeral()
 
     # The scheduled job fires (made due now): the day's best is posted in the daily channel.
     job.modify(next_run_time=utcnow())
-    post = await studio.until(lambda: studio.message_with("jb:continue:", daily_ch), "the daily clip", timeout=15)
+    post = await studio.until(
+        lambda: studio.message_with("jb:continue:", daily_ch), "the daily clip", timeout=15
+    )
     assert f"jb:continue:{b.id}" in custom_ids(post) and "Clip of the day" in post["content"]
     assert any(att["filename"].startswith("daily-") for att in post["attachments"])
     today = local_day(utcnow(), "Europe/Paris")
@@ -143,10 +152,17 @@ async def test_a_clip_too_big_for_the_guild_is_posted_smaller(sqlite_studio: Stu
     msg = await studio.until(lambda: studio.message_with("jb:continue:"), "the clip", timeout=30)
     sizes = {a["filename"]: a["size"] for a in msg["attachments"]}
     assert any(name.endswith(".mp3") for name in sizes) and max(sizes.values()) <= 100 * 1024, sizes
-    refused = [c for c in studio.fake.calls if c.method == "POST" and c.path.endswith("/messages")
-               and any(len(d) > 100 * 1024 for _, d in c.files)]
+    refused = [
+        c
+        for c in studio.fake.calls
+        if c.method == "POST"
+        and c.path.endswith("/messages")
+        and any(len(d) > 100 * 1024 for _, d in c.files)
+    ]
     assert refused  # the first try was too big and was answered 413
-    await studio.until_db(lambda: (c := studio.clip(sid)) and c.message_id == int(msg["id"]), "the post recorded")
+    await studio.until_db(
+        lambda: (c := studio.clip(sid)) and c.message_id == int(msg["id"]), "the post recorded"
+    )
 
 
 async def test_the_daily_job_is_kept_in_the_database(sqlite_studio: Studio) -> None:

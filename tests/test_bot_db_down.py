@@ -68,8 +68,9 @@ class TcpProxy:
 
 
 @pytest.mark.postgres
-async def test_database_outage(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               tiny_model: Path) -> None:
+async def test_database_outage(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path
+) -> None:
     url = make_url(postgres_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()
@@ -103,7 +104,10 @@ async def outage(studio: Studio, proxy: TcpProxy) -> None:
     second = song_id_from(again.text())
     closing = await studio.click("alice", drafts, f"jb:close:{song_id}")
     await studio.fake.wait_for(lambda: closing.followups, 10, "the close")
-    await studio.until_db(lambda: studio.song(song_id).status == SongStatus.done, "the first song to finish",
-                          timeout=90)
-    await studio.until(lambda: studio.message_with(f"jb:vote:{second}:"), "the second song's drafts", timeout=90)
+    await studio.until_db(
+        lambda: studio.song(song_id).status == SongStatus.done, "the first song to finish", timeout=90
+    )
+    await studio.until(
+        lambda: studio.message_with(f"jb:vote:{second}:"), "the second song's drafts", timeout=90
+    )
     assert [s.id for s in studio.songs()] == [song_id, second]  # nothing half-made during the outage

@@ -40,10 +40,16 @@ def attachment_names(message: dict[str, Any]) -> list[str]:
 async def configure(studio: Studio) -> None:
     """The owner sets the studio's channels, a short vote and the moderator role."""
     fake, g = studio.fake, studio.guild
-    ix = await studio.run("owner", "mod channels", {
-        "drafts": fake.channel(g, "drafts"), "clips": fake.channel(g, "clips"),
-        "daily": fake.channel(g, "daily"), "mods": fake.channel(g, "mods"),
-    })
+    ix = await studio.run(
+        "owner",
+        "mod channels",
+        {
+            "drafts": fake.channel(g, "drafts"),
+            "clips": fake.channel(g, "clips"),
+            "daily": fake.channel(g, "daily"),
+            "mods": fake.channel(g, "mods"),
+        },
+    )
     assert "Saved" in ix.text(), ix.text()
     ix = await studio.run("owner", "mod limits", {"vote_minutes": 0.1})
     assert "voting lasts 0.1 min" in ix.text(), ix.text()
@@ -59,16 +65,23 @@ async def test_a_song_from_request_to_continuation(studio: Studio) -> None:
     drafts_ch, clips_ch = fake.channel(studio.guild, "drafts"), fake.channel(studio.guild, "clips")
 
     # Autocomplete offers the model's own names (this tiny model knows few; see test_bot_units).
-    artists = await fake.autocomplete(studio.members["alice"], studio.channel, "generate",
-                                      {"artist": "ba", "genre": ""}, focused="artist")
+    artists = await fake.autocomplete(
+        studio.members["alice"], studio.channel, "generate", {"artist": "ba", "genre": ""}, focused="artist"
+    )
     assert artists[0]["value"] == "bach"
-    genres = await fake.autocomplete(studio.members["alice"], studio.channel, "generate",
-                                     {"artist": "bach", "genre": "chroale"}, focused="genre")
+    genres = await fake.autocomplete(
+        studio.members["alice"],
+        studio.channel,
+        "generate",
+        {"artist": "bach", "genre": "chroale"},
+        focused="genre",
+    )
     assert "chorale" in [c["value"] for c in genres]
 
     # The request: answered at once (deferred, ephemeral), then one status message in the channel.
-    ix = await studio.run("alice", "generate", {"artist": "bach", "genre": "chorale", "seconds": 0.2,
-                                                "drafts": 3})
+    ix = await studio.run(
+        "alice", "generate", {"artist": "bach", "genre": "chorale", "seconds": 0.2, "drafts": 3}
+    )
     assert ix.callback_types[0] == 5 and ix.is_ephemeral()
     assert "is in the studio" in ix.text(), ix.text()
     song_id = song_id_from(ix.text())
@@ -82,8 +95,9 @@ async def test_a_song_from_request_to_continuation(studio: Studio) -> None:
     assert patches and all(c.auth == f"Bot {fake.token}" for c in patches)
 
     # The drafts: audio for each, one waveform picture, a vote button each and a close button.
-    drafts_msg = await studio.until(lambda: studio.message_with(f"jb:vote:{song_id}:", drafts_ch), "the drafts",
-                                    timeout=90)
+    drafts_msg = await studio.until(
+        lambda: studio.message_with(f"jb:vote:{song_id}:", drafts_ch), "the drafts", timeout=90
+    )
     names = attachment_names(drafts_msg)
     assert sum(n.endswith(".wav") for n in names) == 3 and sum(n.endswith(".png") for n in names) == 1
     vote_ids = [c for c in custom_ids(drafts_msg) if c.startswith("jb:vote:")]
@@ -101,14 +115,22 @@ async def test_a_song_from_request_to_continuation(studio: Studio) -> None:
     assert "changed your vote to draft 2" in changed.text()
     await studio.click("alice", drafts_msg, vote_ids[0])
     labels = await studio.until(
-        lambda: [b["label"] for b in buttons(fake.messages[int(drafts_msg["id"])]) if b["custom_id"] in vote_ids],
-        "the vote counts on the buttons")
-    await studio.until(lambda: "2 votes" in " ".join(b["label"] for b in buttons(fake.messages[int(drafts_msg["id"])])),
-                       f"two votes for draft 2 on the buttons ({labels})")
+        lambda: [
+            b["label"] for b in buttons(fake.messages[int(drafts_msg["id"])]) if b["custom_id"] in vote_ids
+        ],
+        "the vote counts on the buttons",
+    )
+    await studio.until(
+        lambda: "2 votes" in " ".join(b["label"] for b in buttons(fake.messages[int(drafts_msg["id"])])),
+        f"two votes for draft 2 on the buttons ({labels})",
+    )
 
     # The window closes by itself (0.1 min); draft 2 wins and is upsampled by the worker.
-    closed = await studio.until(lambda: "Voting closed" in fake.messages[int(drafts_msg["id"])]["content"],
-                                "the vote to close", timeout=30)
+    closed = await studio.until(
+        lambda: "Voting closed" in fake.messages[int(drafts_msg["id"])]["content"],
+        "the vote to close",
+        timeout=30,
+    )
     assert closed
     closed_msg = fake.messages[int(drafts_msg["id"])]
     assert "draft 2" in closed_msg["content"]
@@ -117,19 +139,30 @@ async def test_a_song_from_request_to_continuation(studio: Studio) -> None:
     assert song.winner_draft_id == studio.drafts(song_id)[1].id
 
     # A vote from a client still showing the open buttons is refused, politely.
-    late = await fake.settled(await fake.click(studio.members["dave"], int(drafts_msg["id"]), vote_ids[0],
-                                               seen=drafts_msg))
+    late = await fake.settled(
+        await fake.click(studio.members["dave"], int(drafts_msg["id"]), vote_ids[0], seen=drafts_msg)
+    )
     assert "closed" in late.text() and "Draft 2 won" in late.text()
 
     # The clip: audio under the guild's limit, a waveform, Continue / Vote / Publish.
-    clip_msg = await studio.until(lambda: studio.message_with("jb:continue:", clips_ch), "the clip", timeout=90)
-    clip = await studio.until_db(lambda: (c := studio.clip(song_id)) and c.message_id and c, "the clip posted")
+    clip_msg = await studio.until(
+        lambda: studio.message_with("jb:continue:", clips_ch), "the clip", timeout=90
+    )
+    clip = await studio.until_db(
+        lambda: (c := studio.clip(song_id)) and c.message_id and c, "the clip posted"
+    )
     assert clip.message_id == int(clip_msg["id"])
     assert any(n.endswith((".wav", ".mp3")) for n in attachment_names(clip_msg))
     assert any(n.endswith(".png") for n in attachment_names(clip_msg))
     assert all(a["size"] <= 10 * 1024 * 1024 for a in clip_msg["attachments"])
-    assert custom_ids(clip_msg) == [f"jb:continue:{clip.id}", f"jb:clipvote:{clip.id}", f"jb:publish:{clip.id}"]
-    await studio.until(lambda: "Finished" in fake.messages[status_id]["content"], "the status to say finished")
+    assert custom_ids(clip_msg) == [
+        f"jb:continue:{clip.id}",
+        f"jb:clipvote:{clip.id}",
+        f"jb:publish:{clip.id}",
+    ]
+    await studio.until(
+        lambda: "Finished" in fake.messages[status_id]["content"], "the status to say finished"
+    )
     assert not custom_ids(fake.messages[status_id])  # no cancel button any more
     assert studio.song(song_id).status == SongStatus.done
 
@@ -145,7 +178,8 @@ async def test_a_song_from_request_to_continuation(studio: Studio) -> None:
     assert new_id != song_id
     child = studio.song(new_id)
     assert child.parent_clip_id == clip.id and child.artist == "bach"
-    await studio.until(lambda: studio.message_with(f"jb:vote:{new_id}:", drafts_ch), "the continuation's drafts",
-                       timeout=90)
+    await studio.until(
+        lambda: studio.message_with(f"jb:vote:{new_id}:", drafts_ch), "the continuation's drafts", timeout=90
+    )
     assert [j.kind for j in studio.jobs(new_id)] == ["continue"]
     assert all(j.status == JobStatus.succeeded for j in studio.jobs(song_id))

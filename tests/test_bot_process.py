@@ -27,21 +27,23 @@ pytest_plugins = ["tests.bot_fixtures"]
 
 def _env(tmp_path: Path, fake: FakeDiscord, model: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUKEBOT_")}
-    env.update({
-        "PYTHONPATH": str(ROOT),
-        "JUKEBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh' / 'jukebot.db'}",
-        "JUKEBOT_STORAGE_URL": str(tmp_path / "storage"),
-        "JUKEBOT_DISCORD_API_BASE": fake.api_base,
-        "JUKEBOT_DISCORD_GATEWAY_URL": fake.gateway_url,
-        "JUKEBOT_MODEL": str(model),
-        "JUKEBOT_DEVICE": "cpu",
-        "OMP_NUM_THREADS": "1",  # the tiny model is fastest on one thread on a shared 2-core machine
-        "JUKEBOT_MIN_SECONDS": "0.1",
-        "JUKEBOT_POLL_SECONDS": "0.1",
-        "JUKEBOT_BOT_WATCH_SECONDS": "0.2",
-        "JUKEBOT_STATUS_EDIT_SECONDS": "0",
-        **extra,
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "JUKEBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh' / 'jukebot.db'}",
+            "JUKEBOT_STORAGE_URL": str(tmp_path / "storage"),
+            "JUKEBOT_DISCORD_API_BASE": fake.api_base,
+            "JUKEBOT_DISCORD_GATEWAY_URL": fake.gateway_url,
+            "JUKEBOT_MODEL": str(model),
+            "JUKEBOT_DEVICE": "cpu",
+            "OMP_NUM_THREADS": "1",  # the tiny model is fastest on one thread on a shared 2-core machine
+            "JUKEBOT_MIN_SECONDS": "0.1",
+            "JUKEBOT_POLL_SECONDS": "0.1",
+            "JUKEBOT_BOT_WATCH_SECONDS": "0.2",
+            "JUKEBOT_STATUS_EDIT_SECONDS": "0",
+            **extra,
+        }
+    )
     return env
 
 
@@ -62,15 +64,39 @@ async def test_one_command_runs_the_whole_product(tmp_path: Path, tiny_model: Pa
     env = _env(tmp_path, fake, tiny_model, JUKEBOT_DISCORD_TOKEN=fake.token)
     proc = subprocess.Popen(JUKEBOT_BOT, cwd=tmp_path, env=env)
     try:
-        await fake.wait_for(lambda: fake.global_commands and fake.connected, 60, "the bot to sync and connect")
+        await fake.wait_for(
+            lambda: fake.global_commands and fake.connected, 60, "the bot to sync and connect"
+        )
         names = {c["name"] for c in fake.global_commands}
-        assert {"generate", "continue", "queue", "song", "top", "me", "help", "mod", "lyrics",
-                "Continue this clip"} <= names
-        ix = await fake.settled(await fake.command(alice, channel, "generate", {"artist": "bach", "genre": "chorale",
-                                                                               "seconds": 0.2, "drafts": 2}), 30)
+        assert {
+            "generate",
+            "continue",
+            "queue",
+            "song",
+            "top",
+            "me",
+            "help",
+            "mod",
+            "lyrics",
+            "Continue this clip",
+        } <= names
+        ix = await fake.settled(
+            await fake.command(
+                alice,
+                channel,
+                "generate",
+                {"artist": "bach", "genre": "chorale", "seconds": 0.2, "drafts": 2},
+            ),
+            30,
+        )
         song_id = song_id_from(ix.text())
-        await fake.wait_for(lambda: any(f"jb:vote:{song_id}:" in " ".join(custom_ids(m))
-                                        for m in fake.channel_messages(channel)), 120, "drafts from the child worker")
+        await fake.wait_for(
+            lambda: any(
+                f"jb:vote:{song_id}:" in " ".join(custom_ids(m)) for m in fake.channel_messages(channel)
+            ),
+            120,
+            "drafts from the child worker",
+        )
         db = Database(env["JUKEBOT_DATABASE_URL"])
         with db.read() as s:
             owner = s.execute(select(col(Job.lease_owner)).where(col(Job.song_id) == song_id)).scalar()
@@ -92,7 +118,9 @@ async def test_one_command_runs_the_whole_product(tmp_path: Path, tiny_model: Pa
 
 async def _launch(env: dict[str, str], cwd: Path) -> tuple[int, str]:
     # Not subprocess.run: the fake Discord lives on this event loop and must keep answering.
-    proc = await asyncio.create_subprocess_exec(*JUKEBOT_BOT, cwd=cwd, env=env, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *JUKEBOT_BOT, cwd=cwd, env=env, stderr=asyncio.subprocess.PIPE
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     return int(proc.returncode or 0), err.decode()
 
@@ -102,10 +130,13 @@ async def test_bad_settings_are_said_in_words(tmp_path: Path, tiny_model: Path) 
     try:
         code, err = await _launch(_env(tmp_path, fake, tiny_model), tmp_path)
         assert code == 2 and "JUKEBOT_DISCORD_TOKEN" in err and "Traceback" not in err
-        code, err = await _launch(_env(tmp_path, fake, tiny_model, JUKEBOT_DISCORD_TOKEN="wrong-token"), tmp_path)
+        code, err = await _launch(
+            _env(tmp_path, fake, tiny_model, JUKEBOT_DISCORD_TOKEN="wrong-token"), tmp_path
+        )
         assert code == 1 and "refused the bot token" in err and "Traceback" not in err, err[-2000:]
-        code, err = await _launch(_env(tmp_path, fake, tmp_path / "no-such-model", JUKEBOT_DISCORD_TOKEN=fake.token),
-                                  tmp_path)
+        code, err = await _launch(
+            _env(tmp_path, fake, tmp_path / "no-such-model", JUKEBOT_DISCORD_TOKEN=fake.token), tmp_path
+        )
         assert code == 2 and "Check JUKEBOT_MODEL" in err and "Traceback" not in err, err[-2000:]
     finally:
         await fake.stop()

@@ -70,13 +70,19 @@ async def test_quotas_rate_limits_and_the_guild_cap(sqlite_studio: Studio) -> No
     # The guild may have one song in the studio: the second waits for a slot (no worker runs).
     a = song_id_from((await studio.run("alice", "generate", GOOD)).text())
     b = song_id_from((await studio.run("alice", "generate", GOOD)).text())
-    await studio.until(lambda: (m := studio.message_with(f"jb:cancel:{b}")) and "Waiting for a free slot" in m["content"],
-                       "the second song to wait for a slot")
+    await studio.until(
+        lambda: (m := studio.message_with(f"jb:cancel:{b}")) and "Waiting for a free slot" in m["content"],
+        "the second song to wait for a slot",
+    )
     assert [j.kind for j in studio.jobs(a)] == ["draft"] and studio.jobs(b) == []
 
     # /queue shows what the studio is doing, including the song waiting for a slot.
     q = await studio.run("bob", "queue")
-    assert f"Song #{a}" in q.text() and "position 1" in q.text() and "1 song(s) waiting for a free slot" in q.text()
+    assert (
+        f"Song #{a}" in q.text()
+        and "position 1" in q.text()
+        and "1 song(s) waiting for a free slot" in q.text()
+    )
     assert q.is_ephemeral()
 
     # Two in flight is this member's limit.
@@ -91,9 +97,13 @@ async def test_quotas_rate_limits_and_the_guild_cap(sqlite_studio: Studio) -> No
     done = await studio.click("alice", first_status, f"jb:cancel:{a}")
     assert "is cancelled" in done.text(), done.text()
     assert studio.song(a).status == SongStatus.cancelled and studio.jobs(a)[0].status == JobStatus.cancelled
-    await studio.until(lambda: "Cancelled" in fake.messages[int(first_status["id"])]["content"], "the status to say so")
-    await studio.until(lambda: (m := studio.message_with(f"jb:cancel:{b}")) and "position **1**" in m["content"],
-                       "the waiting song to start")
+    await studio.until(
+        lambda: "Cancelled" in fake.messages[int(first_status["id"])]["content"], "the status to say so"
+    )
+    await studio.until(
+        lambda: (m := studio.message_with(f"jb:cancel:{b}")) and "position **1**" in m["content"],
+        "the waiting song to start",
+    )
 
     # Cancelled songs do not count for the day; the rate limit (3 an hour here) does.
     c = song_id_from((await studio.run("alice", "generate", GOOD)).text())
@@ -112,8 +122,16 @@ async def test_quotas_rate_limits_and_the_guild_cap(sqlite_studio: Studio) -> No
 
         user = repo.get_or_create_user(s, studio.members["carol"], "carol")
         for _ in range(3):
-            song = repo.create_song(s, user_id=user.id, artist="abba", genre="pop", seconds=2, seed=1,  # type: ignore[arg-type]
-                                    guild_id=studio.guild, channel_id=studio.channel)
+            song = repo.create_song(
+                s,
+                user_id=user.id,
+                artist="abba",
+                genre="pop",
+                seconds=2,
+                seed=1,  # type: ignore[arg-type]
+                guild_id=studio.guild,
+                channel_id=studio.channel,
+            )
             song.status = SongStatus.done.value
             s.add(song)
     ix = await studio.run("carol", "generate", GOOD)
@@ -141,8 +159,11 @@ async def test_cancelling_a_song_in_its_vote(sqlite_studio: Studio) -> None:
     ix = await studio.click("alice", status, f"jb:cancel:{sid}")
     assert "is cancelled" in ix.text(), ix.text()
     assert studio.song(sid).status == SongStatus.cancelled
-    await studio.until(lambda: all(b.get("disabled") for b in buttons(fake.messages[int(drafts["id"])])),
-                       "the vote buttons to be switched off")
-    late = await fake.settled(await fake.click(studio.members["bob"], int(drafts["id"]),
-                                               custom_ids(drafts)[0], seen=drafts))
+    await studio.until(
+        lambda: all(b.get("disabled") for b in buttons(fake.messages[int(drafts["id"])])),
+        "the vote buttons to be switched off",
+    )
+    late = await fake.settled(
+        await fake.click(studio.members["bob"], int(drafts["id"]), custom_ids(drafts)[0], seen=drafts)
+    )
     assert "was cancelled, so its vote is over" in late.text(), late.text()

@@ -36,22 +36,29 @@ async def test_restart_mid_vote_keeps_the_buttons_working(sqlite_studio: Studio)
     studio.start_real_worker()
     await studio.start_bot()
     song_id = await generate(studio)
-    drafts_msg = await studio.until(lambda: studio.message_with(f"jb:vote:{song_id}:"), "the drafts", timeout=90)
+    drafts_msg = await studio.until(
+        lambda: studio.message_with(f"jb:vote:{song_id}:"), "the drafts", timeout=90
+    )
     votes = [c for c in custom_ids(drafts_msg) if c.startswith("jb:vote:")]
     await studio.click("bob", drafts_msg, votes[1])
 
     # A second song finishes its drafts while the bot is down: posted once after the restart.
     other = await generate(studio, "carol")
     await studio.stop_bot()
-    await studio.until_db(lambda: any(j.status == JobStatus.succeeded for j in studio.jobs(other)),
-                          "the second song's drafts to be rendered while the bot is down", timeout=90)
+    await studio.until_db(
+        lambda: any(j.status == JobStatus.succeeded for j in studio.jobs(other)),
+        "the second song's drafts to be rendered while the bot is down",
+        timeout=90,
+    )
     assert studio.message_with(f"jb:vote:{other}:") is None
 
     await studio.start_bot(sync=False)  # a restart: commands stay registered with Discord
     # The old message's buttons still work (DynamicItem: the ids are in the custom id).
     again = await studio.click("carol", drafts_msg, votes[1])
     assert "Your vote for draft 2 is in (2 votes" in again.text(), again.text()
-    await studio.until(lambda: studio.message_with(f"jb:vote:{other}:"), "the second song's drafts after restart")
+    await studio.until(
+        lambda: studio.message_with(f"jb:vote:{other}:"), "the second song's drafts after restart"
+    )
 
     # Only the requester (or a moderator) may close early.
     refused = await studio.click("dave", drafts_msg, f"jb:close:{song_id}")
@@ -76,12 +83,20 @@ async def test_a_killed_worker_does_not_lose_the_song(sqlite_studio: Studio) -> 
     await studio.start_bot()
     song_id = await generate(studio, seconds=1.0)  # about ten seconds of sampling on this CPU
     status = await studio.until(lambda: studio.message_with(f"jb:cancel:{song_id}"), "the status message")
-    await studio.until_db(lambda: (j := studio.jobs(song_id)) and j[0].checkpoint_key is not None
-                          and (j[0].progress or {}).get("percent", 0) >= 10, "the first worker to be under way",
-                          timeout=90)
+    await studio.until_db(
+        lambda: (
+            (j := studio.jobs(song_id))
+            and j[0].checkpoint_key is not None
+            and (j[0].progress or {}).get("percent", 0) >= 10
+        ),
+        "the first worker to be under way",
+        timeout=90,
+    )
     studio.kill_worker(first)  # SIGKILL: no goodbye, the lease just stops being renewed
     studio.start_real_worker()
-    drafts_msg = await studio.until(lambda: studio.message_with(f"jb:vote:{song_id}:"), "the drafts", timeout=120)
+    drafts_msg = await studio.until(
+        lambda: studio.message_with(f"jb:vote:{song_id}:"), "the drafts", timeout=120
+    )
     job = studio.jobs(song_id)[0]
     assert job.status == JobStatus.succeeded and job.reclaims >= 1 and job.lease_token >= 2
     assert len(studio.drafts(song_id)) == 2 and len(drafts_msg["attachments"]) == 3
@@ -91,5 +106,7 @@ async def test_a_killed_worker_does_not_lose_the_song(sqlite_studio: Studio) -> 
     # ... and the song goes on to the end: the vote (closed early by the requester), the clip.
     closing = await studio.click("alice", drafts_msg, f"jb:close:{song_id}")
     await fake.wait_for(lambda: closing.followups, 10, "the close")
-    await studio.until_db(lambda: studio.song(song_id).status == SongStatus.done, "the song to finish", timeout=120)
+    await studio.until_db(
+        lambda: studio.song(song_id).status == SongStatus.done, "the song to finish", timeout=120
+    )
     assert studio.message_with("jb:continue:") is not None

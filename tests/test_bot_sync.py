@@ -10,7 +10,9 @@ import pytest
 from tests.bot_harness import Studio, make_studio
 
 
-async def test_commands_synced_to_one_guild(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_commands_synced_to_one_guild(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async for studio in make_studio(sqlite_url, tmp_path, monkeypatch, {}):
         await _check(studio)
 
@@ -25,5 +27,7 @@ async def _check(studio: Studio) -> None:
     assert all(c["guild_id"] == str(studio.guild) for c in fake.guild_commands[studio.guild])
     ix = await studio.run("alice", "help")
     assert "/generate artist genre" in ix.text()
-    assert any(c.method == "PUT" and c.path == f"/applications/{fake.app_id}/guilds/{studio.guild}/commands"
-               for c in fake.calls)
+    assert any(
+        c.method == "PUT" and c.path == f"/applications/{fake.app_id}/guilds/{studio.guild}/commands"
+        for c in fake.calls
+    )

@@ -29,9 +29,24 @@ from db.storage import Storage
 from tests.bot_harness import tone_wav
 
 BOT_MODULES = [
-    "bot.cli", "bot.main", "bot.studio", "bot.watcher", "bot.daily", "bot.media", "bot.uploads", "bot.labels",
-    "bot.cogs.generate", "bot.cogs.continue_", "bot.cogs.info", "bot.cogs.mod", "bot.cogs.daily",
-    "bot.cogs.lyrics", "bot.views.buttons", "bot.views.lyrics", "publisher.scheduler", "publisher.render",
+    "bot.cli",
+    "bot.main",
+    "bot.studio",
+    "bot.watcher",
+    "bot.daily",
+    "bot.media",
+    "bot.uploads",
+    "bot.labels",
+    "bot.cogs.generate",
+    "bot.cogs.continue_",
+    "bot.cogs.info",
+    "bot.cogs.mod",
+    "bot.cogs.daily",
+    "bot.cogs.lyrics",
+    "bot.views.buttons",
+    "bot.views.lyrics",
+    "publisher.scheduler",
+    "publisher.render",
 ]
 
 
@@ -81,14 +96,23 @@ def test_resolve_accepts_the_engines_spellings_and_suggests(labels) -> None:  # 
 
 
 def _song(**kw: object) -> Song:
-    base = dict(id=12, user_id=1, artist="abba", genre="pop", seconds=20.0, seed=1, status=SongStatus.queued.value)
+    base = dict(
+        id=12, user_id=1, artist="abba", genre="pop", seconds=20.0, seed=1, status=SongStatus.queued.value
+    )
     base.update(kw)
     return Song(**base)  # type: ignore[arg-type]
 
 
 def _job(**kw: object) -> Job:
-    base = dict(id=3, kind="draft", status=JobStatus.queued.value, attempts=0, reclaims=0, progress={},
-                run_at=datetime(2026, 1, 1, tzinfo=UTC))
+    base = dict(
+        id=3,
+        kind="draft",
+        status=JobStatus.queued.value,
+        attempts=0,
+        reclaims=0,
+        progress={},
+        run_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     base.update(kw)
     return Job(**base)  # type: ignore[arg-type]
 
@@ -101,32 +125,67 @@ def test_status_text_follows_the_song() -> None:
     assert "Waiting for a free slot" in render(waiting) and shows_cancel(waiting)
     queued = Snapshot(_song(), 99, _job(), 3, False, now=NOW)
     assert "position **3**" in render(queued) and "<@99>" in render(queued)
-    running = Snapshot(_song(status="drafting"), 99, _job(status="running", progress={
-        "stage": "drafting", "level": 2, "done": 30, "total": 60, "percent": 50.0, "tokens_per_second": 812.4,
-        "eta_seconds": 90}), None, False, now=NOW)
+    running = Snapshot(
+        _song(status="drafting"),
+        99,
+        _job(
+            status="running",
+            progress={
+                "stage": "drafting",
+                "level": 2,
+                "done": 30,
+                "total": 60,
+                "percent": 50.0,
+                "tokens_per_second": 812.4,
+                "eta_seconds": 90,
+            },
+        ),
+        None,
+        False,
+        now=NOW,
+    )
     text = render(running)
     assert "Drafting (level 2)" in text and "50%" in text and "812 tokens/s" in text
     assert f"<t:{int((NOW + timedelta(seconds=90)).timestamp())}:R>" in text
-    resumed = Snapshot(_song(status="upsampling"), 99, _job(kind="upsample", status="running", reclaims=1,
-                                                            progress={"percent": 10}), None, False,
-                       winner_index=1, now=NOW)
+    resumed = Snapshot(
+        _song(status="upsampling"),
+        99,
+        _job(kind="upsample", status="running", reclaims=1, progress={"percent": 10}),
+        None,
+        False,
+        winner_index=1,
+        now=NOW,
+    )
     assert "Draft 2 won" in render(resumed) and "Restarted after a worker problem" in render(resumed)
-    voting_ = Snapshot(_song(status="voting", vote_closes_at=NOW), 99, None, None, False, drafts_url="URL", now=NOW)
+    voting_ = Snapshot(
+        _song(status="voting", vote_closes_at=NOW), 99, None, None, False, drafts_url="URL", now=NOW
+    )
     assert "vote for your favourite in URL" in render(voting_) and shows_cancel(voting_)
     failed = Snapshot(_song(status="failed", error="out of memory"), 99, None, None, False, now=NOW)
     assert "could not be made: out of memory" in render(failed) and not shows_cancel(failed)
-    stopping = Snapshot(_song(status="drafting"), 99, _job(status="running", cancel_requested=True), None, False,
-                        now=NOW)
+    stopping = Snapshot(
+        _song(status="drafting"), 99, _job(status="running", cancel_requested=True), None, False, now=NOW
+    )
     assert "Cancelling" in render(stopping) and not shows_cancel(stopping)
 
 
 def test_what_the_watcher_does() -> None:
     assert decide(_song(), None, False) == Action.progress
     assert decide(_song(status="drafting"), _job(status="running"), False) == Action.progress
-    assert decide(_song(status="drafting"), _job(status="succeeded", result={"draft_ids": [1]}), False) == Action.post_drafts
-    assert decide(_song(status="drafting"), _job(kind="continue", status="succeeded", result={"clip_id": 4}),
-                  False) == Action.post_clip
-    assert decide(_song(status="upsampling"), _job(kind="upsample", status="succeeded"), False) == Action.post_clip
+    assert (
+        decide(_song(status="drafting"), _job(status="succeeded", result={"draft_ids": [1]}), False)
+        == Action.post_drafts
+    )
+    assert (
+        decide(
+            _song(status="drafting"), _job(kind="continue", status="succeeded", result={"clip_id": 4}), False
+        )
+        == Action.post_clip
+    )
+    assert (
+        decide(_song(status="upsampling"), _job(kind="upsample", status="succeeded"), False)
+        == Action.post_clip
+    )
     assert decide(_song(status="upsampling"), _job(status="succeeded"), False) == Action.progress
     assert decide(_song(status="drafting"), _job(status="failed"), False) == Action.failed
     assert decide(_song(status="drafting"), _job(status="cancelled"), False) == Action.cancelled
@@ -223,11 +282,21 @@ def test_draft_bundle_stays_under_the_limits(tmp_path) -> None:  # type: ignore[
 # ------------------------------------------------------------------------------------------ database
 
 
-def _make_song(db: Database, discord_id: int, guild_id: int = 1, drafts: int = 0, status: str = "queued") -> int:
+def _make_song(
+    db: Database, discord_id: int, guild_id: int = 1, drafts: int = 0, status: str = "queued"
+) -> int:
     with db.write() as s:
         user = repo.get_or_create_user(s, discord_id, f"m{discord_id}")
-        song = repo.create_song(s, user_id=user.id, artist="abba", genre="pop", seconds=2, seed=1,  # type: ignore[arg-type]
-                                guild_id=guild_id, channel_id=5)
+        song = repo.create_song(
+            s,
+            user_id=user.id,
+            artist="abba",
+            genre="pop",
+            seconds=2,
+            seed=1,  # type: ignore[arg-type]
+            guild_id=guild_id,
+            channel_id=5,
+        )
         song.status = status
         s.add(song)
         s.flush()

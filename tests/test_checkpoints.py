@@ -181,8 +181,11 @@ def _save_like_openai(path: Path, sd: dict[str, torch.Tensor], *, legacy: bool, 
     try:
         model = {"module." + k: (v.half() if half_w and k.endswith(".w") else v) for k, v in sd.items()}
         hps = Hyperparams(prior_width=32, y_bins=(2, 3))
-        torch.save({"hps": hps, "model": model, "step": 12, "opt": {"state": {}}}, path,
-                   _use_new_zipfile_serialization=not legacy)
+        torch.save(
+            {"hps": hps, "model": model, "step": 12, "opt": {"state": {}}},
+            path,
+            _use_new_zipfile_serialization=not legacy,
+        )
     finally:
         del sys.modules["jukebox"], sys.modules["jukebox.hparams"]
         Hyperparams.__module__ = __name__

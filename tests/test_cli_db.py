@@ -61,7 +61,9 @@ def test_upgrade_reads_the_url_from_the_environment(monkeypatch: pytest.MonkeyPa
 
 
 def test_upgrade_of_an_unreachable_database_is_a_clear_error() -> None:
-    result = runner.invoke(cli.app, ["upgrade", "--database-url", "postgresql://me:hunter2@127.0.0.1:1/jukebot"])
+    result = runner.invoke(
+        cli.app, ["upgrade", "--database-url", "postgresql://me:hunter2@127.0.0.1:1/jukebot"]
+    )
     assert result.exit_code == 1
     assert "Cannot reach the database at postgresql+psycopg://me:***@127.0.0.1:1/jukebot" in result.output
     assert "hunter2" not in result.output
@@ -83,12 +85,17 @@ def test_checks_on_a_ready_machine(database_url: str, tmp_path: Path) -> None:
     assert checks["ffmpeg"].status is cli.Status.ok and "ffmpeg version" in checks["ffmpeg"].detail
     assert checks["ffprobe"].status is cli.Status.ok
     assert checks["discord"].status is cli.Status.ok
-    assert checks["lyrics"].status is cli.Status.off and "members can still paste their own lyrics" in checks["lyrics"].detail
+    assert (
+        checks["lyrics"].status is cli.Status.off
+        and "members can still paste their own lyrics" in checks["lyrics"].detail
+    )
     assert checks["x"].status is cli.Status.off and checks["soundcloud"].status is cli.Status.off
     assert all(SECRET not in c.detail + c.fix for c in checks.values())
 
 
-def test_doctor_prints_a_table_and_never_the_secrets(monkeypatch: pytest.MonkeyPatch, sqlite_url: str, tmp_path: Path) -> None:
+def test_doctor_prints_a_table_and_never_the_secrets(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, tmp_path: Path
+) -> None:
     monkeypatch.setenv("JUKEBOT_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("JUKEBOT_STORAGE_URL", str(tmp_path / "store"))
     monkeypatch.setenv("JUKEBOT_DISCORD_TOKEN", SECRET)
@@ -100,7 +107,9 @@ def test_doctor_prints_a_table_and_never_the_secrets(monkeypatch: pytest.MonkeyP
     assert SECRET not in result.output and "sk-also-secret" not in result.output
 
 
-def test_doctor_says_what_is_broken_and_exits_1(monkeypatch: pytest.MonkeyPatch, empty_database_url: str, tmp_path: Path) -> None:
+def test_doctor_says_what_is_broken_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, empty_database_url: str, tmp_path: Path
+) -> None:
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
     monkeypatch.setenv("PATH", str(empty_bin))  # no ffmpeg here
@@ -111,11 +120,20 @@ def test_doctor_says_what_is_broken_and_exits_1(monkeypatch: pytest.MonkeyPatch,
 
     checks = by_name(cli.run_checks())
     assert checks["database"].status is cli.Status.fail
-    assert "run `jukebot db upgrade`" in checks["database"].detail and checks["database"].fix == "Run `jukebot db upgrade`."
-    assert checks["storage"].status is cli.Status.fail and "Cannot create the storage folder" in checks["storage"].detail
+    assert (
+        "run `jukebot db upgrade`" in checks["database"].detail
+        and checks["database"].fix == "Run `jukebot db upgrade`."
+    )
+    assert (
+        checks["storage"].status is cli.Status.fail
+        and "Cannot create the storage folder" in checks["storage"].detail
+    )
     assert checks["ffmpeg"].status is cli.Status.fail and "not on PATH" in checks["ffmpeg"].detail
     assert "apt-get install ffmpeg" in checks["ffmpeg"].fix
-    assert checks["discord"].status is cli.Status.fail and "JUKEBOT_DISCORD_TOKEN is not set" in checks["discord"].detail
+    assert (
+        checks["discord"].status is cli.Status.fail
+        and "JUKEBOT_DISCORD_TOKEN is not set" in checks["discord"].detail
+    )
 
     result = runner.invoke(doctor_app(), ["doctor"])
     assert result.exit_code == 1
@@ -143,7 +161,9 @@ def test_gpu_check_without_the_engine_extra(monkeypatch: pytest.MonkeyPatch) -> 
     # A boundary we cannot reach otherwise: torch is installed in this venv, so we make the
     # import system say it is not (as on a bot-only install).
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
     check = cli.check_gpu()
     assert check.status is cli.Status.off
     assert "engine extra is not installed" in check.detail and "bot-only machine" in check.detail
@@ -151,12 +171,21 @@ def test_gpu_check_without_the_engine_extra(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_optional_credentials_switch_features_on(tmp_path: Path) -> None:
     settings = _settings(
-        "sqlite://", tmp_path, discord_token="d", openai_base_url="http://127.0.0.1:9/v1",
-        x_consumer_key="a", x_consumer_secret="b", x_access_token="c", x_access_token_secret="d",
-        soundcloud_client_id="e", soundcloud_client_secret="f",
+        "sqlite://",
+        tmp_path,
+        discord_token="d",
+        openai_base_url="http://127.0.0.1:9/v1",
+        x_consumer_key="a",
+        x_consumer_secret="b",
+        x_access_token="c",
+        x_access_token_secret="d",
+        soundcloud_client_id="e",
+        soundcloud_client_secret="f",
     )
     checks = by_name(cli.check_credentials(settings))
-    assert {n: c.status for n, c in checks.items()} == {n: cli.Status.ok for n in ("discord", "lyrics", "x", "soundcloud")}
+    assert {n: c.status for n, c in checks.items()} == {
+        n: cli.Status.ok for n in ("discord", "lyrics", "x", "soundcloud")
+    }
     assert "http://127.0.0.1:9/v1" in checks["lyrics"].detail
     half_x = _settings("sqlite://", tmp_path, x_consumer_key="a")
     assert by_name(cli.check_credentials(half_x))["x"].status is cli.Status.off

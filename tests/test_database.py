@@ -45,7 +45,9 @@ def test_unreachable_server_says_so_and_hides_the_password() -> None:
     with pytest.raises(DatabaseUnavailable) as err:
         open_database("postgresql://jukebot:topsecret@127.0.0.1:1/jukebot")
     message = str(err.value)
-    assert message.startswith("Cannot reach the database at postgresql+psycopg://jukebot:***@127.0.0.1:1/jukebot")
+    assert message.startswith(
+        "Cannot reach the database at postgresql+psycopg://jukebot:***@127.0.0.1:1/jukebot"
+    )
     assert "Is the PostgreSQL server running" in message
     assert "topsecret" not in message
 

@@ -51,13 +51,15 @@ def _cond(prior: JukeboxPrior, seed: int = 1) -> Cond:
     y[:, 3] = torch.tensor([0, 1, 1])
     y[:, 4] = torch.tensor([1, 0, -1])
     if c.n_tokens:
-        y[:, 4 + c.max_bow_genre_size:] = torch.randint(0, c.n_vocab, (B, c.n_tokens), generator=g)
+        y[:, 4 + c.max_bow_genre_size :] = torch.randint(0, c.n_vocab, (B, c.n_tokens), generator=g)
     upper = None if prior.is_top else torch.randint(0, c.l_bins, (B, c.n_ctx // 4), generator=g)
     return prior.get_cond(y, upper)
 
 
 def _tokens(prior: JukeboxPrior, seed: int = 2) -> torch.Tensor:
-    return torch.randint(0, prior.config.l_bins, (B, prior.n_ctx), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, prior.config.l_bins, (B, prior.n_ctx), generator=torch.Generator().manual_seed(seed)
+    )
 
 
 CASES = [("none", 2), ("none", 0), ("separate", 2), ("prefix", 2), ("prefix", 1)]
@@ -75,7 +77,7 @@ def test_prefill_then_steps_equal_the_slow_path(lyrics: LyricsKind, level: int) 
             got = [prior.prefill(cache, z[:, :t0], cond)]
             for pos in range(t0, min(t0 + 20, prior.n_ctx - 1)):
                 got.append(prior.decode_step(cache, z[:, pos], torch.tensor(pos), cond))
-            torch.testing.assert_close(torch.stack(got, 1), want[:, t0: t0 + len(got)], atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(torch.stack(got, 1), want[:, t0 : t0 + len(got)], atol=2e-5, rtol=1e-4)
 
 
 def test_rows_at_different_positions_in_one_step() -> None:
@@ -88,7 +90,7 @@ def test_rows_at_different_positions_in_one_step() -> None:
         cache = prior.new_cache(B, "cpu", torch.float32)
         for r, t0 in enumerate(starts):  # rows join one at a time: prefill writes only their row
             rows = torch.tensor([r])
-            first = prior.prefill(cache, z[r: r + 1, :t0], cond.select([r]), rows=rows)
+            first = prior.prefill(cache, z[r : r + 1, :t0], cond.select([r]), rows=rows)
             torch.testing.assert_close(first[0], want[r, t0], atol=2e-5, rtol=1e-4)
         pos = torch.tensor(starts)
         for _ in range(25):

@@ -68,7 +68,9 @@ def ref(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         randomize_(p, seed=10 + i)
         priors[kind] = p
         # one with DataParallel's `module.` prefixes, all with the original's `hps`
-        files[kind] = save_original(p, folder / f"{kind}.pth.tar", prefix=kind == "upsampler_level_0", hps=hps)
+        files[kind] = save_original(
+            p, folder / f"{kind}.pth.tar", prefix=kind == "upsampler_level_0", hps=hps
+        )
     return {"vqvae": vq, "priors": priors, "files": files, "folder": folder}
 
 
@@ -84,16 +86,24 @@ def _labels_y(kind: str, prior: JukeboxPrior, offset: int) -> torch.Tensor:
     labels = released_labels(cfg.labels_version)
     lab = Labeller(labels, cfg.max_bow_genre_size, cfg.n_tokens, prior.sample_length)
     songs = [
-        lab.encode("The Beatles", "rock" if cfg.labels_version == "v3" else "Hip Hop",
-                   "Here comes the sun, little darling\nit's been a long cold lonely winter " * 3),
-        lab.encode("Ludwig van Beethoven" if cfg.labels_version == "v3" else "Frank Sinatra", "jazz",
-                   "Fly me to the moon"),
+        lab.encode(
+            "The Beatles",
+            "rock" if cfg.labels_version == "v3" else "Hip Hop",
+            "Here comes the sun, little darling\nit's been a long cold lonely winter " * 3,
+        ),
+        lab.encode(
+            "Ludwig van Beethoven" if cfg.labels_version == "v3" else "Frank Sinatra",
+            "jazz",
+            "Fly me to the moon",
+        ),
     ]
     total = 30 * 44100
     return torch.tensor([lab.window_y(s, total, offset) for s in songs])
 
 
-def _inputs(kind: str, prior: JukeboxPrior, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def _inputs(
+    kind: str, prior: JukeboxPrior, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     n_ctx = prior.config.n_ctx
     z = torch.randint(0, prior.config.l_bins, (B, n_ctx), generator=g)
@@ -104,13 +114,14 @@ def _inputs(kind: str, prior: JukeboxPrior, seed: int) -> tuple[torch.Tensor, to
     return z, upper, y
 
 
-def _reference_music_logits(kind: str, ref: dict[str, Any], z: torch.Tensor, upper: torch.Tensor | None,
-                            y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference_music_logits(
+    kind: str, ref: dict[str, Any], z: torch.Tensor, upper: torch.Tensor | None, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     rp = ref["priors"][kind]
     loss, preds = reference_preds(rp, z, [upper] if upper is not None else None, y)
     hps = SMALL_PRIORS[kind]
     if hps.get("single_enc_dec"):
-        preds = preds[:, hps["n_tokens"]:, hps["n_vocab"]:]  # music positions, music codes
+        preds = preds[:, hps["n_tokens"] :, hps["n_vocab"] :]  # music positions, music codes
     return loss, preds
 
 
@@ -203,8 +214,12 @@ def test_load_model_from_files_of_the_original_training_code(ref: dict[str, Any]
     """A folder of original-format files with their `hps` and no model.json loads as a model."""
     import shutil
 
-    for part, kind in (("vqvae", "vqvae"), ("prior_level_0", "upsampler_level_0"),
-                       ("prior_level_1", "upsampler_level_1"), ("prior_level_2", "prior_1b_lyrics")):
+    for part, kind in (
+        ("vqvae", "vqvae"),
+        ("prior_level_0", "upsampler_level_0"),
+        ("prior_level_1", "upsampler_level_1"),
+        ("prior_level_2", "prior_1b_lyrics"),
+    ):
         shutil.copy(ref["files"][kind], tmp_path / f"{part}.pth.tar")
     model = load_model(tmp_path, device="cpu", dtype=torch.float32)
     assert model.config.top.lyrics == "prefix" and model.config.priors[1].conditioner is not None
@@ -223,8 +238,16 @@ def test_attention_order_matches_reference() -> None:
 
     for order in (0, 1, 2, 6, 7, 8, 9, 10, 11, 12):
         with _quiet(), torch.device("meta"):
-            t = RefTransformer(n_in=8, n_ctx=16, n_head=1, n_depth=80, attn_order=order, blocks=4, encoder_dims=4,
-                               prime_len=4)
+            t = RefTransformer(
+                n_in=8,
+                n_ctx=16,
+                n_head=1,
+                n_depth=80,
+                attn_order=order,
+                blocks=4,
+                encoder_dims=4,
+                prime_len=4,
+            )
         assert layer_kinds(order, 80) == [m.attn.attn_func for m in t._attn_mods], order
 
 
@@ -232,8 +255,10 @@ def _quiet() -> contextlib.AbstractContextManager[Any]:
     return contextlib.redirect_stdout(io.StringIO())
 
 
-@pytest.mark.parametrize("name", ["vqvae", "upsampler_level_0", "upsampler_level_1", "prior_5b", "prior_5b_lyrics",
-                                  "prior_1b_lyrics"])
+@pytest.mark.parametrize(
+    "name",
+    ["vqvae", "upsampler_level_0", "upsampler_level_1", "prior_5b", "prior_5b_lyrics", "prior_1b_lyrics"],
+)
 def test_released_configs_match_original_hparams_and_key_layout(name: str) -> None:
     """Our presets equal the configs built from the original hparam sets, and at the released sizes
     our modules have exactly the original state-dict keys and shapes (built on `meta`)."""

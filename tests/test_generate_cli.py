@@ -60,12 +60,38 @@ def app() -> typer.Typer:
 
 
 def _args(model_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["generate", "--model", str(model_dir), "--artist", "bach", "--genre", "chorale", "--lyrics", "la la la",
-            "--seconds", "0.1", "--drafts", "2", "--pick", "2", "--seed", "3", "--device", "cpu", "--threads", "1",
-            "--out", str(out), "--quiet", *extra]
+    return [
+        "generate",
+        "--model",
+        str(model_dir),
+        "--artist",
+        "bach",
+        "--genre",
+        "chorale",
+        "--lyrics",
+        "la la la",
+        "--seconds",
+        "0.1",
+        "--drafts",
+        "2",
+        "--pick",
+        "2",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
-def test_generate_writes_the_song_and_a_json_summary(app: typer.Typer, model_dir: Path, tmp_path: Path) -> None:
+def test_generate_writes_the_song_and_a_json_summary(
+    app: typer.Typer, model_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "song"
     res = runner.invoke(app, _args(model_dir, out, "--json"))
     assert res.exit_code == 0, res.output
@@ -88,7 +114,10 @@ def test_generate_writes_the_song_and_a_json_summary(app: typer.Typer, model_dir
     again = runner.invoke(app, _args(model_dir, out, "--json"))
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["resumed"] is True
-    assert all(np.array_equal(a, b) for a, b in zip(codes, codes_from_npz((out / "codes.npz").read_bytes()), strict=True))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(codes, codes_from_npz((out / "codes.npz").read_bytes()), strict=True)
+    )
 
     # Another request in the same folder is refused; --fresh starts over.
     other = runner.invoke(app, [*_args(model_dir, out), "--seed", "4"])
@@ -97,12 +126,19 @@ def test_generate_writes_the_song_and_a_json_summary(app: typer.Typer, model_dir
 
 
 def _spawn(model_dir: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import typer; from engine.cli import register;"
-            "app = typer.Typer(); register(app); app()")
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); import typer; from engine.cli import register;"
+        "app = typer.Typer(); register(app); app()"
+    )
     args = _args(model_dir, out)
     args[args.index("0.1")] = "0.2"
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _kill_when(proc: subprocess.Popen[str], path: Path) -> None:
@@ -132,19 +168,25 @@ def test_killed_generate_resumes_exactly(app: typer.Typer, model_dir: Path, tmp_
     assert json.loads((out / "summary.json").read_text())["resumed"] is True
 
 
-def test_primes_and_their_errors(app: typer.Typer, model_dir: Path, tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_primes_and_their_errors(
+    app: typer.Typer, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A clip's codes: the new song starts with the clip's last seconds.
     first = tmp_path / "first"
     assert runner.invoke(app, _args(model_dir, first)).exit_code == 0
     cont = tmp_path / "cont"
-    res = runner.invoke(app, [*_args(model_dir, cont, "--json"), "--prime", str(first / "codes.npz"),
-                              "--prime-seconds", "0.05"])
+    res = runner.invoke(
+        app,
+        [*_args(model_dir, cont, "--json"), "--prime", str(first / "codes.npz"), "--prime-seconds", "0.05"],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["prime_seconds"] == pytest.approx(0.05, abs=0.001)
     assert summary["seconds"] == pytest.approx(0.15, abs=0.01)
-    src, new = codes_from_npz((first / "codes.npz").read_bytes()), codes_from_npz((cont / "codes.npz").read_bytes())
+    src, new = (
+        codes_from_npz((first / "codes.npz").read_bytes()),
+        codes_from_npz((cont / "codes.npz").read_bytes()),
+    )
     for lv in range(3):
         n = src[lv].shape[1] * 68 // 137  # 0.05 s of 0.1 s, in whole top-level tokens
         assert np.array_equal(new[lv][0, :n], src[lv][0, -n:])
@@ -164,7 +206,9 @@ def test_primes_and_their_errors(app: typer.Typer, model_dir: Path, tmp_path: Pa
     res = runner.invoke(app, [*_args(model_dir, tmp_path / "x1"), "--prime", str(long)])
     assert res.exit_code == 2
     assert "this file is 3 s long; the prime can be at most 1 s (use --prime-seconds" in res.output
-    ok = runner.invoke(app, [*_args(model_dir, tmp_path / "x2"), "--prime", str(long), "--prime-seconds", "0.2"])
+    ok = runner.invoke(
+        app, [*_args(model_dir, tmp_path / "x2"), "--prime", str(long), "--prime-seconds", "0.2"]
+    )
     assert ok.exit_code == 0, ok.output
     bad = tmp_path / "bad.mp3"
     bad.write_bytes(os.urandom(3000))
@@ -178,12 +222,15 @@ def test_primes_and_their_errors(app: typer.Typer, model_dir: Path, tmp_path: Pa
     assert res.exit_code == 2 and "the prime can be at most 98 KB" in res.output
     res = runner.invoke(app, [*_args(model_dir, tmp_path / "x5"), "--prime", str(tmp_path / "nope.wav")])
     assert res.exit_code == 2 and "no such file" in res.output
-    res = runner.invoke(app, [*_args(model_dir, tmp_path / "x6"), "--prime", str(long), "--prime-seconds", "5"])
+    res = runner.invoke(
+        app, [*_args(model_dir, tmp_path / "x6"), "--prime", str(long), "--prime-seconds", "5"]
+    )
     assert res.exit_code == 2 and "--prime-seconds must be between 0 and 1 s" in res.output
 
 
-def test_bad_requests_are_said_in_words(app: typer.Typer, model_dir: Path, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_requests_are_said_in_words(
+    app: typer.Typer, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     res = runner.invoke(app, [*_args(model_dir, tmp_path / "a"), "--artist", "Bahc"])
     assert res.exit_code == 2 and "Unknown artist 'Bahc'. Did you mean: bach" in res.output
     res = runner.invoke(app, [*_args(model_dir, tmp_path / "b"), "--pick", "5"])

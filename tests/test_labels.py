@@ -77,8 +77,14 @@ def test_lyric_cleaning_says_what_changed() -> None:
 def test_names_resolve_like_the_original() -> None:
     from jukebox_infer.data.artist_genre_processor import ArtistGenreProcessor
 
-    cases = [("The Beatles", "Hip Hop"), ("frank sinatra", "Jazz"), ("Ludwig van Beethoven", "classical"),
-             ("Nobody We Know", "rock"), ("AC/DC", "hard rock"), ("unknown", "pop")]
+    cases = [
+        ("The Beatles", "Hip Hop"),
+        ("frank sinatra", "Jazz"),
+        ("Ludwig van Beethoven", "classical"),
+        ("Nobody We Know", "rock"),
+        ("AC/DC", "hard rock"),
+        ("unknown", "pop"),
+    ]
     for v3 in (False, True):
         with _quiet():
             ref = ArtistGenreProcessor(v3)
@@ -104,7 +110,9 @@ def test_unknown_names_get_suggestions() -> None:
     assert err.value.name == "hopp" and "hop" in err.value.suggestions
     assert suggest("Bethoven", v3.artists, n=3)[0] == "ludwig van beethoven"
     assert "frank sinatra" in released_labels("v2").artists  # shown with spaces, found with norm()
-    assert released_labels("v2").artist_id("Frank Sinatra") == released_labels("v2").artist_id("frank_sinatra")
+    assert released_labels("v2").artist_id("Frank Sinatra") == released_labels("v2").artist_id(
+        "frank_sinatra"
+    )
 
 
 @pytest.mark.parametrize("version", ["v2", "v3"])
@@ -137,8 +145,9 @@ def test_lyric_window_equals_the_original() -> None:
         n = rng.choice([16, 384, 512])
         total = rng.randrange(10_000, 10_000_000)
         offset, duration = rng.randrange(0, total), rng.randrange(1, 1_000_000)
-        assert get_relevant_lyric_tokens(full, n, total, offset, duration) == ref_window(full, n, total, offset,
-                                                                                         duration)
+        assert get_relevant_lyric_tokens(full, n, total, offset, duration) == ref_window(
+            full, n, total, offset, duration
+        )
 
 
 def test_bad_labels_are_explained() -> None:
@@ -166,7 +175,9 @@ def test_short_songs_are_labelled_with_the_shortest_length_the_model_knows() -> 
 
 def test_labels_for_models_without_torch(tmp_path: Path) -> None:
     assert labels_for_model("1b_lyrics").version == "v3" and labels_for_model("5b").version == "v2"
-    cfg = tiny_config(custom_labels=CustomLabels(artists=("unknown", "Bach", "Mozart"), genres=("unknown", "chorale")))
+    cfg = tiny_config(
+        custom_labels=CustomLabels(artists=("unknown", "Bach", "Mozart"), genres=("unknown", "chorale"))
+    )
     cfg.save(tmp_path / "model.json")
     labels = labels_for_model(tmp_path)
     assert labels.version == "custom" and labels.artists == ["bach", "mozart", "unknown"]
@@ -175,6 +186,8 @@ def test_labels_for_models_without_torch(tmp_path: Path) -> None:
         labels.artist_id("Bah")
     with pytest.raises(FileNotFoundError, match=r"model\.json"):
         labels_for_model(tmp_path / "nowhere")
-    code = ("import sys, engine.labels as L; L.labels_for_model('1b_lyrics').artist_id('the beatles'); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys, engine.labels as L; L.labels_for_model('1b_lyrics').artist_id('the beatles'); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -28,7 +28,9 @@ def test_upgrade_downgrade_upgrade_without_drift(empty_database_url: str) -> Non
         assert migrate.current_revision(db) is None
         assert migrate.upgrade(db) == migrate.head_revision()
         assert set(db.table_names()) >= TABLES
-        assert migrate.schema_drift(db) == [], "db/models.py and the migrations differ: run `jukebot db revision`"
+        assert migrate.schema_drift(db) == [], (
+            "db/models.py and the migrations differ: run `jukebot db revision`"
+        )
         assert migrate.downgrade(db, "base") is None
         assert set(db.table_names()) <= {"alembic_version"}
         assert migrate.upgrade(db) == migrate.head_revision()
@@ -112,16 +114,24 @@ def test_missing_migration_says_run_upgrade_and_upgrade_applies_it(
     db = Database(database_url)
     try:
         with db.session() as s:  # rows that must survive the table rebuild
-            s.execute(text("INSERT INTO users (discord_id, name, created_at) VALUES (5, 'ann', '2026-01-01 00:00:00')"))
-            s.execute(text(
-                "INSERT INTO songs (user_id, status, title, model, artist, genre, lyrics, seconds, seed, n_drafts, "
-                "temperature, created_at, updated_at) VALUES ((SELECT id FROM users), 'queued', '', 'demo', 'a', 'g', "
-                "'', 5, 1, 3, 0.98, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-            ))
-            s.execute(text(
-                "INSERT INTO drafts (song_id, \"index\", audio_key, codes_key, seconds, created_at) "
-                "VALUES ((SELECT id FROM songs), 0, 'a.wav', 'a.npy', 1, '2026-01-01 00:00:00')"
-            ))
+            s.execute(
+                text(
+                    "INSERT INTO users (discord_id, name, created_at) VALUES (5, 'ann', '2026-01-01 00:00:00')"
+                )
+            )
+            s.execute(
+                text(
+                    "INSERT INTO songs (user_id, status, title, model, artist, genre, lyrics, seconds, seed, n_drafts, "
+                    "temperature, created_at, updated_at) VALUES ((SELECT id FROM users), 'queued', '', 'demo', 'a', 'g', "
+                    "'', 5, 1, 3, 0.98, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+            s.execute(
+                text(
+                    'INSERT INTO drafts (song_id, "index", audio_key, codes_key, seconds, created_at) '
+                    "VALUES ((SELECT id FROM songs), 0, 'a.wav', 'a.npy', 1, '2026-01-01 00:00:00')"
+                )
+            )
         with pytest.raises(SchemaOutOfDate) as err:
             open_database(database_url, upgrade=False)
         assert str(err.value).endswith(
@@ -132,7 +142,12 @@ def test_missing_migration_says_run_upgrade_and_upgrade_applies_it(
         assert migrate.current_revision(db) == "0099"
         with db.engine.connect() as conn:
             assert "mood" in {c["name"] for c in inspect(conn).get_columns("songs")}
-            assert conn.execute(text("SELECT count(*) FROM drafts JOIN songs ON songs.id = drafts.song_id")).scalar() == 1
+            assert (
+                conn.execute(
+                    text("SELECT count(*) FROM drafts JOIN songs ON songs.id = drafts.song_id")
+                ).scalar()
+                == 1
+            )
             if db.dialect == "sqlite":
                 assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
                 assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1  # switched back on
@@ -146,13 +161,34 @@ def test_missing_migration_says_run_upgrade_and_upgrade_applies_it(
 def test_the_wheel_ships_the_migrations(tmp_path: Path) -> None:
     """Migrations are found from an installed package, not from a cwd alembic.ini."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
-        check=True, capture_output=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
     )
     (wheel,) = tmp_path.glob("jukebot-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "db" / "migrations").rglob("*") if p.suffix in (".py", ".mako")}
-    assert {"db/migrations/env.py", "db/migrations/script.py.mako", "db/migrations/versions/0001_initial_schema.py"} <= shipped
+    shipped = {
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "db" / "migrations").rglob("*")
+        if p.suffix in (".py", ".mako")
+    }
+    assert {
+        "db/migrations/env.py",
+        "db/migrations/script.py.mako",
+        "db/migrations/versions/0001_initial_schema.py",
+    } <= shipped
     assert shipped <= names
 
 
@@ -196,7 +232,9 @@ def test_a_failing_migration_changes_nothing_and_says_so(
         db.dispose()
 
 
-def test_new_revision_writes_a_script_from_the_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_revision_writes_a_script_from_the_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`jukebot db revision` (developers): with the models matching head, the script changes nothing."""
     scripts = tmp_path / "migrations"
     shutil.copytree(database_module.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))

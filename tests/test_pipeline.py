@@ -91,7 +91,7 @@ def test_prompt_from_clip_codes(engine: Engine) -> None:
     n2 = int(0.04 * engine.sample_rate) // 16
     assert p.top_tokens == n2 and [c.shape[1] for c in p.codes] == [n2 * 4, n2 * 2, n2]
     for lv in range(3):
-        assert np.array_equal(p.codes[lv][0], f.codes[lv][0, -p.codes[lv].shape[1]:])  # the clip's tail
+        assert np.array_equal(p.codes[lv][0], f.codes[lv][0, -p.codes[lv].shape[1] :])  # the clip's tail
     assert Prompt.from_clip_codes(engine, data).top_tokens == f.codes[2].shape[1]  # all of it
 
     d = make_drafts(engine, REQ, 2, prompt=p)

@@ -25,7 +25,9 @@ def job(db: Database, job_id: int) -> Job:
 def expire(db: Database, job_id: int) -> None:
     """Make a running job's lease run out now (as if its worker stopped heartbeating long ago)."""
     with db.write() as s:
-        s.execute(update(Job).where(col(Job.id) == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=5)))
+        s.execute(
+            update(Job).where(col(Job.id) == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=5))
+        )
 
 
 # --- enqueue --------------------------------------------------------------------------------------
@@ -93,7 +95,11 @@ def test_checkpoint_and_completion(db: Database) -> None:
     q.save_checkpoint(db, lease, "checkpoints/1/window-3.pt")
     q.complete(db, lease, {"clip_id": 7})
     row = job(db, lease.job_id)
-    assert (row.status, row.result, row.checkpoint_key) == (JobStatus.succeeded, {"clip_id": 7}, "checkpoints/1/window-3.pt")
+    assert (row.status, row.result, row.checkpoint_key) == (
+        JobStatus.succeeded,
+        {"clip_id": 7},
+        "checkpoints/1/window-3.pt",
+    )
     assert row.finished_at is not None and row.lease_expires_at is None
     assert q.claim(db, ["upsample"], "w", 60) is None
 
@@ -118,7 +124,9 @@ def test_results_and_completion_commit_together_in_the_fenced_session(db: Databa
 # --- fencing ----------------------------------------------------------------------------------------
 
 
-def test_a_worker_whose_lease_expired_cannot_overwrite_the_new_attempt(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_worker_whose_lease_expired_cannot_overwrite_the_new_attempt(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     job_id = q.enqueue(db, "draft", {"song": 3})
     stale = q.claim(db, ["draft"], "host-a:11", 60)
     assert stale is not None
@@ -143,13 +151,23 @@ def test_a_worker_whose_lease_expired_cannot_overwrite_the_new_attempt(db: Datab
     with pytest.raises(q.LeaseLost) as err, q.fenced(db, stale) as s:
         s.add(User(discord_id=1))  # never reached
     message = str(err.value)
-    assert message.startswith(f"Lease lost on job {job_id}: host-a:11 held token 1 but the job is running under token 2 (owner host-b:22)")
+    assert message.startswith(
+        f"Lease lost on job {job_id}: host-a:11 held token 1 but the job is running under token 2 (owner host-b:22)"
+    )
     assert "refused" in message
     logged = [r.getMessage() for r in caplog.records if r.name == "jukebot.queue"]
-    assert len([m for m in logged if f"Lease lost on job {job_id}" in m and "token 1" in m and "token 2" in m]) == len(refused) + 1
+    assert (
+        len([m for m in logged if f"Lease lost on job {job_id}" in m and "token 1" in m and "token 2" in m])
+        == len(refused) + 1
+    )
 
     row = job(db, job_id)
-    assert (row.status, row.progress, row.checkpoint_key, row.lease_owner) == (JobStatus.running, {}, None, "host-b:22")
+    assert (row.status, row.progress, row.checkpoint_key, row.lease_owner) == (
+        JobStatus.running,
+        {},
+        None,
+        "host-b:22",
+    )
     with db.read() as s:
         assert s.execute(text("SELECT count(*) FROM users")).scalar() == 0
     q.complete(db, fresh, {"from": "fresh"})
@@ -232,7 +250,9 @@ def test_release_gives_the_job_back_without_burning_an_attempt(db: Database) -> 
     row = job(db, job_id)
     assert (row.status, row.attempts, row.lease_owner) == (JobStatus.queued, 0, None)
     again = q.claim(db, ["upsample"], "w2", 60)
-    assert again is not None and again.attempts == 1 and again.token == 2 and again.checkpoint_key == "ck/1.pt"
+    assert (
+        again is not None and again.attempts == 1 and again.token == 2 and again.checkpoint_key == "ck/1.pt"
+    )
 
 
 # --- cancel -------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from db.models import Job, JobStatus
 KIND = "draft"
 _md = MetaData()
 WORK_LOG = Table(
-    "test_work_log", _md,
+    "test_work_log",
+    _md,
     Column("id", Integer, primary_key=True),
     Column("job_id", Integer, nullable=False),
     Column("token", Integer, nullable=False),
@@ -44,18 +45,29 @@ WORK_LOG = Table(
     Column("ended", Float),
 )
 DONE = Table(
-    "test_work_done", _md,
+    "test_work_done",
+    _md,
     Column("job_id", Integer, primary_key=True),  # a second completion of a job would violate this
     Column("token", Integer, nullable=False),
     Column("pid", Integer, nullable=False),
 )
-ERRORS = Table("test_worker_errors", _md, Column("id", Integer, primary_key=True), Column("pid", Integer), Column("text", String))
+ERRORS = Table(
+    "test_worker_errors",
+    _md,
+    Column("id", Integer, primary_key=True),
+    Column("pid", Integer),
+    Column("text", String),
+)
 FINISHED = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 
 
 def _unfinished(db: Database) -> int:
     with db.read() as s:
-        return int(s.execute(select(func.count()).select_from(Job).where(col(Job.status).not_in(FINISHED))).scalar_one())
+        return int(
+            s.execute(
+                select(func.count()).select_from(Job).where(col(Job.status).not_in(FINISHED))
+            ).scalar_one()
+        )
 
 
 def worker_main(url: str, lease_seconds: float, work_seconds: float, deadline: float) -> None:
@@ -72,7 +84,11 @@ def worker_main(url: str, lease_seconds: float, work_seconds: float, deadline: f
                 continue
             try:
                 with q.fenced(db, lease) as s:
-                    s.execute(WORK_LOG.insert().values(job_id=lease.job_id, token=lease.token, pid=pid, started=time.time()))
+                    s.execute(
+                        WORK_LOG.insert().values(
+                            job_id=lease.job_id, token=lease.token, pid=pid, started=time.time()
+                        )
+                    )
                 time.sleep(random.uniform(0, work_seconds))
                 q.heartbeat(db, lease, {"half": True})
                 time.sleep(random.uniform(0, work_seconds))
@@ -110,7 +126,9 @@ def _spawn(ctx: Any, url: str, lease_seconds: float, work_seconds: float, deadli
     return proc
 
 
-def _check_exactly_once(db: Database, n_jobs: int, killed_at: dict[int, float], lease_seconds: float) -> dict[str, int]:
+def _check_exactly_once(
+    db: Database, n_jobs: int, killed_at: dict[int, float], lease_seconds: float
+) -> dict[str, int]:
     with db.read() as s:
         jobs = {j.id: j for j in s.execute(select(Job)).scalars()}
         logs = s.execute(select(WORK_LOG).order_by(WORK_LOG.c.job_id, WORK_LOG.c.token)).all()
@@ -132,7 +150,9 @@ def _check_exactly_once(db: Database, n_jobs: int, killed_at: dict[int, float], 
         for before, after in itertools.pairwise(rows):
             # An attempt that did not finish was killed; the next one began only after that process
             # was dead AND its lease had run out: never two at the same time.
-            assert before.ended is None and before.pid in killed_at, f"job {job_id}: an unfinished attempt that was not killed"
+            assert before.ended is None and before.pid in killed_at, (
+                f"job {job_id}: an unfinished attempt that was not killed"
+            )
             assert after.started >= killed_at[before.pid]
             assert after.started >= before.started + lease_seconds - 0.25
             assert after.token > before.token
@@ -195,7 +215,9 @@ def test_killed_workers_jobs_are_reclaimed_and_finish_exactly_once(postgres_url:
             victim.join(10)
             killed_at[victim.pid] = time.time()
             workers.remove(victim)
-            workers.append(_spawn(ctx, postgres_url, lease_seconds, 0.01, deadline))  # a supervisor restarts it
+            workers.append(
+                _spawn(ctx, postgres_url, lease_seconds, 0.01, deadline)
+            )  # a supervisor restarts it
             q.reclaim_expired(db)  # the sweeper runs now and then (claim also takes expired leases)
         for w in workers:
             w.join(170)
@@ -236,9 +258,13 @@ def sqlite_bot_main(url: str, n_songs: int, out: str) -> None:
                 if i < n_songs:
                     user = repo.get_or_create_user(db, 1000 + i % 7, f"member {i % 7}")
                     assert user.id is not None
-                    song = repo.create_song(db, user_id=user.id, artist="a", genre="g", seconds=5, seed=i, guild_id=1)
+                    song = repo.create_song(
+                        db, user_id=user.id, artist="a", genre="g", seconds=5, seed=i, guild_id=1
+                    )
                     assert song.id is not None
-                    job_id = q.enqueue(db, KIND, {"song_id": song.id}, song_id=song.id, idempotency_key=f"song-{song.id}")
+                    job_id = q.enqueue(
+                        db, KIND, {"song_id": song.id}, song_id=song.id, idempotency_key=f"song-{song.id}"
+                    )
                     songs.append(song.id)
                     q.queue_position(db, job_id)
                     q.get_job(db, job_id)
@@ -293,7 +319,13 @@ def sqlite_worker_main(url: str, n_songs: int, out: str) -> None:
                 q.is_cancel_requested(db, lease)
                 with q.fenced(db, lease) as s:
                     for index in range(2):
-                        repo.add_draft(s, lease.song_id, index, f"s/{lease.song_id}/{index}.wav", f"s/{lease.song_id}/{index}.npy")
+                        repo.add_draft(
+                            s,
+                            lease.song_id,
+                            index,
+                            f"s/{lease.song_id}/{index}.wav",
+                            f"s/{lease.song_id}/{index}.npy",
+                        )
                     repo.set_song_status(s, lease.song_id, "voting")
                     q.complete(db, lease, {"drafts": 2}, session=s)
                 done += 1
@@ -306,7 +338,9 @@ def sqlite_worker_main(url: str, n_songs: int, out: str) -> None:
         _report(out, {"errors": errors, "done": done})
 
 
-def test_sqlite_bot_and_two_workers_share_one_file_without_locking_errors(sqlite_url: str, tmp_path: Path) -> None:
+def test_sqlite_bot_and_two_workers_share_one_file_without_locking_errors(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     n_songs = 120
     ctx = multiprocessing.get_context("spawn")
     outs = {name: str(tmp_path / f"{name}.json") for name in ("bot", "w1", "w2")}

@@ -14,12 +14,19 @@ from db.database import Database
 from db.models import Clip, Draft, JobKind, Song, SongStatus, utcnow
 
 
-def make_song(db: Database, requester: int = 100, *, drafts: int = 3, guild_id: int | None = 1) -> tuple[Song, list[Draft]]:
+def make_song(
+    db: Database, requester: int = 100, *, drafts: int = 3, guild_id: int | None = 1
+) -> tuple[Song, list[Draft]]:
     user = repo.get_or_create_user(db, requester, f"member{requester}")
     assert user.id is not None
-    song = repo.create_song(db, user_id=user.id, artist="the beatles", genre="rock", seconds=10, seed=7, guild_id=guild_id)
+    song = repo.create_song(
+        db, user_id=user.id, artist="the beatles", genre="rock", seconds=10, seed=7, guild_id=guild_id
+    )
     assert song.id is not None
-    made = [repo.add_draft(db, song.id, i, f"songs/{song.id}/d{i}.wav", f"songs/{song.id}/d{i}.npy") for i in range(drafts)]
+    made = [
+        repo.add_draft(db, song.id, i, f"songs/{song.id}/d{i}.wav", f"songs/{song.id}/d{i}.npy")
+        for i in range(drafts)
+    ]
     return song, made
 
 
@@ -175,7 +182,9 @@ def test_member_usage_and_running_per_guild(db: Database) -> None:
     user = repo.get_or_create_user(db, 100)
     assert user.id is not None
     with db.write() as s:  # one song from yesterday does not count today
-        s.execute(update(Song).where(col(Song.id) == song_b.id).values(created_at=utcnow() - timedelta(days=2)))
+        s.execute(
+            update(Song).where(col(Song.id) == song_b.id).values(created_at=utcnow() - timedelta(days=2))
+        )
     for song in (song_a, song_b, song_c):
         q.enqueue(db, JobKind.draft, {}, song_id=song.id)
     lease = q.claim(db, [JobKind.draft], "w", 60)

@@ -66,7 +66,10 @@ def test_checkpoint_round_trip_keeps_everything() -> None:
     assert (back.level, back.window, back.done, back.total) == (1, 4, 55, 200)
     assert all(np.array_equal(a, b) and b.dtype == np.int64 for a, b in zip(codes, back.codes, strict=True))
     big = _codes((1, 3), (1, 3), (1, 3), hi=100_000)
-    assert all(np.array_equal(a, b) for a, b in zip(big, loads(dumps(Checkpoint({}, big, 0, 0, 0, 0))).codes, strict=True))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(big, loads(dumps(Checkpoint({}, big, 0, 0, 0, 0))).codes, strict=True)
+    )
 
 
 def test_damaged_checkpoint_is_refused_in_words() -> None:
@@ -104,8 +107,15 @@ def test_file_checkpoints_resume_exactly(tiny: tuple, tmp_path: Path) -> None:
         asked = iter([False, False, True])  # stop after every third window
         try:
             codes = resumable_run(
-                plan, priors.__getitem__, labels, empty_codes(2), FileCheckpointer(tmp_path, "run"),
-                {"request": "r1"}, device=CPU, dtype=torch.float32, hooks=Hooks(should_stop=asked.__next__),
+                plan,
+                priors.__getitem__,
+                labels,
+                empty_codes(2),
+                FileCheckpointer(tmp_path, "run"),
+                {"request": "r1"},
+                device=CPU,
+                dtype=torch.float32,
+                hooks=Hooks(should_stop=asked.__next__),
             )
             break
         except SamplingStopped:
@@ -136,13 +146,32 @@ def test_throttled_checkpoints_still_save_before_a_stop(tiny: tuple, tmp_path: P
     ck = CountingCheckpointer(tmp_path, "t")
     asked = iter([False, False, False, True])  # stop after the 4th window
     with pytest.raises(SamplingStopped) as stop:
-        resumable_run(plan, priors.__getitem__, labels, empty_codes(1), ck, {"request": "t"}, device=CPU,
-                      dtype=torch.float32, hooks=Hooks(should_stop=asked.__next__), every_seconds=3600)
+        resumable_run(
+            plan,
+            priors.__getitem__,
+            labels,
+            empty_codes(1),
+            ck,
+            {"request": "t"},
+            device=CPU,
+            dtype=torch.float32,
+            hooks=Hooks(should_stop=asked.__next__),
+            every_seconds=3600,
+        )
     p = stop.value.progress
     assert ck.saved == [(p.level, p.window)]  # nothing by time; the stop saved the last window
     ck2 = CountingCheckpointer(tmp_path, "t")
-    codes = resumable_run(plan, priors.__getitem__, labels, empty_codes(1), ck2, {"request": "t"}, device=CPU,
-                          dtype=torch.float32, every_seconds=3600)
+    codes = resumable_run(
+        plan,
+        priors.__getitem__,
+        labels,
+        empty_codes(1),
+        ck2,
+        {"request": "t"},
+        device=CPU,
+        dtype=torch.float32,
+        every_seconds=3600,
+    )
     assert ck2.saved == []
     assert all(np.array_equal(a, b) for a, b in zip(full, codes, strict=True))
 
@@ -156,8 +185,17 @@ def test_job_checkpoints_are_fenced(db: Database, storage: Storage, tiny: tuple)
     assert first is not None
     asked = iter([False, True])
     with pytest.raises(SamplingStopped):
-        resumable_run(plan, priors.__getitem__, labels, empty_codes(1), JobCheckpointer(db, storage, first),
-                      {"request": "j"}, device=CPU, dtype=torch.float32, hooks=Hooks(should_stop=asked.__next__))
+        resumable_run(
+            plan,
+            priors.__getitem__,
+            labels,
+            empty_codes(1),
+            JobCheckpointer(db, storage, first),
+            {"request": "j"},
+            device=CPU,
+            dtype=torch.float32,
+            hooks=Hooks(should_stop=asked.__next__),
+        )
     job = get_job(db, job_id)
     assert isinstance(job, Job) and job.checkpoint_key is not None
     assert f"job-{job_id}/token-{first.token}/" in job.checkpoint_key and storage.exists(job.checkpoint_key)
@@ -167,7 +205,9 @@ def test_job_checkpoints_are_fenced(db: Database, storage: Storage, tiny: tuple)
 
     time.sleep(0.05)
     second = claim(db, ["draft"], "worker-b", lease_seconds=60)
-    assert second is not None and second.token == first.token + 1 and second.checkpoint_key == job.checkpoint_key
+    assert (
+        second is not None and second.token == first.token + 1 and second.checkpoint_key == job.checkpoint_key
+    )
 
     # The stalled first attempt wakes up: its checkpoint is refused and the pointer does not move.
     ckpt = JobCheckpointer(db, storage, first)
@@ -180,8 +220,16 @@ def test_job_checkpoints_are_fenced(db: Database, storage: Storage, tiny: tuple)
     resumed = JobCheckpointer(db, storage, second)
     assert resumed.load(plan, {"request": "j"}) is not None
     assert resumed.load(plan, {"request": "other"}) is None  # not this request: start over
-    codes = resumable_run(plan, priors.__getitem__, labels, empty_codes(1), resumed, {"request": "j"},
-                          device=CPU, dtype=torch.float32)
+    codes = resumable_run(
+        plan,
+        priors.__getitem__,
+        labels,
+        empty_codes(1),
+        resumed,
+        {"request": "j"},
+        device=CPU,
+        dtype=torch.float32,
+    )
     full = run_plan(plan, priors.__getitem__, labels, empty_codes(1), device=CPU)
     assert all(np.array_equal(a, b) for a, b in zip(full, codes, strict=True))
     resumed.cleanup()
@@ -191,16 +239,30 @@ def test_job_checkpoints_are_fenced(db: Database, storage: Storage, tiny: tuple)
 # --- SIGKILL in every level -----------------------------------------------------------------------
 
 
-def _child(db_url: str, storage: Path, owner: str, out: Path, kill_level: int | None) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, str(FIXTURES), "run-job", "--db", db_url, "--storage", str(storage), "--owner", owner,
-           "--out", str(out)]
+def _child(
+    db_url: str, storage: Path, owner: str, out: Path, kill_level: int | None
+) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        str(FIXTURES),
+        "run-job",
+        "--db",
+        db_url,
+        "--storage",
+        str(storage),
+        "--owner",
+        owner,
+        "--out",
+        str(out),
+    ]
     if kill_level is not None:
         cmd += ["--kill-level", str(kill_level)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def test_sigkill_in_every_level_then_resume_on_other_workers_is_exact(tmp_path: Path, sqlite_url: str,
-                                                                        tiny: tuple) -> None:
+def test_sigkill_in_every_level_then_resume_on_other_workers_is_exact(
+    tmp_path: Path, sqlite_url: str, tiny: tuple
+) -> None:
     # The uninterrupted run, in a child process too (same thread settings as the killed ones).
     ref_db = Database(sqlite_url)
     enqueue(ref_db, "draft", {})

@@ -191,9 +191,18 @@ class CountingPrior:
         return self._logits(state, window_tokens.shape[1], cond)
 
 
-def _plan(levels: tuple[int, ...], totals: tuple[int, int, int], n: int = 3, seed: int = 0, **kw: Any) -> Plan:
-    return Plan(levels=levels, totals=totals, n_ctx=(16, 16, 16), downsamples=(2, 2, 0), n_samples=n,
-                key=NoiseKey(seed), settings=SamplingSettings(**kw))
+def _plan(
+    levels: tuple[int, ...], totals: tuple[int, int, int], n: int = 3, seed: int = 0, **kw: Any
+) -> Plan:
+    return Plan(
+        levels=levels,
+        totals=totals,
+        n_ctx=(16, 16, 16),
+        downsamples=(2, 2, 0),
+        n_samples=n,
+        key=NoiseKey(seed),
+        settings=SamplingSettings(**kw),
+    )
 
 
 def _labels(level: int, w: Window) -> Tensor:
@@ -241,7 +250,9 @@ def test_loop_tokens_are_what_slow_exact_sampling_gives() -> None:
 def test_seed_reproducible_and_batch_split_invariant() -> None:
     mk = lambda: {lv: CountingPrior(32, 16) for lv in range(3)}  # noqa: E731
     a = run_plan(_plan((2, 1), (0, 24, 12), seed=9), mk().__getitem__, _labels, _empty(), device=CPU)
-    b = run_plan(_plan((2, 1), (0, 24, 12), seed=9, max_batch_size=2), mk().__getitem__, _labels, _empty(), device=CPU)
+    b = run_plan(
+        _plan((2, 1), (0, 24, 12), seed=9, max_batch_size=2), mk().__getitem__, _labels, _empty(), device=CPU
+    )
     c = run_plan(_plan((2, 1), (0, 24, 12), seed=10), mk().__getitem__, _labels, _empty(), device=CPU)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[2], c[2])
@@ -283,8 +294,14 @@ def test_progress_counts_tokens_and_rate() -> None:
     plan = _plan((2, 1), (0, 40, 20), max_batch_size=2)
     events: list[Progress] = []
     windows: list[Progress] = []
-    run_plan(plan, {lv: CountingPrior(32, 16) for lv in range(3)}.__getitem__, _labels, _empty(), device=CPU,
-             hooks=Hooks(on_tokens=events.append, on_window=lambda p, c: windows.append(p), tokens_every=4))
+    run_plan(
+        plan,
+        {lv: CountingPrior(32, 16) for lv in range(3)}.__getitem__,
+        _labels,
+        _empty(),
+        device=CPU,
+        hooks=Hooks(on_tokens=events.append, on_window=lambda p, c: windows.append(p), tokens_every=4),
+    )
     assert windows[-1].done == windows[-1].total == 60
     dones = [e.done for e in events]
     assert dones == sorted(dones) and dones[-1] == 60

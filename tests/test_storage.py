@@ -56,8 +56,25 @@ def test_write_file(any_storage: Storage, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["", " ", "../etc/passwd", "a/../../b", "/etc/passwd", "a//b", "./a", "a/./b", "a/..", "..",
-     "a\\..\\b", "..\\x", "C:/Windows/x", "~/secret", "s3://bucket/x", "a\x00b", "a/b\n"],
+    [
+        "",
+        " ",
+        "../etc/passwd",
+        "a/../../b",
+        "/etc/passwd",
+        "a//b",
+        "./a",
+        "a/./b",
+        "a/..",
+        "..",
+        "a\\..\\b",
+        "..\\x",
+        "C:/Windows/x",
+        "~/secret",
+        "s3://bucket/x",
+        "a\x00b",
+        "a/b\n",
+    ],
 )
 def test_keys_cannot_escape_the_root(any_storage: Storage, key: str) -> None:
     with pytest.raises(ValueError, match="is not allowed"):
@@ -116,7 +133,9 @@ def test_a_reader_never_sees_half_a_file(any_storage: Storage) -> None:
     assert any_storage.list("songs/9") == [key]  # no temporary files left behind
 
 
-def _reader_process(root: str, key: str, sizes: list[int], seconds: float, out: multiprocessing.Queue) -> None:
+def _reader_process(
+    root: str, key: str, sizes: list[int], seconds: float, out: multiprocessing.Queue
+) -> None:
     stop = threading.Event()
     threading.Timer(seconds, stop.set).start()
     seen: list[str] = []

@@ -42,9 +42,19 @@ def make_folder(root: Path, n: int = 6, seconds: float = 2.0) -> Path:
         artist, genre = (("bach", "chorale"), ("mozart", "string quartet"))[i % 2]
         name = f"audio/{artist}_{i}.flac"
         sf.write(root / name, _tone(seconds, (220.0, 330.0)[i % 2] * (1 + 0.05 * i), i), SR)
-        rows.append({"file": name, "artist": artist, "genre": genre, "lyrics": "", "seconds": seconds,
-                     "offset_seconds": 0.0, "total_seconds": 30.0, "source": "test",
-                     "split": "test" if i == n - 1 else "train"})
+        rows.append(
+            {
+                "file": name,
+                "artist": artist,
+                "genre": genre,
+                "lyrics": "",
+                "seconds": seconds,
+                "offset_seconds": 0.0,
+                "total_seconds": 30.0,
+                "source": "test",
+                "split": "test" if i == n - 1 else "train",
+            }
+        )
     with open(root / "labels.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
@@ -76,7 +86,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data: Path, config_file: P
     s = train("vqvae", config_file, data, out, steps=6, **VQ)
     assert (s.step, s.stopped, s.clips) == (6, "done", 5)  # the test-split clip is held out
     for kind, level in (("prior", None), ("upsampler", 1), ("upsampler", 0)):
-        s = train(kind, config_file, data, out, level=level, steps=4, batch_size=2, progress=False, val_every=2)
+        s = train(
+            kind, config_file, data, out, level=level, steps=4, batch_size=2, progress=False, val_every=2
+        )
         assert s.step == 4 and s.loss is not None and np.isfinite(s.loss)
     return out
 
@@ -140,16 +152,34 @@ def test_loss_curves_and_logs_are_written(trained: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.train", *args], cwd=ROOT, text=True, stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        [sys.executable, "-m", "engine.train", *args],
+        cwd=ROOT,
+        text=True,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
 
 
 def test_vqvae_resumes_exactly_after_sigkill(tmp_path: Path, data: Path, config_file: Path) -> None:
     """8 steps straight == 4 steps, SIGKILL, then the same command again (EMA codebooks, random
     restarts of dead codes, the batch sampler and Adam all continue where they were)."""
-    args = ["vqvae", "--config", str(config_file), "--data", str(data), "--batch-size", "2",
-            "--sample-seconds", "0.2", "--save-every", "2", "--steps", "8", "--quiet"]
+    args = [
+        "vqvae",
+        "--config",
+        str(config_file),
+        "--data",
+        str(data),
+        "--batch-size",
+        "2",
+        "--sample-seconds",
+        "0.2",
+        "--save-every",
+        "2",
+        "--steps",
+        "8",
+        "--quiet",
+    ]
     straight = _cli(*args, "--out", str(tmp_path / "a"))
     killed = _cli(*args, "--out", str(tmp_path / "b"), env={"JUKEBOT_TRAIN_HANG_AFTER": "4"})
     assert straight.wait(timeout=120) == 0, straight.stderr.read() if straight.stderr else ""
@@ -180,7 +210,9 @@ def test_vqvae_resumes_exactly_after_sigkill(tmp_path: Path, data: Path, config_
         assert torch.equal(ea["k_sum"], eb["k_sum"]) and torch.equal(ea["k_elem"], eb["k_elem"])
 
 
-def test_upsampler_resumes_exactly_after_a_stop(tmp_path: Path, trained: Path, data: Path, config_file: Path) -> None:
+def test_upsampler_resumes_exactly_after_a_stop(
+    tmp_path: Path, trained: Path, data: Path, config_file: Path
+) -> None:
     """A run stopped at step 3 of 6 (as on SIGTERM) and run again ends where a straight run ends."""
     torch.set_num_threads(1)
     for d in ("a", "b"):
@@ -200,8 +232,9 @@ def test_upsampler_resumes_exactly_after_a_stop(tmp_path: Path, trained: Path, d
     assert ha == hb
 
 
-def test_truncated_and_unlabeled_files_are_skipped_with_a_message(tmp_path: Path, config_file: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_and_unlabeled_files_are_skipped_with_a_message(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = make_folder(tmp_path / "data", n=4)
     good = (folder / "audio" / "bach_0.flac").read_bytes()
     (folder / "audio" / "bach_2.flac").write_bytes(good[: len(good) // 3])  # cut off mid-stream

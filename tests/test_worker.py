@@ -56,8 +56,16 @@ def _sqlite_settings(url: str, storage: Storage) -> Settings:
 
 def _song(db: Database, model_dir: Path, **kw: object) -> int:
     user = repo.get_or_create_user(db, 1234, "tester")
-    args: dict[str, object] = dict(user_id=user.id, artist="bach", genre="chorale", seconds=0.1, seed=7,
-                                   lyrics="Ein feste Burg", model=str(model_dir), n_drafts=3)
+    args: dict[str, object] = dict(
+        user_id=user.id,
+        artist="bach",
+        genre="chorale",
+        seconds=0.1,
+        seed=7,
+        lyrics="Ein feste Burg",
+        model=str(model_dir),
+        n_drafts=3,
+    )
     args.update(kw)
     song = repo.create_song(db, **args)  # type: ignore[arg-type]
     assert song.id is not None
@@ -77,7 +85,9 @@ def _job(db: Database, job_id: int) -> Job:
     return job
 
 
-def test_draft_upsample_and_continue(db: Database, storage: Storage, settings: Settings, model_dir: Path) -> None:
+def test_draft_upsample_and_continue(
+    db: Database, storage: Storage, settings: Settings, model_dir: Path
+) -> None:
     settings = _settings(settings)
     song_id = _song(db, model_dir)
     job_id = queue.enqueue(db, "draft", {"song_id": song_id}, song_id=song_id)
@@ -91,9 +101,15 @@ def test_draft_upsample_and_continue(db: Database, storage: Storage, settings: S
     assert repo.song_by_id(db, song_id).status == SongStatus.drafting  # type: ignore[union-attr]
     sr = worker.engine_for(str(model_dir)).sample_rate
     for d in drafts:
-        assert d.audio_key == f"songs/{song_id}/drafts/{d.index}.wav" and d.codes_key.endswith(f"{d.index}.npy")
+        assert d.audio_key == f"songs/{song_id}/drafts/{d.index}.wav" and d.codes_key.endswith(
+            f"{d.index}.npy"
+        )
         audio, rate = soundfile.read(io.BytesIO(storage.read_bytes(d.audio_key)))
-        assert rate == sr and len(audio) == pytest.approx(d.seconds * sr, abs=1) and d.seconds == pytest.approx(0.1, abs=0.01)
+        assert (
+            rate == sr
+            and len(audio) == pytest.approx(d.seconds * sr, abs=1)
+            and d.seconds == pytest.approx(0.1, abs=0.01)
+        )
         codes = np.load(io.BytesIO(storage.read_bytes(d.codes_key)))
         assert codes.ndim == 1 and len(codes) * 16 == len(audio)
     assert job.checkpoint_key is not None and storage.list("checkpoints") == []  # cleaned up after success
@@ -122,7 +138,9 @@ def test_draft_upsample_and_continue(db: Database, storage: Storage, settings: S
     assert repo.song_by_id(db, song_id).status == SongStatus.upsampling  # type: ignore[union-attr]
 
     # Continue the clip: 0.05 s of it as the prime, 0.05 s of new music.
-    cont_id = _song(db, model_dir, parent_clip_id=clip.id, prime_seconds=0.05, seconds=0.05, n_drafts=2, seed=9)
+    cont_id = _song(
+        db, model_dir, parent_clip_id=clip.id, prime_seconds=0.05, seconds=0.05, n_drafts=2, seed=9
+    )
     cjob = queue.enqueue(db, "continue", {"song_id": cont_id}, song_id=cont_id)
     assert _worker(db, storage, settings, model_dir).run() == 0
     assert _job(db, cjob).status == "succeeded", _job(db, cjob).last_error
@@ -169,7 +187,9 @@ def test_bad_requests_fail_once_with_a_sentence(sqlite_url: str, storage: Storag
         assert text in (job.last_error or ""), job.last_error
 
 
-def test_internal_errors_are_retried(sqlite_url: str, storage: Storage, model_dir: Path, tmp_path: Path) -> None:
+def test_internal_errors_are_retried(
+    sqlite_url: str, storage: Storage, model_dir: Path, tmp_path: Path
+) -> None:
     db = Database(sqlite_url)
     settings = _sqlite_settings(sqlite_url, storage)
     broken = tmp_path / "broken"
@@ -214,8 +234,9 @@ def test_cancel_stops_between_windows(sqlite_url: str, storage: Storage, model_d
         assert s.execute(select(func.count()).select_from(Draft)).scalar_one() == 0
 
 
-def test_sigterm_gives_the_job_back_and_the_resumed_run_is_exact(sqlite_url: str, storage: Storage,
-                                                                 model_dir: Path) -> None:
+def test_sigterm_gives_the_job_back_and_the_resumed_run_is_exact(
+    sqlite_url: str, storage: Storage, model_dir: Path
+) -> None:
     db = Database(sqlite_url)
     settings = _sqlite_settings(sqlite_url, storage)
     song_id = _song(db, model_dir, seconds=0.5, n_drafts=2)
@@ -226,7 +247,9 @@ def test_sigterm_gives_the_job_back_and_the_resumed_run_is_exact(sqlite_url: str
         f"s = Settings(database_url={sqlite_url!r}, storage_url={str(storage.root)!r}, heartbeat_seconds=0.1, poll_seconds=0.1, _env_file=None);"
         f"sys.exit(Worker(s, WorkerOptions(device='cpu', model={str(model_dir)!r}, once=True, threads=1)).run())"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         job = _job(db, job_id)
@@ -247,7 +270,9 @@ def test_sigterm_gives_the_job_back_and_the_resumed_run_is_exact(sqlite_url: str
     song = repo.song_by_id(db, song_id)
     assert song is not None
     direct = make_drafts(Engine.load(model_dir), request_from_song(song), 2, decode=False)
-    stored = np.stack([np.load(io.BytesIO(storage.read_bytes(d.codes_key))) for d in repo.drafts_for_song(db, song_id)])
+    stored = np.stack(
+        [np.load(io.BytesIO(storage.read_bytes(d.codes_key))) for d in repo.drafts_for_song(db, song_id)]
+    )
     assert np.array_equal(direct.codes, stored)
 
 

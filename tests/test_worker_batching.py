@@ -34,20 +34,37 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
-def test_jobs_batched_in_one_worker_get_their_own_drafts(db: Database, storage: Storage, settings: Settings,
-                                                         model_dir: Path) -> None:
-    settings = settings.model_copy(update=dict(heartbeat_seconds=0.1, lease_seconds=30.0, poll_seconds=0.1,
-                                               device="cpu"))
+def test_jobs_batched_in_one_worker_get_their_own_drafts(
+    db: Database, storage: Storage, settings: Settings, model_dir: Path
+) -> None:
+    settings = settings.model_copy(
+        update=dict(heartbeat_seconds=0.1, lease_seconds=30.0, poll_seconds=0.1, device="cpu")
+    )
     user = repo.get_or_create_user(db, 99, "batcher")
     assert user.id is not None
     songs, jobs = [], []
-    for seed, seconds, n in ((7, 0.1, 3), (8, 0.15, 2), (9, 0.05, 3)):  # different lengths: windows interleave
-        made = repo.create_song(db, user_id=user.id, artist="bach", genre="chorale", seconds=seconds, seed=seed,
-                                lyrics="Ein feste Burg", model=str(model_dir), n_drafts=n)
+    for seed, seconds, n in (
+        (7, 0.1, 3),
+        (8, 0.15, 2),
+        (9, 0.05, 3),
+    ):  # different lengths: windows interleave
+        made = repo.create_song(
+            db,
+            user_id=user.id,
+            artist="bach",
+            genre="chorale",
+            seconds=seconds,
+            seed=seed,
+            lyrics="Ein feste Burg",
+            model=str(model_dir),
+            n_drafts=n,
+        )
         assert made.id is not None
         songs.append(made.id)
         jobs.append(queue.enqueue(db, "draft", {"song_id": made.id}, song_id=made.id))
-    opts = WorkerOptions(device="cpu", model=str(model_dir), once=True, threads=1, tokens_every=8, batch_jobs=3)
+    opts = WorkerOptions(
+        device="cpu", model=str(model_dir), once=True, threads=1, tokens_every=8, batch_jobs=3
+    )
     worker = Worker(settings, opts, db=db, storage=storage)
     assert worker.run() == 0
     for job_id in jobs:

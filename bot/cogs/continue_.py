@@ -82,20 +82,30 @@ class ContinueCog(commands.Cog, name="Continue"):
             raise UserError("Tell me what to continue: `clip:` with a clip number, or `audio:` with a file.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         if clip is not None:
-            submitted = await studio.continue_clip(interaction, clip, seconds=seconds, artist=artist, genre=genre)
+            submitted = await studio.continue_clip(
+                interaction, clip, seconds=seconds, artist=artist, genre=genre
+            )
         else:
             assert audio is not None
             submitted = await self.continue_upload(interaction, audio, seconds, artist, genre)
         await interaction.followup.send(studio.queued_text(submitted), ephemeral=True)
 
-    async def continue_upload(self, interaction: discord.Interaction, audio: discord.Attachment,
-                              seconds: float | None, artist: str | None, genre: str | None) -> Submitted:
+    async def continue_upload(
+        self,
+        interaction: discord.Interaction,
+        audio: discord.Attachment,
+        seconds: float | None,
+        artist: str | None,
+        genre: str | None,
+    ) -> Submitted:
         studio = self.bot.studio
         settings = self.bot.settings
         studio.check_rate(interaction.user.id)
         try:
             if not artist or not genre:
-                raise UserError("To continue your own audio, also tell me the `artist` and `genre` to continue in.")
+                raise UserError(
+                    "To continue your own audio, also tell me the `artist` and `genre` to continue in."
+                )
             artist_ = studio.labels.artists.resolve(artist)
             genre_ = studio.labels.genres.resolve(genre)
             seconds_ = check_seconds(settings, seconds)
@@ -110,8 +120,14 @@ class ContinueCog(commands.Cog, name="Continue"):
         await studio.run(self.bot.storage.write_bytes, key, upload.data)
         prime = min(upload.duration or settings.max_prime_seconds, settings.max_prime_seconds)
         return await studio.submit(
-            interaction, artist=artist_, genre=genre_, lyrics="", seconds=seconds_,
-            n_drafts=settings.default_drafts, prime_key=key, prime_seconds=prime,
+            interaction,
+            artist=artist_,
+            genre=genre_,
+            lyrics="",
+            seconds=seconds_,
+            n_drafts=settings.default_drafts,
+            prime_key=key,
+            prime_seconds=prime,
         )
 
     async def continue_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
@@ -124,11 +140,15 @@ class ContinueCog(commands.Cog, name="Continue"):
         await interaction.followup.send(studio.queued_text(submitted), ephemeral=True)
 
     @continue_.autocomplete("artist")
-    async def artist_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def artist_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
         return choices(self.bot.studio.labels.artists.complete(current))
 
     @continue_.autocomplete("genre")
-    async def genre_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def genre_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
         return choices(self.bot.studio.labels.genres.complete(current))
 
 

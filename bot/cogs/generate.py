@@ -56,7 +56,9 @@ class GenerateCog(commands.Cog, name="Generate"):
         if lyrics_cog is not None:
             lyrics_cog.use_handler = self.use_drafted_lyrics  # type: ignore[attr-defined]
 
-    @app_commands.command(name="generate", description="Make a new song in the style of an artist and a genre.")
+    @app_commands.command(
+        name="generate", description="Make a new song in the style of an artist and a genre."
+    )
     @app_commands.describe(
         artist="An artist the model knows (start typing to search)",
         genre="A genre the model knows (start typing to search)",
@@ -84,7 +86,9 @@ class GenerateCog(commands.Cog, name="Generate"):
             seconds_ = check_seconds(settings, seconds)
             n_drafts = check_drafts(settings, drafts)
             if lyrics and lyrics_prompt:
-                raise UserError("Give either `lyrics` (your own words) or `lyrics_prompt` (to have them written), not both.")
+                raise UserError(
+                    "Give either `lyrics` (your own words) or `lyrics_prompt` (to have them written), not both."
+                )
         except UserError:
             studio.limiter.forget(interaction.user.id)
             raise
@@ -106,8 +110,15 @@ class GenerateCog(commands.Cog, name="Generate"):
             answer += "\nI adjusted your lyrics so the model can sing them: " + "; ".join(notes)
         await interaction.followup.send(answer[:2000], ephemeral=True)
 
-    async def draft_lyrics_first(self, interaction: discord.Interaction, prompt: str, artist: str, genre: str,
-                                 seconds: float, n_drafts: int) -> None:
+    async def draft_lyrics_first(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        artist: str,
+        genre: str,
+        seconds: float,
+        n_drafts: int,
+    ) -> None:
         from bot.views.lyrics import present_draft
         from lyrics.client import NOT_CONFIGURED
         from lyrics.errors import LyricsInputError
@@ -126,8 +137,15 @@ class GenerateCog(commands.Cog, name="Generate"):
 
         await present_draft(interaction, request, settings=settings, on_use=on_use)
 
-    async def queue_with_lyrics(self, interaction: discord.Interaction, artist: str, genre: str, text: str,
-                                seconds: float, n_drafts: int) -> None:
+    async def queue_with_lyrics(
+        self,
+        interaction: discord.Interaction,
+        artist: str,
+        genre: str,
+        text: str,
+        seconds: float,
+        n_drafts: int,
+    ) -> None:
         """The member pressed Use on a lyrics draft: queue the song with those lyrics."""
         studio = self.bot.studio
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -137,7 +155,9 @@ class GenerateCog(commands.Cog, name="Generate"):
         )
         await interaction.followup.send(studio.queued_text(submitted), ephemeral=True)
 
-    async def use_drafted_lyrics(self, interaction: discord.Interaction, text: str, request: LyricsRequest) -> None:
+    async def use_drafted_lyrics(
+        self, interaction: discord.Interaction, text: str, request: LyricsRequest
+    ) -> None:
         """Use on a `/lyrics draft` card: its artist and genre were style hints, check them now."""
         studio = self.bot.studio
         if not request.artist or not request.genre:
@@ -147,15 +167,25 @@ class GenerateCog(commands.Cog, name="Generate"):
             )
         artist = studio.labels.artists.resolve(request.artist)
         genre = studio.labels.genres.resolve(request.genre)
-        await self.queue_with_lyrics(interaction, artist, genre, text, check_seconds(self.bot.settings, request.seconds),
-                                     self.bot.settings.default_drafts)
+        await self.queue_with_lyrics(
+            interaction,
+            artist,
+            genre,
+            text,
+            check_seconds(self.bot.settings, request.seconds),
+            self.bot.settings.default_drafts,
+        )
 
     @generate.autocomplete("artist")
-    async def artist_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def artist_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
         return choices(self.bot.studio.labels.artists.complete(current))
 
     @generate.autocomplete("genre")
-    async def genre_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def genre_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
         return choices(self.bot.studio.labels.genres.complete(current))
 
 

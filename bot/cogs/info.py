@@ -55,10 +55,16 @@ def queue_lines(db: Database, guild_id: int | None, limit: int = 15) -> tuple[li
             .order_by(col(Job.status).desc(), col(Job.priority).desc(), col(Job.run_at), col(Job.id))
         ).all()
         waiting = s.execute(
-            select(col(Song.id)).where(col(Song.guild_id) == guild_id, col(Song.status) == "queued",
-                                       ~select(col(Job.id)).where(col(Job.song_id) == col(Song.id)).exists())
+            select(col(Song.id)).where(
+                col(Song.guild_id) == guild_id,
+                col(Song.status) == "queued",
+                ~select(col(Job.id)).where(col(Job.song_id) == col(Song.id)).exists(),
+            )
         ).all()
-    lines = [QueueLine(job, song, int(did), queue.queue_position(db, job.id or 0)) for job, song, did in rows[:limit]]
+    lines = [
+        QueueLine(job, song, int(did), queue.queue_position(db, job.id or 0))
+        for job, song, did in rows[:limit]
+    ]
     return lines, len(waiting)
 
 
@@ -73,8 +79,10 @@ def render_queue(lines: list[QueueLine], waiting: int) -> str:
             doing = f"{ln.job.kind} {float(pct):.0f}%" if pct is not None else f"{ln.job.kind}, started"
         else:
             doing = f"{ln.job.kind}, position {ln.position}" if ln.position else f"{ln.job.kind}, queued"
-        out.append(f"• Song #{ln.song.id} ({ln.song.artist} · {ln.song.genre}) for <@{ln.requester}> — {doing} "
-                   f"(job #{ln.job.id})")
+        out.append(
+            f"• Song #{ln.song.id} ({ln.song.artist} · {ln.song.genre}) for <@{ln.requester}> — {doing} "
+            f"(job #{ln.job.id})"
+        )
     if waiting:
         out.append(f"…and {waiting} song(s) waiting for a free slot in this server.")
     return "\n".join(out)
@@ -90,9 +98,11 @@ def song_details(db: Database, song_id: int) -> str:
         job = songs.latest_job(s, song_id)
     drafts = repo.drafts_for_song(db, song_id)
     counts = repo.vote_counts(db, song_id, repo.DRAFT)
-    lines = [f"**Song #{song.id}** — {describe(song)}",
-             f"Asked by <@{user.discord_id if user else 0}> {ts(song.created_at)} · "
-             f"{STATUS_WORDS.get(song.status, song.status)}"]
+    lines = [
+        f"**Song #{song.id}** — {describe(song)}",
+        f"Asked by <@{user.discord_id if user else 0}> {ts(song.created_at)} · "
+        f"{STATUS_WORDS.get(song.status, song.status)}",
+    ]
     if song.lyrics:
         excerpt = song.lyrics.strip().replace("\n", " / ")
         lines.append(f"Lyrics: “{excerpt[:200]}{'…' if len(excerpt) > 200 else ''}”")
@@ -110,7 +120,11 @@ def song_details(db: Database, song_id: int) -> str:
     if song.error:
         lines.append(f"Problem: {song.error}")
     if clip is not None:
-        where = f" — {message_url(song.guild_id, clip.channel_id, clip.message_id)}" if clip.message_id and clip.channel_id else ""
+        where = (
+            f" — {message_url(song.guild_id, clip.channel_id, clip.message_id)}"
+            if clip.message_id and clip.channel_id
+            else ""
+        )
         lines.append(f"Clip #{clip.id}{where}")
     if song.parent_clip_id:
         lines.append(f"Continues clip #{song.parent_clip_id}")
@@ -131,8 +145,14 @@ def top_text(db: Database, guild_id: int | None, period: str, now: datetime | No
             song = s.get(Song, clip.song_id)
             if song is None:
                 continue
-            link = f" — {message_url(song.guild_id, clip.channel_id, clip.message_id)}" if clip.message_id and clip.channel_id else ""
-            out.append(f"{rank}. Clip #{clip.id} · {song.artist} · {song.genre} — {votes} vote{'s' if votes != 1 else ''}{link}")
+            link = (
+                f" — {message_url(song.guild_id, clip.channel_id, clip.message_id)}"
+                if clip.message_id and clip.channel_id
+                else ""
+            )
+            out.append(
+                f"{rank}. Clip #{clip.id} · {song.artist} · {song.genre} — {votes} vote{'s' if votes != 1 else ''}{link}"
+            )
     return "\n".join(out)
 
 
@@ -142,13 +162,19 @@ def me_text(db: Database, settings: Settings, discord_id: int, guild_id: int | N
     gs = guild_settings(db, settings, guild_id) if guild_id is not None else None
     per_day = gs.songs_per_day if gs else settings.songs_per_day
     if user is None or user.id is None:
-        return (f"You have not made a song yet. You can make {per_day} a day and have "
-                f"{settings.max_queued_per_member} in the studio at once. Try `/generate`!")
+        return (
+            f"You have not made a song yet. You can make {per_day} a day and have "
+            f"{settings.max_queued_per_member} in the studio at once. Try `/generate`!"
+        )
     day, flying = songs.song_counts_for(db, user.id)
     with db.read() as s:
-        recent = s.execute(
-            select(Song).where(col(Song.user_id) == user.id).order_by(col(Song.id).desc()).limit(10)
-        ).scalars().all()
+        recent = (
+            s.execute(
+                select(Song).where(col(Song.user_id) == user.id).order_by(col(Song.id).desc()).limit(10)
+            )
+            .scalars()
+            .all()
+        )
     out = [
         "**Your studio card**",
         f"Songs in the last 24 hours: **{day} of {per_day}** · in the studio now: **{flying} of "
@@ -157,8 +183,10 @@ def me_text(db: Database, settings: Settings, discord_id: int, guild_id: int | N
     if recent:
         out.append("Your latest songs:")
         for song in recent:
-            out.append(f"• #{song.id} {song.artist} · {song.genre} — {STATUS_WORDS.get(song.status, song.status)} "
-                       f"{ts(song.created_at)}")
+            out.append(
+                f"• #{song.id} {song.artist} · {song.genre} — {STATUS_WORDS.get(song.status, song.status)} "
+                f"{ts(song.created_at)}"
+            )
     return "\n".join(out)
 
 
@@ -193,8 +221,9 @@ class InfoCog(commands.Cog, name="Info"):
 
     @app_commands.command(name="top", description="The most-voted clips.")
     @app_commands.describe(period="Which clips to rank (default: this week)")
-    async def top(self, interaction: discord.Interaction,
-                  period: Literal["day", "week", "month", "all"] = "week") -> None:
+    async def top(
+        self, interaction: discord.Interaction, period: Literal["day", "week", "month", "all"] = "week"
+    ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         text = await self.bot.studio.run(top_text, self.bot.db, interaction.guild_id, period)
         await interaction.followup.send(text[:2000], ephemeral=True)
@@ -202,8 +231,9 @@ class InfoCog(commands.Cog, name="Info"):
     @app_commands.command(name="me", description="Your songs and how many you can still make today.")
     async def me(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await self.bot.studio.run(me_text, self.bot.db, self.bot.settings, interaction.user.id,
-                                         interaction.guild_id)
+        text = await self.bot.studio.run(
+            me_text, self.bot.db, self.bot.settings, interaction.user.id, interaction.guild_id
+        )
         await interaction.followup.send(text[:2000], ephemeral=True)
 
     @app_commands.command(name="help", description="How to make songs with jukebot.")

@@ -27,19 +27,23 @@ def _channel(cid: int | None) -> str:
 
 
 def describe_settings(gs: GuildSettings) -> str:
-    return "\n".join([
-        "**Studio settings for this server**",
-        f"Drafts go to {_channel(gs.drafts_channel_id)}; clips to {_channel(gs.clips_channel_id)}.",
-        f"Daily clip: {('<#' + str(gs.daily_channel_id) + '>') if gs.daily_channel_id else 'off (no channel)'} "
-        f"at {gs.daily_time} ({gs.timezone}).",
-        f"Moderators' channel: {('<#' + str(gs.mod_channel_id) + '>') if gs.mod_channel_id else 'none'}; "
-        f"moderator role: {('<@&' + str(gs.moderator_role_id) + '>') if gs.moderator_role_id else 'Manage Server only'}.",
-        f"Songs per member per day: {gs.songs_per_day}; songs in the studio at once: {gs.max_running}; "
-        f"voting lasts {gs.vote_window_minutes:g} min.",
-    ])
+    return "\n".join(
+        [
+            "**Studio settings for this server**",
+            f"Drafts go to {_channel(gs.drafts_channel_id)}; clips to {_channel(gs.clips_channel_id)}.",
+            f"Daily clip: {('<#' + str(gs.daily_channel_id) + '>') if gs.daily_channel_id else 'off (no channel)'} "
+            f"at {gs.daily_time} ({gs.timezone}).",
+            f"Moderators' channel: {('<#' + str(gs.mod_channel_id) + '>') if gs.mod_channel_id else 'none'}; "
+            f"moderator role: {('<@&' + str(gs.moderator_role_id) + '>') if gs.moderator_role_id else 'Manage Server only'}.",
+            f"Songs per member per day: {gs.songs_per_day}; songs in the studio at once: {gs.max_running}; "
+            f"voting lasts {gs.vote_window_minutes:g} min.",
+        ]
+    )
 
 
-class ModCog(commands.GroupCog, name="Mod", group_name="mod", group_description="Moderator settings and jobs."):
+class ModCog(
+    commands.GroupCog, name="Mod", group_name="mod", group_description="Moderator settings and jobs."
+):
     def __init__(self, bot: JukeBot) -> None:
         self.bot = bot
         super().__init__()
@@ -55,21 +59,48 @@ class ModCog(commands.GroupCog, name="Mod", group_name="mod", group_description=
 
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> GuildSettings:
         assert interaction.guild_id is not None
-        return await self.bot.studio.run(update_guild, self.bot.db, self.bot.settings, interaction.guild_id, **changes)
+        return await self.bot.studio.run(
+            update_guild, self.bot.db, self.bot.settings, interaction.guild_id, **changes
+        )
 
-    @app_commands.command(name="channels", description="Where drafts, clips, the daily clip and moderator notes go.")
-    @app_commands.describe(drafts="Channel for drafts and voting", clips="Channel for finished clips",
-                           daily="Channel for the daily clip (turns it on)", mods="Channel for notes to moderators")
-    async def channels(self, interaction: discord.Interaction, drafts: discord.TextChannel | None = None,
-                       clips: discord.TextChannel | None = None, daily: discord.TextChannel | None = None,
-                       mods: discord.TextChannel | None = None) -> None:
-        changes = {k: v.id for k, v in (("drafts_channel_id", drafts), ("clips_channel_id", clips),
-                                        ("daily_channel_id", daily), ("mod_channel_id", mods)) if v is not None}
-        gs = await self._update(interaction, **changes) if changes else await self.bot.studio.guild(interaction.guild_id)
+    @app_commands.command(
+        name="channels", description="Where drafts, clips, the daily clip and moderator notes go."
+    )
+    @app_commands.describe(
+        drafts="Channel for drafts and voting",
+        clips="Channel for finished clips",
+        daily="Channel for the daily clip (turns it on)",
+        mods="Channel for notes to moderators",
+    )
+    async def channels(
+        self,
+        interaction: discord.Interaction,
+        drafts: discord.TextChannel | None = None,
+        clips: discord.TextChannel | None = None,
+        daily: discord.TextChannel | None = None,
+        mods: discord.TextChannel | None = None,
+    ) -> None:
+        changes = {
+            k: v.id
+            for k, v in (
+                ("drafts_channel_id", drafts),
+                ("clips_channel_id", clips),
+                ("daily_channel_id", daily),
+                ("mod_channel_id", mods),
+            )
+            if v is not None
+        }
+        gs = (
+            await self._update(interaction, **changes)
+            if changes
+            else await self.bot.studio.guild(interaction.guild_id)
+        )
         assert gs is not None
         if "daily_channel_id" in changes:
             await self._reschedule(gs)
-        await interaction.response.send_message(("Saved. " if changes else "") + describe_settings(gs), ephemeral=True)
+        await interaction.response.send_message(
+            ("Saved. " if changes else "") + describe_settings(gs), ephemeral=True
+        )
 
     @app_commands.command(name="role", description="The role whose members are moderators here.")
     async def role(self, interaction: discord.Interaction, role: discord.Role) -> None:
@@ -79,11 +110,18 @@ class ModCog(commands.GroupCog, name="Mod", group_name="mod", group_description=
         await interaction.response.send_message("Saved. " + describe_settings(gs), ephemeral=True)
 
     @app_commands.command(name="limits", description="Songs per member per day, songs at once, voting time.")
-    @app_commands.describe(songs_per_day="Songs each member may ask for in 24 hours",
-                           at_once="Songs of this server in the studio at the same time",
-                           vote_minutes="How long each vote lasts, in minutes")
-    async def limits(self, interaction: discord.Interaction, songs_per_day: int | None = None,
-                     at_once: int | None = None, vote_minutes: float | None = None) -> None:
+    @app_commands.describe(
+        songs_per_day="Songs each member may ask for in 24 hours",
+        at_once="Songs of this server in the studio at the same time",
+        vote_minutes="How long each vote lasts, in minutes",
+    )
+    async def limits(
+        self,
+        interaction: discord.Interaction,
+        songs_per_day: int | None = None,
+        at_once: int | None = None,
+        vote_minutes: float | None = None,
+    ) -> None:
         changes: dict[str, Any] = {}
         if songs_per_day is not None:
             if not 0 <= songs_per_day <= 1000:
@@ -97,14 +135,24 @@ class ModCog(commands.GroupCog, name="Mod", group_name="mod", group_description=
             if not 0.1 <= vote_minutes <= 7 * 24 * 60:
                 raise UserError("Voting can last from 0.1 minutes to a week (10080 minutes).")
             changes["vote_window_minutes"] = vote_minutes
-        gs = await self._update(interaction, **changes) if changes else await self.bot.studio.guild(interaction.guild_id)
+        gs = (
+            await self._update(interaction, **changes)
+            if changes
+            else await self.bot.studio.guild(interaction.guild_id)
+        )
         assert gs is not None
         self.bot.wake_watcher()  # a higher cap may let waiting songs start now
-        await interaction.response.send_message(("Saved. " if changes else "") + describe_settings(gs), ephemeral=True)
+        await interaction.response.send_message(
+            ("Saved. " if changes else "") + describe_settings(gs), ephemeral=True
+        )
 
     @app_commands.command(name="daily-time", description="When the daily clip is posted.")
-    @app_commands.describe(time="Time of day, HH:MM (24-hour clock)", timezone="A time zone such as Europe/Paris")
-    async def daily_time(self, interaction: discord.Interaction, time: str, timezone: str | None = None) -> None:
+    @app_commands.describe(
+        time="Time of day, HH:MM (24-hour clock)", timezone="A time zone such as Europe/Paris"
+    )
+    async def daily_time(
+        self, interaction: discord.Interaction, time: str, timezone: str | None = None
+    ) -> None:
         parse_daily_time(time)
         changes: dict[str, Any] = {"daily_time": time.strip()}
         if timezone is not None:
@@ -130,8 +178,11 @@ class ModCog(commands.GroupCog, name="Mod", group_name="mod", group_description=
         elif found.song_id is not None:
             outcome = await self.bot.studio.cancel(found.song_id)  # the song stops with its job
         else:
-            outcome = songs.CancelOutcome.cancelled if await self.bot.studio.run(queue.cancel, self.bot.db, job) \
+            outcome = (
+                songs.CancelOutcome.cancelled
+                if await self.bot.studio.run(queue.cancel, self.bot.db, job)
                 else songs.CancelOutcome.finished
+            )
         text = {
             songs.CancelOutcome.cancelled: f"🛑 Job #{job} is cancelled.",
             songs.CancelOutcome.requested: f"🛑 Job #{job} is stopping: its worker will stop within seconds.",
@@ -139,7 +190,9 @@ class ModCog(commands.GroupCog, name="Mod", group_name="mod", group_description=
         }[outcome]
         await interaction.followup.send(text, ephemeral=True)
 
-    @app_commands.command(name="retry", description="Run a failed or cancelled job again (it resumes where it stopped).")
+    @app_commands.command(
+        name="retry", description="Run a failed or cancelled job again (it resumes where it stopped)."
+    )
     @app_commands.describe(job="The job number (from the failure message or /song)")
     async def retry(self, interaction: discord.Interaction, job: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

@@ -30,7 +30,9 @@ async def reply(interaction: discord.Interaction, message: str) -> None:
         await interaction.response.send_message(message, ephemeral=True)
 
 
-async def guarded(interaction: discord.Interaction, where: str, action: Callable[[], Awaitable[None]]) -> None:
+async def guarded(
+    interaction: discord.Interaction, where: str, action: Callable[[], Awaitable[None]]
+) -> None:
     """Run a button's action; any failure becomes a plain answer (with an error id for bugs)."""
     try:
         await action()
@@ -68,8 +70,11 @@ class CancelButton(_IdButton, _Button, template=r"jb:cancel:(?P<song_id>\d+)"):
     name = "cancel"
 
     def __init__(self, song_id: int) -> None:
-        super().__init__(discord.ui.Button(label="Cancel", style=discord.ButtonStyle.danger, emoji="🛑",
-                                           custom_id=f"jb:cancel:{song_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel", style=discord.ButtonStyle.danger, emoji="🛑", custom_id=f"jb:cancel:{song_id}"
+            )
+        )
         self.song_id = song_id
 
     async def act(self, interaction: discord.Interaction) -> None:
@@ -79,12 +84,25 @@ class CancelButton(_IdButton, _Button, template=r"jb:cancel:(?P<song_id>\d+)"):
 class VoteButton(_IdButton, _Button, template=r"jb:vote:(?P<song_id>\d+):(?P<draft_id>\d+)"):
     name = "vote"
 
-    def __init__(self, song_id: int, draft_id: int, *, label: str = "Vote", disabled: bool = False,
-                 winner: bool = False) -> None:
+    def __init__(
+        self,
+        song_id: int,
+        draft_id: int,
+        *,
+        label: str = "Vote",
+        disabled: bool = False,
+        winner: bool = False,
+    ) -> None:
         style = discord.ButtonStyle.success if winner else discord.ButtonStyle.primary
-        super().__init__(discord.ui.Button(label=label, style=style, disabled=disabled,
-                                           emoji="🏆" if winner else "🗳️",
-                                           custom_id=f"jb:vote:{song_id}:{draft_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                style=style,
+                disabled=disabled,
+                emoji="🏆" if winner else "🗳️",
+                custom_id=f"jb:vote:{song_id}:{draft_id}",
+            )
+        )
         self.song_id = song_id
         self.draft_id = draft_id
 
@@ -96,8 +114,14 @@ class CloseVoteButton(_IdButton, _Button, template=r"jb:close:(?P<song_id>\d+)")
     name = "close vote"
 
     def __init__(self, song_id: int) -> None:
-        super().__init__(discord.ui.Button(label="Close the vote now", style=discord.ButtonStyle.secondary,
-                                           emoji="⏹️", custom_id=f"jb:close:{song_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label="Close the vote now",
+                style=discord.ButtonStyle.secondary,
+                emoji="⏹️",
+                custom_id=f"jb:close:{song_id}",
+            )
+        )
         self.song_id = song_id
 
     async def act(self, interaction: discord.Interaction) -> None:
@@ -108,8 +132,14 @@ class ContinueButton(_IdButton, _Button, template=r"jb:continue:(?P<clip_id>\d+)
     name = "continue"
 
     def __init__(self, clip_id: int) -> None:
-        super().__init__(discord.ui.Button(label="Continue", style=discord.ButtonStyle.primary, emoji="➕",
-                                           custom_id=f"jb:continue:{clip_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label="Continue",
+                style=discord.ButtonStyle.primary,
+                emoji="➕",
+                custom_id=f"jb:continue:{clip_id}",
+            )
+        )
         self.clip_id = clip_id
 
     async def act(self, interaction: discord.Interaction) -> None:
@@ -121,8 +151,11 @@ class ClipVoteButton(_IdButton, _Button, template=r"jb:clipvote:(?P<clip_id>\d+)
 
     def __init__(self, clip_id: int, votes: int = 0) -> None:
         label = f"Vote ({votes})" if votes else "Vote"
-        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.success, emoji="👍",
-                                           custom_id=f"jb:clipvote:{clip_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label=label, style=discord.ButtonStyle.success, emoji="👍", custom_id=f"jb:clipvote:{clip_id}"
+            )
+        )
         self.clip_id = clip_id
 
     async def act(self, interaction: discord.Interaction) -> None:
@@ -133,8 +166,14 @@ class PublishButton(_IdButton, _Button, template=r"jb:publish:(?P<clip_id>\d+)")
     name = "publish"
 
     def __init__(self, clip_id: int) -> None:
-        super().__init__(discord.ui.Button(label="Publish (moderators)", style=discord.ButtonStyle.secondary,
-                                           emoji="📣", custom_id=f"jb:publish:{clip_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label="Publish (moderators)",
+                style=discord.ButtonStyle.secondary,
+                emoji="📣",
+                custom_id=f"jb:publish:{clip_id}",
+            )
+        )
         self.clip_id = clip_id
 
     async def act(self, interaction: discord.Interaction) -> None:
@@ -142,7 +181,12 @@ class PublishButton(_IdButton, _Button, template=r"jb:publish:(?P<clip_id>\d+)")
 
 
 ALL_ITEMS: tuple[type[_Button], ...] = (
-    CancelButton, VoteButton, CloseVoteButton, ContinueButton, ClipVoteButton, PublishButton,
+    CancelButton,
+    VoteButton,
+    CloseVoteButton,
+    ContinueButton,
+    ClipVoteButton,
+    PublishButton,
 )
 
 
@@ -154,14 +198,16 @@ def status_view(song_id: int, show_cancel: bool) -> discord.ui.View | None:
     return view
 
 
-def drafts_view(song_id: int, drafts: list[tuple[int, int, int]], *, open_: bool,
-                winner_draft_id: int | None = None) -> discord.ui.View:
+def drafts_view(
+    song_id: int, drafts: list[tuple[int, int, int]], *, open_: bool, winner_draft_id: int | None = None
+) -> discord.ui.View:
     """drafts: (draft_id, index, votes). Open: vote buttons + close; closed: disabled, winner marked."""
     view = discord.ui.View(timeout=None)
     for draft_id, index, votes in drafts:
         label = f"Draft {index + 1}" + (f" · {votes} vote{'s' if votes != 1 else ''}" if votes else "")
-        view.add_item(VoteButton(song_id, draft_id, label=label, disabled=not open_,
-                                 winner=draft_id == winner_draft_id))
+        view.add_item(
+            VoteButton(song_id, draft_id, label=label, disabled=not open_, winner=draft_id == winner_draft_id)
+        )
     if open_:
         view.add_item(CloseVoteButton(song_id))
     return view

@@ -286,7 +286,9 @@ class FakeDiscord:
         }
         return uid
 
-    def add_guild(self, name: str = "Studio", *, premium_tier: int = 0, channels: tuple[str, ...] = ("studio",)) -> int:
+    def add_guild(
+        self, name: str = "Studio", *, premium_tier: int = 0, channels: tuple[str, ...] = ("studio",)
+    ) -> int:
         gid = self.snowflake()
         owner = self.add_user(f"{name.lower()}-owner")
         self.guilds[gid] = {
@@ -339,7 +341,9 @@ class FakeDiscord:
             return (1 << 53) - 1
         return int(perms)
 
-    def _member_payload(self, guild_id: int, user_id: int, *, with_permissions: bool = False) -> dict[str, Any]:
+    def _member_payload(
+        self, guild_id: int, user_id: int, *, with_permissions: bool = False
+    ) -> dict[str, Any]:
         m = self.guilds[guild_id]["members"][user_id]
         out: dict[str, Any] = {
             "user": self.users[user_id],
@@ -362,9 +366,18 @@ class FakeDiscord:
         for g in self.guilds.values():
             if role_id in g["roles"]:
                 r = g["roles"][role_id]
-                return {"id": str(role_id), "name": r["name"], "permissions": str(r["permissions"]), "position": 1,
-                        "color": 0, "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
-                        "hoist": False, "managed": False, "mentionable": False, "flags": 0}
+                return {
+                    "id": str(role_id),
+                    "name": r["name"],
+                    "permissions": str(r["permissions"]),
+                    "position": 1,
+                    "color": 0,
+                    "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
         raise FakeDiscordError(f"no role {role_id}")
 
     def _guild_payload(self, gid: int) -> dict[str, Any]:
@@ -404,8 +417,14 @@ class FakeDiscord:
 
     # ---------------------------------------------------------------- hosted files
 
-    def host_file(self, filename: str, data: bytes | None, *, content_type: str = "application/octet-stream",
-                  size: int | None = None) -> dict[str, Any]:
+    def host_file(
+        self,
+        filename: str,
+        data: bytes | None,
+        *,
+        content_type: str = "application/octet-stream",
+        size: int | None = None,
+    ) -> dict[str, Any]:
         """Host a file a member uploaded; returns its attachment object.
 
         ``data=None`` with a ``size`` makes an attachment that claims that size and is never served
@@ -508,7 +527,9 @@ class FakeDiscord:
 
     # ---------------------------------------------------------------- members acting
 
-    def _interaction_base(self, itype: int, user_id: int, channel_id: int, data: dict[str, Any]) -> FakeInteraction:
+    def _interaction_base(
+        self, itype: int, user_id: int, channel_id: int, data: dict[str, Any]
+    ) -> FakeInteraction:
         gid = self.channel_guild[channel_id]
         g = self.guilds[gid]
         if user_id not in g["members"]:
@@ -524,8 +545,12 @@ class FakeDiscord:
             "version": 1,
             "guild_id": str(gid),
             "channel_id": str(channel_id),
-            "channel": {"id": str(channel_id), "type": 0, "guild_id": str(gid),
-                        "name": g["channels"][channel_id]["name"]},
+            "channel": {
+                "id": str(channel_id),
+                "type": 0,
+                "guild_id": str(gid),
+                "name": g["channels"][channel_id]["name"],
+            },
             "member": self._member_payload(gid, user_id, with_permissions=True),
             "app_permissions": str((1 << 53) - 1),
             "locale": "en-US",
@@ -535,8 +560,15 @@ class FakeDiscord:
             "context": 0,
             "attachment_size_limit": g["attachment_size_limit"],  # required since discord.py 2.6
         }
-        ix = FakeInteraction(id=iid, token=token, type=itype, user_id=user_id, channel_id=channel_id,
-                             guild_id=gid, payload=payload)
+        ix = FakeInteraction(
+            id=iid,
+            token=token,
+            type=itype,
+            user_id=user_id,
+            channel_id=channel_id,
+            guild_id=gid,
+            payload=payload,
+        )
         self.interactions[iid] = ix
         self._by_token[token] = ix
         return ix
@@ -547,14 +579,25 @@ class FakeDiscord:
                 return cmd
         raise FakeDiscordError(f"no synced command {name!r} (type {ctype})")
 
-    def _build_options(self, definition: dict[str, Any], path: list[str], values: dict[str, Any],
-                       focused: str | None, resolved: dict[str, Any]) -> list[dict[str, Any]]:
+    def _build_options(
+        self,
+        definition: dict[str, Any],
+        path: list[str],
+        values: dict[str, Any],
+        focused: str | None,
+        resolved: dict[str, Any],
+    ) -> list[dict[str, Any]]:
         if path:
             sub = next((o for o in definition.get("options", []) if o["name"] == path[0]), None)
             if sub is None or sub["type"] not in (OPT_SUB, OPT_GROUP):
                 raise FakeDiscordError(f"no subcommand {path[0]!r}")
-            return [{"type": sub["type"], "name": sub["name"],
-                     "options": self._build_options(sub, path[1:], values, focused, resolved)}]
+            return [
+                {
+                    "type": sub["type"],
+                    "name": sub["name"],
+                    "options": self._build_options(sub, path[1:], values, focused, resolved),
+                }
+            ]
         opts = {o["name"]: o for o in definition.get("options", [])}
         for name in values:
             if name not in opts:
@@ -574,8 +617,12 @@ class FakeDiscord:
             elif t == OPT_CHANNEL:
                 gid = self.channel_guild[int(value)]
                 resolved.setdefault("channels", {})[str(value)] = {
-                    "id": str(value), "type": 0, "name": self.guilds[gid]["channels"][int(value)]["name"],
-                    "permissions": str((1 << 53) - 1), "guild_id": str(gid), "parent_id": None,
+                    "id": str(value),
+                    "type": 0,
+                    "name": self.guilds[gid]["channels"][int(value)]["name"],
+                    "permissions": str((1 << 53) - 1),
+                    "guild_id": str(gid),
+                    "parent_id": None,
                 }
                 entry["value"] = str(value)
             elif t == OPT_ROLE:
@@ -604,8 +651,15 @@ class FakeDiscord:
             out.append(entry)
         return out
 
-    async def command(self, user_id: int, channel_id: int, name: str, options: dict[str, Any] | None = None,
-                      *, focused: str | None = None) -> FakeInteraction:
+    async def command(
+        self,
+        user_id: int,
+        channel_id: int,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        focused: str | None = None,
+    ) -> FakeInteraction:
         """A member runs a slash command (``name`` may be 'mod channels' for a subcommand).
 
         With ``focused`` it is an autocomplete request for that option instead."""
@@ -623,12 +677,21 @@ class FakeDiscord:
             data["guild_id"] = cmd["guild_id"]
         if resolved:
             data["resolved"] = resolved
-        ix = self._interaction_base(AUTOCOMPLETE if focused else APPLICATION_COMMAND, user_id, channel_id, data)
+        ix = self._interaction_base(
+            AUTOCOMPLETE if focused else APPLICATION_COMMAND, user_id, channel_id, data
+        )
         await self.dispatch("INTERACTION_CREATE", ix.payload)
         return ix
 
-    async def autocomplete(self, user_id: int, channel_id: int, name: str, options: dict[str, Any],
-                           focused: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def autocomplete(
+        self,
+        user_id: int,
+        channel_id: int,
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+        timeout: float = 5.0,
+    ) -> list[dict[str, Any]]:
         ix = await self.command(user_id, channel_id, name, options, focused=focused)
         await self.wait_for(lambda: CB_AUTOCOMPLETE in ix.callback_types, timeout, "autocomplete answer")
         return ix.choices
@@ -650,8 +713,9 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", ix.payload)
         return ix
 
-    async def click(self, user_id: int, message_id: int, custom_id: str,
-                    *, seen: dict[str, Any] | None = None) -> FakeInteraction:
+    async def click(
+        self, user_id: int, message_id: int, custom_id: str, *, seen: dict[str, Any] | None = None
+    ) -> FakeInteraction:
         """A member presses a button on a message. `seen`: the version of the message the member's
         client still shows (a client that has not caught up with an edit yet)."""
         if message_id in self.deleted:
@@ -668,7 +732,9 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", ix.payload)
         return ix
 
-    async def submit_modal(self, user_id: int, opened_by: FakeInteraction, values: dict[str, str]) -> FakeInteraction:
+    async def submit_modal(
+        self, user_id: int, opened_by: FakeInteraction, values: dict[str, str]
+    ) -> FakeInteraction:
         """A member fills in the modal the bot opened in answer to ``opened_by`` and submits it."""
         modal = opened_by.modal
         if modal is None:
@@ -679,8 +745,13 @@ class FakeDiscord:
             for c in row.get("components", [row.get("component")] if row.get("component") else []):
                 if c is None:
                     continue
-                comps.append({"type": c["type"], "custom_id": c["custom_id"],
-                              "value": values.get(c["custom_id"], c.get("value", ""))})
+                comps.append(
+                    {
+                        "type": c["type"],
+                        "custom_id": c["custom_id"],
+                        "value": values.get(c["custom_id"], c.get("value", "")),
+                    }
+                )
             if row.get("type") == 18:  # label component (components v2 modals)
                 rows.append({"type": 18, "component": comps[0]})
             else:
@@ -707,7 +778,9 @@ class FakeDiscord:
                 return True
             if ix.followups:
                 return True
-            return ix.original is not None and bool(_message_text(ix.original) or ix.original.get("attachments"))
+            return ix.original is not None and bool(
+                _message_text(ix.original) or ix.original.get("attachments")
+            )
 
         await self.wait_for(done, timeout, f"an answer to interaction {ix.id}")
         return ix
@@ -715,7 +788,11 @@ class FakeDiscord:
     # ---------------------------------------------------------------- what members see
 
     def channel_messages(self, channel_id: int) -> list[dict[str, Any]]:
-        return [m for mid, m in self.messages.items() if int(m["channel_id"]) == channel_id and mid not in self.deleted]
+        return [
+            m
+            for mid, m in self.messages.items()
+            if int(m["channel_id"]) == channel_id and mid not in self.deleted
+        ]
 
     def delete_message(self, message_id: int) -> None:
         """A moderator deletes a message in the client."""
@@ -728,9 +805,16 @@ class FakeDiscord:
 
     # ---------------------------------------------------------------- REST
 
-    def _message(self, channel_id: int, body: dict[str, Any], files: list[tuple[str, bytes]],
-                 *, author: dict[str, Any] | None = None, interaction: FakeInteraction | None = None,
-                 message_id: int | None = None) -> dict[str, Any]:
+    def _message(
+        self,
+        channel_id: int,
+        body: dict[str, Any],
+        files: list[tuple[str, bytes]],
+        *,
+        author: dict[str, Any] | None = None,
+        interaction: FakeInteraction | None = None,
+        message_id: int | None = None,
+    ) -> dict[str, Any]:
         mid = message_id or self.snowflake()
         attachments = self._attachments(mid, body, files, [])
         msg: dict[str, Any] = {
@@ -757,13 +841,17 @@ class FakeDiscord:
         if interaction is not None:
             msg["webhook_id"] = str(self.app_id)
             msg["application_id"] = str(self.app_id)
-            msg["interaction_metadata"] = {"id": str(interaction.id), "type": interaction.type,
-                                           "user": self.users[interaction.user_id],
-                                           "authorizing_integration_owners": {}}
+            msg["interaction_metadata"] = {
+                "id": str(interaction.id),
+                "type": interaction.type,
+                "user": self.users[interaction.user_id],
+                "authorizing_integration_owners": {},
+            }
         return msg
 
-    def _attachments(self, mid: int, body: dict[str, Any], files: list[tuple[str, bytes]],
-                     existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _attachments(
+        self, mid: int, body: dict[str, Any], files: list[tuple[str, bytes]], existing: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """Attachments of a created/edited message: kept ones (by id) plus uploaded files."""
         declared = body.get("attachments")
         out: list[dict[str, Any]] = []
@@ -785,9 +873,17 @@ class FakeDiscord:
             key = f"{att_id}/{filename}"
             self.files[key] = HostedFile(data=data, content_type=_guess_type(filename))
             url = f"{self.base_url}/attachments/{key}"
-            out.append({"id": str(att_id), "filename": filename, "size": len(data), "url": url,
-                        "proxy_url": url, "content_type": _guess_type(filename),
-                        "description": a.get("description")})
+            out.append(
+                {
+                    "id": str(att_id),
+                    "filename": filename,
+                    "size": len(data),
+                    "url": url,
+                    "proxy_url": url,
+                    "content_type": _guess_type(filename),
+                    "description": a.get("description"),
+                }
+            )
         return out
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:
@@ -813,8 +909,9 @@ class FakeDiscord:
     async def _rest(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["path"]
         body, files = await self._read_body(request)
-        call = RestCall(request.method, path, dict(request.query), body, files,
-                        request.headers.get("Authorization"))
+        call = RestCall(
+            request.method, path, dict(request.query), body, files, request.headers.get("Authorization")
+        )
         self.calls.append(call)
         try:
             for i, (match, status, code, message) in enumerate(self.fail_next):
@@ -828,8 +925,9 @@ class FakeDiscord:
     def _bot_auth(self, call: RestCall) -> bool:
         return call.auth == f"Bot {self.token}"
 
-    async def _route(self, method: str, path: str, body: Any, files: list[tuple[str, bytes]],
-                     call: RestCall) -> web.Response:
+    async def _route(
+        self, method: str, path: str, body: Any, files: list[tuple[str, bytes]], call: RestCall
+    ) -> web.Response:
         seg = path.strip("/").split("/")
         # Interaction callbacks and webhooks authenticate with the interaction token in the URL.
         if seg[0] == "interactions" and len(seg) == 4 and seg[3] == "callback" and method == "POST":
@@ -841,15 +939,33 @@ class FakeDiscord:
         if path == "/users/@me" and method == "GET":
             return _json_response(self.bot_user)
         if path == "/oauth2/applications/@me" and method == "GET":
-            return _json_response({
-                "id": str(self.app_id), "name": "jukebot", "description": "", "icon": None,
-                "bot_public": True, "bot_require_code_grant": False,
-                "owner": self.bot_user, "verify_key": "00", "flags": 0, "team": None,
-            })
+            return _json_response(
+                {
+                    "id": str(self.app_id),
+                    "name": "jukebot",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "owner": self.bot_user,
+                    "verify_key": "00",
+                    "flags": 0,
+                    "team": None,
+                }
+            )
         if path in ("/gateway/bot", "/gateway") and method == "GET":
-            return _json_response({"url": self.gateway_url, "shards": 1,
-                                   "session_start_limit": {"total": 1000, "remaining": 999,
-                                                           "reset_after": 0, "max_concurrency": 1}})
+            return _json_response(
+                {
+                    "url": self.gateway_url,
+                    "shards": 1,
+                    "session_start_limit": {
+                        "total": 1000,
+                        "remaining": 999,
+                        "reset_after": 0,
+                        "max_concurrency": 1,
+                    },
+                }
+            )
         if seg[0] == "applications" and seg[-1] == "commands":
             return self._commands(method, seg, body)
         if seg[0] == "channels" and len(seg) >= 3 and seg[2] == "messages":
@@ -859,9 +975,18 @@ class FakeDiscord:
             gid = self.channel_guild.get(cid)
             if gid is None:
                 return _error(404, 10003, "Unknown Channel")
-            return _json_response({"id": str(cid), "type": 0, "guild_id": str(gid),
-                                   "name": self.guilds[gid]["channels"][cid]["name"], "position": 0,
-                                   "permission_overwrites": [], "nsfw": False, "parent_id": None})
+            return _json_response(
+                {
+                    "id": str(cid),
+                    "type": 0,
+                    "guild_id": str(gid),
+                    "name": self.guilds[gid]["channels"][cid]["name"],
+                    "position": 0,
+                    "permission_overwrites": [],
+                    "nsfw": False,
+                    "parent_id": None,
+                }
+            )
         return _error(404, 0, f"404: Not Found ({method} {path} is not in the fake)")
 
     def _commands(self, method: str, seg: list[str], body: Any) -> web.Response:
@@ -886,11 +1011,14 @@ class FakeDiscord:
                 self.guild_commands[guild_id] = out
             return _json_response(out)
         if method == "GET":
-            return _json_response(self.global_commands if guild_id is None else self.guild_commands.get(guild_id, []))
+            return _json_response(
+                self.global_commands if guild_id is None else self.guild_commands.get(guild_id, [])
+            )
         return _error(405, 0, "method not allowed")
 
-    def _channel_messages(self, method: str, channel_id: int, rest: list[str], body: Any,
-                          files: list[tuple[str, bytes]]) -> web.Response:
+    def _channel_messages(
+        self, method: str, channel_id: int, rest: list[str], body: Any, files: list[tuple[str, bytes]]
+    ) -> web.Response:
         if channel_id not in self.channel_guild:
             return _error(404, 10003, "Unknown Channel")
         if not rest:
@@ -951,17 +1079,23 @@ class FakeDiscord:
         data = body.get("data") or {}
         result: dict[str, Any] = {"interaction": {"id": str(iid), "type": ix.type}}
         if ctype in (CB_MESSAGE, CB_DEFER):
-            msg = self._message(ix.channel_id, data if ctype == CB_MESSAGE else {"flags": data.get("flags", 0)},
-                                files, interaction=ix)
+            msg = self._message(
+                ix.channel_id,
+                data if ctype == CB_MESSAGE else {"flags": data.get("flags", 0)},
+                files,
+                interaction=ix,
+            )
             ix.original = msg
             if not int(msg["flags"]) & EPHEMERAL:
                 self.messages[int(msg["id"])] = msg
                 self.edits[int(msg["id"])] = [msg]
-            result["interaction"].update({
-                "response_message_id": msg["id"],
-                "response_message_loading": ctype == CB_DEFER,
-                "response_message_ephemeral": bool(int(msg["flags"]) & EPHEMERAL),
-            })
+            result["interaction"].update(
+                {
+                    "response_message_id": msg["id"],
+                    "response_message_loading": ctype == CB_DEFER,
+                    "response_message_ephemeral": bool(int(msg["flags"]) & EPHEMERAL),
+                }
+            )
             result["resource"] = {"type": ctype, "message": msg}
         elif ctype == CB_UPDATE:
             target = int(ix.payload["message"]["id"])
@@ -972,7 +1106,9 @@ class FakeDiscord:
             result["resource"] = {"type": ctype}
         return _json_response(result)
 
-    def _webhook(self, method: str, seg: list[str], body: Any, files: list[tuple[str, bytes]]) -> web.Response:
+    def _webhook(
+        self, method: str, seg: list[str], body: Any, files: list[tuple[str, bytes]]
+    ) -> web.Response:
         ix = self._by_token.get(seg[2])
         if ix is None or seg[1] != str(self.app_id):
             return _error(401, 50027, "Invalid Webhook Token")

@@ -55,8 +55,14 @@ class ModelHub:
             def log_message(self, format: str, *args: object) -> None:  # quiet
                 pass
 
-            def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                      head: bool = False, cut: float | None = None) -> None:
+            def _send(
+                self,
+                status: int,
+                body: bytes = b"",
+                headers: dict[str, str] | None = None,
+                head: bool = False,
+                cut: float | None = None,
+            ) -> None:
                 range_ = self.headers.get("Range")
                 hub.requests.append((self.command, self.path.lstrip("/"), range_, status))
                 self.send_response(status)
@@ -95,8 +101,13 @@ class ModelHub:
                 else:
                     status, headers = 200, {}
                 cut = hub._next(hub._cut)
-                self._send(status, data[start:], {"Accept-Ranges": "bytes", **headers}, head=head,
-                           cut=None if cut is None else float(cut))  # type: ignore[arg-type]
+                self._send(
+                    status,
+                    data[start:],
+                    {"Accept-Ranges": "bytes", **headers},
+                    head=head,
+                    cut=None if cut is None else float(cut),
+                )  # type: ignore[arg-type]
 
             def do_GET(self) -> None:
                 self._serve(head=False)

@@ -39,8 +39,13 @@ from tests.engine_reference import (
     reference_preds,
 )
 
-MODEL_OF = {"upsampler_level_0": "5b", "upsampler_level_1": "5b", "prior_5b": "5b", "prior_5b_lyrics": "5b_lyrics",
-            "prior_1b_lyrics": "1b_lyrics"}
+MODEL_OF = {
+    "upsampler_level_0": "5b",
+    "upsampler_level_1": "5b",
+    "prior_5b": "5b",
+    "prior_5b_lyrics": "5b_lyrics",
+    "prior_1b_lyrics": "1b_lyrics",
+}
 B = 2
 DECODE_STEPS = 32
 
@@ -62,10 +67,18 @@ def _reference_vqvae(device: str, sample_length: int, small: bool) -> Any:
 
 def _labels(prior: JukeboxPrior) -> torch.Tensor:
     cfg = prior.config
-    lab = Labeller(released_labels(cfg.labels_version), cfg.max_bow_genre_size, cfg.n_tokens, prior.sample_length)
-    songs = [lab.encode("The Beatles", "pop rock" if prior.config.labels_version == "v3" else "rock",
-                        "Here comes the sun\nlittle darling " * 40, strict=False),
-             lab.encode("Frank Sinatra", "jazz", "Fly me to the moon", strict=False)]
+    lab = Labeller(
+        released_labels(cfg.labels_version), cfg.max_bow_genre_size, cfg.n_tokens, prior.sample_length
+    )
+    songs = [
+        lab.encode(
+            "The Beatles",
+            "pop rock" if prior.config.labels_version == "v3" else "rock",
+            "Here comes the sun\nlittle darling " * 40,
+            strict=False,
+        ),
+        lab.encode("Frank Sinatra", "jazz", "Fly me to the moon", strict=False),
+    ]
     total = 120 * 44100
     return torch.tensor([lab.window_y(s, total, 30 * 44100) for s in songs])
 
@@ -91,7 +104,11 @@ def prior_parity(kind: str, device: str, bf16: bool, small: bool = False) -> dic
     t0 = time.time()
     ref_vq, vq_hps = _reference_vqvae(device, 8192 if small else 1048576, small)
     vq_cfg = VQVAEConfig.from_hparams(vq_hps)
-    hps = reference_hparams(None, SMALL_PRIORS[kind]) if small else reference_hparams(kind, {"restore_prior": ""})
+    hps = (
+        reference_hparams(None, SMALL_PRIORS[kind])
+        if small
+        else reference_hparams(kind, {"restore_prior": ""})
+    )
     with _quiet(), torch.device(device):
         ref = make_prior(hps, ref_vq, device)
     randomize_(ref, seed=LEVEL_OF[kind] + 1)
@@ -102,11 +119,13 @@ def prior_parity(kind: str, device: str, bf16: bool, small: bool = False) -> dic
 
     g = torch.Generator(device=device).manual_seed(7)
     z = torch.randint(0, cfg.l_bins, (B, cfg.n_ctx), generator=g, device=device)
-    upper = None if ours.is_top else torch.randint(0, cfg.l_bins, (B, cfg.n_ctx // 4), generator=g, device=device)
+    upper = (
+        None if ours.is_top else torch.randint(0, cfg.l_bins, (B, cfg.n_ctx // 4), generator=g, device=device)
+    )
     y = _labels(ours).to(device)
     _, want = reference_preds(ref, z, [upper] if upper is not None else None, y)
     if cfg.lyrics == "prefix":
-        want = want[:, cfg.n_tokens:, cfg.n_vocab:]
+        want = want[:, cfg.n_tokens :, cfg.n_vocab :]
     out: dict[str, Any] = {"kind": kind, "ref_logit_abs_max": float(want.abs().max())}
 
     cond = ours.get_cond(y, upper)
@@ -117,9 +136,11 @@ def prior_parity(kind: str, device: str, bf16: bool, small: bool = False) -> dic
     out["prefill"] = _max(steps[0], want[:, t_pre])
     for pos in range(t_pre, cfg.n_ctx - 1):
         steps.append(ours.decode_step(cache, z[:, pos], pos, cond))
-    out["decode_steps"] = _max(torch.stack(steps[1:], 1), want[:, t_pre + 1:])
+    out["decode_steps"] = _max(torch.stack(steps[1:], 1), want[:, t_pre + 1 :])
     cache = ours.new_cache(B, device, torch.float32)
-    first = [ours.prefill(cache, z[:, :0], cond)] + [ours.decode_step(cache, z[:, p], p, cond) for p in range(8)]
+    first = [ours.prefill(cache, z[:, :0], cond)] + [
+        ours.decode_step(cache, z[:, p], p, cond) for p in range(8)
+    ]
     out["decode_from_empty"] = _max(torch.stack(first, 1), want[:, :9])
     del cache
 
@@ -155,9 +176,13 @@ def vqvae_parity(device: str, small: bool = False) -> dict[str, Any]:
     audio = (0.3 * torch.randn(B, length, generator=g, device=device)).clamp(-1, 1)
     ref_zs = ref.encode(audio[:, :, None], start_level=0, end_level=3)
     zs = ours.encode(audio)
-    out: dict[str, Any] = {"kind": "vqvae", "codes_equal": [float((a == b).float().mean()) for a, b in zip(ref_zs, zs, strict=True)]}
+    out: dict[str, Any] = {
+        "kind": "vqvae",
+        "codes_equal": [float((a == b).float().mean()) for a, b in zip(ref_zs, zs, strict=True)],
+    }
     out["decode_max_abs"] = [
-        _max(ours.decode(ref_zs[lv:], lv), ref.decode(ref_zs[lv:], start_level=lv)[:, :, 0]) for lv in range(3)
+        _max(ours.decode(ref_zs[lv:], lv), ref.decode(ref_zs[lv:], start_level=lv)[:, :, 0])
+        for lv in range(3)
     ]
     out["seconds"] = round(time.time() - t0, 1)
     return out
@@ -165,16 +190,25 @@ def vqvae_parity(device: str, small: bool = False) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kinds", default="vqvae,upsampler_level_0,upsampler_level_1,prior_1b_lyrics,prior_5b,"
-                                       "prior_5b_lyrics")
+    ap.add_argument(
+        "--kinds",
+        default="vqvae,upsampler_level_0,upsampler_level_1,prior_1b_lyrics,prior_5b,prior_5b_lyrics",
+    )
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--small", action="store_true", help="the small CPU-test configs (checks this script)")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 parity: no TF32 on either side
     torch.backends.cudnn.allow_tf32 = False
-    print(json.dumps({"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
-                      "torch": torch.__version__}), flush=True)
+    print(
+        json.dumps(
+            {
+                "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
+                "torch": torch.__version__,
+            }
+        ),
+        flush=True,
+    )
     for kind in args.kinds.split(","):
         if kind == "vqvae":
             res = vqvae_parity(args.device, args.small)
