@@ -51,8 +51,15 @@ def generate(a: argparse.Namespace) -> int:
     engine = Engine.load(a.model, device=dev, progress=False)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = SamplingSettings(max_batch_size=a.per_class)
-    meta: dict[str, Any] = {"model": a.model, "seconds": a.seconds, "classes": {}, "device": str(dev)}
+    temps = tuple(a.temperatures) if a.temperatures else tuple(_model_temperatures(a.model))
+    settings = SamplingSettings(temperatures=temps, max_batch_size=a.per_class)  # type: ignore[arg-type]
+    meta: dict[str, Any] = {
+        "model": a.model,
+        "seconds": a.seconds,
+        "classes": {},
+        "device": str(dev),
+        "temperatures": list(temps),
+    }
     for ci, cls in enumerate(a.classes):
         artist, genre = cls.split(":", 1)
         req = SongRequest(artist=artist, genre=genre, seconds=a.seconds, seed=a.seed + ci, settings=settings)
@@ -79,6 +86,17 @@ def generate(a: argparse.Namespace) -> int:
         print(f"{cls}: {len(files)} songs in {took:.1f} s", file=sys.stderr, flush=True)
     (out / "samples.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def _model_temperatures(model: str) -> list[float]:
+    """The model folder's recommended temperatures (sampling.json; level 0, 1, 2), else the defaults."""
+    from engine.config import resolve_model_dir
+    from engine.sample import SamplingSettings
+
+    f = resolve_model_dir(model) / "sampling.json"
+    if f.is_file():
+        return [float(t) for t in json.loads(f.read_text(encoding="utf-8"))["temperatures"]]
+    return list(SamplingSettings().temperatures)
 
 
 def _read_corpus(corpus: Path) -> list[dict[str, str]]:
@@ -146,40 +164,46 @@ def evaluate(a: argparse.Namespace) -> int:
         }
     near = sum(d["to_corpus"] < d["to_noise"] for d in distances.values())
 
-    # Conditioning: a classifier trained on corpus audio of the chosen classes.
-    train_x, train_y, test_x, test_y = [], [], [], []
-    for c in classes:
-        for x in clips_of("train", c, 2):
-            train_x.append(mel_stats(x, sr))
-            train_y.append(c)
-        for x in clips_of("test", c, 1):
-            test_x.append(mel_stats(x, sr))
-            test_y.append(c)
-    clf = LogisticRegression().fit(np.array(train_x), train_y)
-    corpus_acc = float(np.mean(clf.predict(np.array(test_x)) == np.array(test_y))) if test_x else float("nan")
+    # Conditioning: a classifier trained on corpus audio of the chosen classes, (1) as it is and
+    # (2) passed through the model's own VQ-VAE (encode, decode level 0), so that its training audio
+    # carries the same codec artifacts as the samples and only the music differs.
+    codec = _codec(meta["model"]) if a.codec else None
+    train_clips = {c: clips_of("train", c, 1) for c in classes}
+    test_clips = {c: clips_of("test", c, 1) for c in classes}
     gx = np.array([mel_stats(x, sr) for c in classes for x in gen[c]])
     gy = np.array([c for c in classes for _ in gen[c]])
-    pred = clf.predict(gx)
-    acc = float(np.mean(pred == gy))
-    confusion = {c: {p: int(np.sum((gy == c) & (pred == p))) for p in classes} for c in classes}
+    classifiers: dict[str, Any] = {}
+    for name, fn in (("corpus audio", None), ("corpus audio through the model's VQ-VAE", codec)):
+        if name != "corpus audio" and fn is None:
+            continue
+        tx = np.array([mel_stats(fn(x) if fn else x, sr) for c in classes for x in train_clips[c]])
+        ty = [c for c in classes for _ in train_clips[c]]
+        vx = np.array([mel_stats(fn(x) if fn else x, sr) for c in classes for x in test_clips[c]])
+        vy = np.array([c for c in classes for _ in test_clips[c]])
+        clf = LogisticRegression().fit(tx, ty)
+        pred = clf.predict(gx)
+        classifiers[name] = {
+            "train_clips": len(ty),
+            "corpus_held_out_clips": len(vy),
+            "corpus_held_out_accuracy": float(np.mean(clf.predict(vx) == vy)) if len(vy) else float("nan"),
+            "samples": len(gy),
+            "samples_accuracy": float(np.mean(pred == gy)),
+            "p_value_vs_chance": _binomial_p(int(np.sum(pred == gy)), len(gy), 1.0 / len(classes)),
+            "confusion": {c: {p: int(np.sum((gy == c) & (pred == p))) for p in classes} for c in classes},
+        }
     res = {
         "model": meta["model"],
         "seconds": seconds,
         "classes": classes,
+        "temperatures": meta.get("temperatures"),
         "n_samples": len(all_gen),
         "n_corpus_held_out": len(held_out),
         "n_noise": len(noise),
         "features": stats,
         "distance_in_corpus_spreads": distances,
         "features_nearer_corpus_than_noise": f"{near} of {len(FEATURES)}",
-        "classifier": {
-            "train_clips": len(train_x),
-            "corpus_held_out_accuracy": corpus_acc,
-            "corpus_held_out_clips": len(test_x),
-            "samples_accuracy": acc,
-            "chance": 1.0 / len(classes),
-            "confusion": confusion,
-        },
+        "chance": 1.0 / len(classes),
+        "classifiers": classifiers,
         "seconds_to_evaluate": round(time.monotonic() - t0, 1),
     }
     text = json.dumps(res, indent=1)
@@ -192,6 +216,31 @@ def evaluate(a: argparse.Namespace) -> int:
             gen[first][0], sr, Path(a.spectrogram), f"demo model: {first} (10 s, all three levels)"
         )
     return 0
+
+
+def _codec(model: str) -> Any:
+    """audio -> the same audio encoded and decoded at level 0 by the model's VQ-VAE."""
+    import torch
+
+    from engine.pipeline import Engine
+
+    engine = Engine.load(model, device="cpu", progress=False)
+    top = engine.hop_lengths[-1]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        n = len(x) // top * top
+        with torch.inference_mode():
+            z = engine.model.vqvae.encode(torch.from_numpy(np.ascontiguousarray(x[:n]))[None], 0, 1)
+            return engine.model.vqvae.decode([z[0]], 0, 1)[0].numpy()
+
+    return run
+
+
+def _binomial_p(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how likely this many right answers are by chance."""
+    from math import comb
+
+    return float(sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
 
 
 def spectrogram_png(x: np.ndarray, sr: int, path: Path, title: str) -> None:
@@ -239,12 +288,25 @@ def main() -> int:
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=int, default=1)
+    g.add_argument(
+        "--temperatures",
+        type=float,
+        nargs=3,
+        metavar=("L0", "L1", "L2"),
+        help="sampling temperature per level (default: the model's sampling.json)",
+    )
     e = sub.add_parser("evaluate")
     e.add_argument("--samples", required=True)
     e.add_argument("--corpus", required=True)
     e.add_argument("--sample-rate", type=int, default=22050)
     e.add_argument("--json")
     e.add_argument("--spectrogram")
+    e.add_argument(
+        "--no-codec",
+        dest="codec",
+        action="store_false",
+        help="skip the classifier trained on corpus audio passed through the model's VQ-VAE",
+    )
     a = ap.parse_args()
     return generate(a) if a.cmd == "generate" else evaluate(a)
 

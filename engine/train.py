@@ -873,12 +873,19 @@ def _init_weights(
     """Load `part` of another model (fine-tuning). Returns where from."""
     if init_from is None:
         return None
-    from engine.checkpoints import load_into
+    from engine.checkpoints import CheckpointError, load_into
+    from engine.config import ConfigError
     from engine.model import model_source
 
-    src = model_source(str(init_from) if not isinstance(init_from, Path) else init_from)
-    path = src.path(part)
-    load_into(module, path, f"{part} of {init_from}")
+    try:
+        src = model_source(str(init_from) if not isinstance(init_from, Path) else init_from)
+        path = src.path(part)
+        load_into(module, path, f"{part} of {init_from}")
+    except (CheckpointError, ConfigError) as e:
+        raise TrainError(
+            f"cannot start from {init_from}: {e}\n  --init-from needs a model of the same shape (the same "
+            "config, label lists of the same length included)"
+        ) from e
     return str(path)
 
 

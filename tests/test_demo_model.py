@@ -3,6 +3,8 @@ download, knows the corpus's composers and forms, and makes a (short) song on a 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,8 @@ def test_the_demo_model_ships_in_the_package_under_40_mb() -> None:
     assert sum(sizes.values()) < 40 * 2**20, sizes
     cfg = ModelConfig.load(DEMO_DIR / "model.json")
     assert cfg.sample_rate == 22050 and cfg.vqvae.hop_lengths == (16, 64, 256)
+    temps = json.loads((DEMO_DIR / "sampling.json").read_text())["temperatures"]
+    assert len(temps) == 3 and all(0 < t <= 1 for t in temps)
 
 
 def test_the_demo_labels_are_the_corpus_composers_and_forms() -> None:

@@ -254,6 +254,8 @@ def test_bad_requests_are_refused_in_words(tmp_path: Path, data: Path, config_fi
         train("prior", config_file, data, tmp_path / "empty", steps=1)
     with pytest.raises(TrainError, match="no model config"):
         train("vqvae", tmp_path / "nowhere.json", data, tmp_path, steps=1)
+    with pytest.raises(TrainError, match="cannot start from demo"):  # another model's shapes
+        train("vqvae", config_file, data, tmp_path / "o5", steps=1, init_from="demo", **VQ)
     with pytest.raises(TrainError, match="no data folder"):
         train("vqvae", config_file, tmp_path / "missing", tmp_path / "o2", steps=1)
     with pytest.raises(TrainError, match=r"--steps.*--max-minutes"):
