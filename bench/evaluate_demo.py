@@ -51,7 +51,8 @@ def generate(a: argparse.Namespace) -> int:
     engine = Engine.load(a.model, device=dev, progress=False)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    temps = tuple(a.temperatures) if a.temperatures else tuple(_model_temperatures(a.model))
+    # The defaults `jukebot generate` uses too: the model's recommendation (its sampling.json).
+    temps = tuple(a.temperatures) if a.temperatures else engine.sampling.temperatures
     settings = SamplingSettings(temperatures=temps, max_batch_size=a.per_class)  # type: ignore[arg-type]
     meta: dict[str, Any] = {
         "model": a.model,
@@ -86,17 +87,6 @@ def generate(a: argparse.Namespace) -> int:
         print(f"{cls}: {len(files)} songs in {took:.1f} s", file=sys.stderr, flush=True)
     (out / "samples.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return 0
-
-
-def _model_temperatures(model: str) -> list[float]:
-    """The model folder's recommended temperatures (sampling.json; level 0, 1, 2), else the defaults."""
-    from engine.config import resolve_model_dir
-    from engine.sample import SamplingSettings
-
-    f = resolve_model_dir(model) / "sampling.json"
-    if f.is_file():
-        return [float(t) for t in json.loads(f.read_text(encoding="utf-8"))["temperatures"]]
-    return list(SamplingSettings().temperatures)
 
 
 def _read_corpus(corpus: Path) -> list[dict[str, str]]:

@@ -98,13 +98,15 @@ class LabelIndex:
 class Labels:
     artists: LabelIndex
     genres: LabelIndex
+    sings_lyrics: bool = True  # False: the model has no lyrics conditioning (demo, 5b)
 
 
 def load_labels(model: str) -> Labels:
     """The artist and genre names of the configured model (engine/labels.py)."""
     from engine import labels as engine_labels
 
-    found = engine_labels.labels_for_model(model)
+    config = engine_labels.model_config(model)
+    found = engine_labels.labels_for_model(config)
 
     def check_artist(name: str) -> None:
         found.artist_id(name, strict=True)
@@ -113,5 +115,7 @@ def load_labels(model: str) -> Labels:
         found.genre_word_ids(name, strict=True)
 
     return Labels(
-        LabelIndex("artist", found.artists, check_artist), LabelIndex("genre", found.genres, check_genre)
+        LabelIndex("artist", found.artists, check_artist),
+        LabelIndex("genre", found.genres, check_genre),
+        sings_lyrics=config.top.lyrics != "none",
     )

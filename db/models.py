@@ -131,7 +131,7 @@ class Song(SQLModel, table=True):
     seconds: float
     seed: int
     n_drafts: int = 3
-    temperature: float = 0.98
+    temperature: float = 0.0  # the drafts' sampling temperature; 0: not chosen, the model's recommendation
     parent_clip_id: int | None = None  # continuation of this clip (no FK: songs and clips refer both ways)
     prime_key: str | None = None  # storage key of an uploaded prime audio file
     prime_seconds: float | None = None

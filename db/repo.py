@@ -93,7 +93,7 @@ def create_song(
     title: str = "",
     model: str = "demo",
     n_drafts: int = 3,
-    temperature: float = 0.98,
+    temperature: float | None = None,
     guild_id: int | None = None,
     channel_id: int | None = None,
     parent_clip_id: int | None = None,
@@ -111,7 +111,7 @@ def create_song(
         title=title,
         model=model,
         n_drafts=n_drafts,
-        temperature=temperature,
+        temperature=0.0 if temperature is None else temperature,  # 0.0: the model's recommendation
         guild_id=guild_id,
         channel_id=channel_id,
         parent_clip_id=parent_clip_id,

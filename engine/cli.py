@@ -4,6 +4,7 @@ torch is imported inside the commands only: `jukebot --help` and the bot stay to
 
     jukebot generate --artist A --genre G [--lyrics TEXT | --lyrics-file F] [--seconds S]
                      [--drafts N] [--pick K] [--seed X] [--prime AUDIO_OR_CLIP --prime-seconds P]
+                     [--temperature T] [--upsample-temperature U] [--threads N]
                      [--model M] [--device D] --out DIR [--json]
 
 `generate` runs the whole pipeline without Discord: N level-2 drafts in one batch, then the
@@ -11,6 +12,11 @@ upsample of draft K through levels 1 and 0. It writes `draft-1.wav` … `draft-N
 `final.mp3`, `codes.npz` (all levels: a later `--prime codes.npz` continues it) and `summary.json`.
 Checkpoints after every window live in the output folder: run the same command again after a crash
 or Ctrl-C and it carries on where it stopped, with exactly the result an uninterrupted run gives.
+
+Defaults that depend on the model and machine: the temperatures are the model's recommendation (a
+model folder's `sampling.json`, else the original's 0.98 for the drafts and 0.99 for the
+upsamplers) unless `--temperature` / `--upsample-temperature` say otherwise; on a CPU, torch runs
+one thread unless `--threads` says otherwise (engine.worker.default_threads says why).
 """
 
 from __future__ import annotations
@@ -73,15 +79,22 @@ class GenerateArgs:
     dtype: str = "auto"
     prime: str | None = None
     prime_seconds: float | None = None
-    temperature: float = 0.98
-    upsample_temperature: float = 0.99
+    temperature: float | None = None  # drafts (level 2); None: the model's recommendation
+    upsample_temperature: float | None = None  # levels 1 and 0; None: the model's recommendation
     top_k: int = 0
     top_p: float = 0.0
     fresh: bool = False
-    threads: int | None = None
+    threads: int | None = None  # None: engine.worker.default_threads (1 on a CPU)
     swap_levels: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def lyrics_not_sung(model: str) -> str:
+    return (
+        f"the model '{model}' does not sing words, so the lyrics are not used "
+        "(the models that sing them: 1b_lyrics, 5b_lyrics)"
+    )
 
 
 def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
@@ -206,6 +219,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
 
     from db.settings import get_settings
     from engine.audio import mp3_bytes, wav_bytes
+    from engine.config import DEMO_DIR
     from engine.pipeline import (
         Engine,
         PipelineError,
@@ -216,8 +230,8 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         upsample,
     )
     from engine.resume import CheckpointError, FileCheckpointer
-    from engine.sample import Hooks, Progress, SamplingSettings
-    from engine.worker import resolve_device, resolve_dtype
+    from engine.sample import Hooks, Progress
+    from engine.worker import default_threads, resolve_device, resolve_dtype
 
     settings = get_settings()
     if not 1 <= args.drafts <= 16:
@@ -226,14 +240,26 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         raise GenerateError(f"--pick must be between 1 and {args.drafts} (the draft to upsample)")
     if args.seconds <= 0:
         raise GenerateError("--seconds must be positive")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    for flag, value in (
+        ("--temperature", args.temperature),
+        ("--upsample-temperature", args.upsample_temperature),
+    ):
+        if value is not None and not 0 < value <= 5:
+            raise GenerateError(
+                f"{flag} must be above 0 and at most 5 (1 samples as the model learnt; lower is "
+                "tamer and more repetitive, higher is wilder)"
+            )
+    if args.threads is not None and args.threads < 1:
+        raise GenerateError("--threads must be at least 1")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    threads = args.threads or default_threads(device)
+    if threads:
+        torch.set_num_threads(threads)
 
     t = time.monotonic()
     try:
@@ -247,7 +273,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         )
     except Exception as e:
         if type(e).__name__ in ("ConfigError", "CheckpointError", "DownloadError", "FileNotFoundError"):
-            if str(args.model) == "demo":
+            if str(args.model) == "demo" and not (DEMO_DIR / "model.json").is_file():
                 raise GenerateError(
                     "the demo model is not installed in this build (engine/data/demo/ has no model yet). "
                     "Pass --model with a released model (1b_lyrics, 5b_lyrics, 5b) or a model folder, "
@@ -261,17 +287,27 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         prompt = _load_prompt(engine, args, settings)
     except PipelineError as e:
         raise GenerateError(str(e)) from None
+    lyrics, notes_first = args.lyrics, []
+    if lyrics.strip() and engine.config.top.lyrics == "none":
+        # Said, not silently dropped: the person may expect to hear the words.
+        notes_first.append(lyrics_not_sung(str(args.model)))
+        lyrics = ""
+    try:
+        sampling = engine.sampling_settings(
+            temperature=args.temperature,
+            upsample_temperature=args.upsample_temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+        )
+    except ValueError as e:
+        raise GenerateError(str(e)) from None
     request = SongRequest(
         artist=args.artist,
         genre=args.genre,
-        lyrics=args.lyrics,
+        lyrics=lyrics,
         seconds=args.seconds,
         seed=args.seed,
-        settings=SamplingSettings(
-            temperatures=(args.upsample_temperature, args.upsample_temperature, args.temperature),
-            top_k=args.top_k,
-            top_p=args.top_p,
-        ),
+        settings=sampling,
     )
     run_id = {
         "request": request.to_dict(),
@@ -308,10 +344,14 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         "pick": args.pick,
         "prime": None if prompt is None else prompt.source,
         "prime_seconds": 0.0 if prompt is None else prompt.seconds(engine),
+        "temperatures": list(request.settings.temperatures),  # levels 0, 1, 2
+        "threads": torch.get_num_threads(),
         "resumed": resumed,
         "out": str(out),
     }
     with _Bars(args.progress) as bars:
+        for n in notes_first:
+            bars.note(f"note: {n}")
 
         def hooks(primed: bool) -> Hooks:
             def on_tokens(p: Progress) -> None:
@@ -411,7 +451,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         {
             "seconds": sample_length / sr,
             "files": files,
-            "notes": notes,
+            "notes": [*notes_first, *notes],
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
     )
@@ -438,10 +478,26 @@ def generate_command(
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (priors)."),
     prime: str | None = typer.Option(None, "--prime", help="Continue from audio, a codes.npz, or clip:ID."),
     prime_seconds: float | None = typer.Option(None, "--prime-seconds", help="Seconds of the prime to use."),
-    temperature: float = typer.Option(0.98, "--temperature", help="Top-level sampling temperature."),
+    temperature: float | None = typer.Option(
+        None,
+        "--temperature",
+        help="Sampling temperature of the drafts (level 2): lower is tamer, higher wilder. "
+        "Default: what the model recommends (its sampling.json; else 0.98, as in the original).",
+    ),
+    upsample_temperature: float | None = typer.Option(
+        None,
+        "--upsample-temperature",
+        help="Sampling temperature of both upsamplers (levels 1 and 0). "
+        "Default: what the model recommends (its sampling.json; else 0.99, as in the original).",
+    ),
     top_k: int = typer.Option(0, "--top-k", help="Sample only from the k most likely codes (0: off)."),
     top_p: float = typer.Option(0.0, "--top-p", help="Nucleus sampling threshold (0: off)."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="CPU threads for torch. Default: 1 on a CPU (sampling's one-token steps run fastest on "
+        "one thread, and far faster when other programs share the CPU); torch's choice on a GPU.",
+    ),
     swap_levels: bool = typer.Option(False, "--swap-levels", help="Keep one prior in memory at a time."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard an unfinished run in --out and start over."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -473,6 +529,7 @@ def generate_command(
         prime=prime,
         prime_seconds=prime_seconds,
         temperature=temperature,
+        upsample_temperature=upsample_temperature,
         top_k=top_k,
         top_p=top_p,
         fresh=fresh,
@@ -515,7 +572,9 @@ def worker_command(
     ),
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (priors)."),
     swap_levels: bool = typer.Option(False, "--swap-levels", help="Keep one prior in GPU memory at a time."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch. Default: 1 on a CPU, torch's choice on a GPU."
+    ),
     checkpoint_seconds: float = typer.Option(
         0.0, "--checkpoint-seconds", help="Checkpoint at most this often (0: after every window)."
     ),
@@ -583,16 +642,59 @@ def train_command(
         ..., "--out", help="Model folder to write (checkpoints in the original format)."
     ),
     level: int | None = typer.Option(None, "--level", help="Upsampler level (1 or 0)."),
-    steps: int | None = typer.Option(None, "--steps"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr"),
-    device: str | None = typer.Option(None, "--device"),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Training steps (default: as many as fit in --max-minutes)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Examples per step (default 32 GPU, 4 CPU)."
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Learning rate (default: the part's; a third with --init-from)."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu | cuda | cuda:N (default: a GPU if there is one)."
+    ),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop (resumably) after this long."),
     save_every: int | None = typer.Option(None, "--save-every", help="Steps between training checkpoints."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed and data give the same run."),
     init_from: str | None = typer.Option(None, "--init-from", help="Start from this model's weights."),
     vqvae: str | None = typer.Option(None, "--vqvae", help="Take the VQ-VAE (for priors) from this model."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an unfinished run in --out and start over."),
+    sample_seconds: float | None = typer.Option(
+        None, "--sample-seconds", help="vqvae: seconds of audio per training example (default 1.5)."
+    ),
+    label_dropout: float = typer.Option(
+        0.05,
+        "--label-dropout",
+        help="Priors: share of training windows whose artist and genre are hidden (learns 'unknown').",
+    ),
+    timing_jitter: float = typer.Option(
+        0.0,
+        "--timing-jitter",
+        help="prior (top level): share of windows labelled with a random song length, so a small "
+        "corpus is not learnt piece by piece from its lengths (the demo used 0.5).",
+    ),
+    val_every: int = typer.Option(
+        250,
+        "--val-every",
+        help="Steps between held-out losses (needs a `test` split in the labels; taken at the "
+        "--log-every steps; 0: never). The weights with the lowest one go to train/<part>/best.pth.tar.",
+    ),
+    log_every: int = typer.Option(
+        50, "--log-every", help="Steps between loss records (log.jsonl, loss.png)."
+    ),
+    stop_after: int | None = typer.Option(
+        None,
+        "--stop-after",
+        help="Save and stop after this step; the same command without it later resumes up to --steps.",
+    ),
+    encode: bool = typer.Option(
+        False, "--encode", help="vqvae: when done, encode the data for the priors at once (cached)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Threads reading the audio files (default: up to 16)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     try:
         from engine.train import TrainError, train
@@ -615,6 +717,15 @@ def train_command(
             init_from=init_from,
             vqvae=vqvae,
             resume=not fresh,
+            sample_seconds=sample_seconds,
+            label_dropout=label_dropout,
+            timing_jitter=timing_jitter,
+            val_every=val_every,
+            log_every=log_every,
+            stop_after=stop_after,
+            encode=encode,
+            workers=workers,
+            progress=not quiet,
         )
     except TrainError as e:
         raise _fail(str(e)) from None

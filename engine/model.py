@@ -7,7 +7,8 @@
 Sources: a released name (`5b`, `5b_lyrics`, `1b_lyrics`: OpenAI's files, fetched through
 `engine.checkpoints`), `demo` (the shipped demo model), or a folder with `model.json` (our config)
 and/or original-format files `vqvae.pth.tar`, `prior_level_{0,1,2}.pth.tar` (configs then come
-from the `hps` the original training code stored in them).
+from the `hps` the original training code stored in them). A folder may add `sampling.json`, its
+recommended sampling temperatures per level (engine.config.SamplingDefaults; `model.sampling`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ import torch
 from torch import nn
 
 from engine.checkpoints import CheckpointError, fetch_released, hparams_of, load_into, read_checkpoint
-from engine.config import PRESETS, ConfigError, ModelConfig, PriorConfig, VQVAEConfig, resolve_model_dir
+from engine.config import (
+    PRESETS,
+    ConfigError,
+    ModelConfig,
+    PriorConfig,
+    SamplingDefaults,
+    VQVAEConfig,
+    resolve_model_dir,
+    sampling_defaults,
+)
 from engine.prior import JukeboxPrior
 from engine.vqvae import VQVAE
 
@@ -30,11 +40,13 @@ PARTS = ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2")
 
 @dataclass
 class ModelSource:
-    """Where a model's weights come from: a file per part, or a function that fetches them."""
+    """Where a model's weights come from: a file per part, or a function that fetches them, and
+    the model's recommended sampling temperatures (a folder's sampling.json)."""
 
     config: ModelConfig
     files: dict[str, Path] = field(default_factory=dict)
     fetcher: Callable[[list[str]], dict[str, Path]] | None = None
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
     def path(self, part: str) -> Path:
         if part not in self.files and self.fetcher is not None:
@@ -64,6 +76,11 @@ class JukeboxModel(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.config.sample_rate
+
+    @property
+    def sampling(self) -> SamplingDefaults:
+        """The recommended sampling temperatures (the original's when the source has none)."""
+        return self.source.sampling if self.source is not None else SamplingDefaults()
 
     @property
     def device(self) -> torch.device:
@@ -100,8 +117,9 @@ class JukeboxModel(nn.Module):
 
 def _folder_source(folder: Path) -> ModelSource:
     files = {p: folder / f"{p}.pth.tar" for p in PARTS if (folder / f"{p}.pth.tar").exists()}
+    sampling = sampling_defaults(folder)  # checked now: a broken sampling.json fails at load time
     if (folder / "model.json").exists():
-        return ModelSource(ModelConfig.load(folder / "model.json"), files)
+        return ModelSource(ModelConfig.load(folder / "model.json"), files, sampling=sampling)
     # Files written by the original training code carry their hparams.
     missing = [p for p in PARTS if p not in files]
     if missing:
@@ -118,7 +136,7 @@ def _folder_source(folder: Path) -> ModelSource:
         PriorConfig.from_hparams(hps[f"prior_level_{i}"], l_bins=vq.l_bins)  # type: ignore[arg-type]
         for i in range(3)
     )
-    return ModelSource(ModelConfig(folder.name, vq, priors), files)  # type: ignore[arg-type]
+    return ModelSource(ModelConfig(folder.name, vq, priors), files, sampling=sampling)  # type: ignore[arg-type]
 
 
 def model_source(name_or_path: str | Path, *, settings: Any = None, progress: bool = True) -> ModelSource:

@@ -8,6 +8,10 @@
 Every step takes a `Checkpointer` (engine.resume) and `Hooks` (engine.sample): the worker passes
 fenced job checkpoints, the command line its own files.
 
+Temperatures: `engine.sampling_settings(temperature=..., upsample_temperature=...)` gives the
+model's recommended ones (its sampling.json) where the person did not choose; a bare
+`SongRequest` keeps the original's 0.99 / 0.99 / 0.98.
+
 Lengths: `request.seconds` is the length of NEW music; with a prompt the song is the prompt
 followed by the new part (as the original's primed/continue modes produce), so its length is
 prompt + seconds. Audio is mono float32 at the model's rate.
@@ -33,7 +37,7 @@ from engine.sample import Hooks, NoiseKey, Plan, SamplingSettings, run_plan
 from engine.windows import Window, round_sample_length, tokens_per_level
 
 if TYPE_CHECKING:
-    from engine.config import ModelConfig
+    from engine.config import ModelConfig, SamplingDefaults
     from engine.model import JukeboxModel
     from engine.prior import JukeboxPrior
 
@@ -192,6 +196,22 @@ class Engine:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.prior_dtype
+
+    @property
+    def sampling(self) -> SamplingDefaults:
+        """The model's recommended temperatures per level (its folder's sampling.json; the
+        original's 0.99 / 0.99 / 0.98 for released models and folders without one)."""
+        return self.model.sampling
+
+    def sampling_settings(
+        self, *, temperature: float | None = None, upsample_temperature: float | None = None, **kw: Any
+    ) -> SamplingSettings:
+        """Settings at the model's recommended temperatures, except where the person chose:
+        `temperature` for the drafts (level 2), `upsample_temperature` for levels 1 and 0.
+        Every caller that builds a SongRequest for a person (generate, the worker) goes through
+        here, so a model's sampling.json applies everywhere."""
+        temps = self.sampling.resolve(temperature, upsample_temperature)
+        return SamplingSettings(temperatures=temps, **kw)
 
     def prior(self, level: int) -> JukeboxPrior:
         if self.swap_levels:

@@ -785,6 +785,7 @@ def prepare_codes(
     progress: bool = True,
     clips: list[AudioClip] | None = None,
     skipped: list[str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """The cached codes of the data (`out_dir/train/codes.pt`), made when missing or stale."""
     cache = out_dir / "train" / "codes.pt"
@@ -795,7 +796,7 @@ def prepare_codes(
             return c
         print("[encode] the VQ-VAE or the data changed: encoding again", file=sys.stderr)
     if clips is None:
-        clips, skipped = load_clips(data_dir, config.sample_rate, progress=progress)
+        clips, skipped = load_clips(data_dir, config.sample_rate, progress=progress, workers=workers)
     vqvae = VQVAE(config.vqvae)
     vqvae.load_state_dict(state_dict_of(read_checkpoint(vqvae_file)), strict=True)
     t0 = time.monotonic()
@@ -939,6 +940,9 @@ def train(
     every = save_every or d.save_every
     if steps is not None and steps <= 0:
         raise TrainError("--steps must be positive")
+    _check_options(
+        part, sample_seconds, label_dropout, log_every, val_every, stop_after, timing_jitter, encode
+    )
     gen = _seed_all(seed)
     run_args: dict[str, Any] = {
         "batch_size": bs,
@@ -978,6 +982,7 @@ def train(
             progress,
             run_args,
             timing_jitter,
+            workers,
         )
     for msg in skipped:
         print(f"skipped {msg}", file=sys.stderr)
@@ -1032,6 +1037,37 @@ def train(
         skipped=skipped,
         extra=extra,
     )
+
+
+def _check_options(
+    part: str,
+    sample_seconds: float | None,
+    label_dropout: float,
+    log_every: int,
+    val_every: int,
+    stop_after: int | None,
+    timing_jitter: float,
+    encode: bool,
+) -> None:
+    """Options that cannot work, said before any data is read."""
+    if sample_seconds is not None and not sample_seconds > 0:
+        raise TrainError("--sample-seconds must be positive")
+    if not 0.0 <= label_dropout <= 1.0:
+        raise TrainError("--label-dropout is a share of the training windows: between 0 and 1")
+    if log_every < 1:
+        raise TrainError("--log-every must be at least 1")
+    if val_every < 0:
+        raise TrainError("--val-every must be 0 (no held-out loss) or a number of steps")
+    if stop_after is not None and stop_after < 1:
+        raise TrainError("--stop-after must be at least 1")
+    if not 0.0 <= timing_jitter <= 1.0:
+        raise TrainError("--timing-jitter is a share of the training windows: between 0 and 1")
+    if timing_jitter and part != "prior_level_2":
+        raise TrainError(
+            "--timing-jitter is for the top prior (`jukebot train prior`), whose labels say the song length"
+        )
+    if encode and part != "vqvae":
+        raise TrainError("--encode is for `jukebot train vqvae` (a prior run encodes its data itself)")
 
 
 def _vqvae_spec(
@@ -1126,10 +1162,11 @@ def _prior_spec(
     progress: bool,
     run_args: dict[str, Any],
     timing_jitter: float = 0.0,
+    workers: int | None = None,
 ) -> tuple[LoopSpec, int, list[str], dict[str, Any]]:
     part = f"prior_level_{level}"
     vq_file = _vqvae_file(out, vqvae)
-    entries = prepare_codes(out, data, config, vq_file, dev, progress=progress)
+    entries = prepare_codes(out, data, config, vq_file, dev, progress=progress, workers=workers)
     train_e = [e for e in entries["clips"] if e.get("split") != "test"] or entries["clips"]
     test_e = [e for e in entries["clips"] if e.get("split") == "test"]
     prior = JukeboxPrior(config.priors[level], config.vqvae)
@@ -1216,6 +1253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-from")
     ap.add_argument("--vqvae")
     ap.add_argument("--sample-seconds", type=float)
+    ap.add_argument("--label-dropout", type=float, default=0.05)
+    ap.add_argument("--workers", type=int)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument(
         "--val-every", type=int, default=250, help="steps between held-out losses (a multiple of --log-every)"
@@ -1250,6 +1289,8 @@ def main(argv: list[str] | None = None) -> int:
             init_from=a.init_from,
             vqvae=a.vqvae,
             sample_seconds=a.sample_seconds,
+            label_dropout=a.label_dropout,
+            workers=a.workers,
             log_every=a.log_every,
             progress=not a.quiet,
             stop_after=a.stop_after,

@@ -77,7 +77,7 @@ class WorkerOptions:
     owner: str | None = None
     dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on CUDA) | float32 | bfloat16 | float16
     swap_levels: bool = False  # keep only the prior being sampled in memory
-    threads: int | None = None  # CPU threads for torch
+    threads: int | None = None  # CPU threads for torch (None: default_threads(device))
     tokens_every: int = 64  # progress granularity inside a window
     checkpoint_seconds: float = 0.0  # 0: a checkpoint after every window; else at most this often
     idle_exit_seconds: float | None = None  # exit after this long without work (tests, batch use)
@@ -94,6 +94,15 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device}: no CUDA GPU is visible to this process")
     return device
+
+
+def default_threads(device: str) -> int | None:
+    """torch threads when none are asked for: 1 on a CPU, torch's own choice on a GPU. Sampling
+    is a loop of one-token steps of small matrices, where a second thread mostly waits for the
+    first: on the 2-core CI machine one thread is as fast when idle and far faster while other
+    processes share the CPU (79 s against 132-163 s for the demo's 10 s song, docs/BENCHMARKS.md).
+    `--threads N` overrides it."""
+    return 1 if device == "cpu" else None
 
 
 def resolve_dtype(name: str, device: str) -> Any:
@@ -208,17 +217,24 @@ class Heartbeat:
             self.beat()
 
 
-def request_from_song(song: Song) -> Any:
+def request_from_song(song: Song, sampling: Any = None) -> Any:
+    """The engine request of a song. `sampling` is the model's recommendation
+    (`engine.sampling`, from its sampling.json; the original's temperatures when None): it sets the
+    upsamplers' temperatures always, and the drafts' unless the song has its own
+    (`song.temperature` > 0; 0 means "not chosen")."""
+    from engine.config import SamplingDefaults
     from engine.pipeline import SongRequest
     from engine.sample import SamplingSettings
 
+    defaults: SamplingDefaults = sampling if sampling is not None else SamplingDefaults()
+    chosen = float(song.temperature) if song.temperature and song.temperature > 0 else None
     return SongRequest(
         artist=song.artist,
         genre=song.genre,
         lyrics=song.lyrics or "",
         seconds=float(song.seconds),
         seed=int(song.seed),
-        settings=SamplingSettings(temperatures=(0.99, 0.99, float(song.temperature))),
+        settings=SamplingSettings(temperatures=defaults.resolve(top=chosen)),
     )
 
 
@@ -289,8 +305,9 @@ class Worker:
         """Claim and run jobs until SIGTERM (or one job with --once). Returns the exit code."""
         import torch
 
-        if self.options.threads:
-            torch.set_num_threads(self.options.threads)
+        threads = self.options.threads or default_threads(self.device)
+        if threads:
+            torch.set_num_threads(threads)
         self.install_signal_handlers()
         with device_lock(self.device):
             self.engine_for(self.model_name)  # fail fast on a model that cannot load
@@ -579,7 +596,7 @@ class Worker:
         song, lease = job.song, job.lease
         assert song.id is not None
         engine = self.engine_for(song.model or self.model_name)
-        request = request_from_song(song)
+        request = request_from_song(song, engine.sampling)
         prompt = self._prompt(engine, song) if primed else None
         self._set_status(job, SongStatus.drafting)
         job.tracker.stage(stage_name(2))
@@ -631,7 +648,7 @@ class Worker:
         except FileNotFoundError:
             raise PermanentError(f"the codes of draft {draft.index + 1} are missing from storage") from None
         engine = self.engine_for(song.model or self.model_name)
-        request = request_from_song(song)
+        request = request_from_song(song, engine.sampling)
         primed = song.parent_clip_id is not None or song.prime_key is not None
         prompt = self._prompt(engine, song) if primed else None
         self._set_status(job, SongStatus.upsampling)

@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from lyrics.request import LyricsRequest
 
 
+def lyrics_note(bot: JukeBot, lyrics: str) -> str:
+    """A line for the reply when the model cannot sing the member's words (else "")."""
+    if not lyrics.strip() or bot.studio.labels.sings_lyrics:
+        return ""
+    return (
+        f"\nNote: this server's model (`{bot.settings.model}`) does not sing words, so your lyrics "
+        "are kept with the song but not sung."
+    )
+
+
 def choices(names: list[str]) -> list[app_commands.Choice[str]]:
     return [app_commands.Choice(name=n[:100], value=n[:100]) for n in names]
 
@@ -106,7 +116,10 @@ class GenerateCog(commands.Cog, name="Generate"):
             interaction, artist=artist_, genre=genre_, lyrics=text, seconds=seconds_, n_drafts=n_drafts
         )
         answer = studio.queued_text(submitted)
-        if notes:
+        not_sung = lyrics_note(self.bot, text)
+        if not_sung:
+            answer += not_sung
+        elif notes:
             answer += "\nI adjusted your lyrics so the model can sing them: " + "; ".join(notes)
         await interaction.followup.send(answer[:2000], ephemeral=True)
 
@@ -153,7 +166,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         submitted = await studio.submit(
             interaction, artist=artist, genre=genre, lyrics=text, seconds=seconds, n_drafts=n_drafts
         )
-        await interaction.followup.send(studio.queued_text(submitted), ephemeral=True)
+        answer = studio.queued_text(submitted) + lyrics_note(self.bot, text)
+        await interaction.followup.send(answer[:2000], ephemeral=True)
 
     async def use_drafted_lyrics(
         self, interaction: discord.Interaction, text: str, request: LyricsRequest
