@@ -106,6 +106,32 @@ def random_prior(
     return prior.eval().requires_grad_(False)
 
 
+def random_engine(
+    model: str,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    small: bool = False,
+    seed: int = 0,
+) -> Any:
+    """A whole model set (`engine.pipeline.Engine`, every level resident) with random weights at
+    the released sizes of `model` (`small`: the CPU-test sizes), priors in `dtype`, the VQ-VAE in
+    float32, as `Engine.load` leaves them. The same seed gives the same weights in any process on
+    the same kind of device, so jobs can move between workers (bench/scale_out.py)."""
+    from engine.model import JukeboxModel
+    from engine.pipeline import Engine
+
+    device = torch.device(device)
+    config = config_of(model, small)
+    m = JukeboxModel(config, levels=[])
+    m.prior_dtype = dtype
+    randomize(m.vqvae, seed)
+    m.vqvae.to(device).eval().requires_grad_(False)
+    for level in range(3):
+        m._priors[str(level)] = random_prior(config, level, device, dtype, seed)
+    return Engine(m, device=device, swap_levels=False, name=model)
+
+
 def labels_y(
     config: ModelConfig,
     level: int,
@@ -233,6 +259,7 @@ __all__ = [
     "import_reference",
     "labels_y",
     "peak_gib",
+    "random_engine",
     "random_prior",
     "randomize",
     "reference_prior",
