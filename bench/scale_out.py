@@ -559,6 +559,8 @@ def drive(
             if j.last_error and (j.id, j.last_error) not in warned:
                 warned.add((j.id, j.last_error))
                 emit(kind="job_error", run=label, job=j.id, job_kind=j.kind, error=j.last_error)
+                if not a.keep_going:  # a benchmark's job has no reason to fail: stop, save the time
+                    raise PhaseError(f"job {j.id} ({j.kind}) of song {j.song_id} failed: {j.last_error}")
             if (
                 upsampling
                 and j.kind == JobKind.draft.value
@@ -891,7 +893,9 @@ def table(results: dict[str, Any]) -> str:
         )
     for r in results["runs"]:
         k = r.get("kill")
-        if k:
+        if k and not k.get("killed_worker"):
+            rows.append(f"kill ({r['workers']} workers): FAILED {k.get('problems')}")
+        elif k:
             rows.append(
                 f"kill ({r['workers']} workers): {k.get('killed_worker')} killed after "
                 f"{k.get('windows_saved_before_kill')} of {k.get('windows_in_job')} windows saved; "
@@ -930,6 +934,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="random weights' seed (the same in every worker)")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; stop what is left after")
     ap.add_argument("--report-every", type=float, default=30.0)
+    ap.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="let the queue retry a failed job (default: the run stops at the first job error)",
+    )
     ap.add_argument("--work-dir", default=None, help="queue, storage and logs (default: a temp folder)")
     ap.add_argument("--out", default=None, help="JSON file of all results")
     args = ap.parse_args(argv)
