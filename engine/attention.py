@@ -160,7 +160,7 @@ class Conv1D(nn.Module):
             # n_out / 64 multiprocessors busy reading the weight; s partial products over slices of
             # n_in run s times as many, and the sum fuses into whatever follows (engine.graphs).
             k = self.n_in // s
-            part = torch.bmm(x2.view(-1, s, k).transpose(0, 1), self.w.view(s, k, self.n_out))
+            part = torch.bmm(x2.view(-1, s, k).transpose(0, 1), self.w.reshape(s, k, self.n_out))
             return (part.float().sum(0) + self.b.float()).to(self.w.dtype).view(*x.shape[:-1], self.n_out)
         return torch.addmm(self.b, x2, self.w).view(*x.shape[:-1], self.n_out)
 

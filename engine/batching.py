@@ -48,6 +48,7 @@ from engine.graphs import (
     default_mode,
 )
 from engine.sample import filter_logits, gumbel
+from engine.transformer import BlockStep
 
 log = logging.getLogger("jukebot.batching")
 
@@ -226,6 +227,20 @@ class _State:
             self.x_cond.zero_()
 
 
+def _fused_block_step(prior: Any, capacity: int) -> BlockStep | None:
+    """The Triton block step for this prior (its weights re-laid out for it, once), or None
+    where it does not apply (no Triton, too many rows): the compiled step is used instead."""
+    try:
+        from engine import decode_kernels
+    except ImportError as e:  # Triton ships with CUDA builds of torch; not on every machine
+        log.warning("fused decode step unavailable (%s); using the compiled step", e)
+        return None
+    if capacity > decode_kernels.MAX_ROWS:
+        return None
+    decode_kernels.relayout(prior)
+    return decode_kernels.fused_block_step
+
+
 def has_x_cond(prior: Any) -> bool:
     """Whether the prior's windows have per-position conditioning (timing signal or upper codes)."""
     return not (prior.is_top and not prior.config.labels)
@@ -266,13 +281,22 @@ class RowDecoder:
         self._free = list(range(capacity))
         self._rows: dict[WindowTask, list[int]] = {}
         want = mode or default_mode(self.device)
+        block: BlockStep | None = None
+        if want == "fused":
+            block = _fused_block_step(prior, capacity)
+            if block is None:
+                want = "compile"
         with torch.inference_mode():
             self.runner = StepRunner(
-                self._make_advance(compile_=want == "compile"),
+                # the token pick is compiled too, on the GPU (on a CPU the fused step is a test)
+                self._make_advance(
+                    compile_=want == "compile" or (want == "fused" and self.device.type == "cuda"),
+                    block=block,
+                ),
                 self.device,
                 want,
                 self.reset,
-                fallback=self._make_advance(compile_=False) if want == "compile" else None,
+                fallback=self._make_advance(compile_=False) if want in ("compile", "fused") else None,
             )
         self.mode: DecodeMode = self.runner.mode
 
@@ -283,8 +307,9 @@ class RowDecoder:
             raise RuntimeError("this decoder's prior was unloaded")
         return p
 
-    def _make_advance(self, compile_: bool) -> Callable[[], None]:
-        block = compiled_block_step() if compile_ else None
+    def _make_advance(self, compile_: bool, block: BlockStep | None = None) -> Callable[[], None]:
+        if block is None and compile_:
+            block = compiled_block_step()
         pick = compiled("pick_store", _pick_store) if compile_ else _pick_store
         ref, cache, st, cond = self._prior, self.cache, self.state, self._step_cond
         top_k, top_p, last = self.top_k, self.top_p, self.n_ctx - 1

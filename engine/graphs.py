@@ -6,6 +6,11 @@ runs is decided here, once per decoder:
 - ``eager``: the Python step as written (CPU, and the fallback everywhere).
 - ``graph``: the same eager step recorded once into a `torch.cuda.CUDAGraph` and replayed: one
   launch per token instead of ~2,000 (the original code is launch-bound: 69 ms per step).
+- ``fused``: every transformer block's step is five Triton kernels (engine.decode_kernels: the
+  LayerNorm, GEMV, bias, GELU and residual of each product in one kernel, GEMVs that keep every
+  multiprocessor reading weights, a split-key one-query attention), the token pick compiled, and
+  the whole step recorded into a CUDA graph. For up to `decode_kernels.MAX_ROWS` rows; a
+  decoder with more rows, or a block the kernels do not cover, runs the compiled step.
 - ``compile``: every transformer block's step goes through `torch.compile` (Inductor fuses the
   LayerNorms, casts, GELU, residual adds and the KV-cache write into a few kernels), the token
   pick too, and the whole step is then recorded into a CUDA graph as above. Blocks are compiled
@@ -17,7 +22,7 @@ KV caches passed as arguments, and the automatic CUDA-graph trees skip functions
 their inputs. Here every input and output of the step is a static buffer owned by the decoder
 (token, position, noise keys, temperature, conditioning, caches), written between replays.
 
-Choose with ``JUKEBOT_DECODE=eager|graph|compile`` (default: compile on CUDA, eager on CPU). A
+Choose with ``JUKEBOT_DECODE=eager|graph|compile|fused`` (default: compile on CUDA, eager on CPU). A
 failure to compile or capture logs a warning and falls back to the next simpler mode; tokens do
 not depend on the mode beyond floating-point rounding of fused kernels (checked by the
 benchmarks: logits within bf16 tolerance, same top-1).
@@ -36,8 +41,8 @@ from torch import Tensor
 
 log = logging.getLogger("jukebot.graphs")
 
-DecodeMode = Literal["eager", "graph", "compile"]
-MODES: tuple[str, ...] = ("eager", "graph", "compile")
+DecodeMode = Literal["eager", "graph", "compile", "fused"]
+MODES: tuple[str, ...] = ("eager", "graph", "compile", "fused")
 
 
 def default_mode(device: torch.device | str) -> DecodeMode:
@@ -155,8 +160,8 @@ class StepRunner:
         self._advance = advance
         self._graph: torch.cuda.CUDAGraph | None = None
         if mode == "eager" or device.type != "cuda":
-            # No CUDA graphs off the GPU; a compiled step still runs (tests compile on CPU).
-            self.mode = "compile" if mode == "compile" else "eager"
+            # No CUDA graphs off the GPU; a compiled or fused step still runs (tests on CPU).
+            self.mode = mode if mode in ("compile", "fused") else "eager"
             return
         try:
             self._graph = _capture(advance, device)

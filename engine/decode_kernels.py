@@ -1,0 +1,491 @@
+"""Triton kernels for the one-token decode step: one transformer block in five launches.
+
+A decode step multiplies 1-8 rows by every weight of the model: it is bound by reading the
+weights (about 25 MB a block at 1b_lyrics sizes) and by the number of launches. cuBLAS tiles a
+3-row product 64 output columns wide, which keeps 24-32 of an H100's 132 multiprocessors busy,
+and the compiled step still launches ~11 kernels a block (docs/BENCHMARKS.md, "Step tuning").
+Here each weight product is a GEMV over the weight stored [n_out, n_in] (inputs contiguous, the
+classic GEMV layout), 8 output columns per program, so every multiprocessor reads; the
+LayerNorm before a product and the bias, GELU or residual add after it run inside the same
+kernel; and the attention of the one query is split over key chunks (flash-decoding), its
+partial results combined in the prologue of the output projection:
+
+    1. LayerNorm_0 + c_attn                         -> q, k, v (the weights' dtype)
+    2. attention over this layer's KV cache         -> per-chunk partials; writes k, v to the cache
+    3. combine partials + c_proj + bias, x1 = x + a  (float32 residual)
+    4. LayerNorm_1 + c_fc + bias + quick GELU
+    5. c_proj + bias, h = x1 + m
+
+Numerics follow the reference step (engine.transformer.ResAttnBlock.step): LayerNorm in float32,
+each product's input and output rounded to the weights' dtype, accumulation in float32, the
+residual stream in float32. On a machine without a GPU the kernels run in Triton's interpreter
+(`TRITON_INTERPRET=1`), which is how the tests check them against the reference on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from engine.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, LayerCache
+
+MAX_ROWS = 8  # beyond this the tensor cores of a GEMM pay off: the compiled step is used
+_ACC_ELEMS = 8192  # float32 accumulator elements per program (64 registers a thread at 4 warps)
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+@triton.jit
+def _row_input(
+    x_ptr,
+    stride_xb,
+    b,
+    B,
+    rk,
+    k_mask,
+    ln_w_ptr,
+    ln_b_ptr,
+    mean,
+    rstd,
+    part_o_ptr,
+    part_m_ptr,
+    part_l_ptr,
+    cdt: tl.constexpr,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    NCHUNK: tl.constexpr,
+    LN: tl.constexpr,
+    COMBINE: tl.constexpr,
+):
+    """Row b's inputs rk of the product, after the prologue, rounded to the weights' dtype."""
+    m = k_mask & ((rk * 0 + b) < B)
+    if COMBINE:
+        # a[b, k] for k = head * D + d, from NCHUNK partial softmax results per (row, head)
+        ph = b * H + rk // D
+        dk = rk % D
+        big = tl.full(rk.shape, -1.0e30, tl.float32)
+        for c in tl.static_range(NCHUNK):
+            big = tl.maximum(big, tl.load(part_m_ptr + ph * NCHUNK + c, mask=m, other=-1.0e30))
+        num = tl.zeros(rk.shape, tl.float32)
+        den = tl.zeros(rk.shape, tl.float32)
+        for c in tl.static_range(NCHUNK):
+            mc = tl.load(part_m_ptr + ph * NCHUNK + c, mask=m, other=-1.0e30)
+            lc = tl.load(part_l_ptr + ph * NCHUNK + c, mask=m, other=0.0)
+            oc = tl.load(part_o_ptr + (ph * NCHUNK + c) * D + dk, mask=m, other=0.0)
+            wc = tl.exp(mc - big)
+            num += wc * oc
+            den += wc * lc
+        xv = tl.where(den > 0.0, num / tl.where(den > 0.0, den, 1.0), 0.0)
+    else:
+        xv = tl.load(x_ptr + b * stride_xb + rk, mask=m, other=0.0).to(tl.float32)
+    if LN:
+        g = tl.load(ln_w_ptr + rk, mask=k_mask, other=0.0).to(tl.float32)
+        be = tl.load(ln_b_ptr + rk, mask=k_mask, other=0.0).to(tl.float32)
+        xv = (xv - mean) * rstd * g + be
+    return xv.to(cdt).to(tl.float32)  # the product's input in the weights' dtype, as the reference
+
+
+@triton.jit
+def _gemv_kernel(
+    x_ptr,
+    stride_xb,
+    ln_w_ptr,
+    ln_b_ptr,
+    eps,
+    part_o_ptr,
+    part_m_ptr,
+    part_l_ptr,
+    w_ptr,
+    stride_wn,
+    bias_ptr,
+    res_ptr,
+    stride_rb,
+    out_ptr,
+    stride_ob,
+    B,
+    N,
+    K: tl.constexpr,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    NCHUNK: tl.constexpr,
+    LN: tl.constexpr,
+    COMBINE: tl.constexpr,
+    EPI: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
+):
+    """out[b, n] = epilogue(sum_k prologue(x)[b, k] * w[n, k] + bias[n]).
+
+    prologue: LN (LayerNorm of the float32 row) or COMBINE (attention partials -> output);
+    epilogue: EPI 0 plain, 1 quick GELU, 2 residual (out = res + y, float32). Each weight tile is
+    read once and used for every row. With PDL (programmatic dependent launch) the kernel starts
+    while the previous one finishes and streams its first weight tile in meanwhile: weights do
+    not depend on the previous kernel, the rows do (read after `gdc_wait`)."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+    pid = tl.program_id(0)
+    rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    rb = tl.arange(0, BLOCK_B)
+    n_mask = rn < N
+    cdt = w_ptr.dtype.element_ty
+    rk0 = tl.arange(0, BLOCK_K)
+    w_first = tl.load(
+        w_ptr + rn[:, None] * stride_wn + rk0[None, :], mask=n_mask[:, None] & (rk0 < K)[None, :], other=0.0
+    )
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+    # LayerNorm statistics of every row (the rows are a few KB, read from L2)
+    mean = tl.zeros([BLOCK_B], tl.float32)
+    rstd = tl.zeros([BLOCK_B], tl.float32)
+    if LN:
+        s1 = tl.zeros([BLOCK_B], tl.float32)
+        for k0 in tl.static_range(0, K, BLOCK_K):
+            rk = k0 + rk0
+            xm = (rb < B)[:, None] & (rk < K)[None, :]
+            xv = tl.load(x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=xm, other=0.0).to(tl.float32)
+            s1 += tl.sum(xv, 1)
+        mean = s1 / K
+        s2 = tl.zeros([BLOCK_B], tl.float32)
+        for k0 in tl.static_range(0, K, BLOCK_K):
+            rk = k0 + rk0
+            xm = (rb < B)[:, None] & (rk < K)[None, :]
+            xv = tl.load(x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=xm, other=0.0).to(tl.float32)
+            dv = tl.where(xm, xv - mean[:, None], 0.0)
+            s2 += tl.sum(dv * dv, 1)
+        rstd = 1.0 / tl.sqrt(s2 / K + eps)
+
+    acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+    for k0 in tl.static_range(0, K, BLOCK_K):
+        rk = k0 + rk0
+        k_mask = rk < K
+        if k0 == 0:
+            wv = w_first.to(tl.float32)
+        else:
+            wv = tl.load(
+                w_ptr + rn[:, None] * stride_wn + rk[None, :],
+                mask=n_mask[:, None] & k_mask[None, :],
+                other=0.0,
+            ).to(tl.float32)
+        for b in tl.static_range(BLOCK_B):
+            mb = tl.sum(tl.where(rb == b, mean, 0.0), 0)
+            rs = tl.sum(tl.where(rb == b, rstd, 0.0), 0)
+            xv = _row_input(
+                x_ptr, stride_xb, b, B, rk, k_mask, ln_w_ptr, ln_b_ptr, mb, rs,
+                part_o_ptr, part_m_ptr, part_l_ptr, cdt, H, D, NCHUNK, LN, COMBINE,
+            )  # fmt: skip
+            part = tl.sum(wv * xv[None, :], 1)
+            acc = tl.where((rb == b)[:, None], acc + part[None, :], acc)
+    bias = tl.load(bias_ptr + rn, mask=n_mask, other=0.0).to(tl.float32)
+    y = (acc + bias[None, :]).to(cdt).to(tl.float32)
+    om = (rb < B)[:, None] & n_mask[None, :]
+    optrs = out_ptr + rb[:, None] * stride_ob + rn[None, :]
+    if EPI == 1:
+        y = y * tl.sigmoid(1.702 * y)
+        tl.store(optrs, y.to(out_ptr.dtype.element_ty), mask=om)
+    elif EPI == 2:
+        r = tl.load(res_ptr + rb[:, None] * stride_rb + rn[None, :], mask=om, other=0.0)
+        tl.store(optrs, r + y, mask=om)
+    else:
+        tl.store(optrs, y.to(out_ptr.dtype.element_ty), mask=om)
+
+
+@triton.jit
+def _attn_kernel(
+    qkv_ptr,
+    stride_qb,
+    k_ptr,
+    v_ptr,
+    stride_cb,
+    stride_ch,
+    stride_col,
+    stride_key,
+    s_ptr,
+    part_o_ptr,
+    part_m_ptr,
+    part_l_ptr,
+    scale,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    N_STATE: tl.constexpr,
+    KIND: tl.constexpr,
+    BC: tl.constexpr,
+    NKEYS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    NCHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PDL: tl.constexpr,
+):
+    """One query per (row, head) over one chunk of this layer's keys; partial softmax results
+    (unnormalized output, max, sum) go to part_*. Chunk 0 writes the new key/value into the
+    cache; a chunk that reads that slot uses the new values directly (no race with the write).
+    With PDL the cached keys and values (written by earlier steps) are read while the previous
+    kernel still computes this step's query."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    c = tl.program_id(2)
+    s = tl.load(s_ptr + b)
+    rd = tl.arange(0, BLOCK_D)
+    d_mask = rd < D
+    base = b * stride_cb + h * stride_ch
+    lo = s * 0
+    if KIND == 0:  # DENSE
+        nv = s + 1
+        slot = s
+    elif KIND == 1:  # BLOCK
+        nv = s % BC + 1
+        slot = s % BC
+    elif KIND == 2:  # TRANSPOSE: the keys of this column, one per row of blocks
+        base += (s % BC) * stride_col
+        nv = s // BC + 1
+        slot = s // BC
+    elif KIND == 3:  # PREVIOUS: all of the previous row, a ring of two rows
+        lo = ((s // BC + 1) % 2) * BC
+        nv = tl.where(s >= BC, BC, 0)
+        slot = s % (2 * BC)
+    elif KIND == 7:  # PRIME: the lyric prefix's keys; later positions write nothing
+        nv = tl.minimum(s + 1, NKEYS)
+        slot = tl.where(s < NKEYS, s, -1)
+    else:  # CROSS: the lyric encoder's keys, all seen, none written
+        nv = s * 0 + NKEYS
+        slot = s * 0 - 1
+    rj = c * CHUNK + tl.arange(0, CHUNK)
+    j_mask = rj < nv
+    key = lo + rj
+    m2 = j_mask[:, None] & d_mask[None, :]
+    offs = base + key[:, None] * stride_key + rd[None, :]
+    kt = tl.load(k_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+    vt = tl.load(v_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+    q = tl.load(qkv_ptr + b * stride_qb + h * D + rd, mask=d_mask, other=0.0).to(tl.float32)
+    if KIND != 6:
+        knew = tl.load(qkv_ptr + b * stride_qb + N_STATE + h * D + rd, mask=d_mask, other=0.0)
+        vnew = tl.load(qkv_ptr + b * stride_qb + 2 * N_STATE + h * D + rd, mask=d_mask, other=0.0)
+        is_new = (key == slot)[:, None]
+        kt = tl.where(is_new, knew.to(k_ptr.dtype.element_ty).to(tl.float32)[None, :], kt)
+        vt = tl.where(is_new, vnew.to(v_ptr.dtype.element_ty).to(tl.float32)[None, :], vt)
+        if c == 0:
+            wm = d_mask & ((rd * 0 + slot) >= 0)
+            tl.store(k_ptr + base + slot * stride_key + rd, knew.to(k_ptr.dtype.element_ty), mask=wm)
+            tl.store(v_ptr + base + slot * stride_key + rd, vnew.to(v_ptr.dtype.element_ty), mask=wm)
+    # the reference attends in the weights' dtype: round q, k, v there
+    cdt = qkv_ptr.dtype.element_ty
+    q = q.to(cdt).to(tl.float32)
+    kt = kt.to(cdt).to(tl.float32)
+    vt = vt.to(cdt).to(tl.float32)
+    sc = tl.sum(kt * q[None, :], 1) * scale
+    sc = tl.where(j_mask, sc, -1.0e30)
+    m = tl.max(sc, 0)
+    p = tl.where(j_mask, tl.exp(sc - m), 0.0)
+    ell = tl.sum(p, 0)
+    o = tl.sum(p[:, None] * vt, 0)
+    pidx = (b * H + h) * NCHUNK + c
+    tl.store(part_o_ptr + pidx * D + rd, o, mask=d_mask)
+    tl.store(part_m_ptr + pidx, m)
+    tl.store(part_l_ptr + pidx, ell)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def gemv_tiles(rows: int, n: int, k: int) -> tuple[int, int, int, int]:
+    """(BLOCK_B, BLOCK_N, BLOCK_K, num_warps): 8 output columns a program (n / 8 programs, e.g.
+    256 for a 2048-wide layer: every multiprocessor reads), the whole input row in one tile up
+    to 2048 (then the weights of a program are one load, issued before waiting on the rows)."""
+    bb = _pow2(rows)
+    bn = 8 if n >= 1024 else 4
+    bk = min(_pow2(k), 2048)
+    warps = 8 if bn * bk >= 8192 else 4
+    return bb, bn, bk, warps
+
+
+def use_pdl() -> bool:
+    """Programmatic dependent launch (Hopper and later; off in the interpreter and with
+    JUKEBOT_PDL=0)."""
+    if interpreted() or os.environ.get("JUKEBOT_PDL", "1") == "0" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability()[0] >= 9
+
+
+def weight_nk(w: Tensor) -> Tensor:
+    """The Conv1D weight [n_in, n_out] seen as [n_out, n_in] with inputs contiguous."""
+    wt = w.t()
+    if wt.stride(1) != 1:
+        raise ValueError("decode kernels need the weight laid out [n_out, n_in]: call relayout() first")
+    return wt
+
+
+def relayout(module: torch.nn.Module) -> None:
+    """Store every Conv1D weight of `module` transposed in memory (same shape [n_in, n_out], same
+    values; strides (1, n_in)). The GEMV reads whole input rows; cuBLAS reads either layout at
+    the same speed, so the prefill is unaffected."""
+    from engine.attention import Conv1D
+
+    with torch.no_grad():
+        for mod in module.modules():
+            if isinstance(mod, Conv1D) and mod.w.stride() != (1, mod.w.shape[0]):
+                mod.w.data = mod.w.data.t().contiguous().t()
+
+
+def gemv(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor,
+    *,
+    ln: Any = None,
+    partials: tuple[Tensor, Tensor, Tensor] | None = None,
+    heads: int = 1,
+    head_dim: int = 1,
+    gelu: bool = False,
+    residual: Tensor | None = None,
+    tiles: tuple[int, int, int, int] | None = None,
+) -> Tensor:
+    """y = x' @ w + bias with the prologue/epilogue asked for (see `_gemv_kernel`).
+    x: [B, K] (float32 residual rows for `ln`; ignored for `partials`); w: Conv1D weight;
+    `tiles` overrides `gemv_tiles` (bench/gemv_tiles.py compares them)."""
+    wt = weight_nk(w)
+    n, k = wt.shape
+    rows = x.shape[0]
+    if residual is not None:
+        out = torch.empty(rows, n, device=x.device, dtype=torch.float32)
+    else:
+        out = torch.empty(rows, n, device=x.device, dtype=w.dtype)
+    bb, bn, bk, warps = tiles or gemv_tiles(rows, n, k)
+    pdl = x.device.type == "cuda" and use_pdl()
+    po, pm, pl = partials if partials is not None else (x, x, x)
+    nchunk = pm.shape[-1] if partials is not None else 1
+    _gemv_kernel[(triton.cdiv(n, bn),)](
+        x,
+        x.stride(0),
+        ln.weight if ln is not None else bias,
+        ln.bias if ln is not None else bias,
+        float(ln.eps) if ln is not None else 0.0,
+        po,
+        pm,
+        pl,
+        wt,
+        wt.stride(0),
+        bias,
+        residual if residual is not None else out,
+        residual.stride(0) if residual is not None else 0,
+        out,
+        out.stride(0),
+        rows,
+        n,
+        k,
+        H=heads,
+        D=head_dim,
+        NCHUNK=nchunk,
+        LN=ln is not None,
+        COMBINE=partials is not None,
+        EPI=2 if residual is not None else (1 if gelu else 0),
+        BLOCK_B=bb,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        PDL=pdl,
+        num_warps=warps,
+        **({"launch_pdl": True} if pdl else {}),
+    )
+    return out
+
+
+def _key_layout(kind: int, cache: LayerCache) -> tuple[int, int, int]:
+    """(stride_col, stride_key, keys) of a cache [B, H, ..., D]."""
+    t = cache.k
+    if kind == TRANSPOSE:
+        return t.stride(2), t.stride(3), t.shape[3]
+    return 0, t.stride(2), t.shape[2]
+
+
+def attention(qkv: Tensor, s: Tensor, cache: LayerCache, att: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """Partial softmax results [B, H, C, D] / [B, H, C] of the one-query attention of `att` (a
+    FactoredAttention) for positions s [B]; writes this position's key and value."""
+    kind = att.kind
+    rows, heads, d = qkv.shape[0], att.heads, att.head_dim
+    col_stride, key_stride, keys = _key_layout(kind, cache)
+    block_d = _pow2(d)
+    chunk = max(16, min(64, 8192 // block_d))
+    chunk = min(chunk, _pow2(keys))
+    nchunk = triton.cdiv(keys if kind != PREV else keys // 2, chunk)
+    dev = qkv.device
+    po = torch.empty(rows, heads, nchunk, d, device=dev, dtype=torch.float32)
+    pm = torch.empty(rows, heads, nchunk, device=dev, dtype=torch.float32)
+    pl = torch.empty(rows, heads, nchunk, device=dev, dtype=torch.float32)
+    bc = att.geo.block_ctx if kind in (BLOCK, TRANSPOSE, PREV) else 1
+    pdl = dev.type == "cuda" and use_pdl()
+    _attn_kernel[(rows, heads, nchunk)](
+        qkv,
+        qkv.stride(0),
+        cache.k,
+        cache.v,
+        cache.k.stride(0),
+        cache.k.stride(1),
+        col_stride,
+        key_stride,
+        s,
+        po,
+        pm,
+        pl,
+        float(att.scale),
+        H=heads,
+        D=d,
+        N_STATE=att.n_state,
+        KIND=kind,
+        BC=bc,
+        NKEYS=keys,
+        CHUNK=chunk,
+        NCHUNK=nchunk,
+        BLOCK_D=block_d,
+        PDL=pdl,
+        num_warps=4,
+        **({"launch_pdl": True} if pdl else {}),
+    )
+    return po, pm, pl
+
+
+SUPPORTED_KINDS = frozenset({DENSE, BLOCK, TRANSPOSE, PREV, PRIME, CROSS})
+
+
+def supports(layer: Any, rows: int) -> bool:
+    att = layer.attn
+    return (
+        rows <= MAX_ROWS
+        and att.kind in SUPPORTED_KINDS
+        and layer.res_scale == 1.0
+        and att.c_attn.w.dtype == att.c_proj.w.dtype
+    )
+
+
+def fused_block_step(layer: Any, x: Tensor, s: Tensor, cache: LayerCache, masks: dict[int, Tensor]) -> Tensor:
+    """`ResAttnBlock.step` in five kernels (same arguments and result: x [B, 1, W] float32)."""
+    rows, width = x.shape[0], x.shape[-1]
+    if not supports(layer, rows):
+        return layer.step(x, s, cache, masks)  # type: ignore[no-any-return]
+    att, mlp = layer.attn, layer.mlp
+    x2 = x.reshape(rows, width)
+    if x2.dtype != torch.float32 or x2.stride(1) != 1:
+        x2 = x2.float().contiguous()
+    s = s.contiguous()
+    qkv = gemv(x2, att.c_attn.w, att.c_attn.b, ln=layer.ln_0)
+    partials = attention(qkv, s, cache, att)
+    x1 = gemv(
+        x2, att.c_proj.w, att.c_proj.b, partials=partials, heads=att.heads, head_dim=att.head_dim, residual=x2
+    )
+    hid = gemv(x1, mlp.c_fc.w, mlp.c_fc.b, ln=layer.ln_1, gelu=True)
+    out = gemv(hid, mlp.c_proj.w, mlp.c_proj.b, residual=x1)
+    return out.view(rows, 1, width)
+
+
+__all__ = ["MAX_ROWS", "attention", "fused_block_step", "gemv", "relayout", "supports"]

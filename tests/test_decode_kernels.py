@@ -1,0 +1,149 @@
+"""engine.decode_kernels: the Triton decode step of one block against the reference step.
+
+On this machine (no GPU) the kernels run in Triton's interpreter, which executes the same kernel
+code with NumPy: indexing, masks, the chunked softmax and the cache writes are checked here; the
+GPU benchmark (bench/step_speed.py --modes fused) checks speed and the compiled kernels' logits.
+Every attention kind of the released models, 1 and 3 rows, float32 and bfloat16 weights, random
+positions (block starts, the first row, past the lyric prefix) and random cache contents.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: kernels on the CPU
+
+import pytest
+import torch
+
+from engine.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, Geometry, LayerCache, cache_shape
+from engine.transformer import ResAttnBlock, Transformer
+
+dk = pytest.importorskip("engine.decode_kernels", reason="triton is part of the test extra")
+
+GEO = Geometry(seq_len=64, blocks=4, prime_len=10, encoder_len=12)  # block_ctx 16, 4 rows of blocks
+
+
+def _block(kind: int, width: int, heads: int, dtype: torch.dtype, seed: int) -> ResAttnBlock:
+    torch.manual_seed(seed)
+    blk = ResAttnBlock(
+        width, heads, kind, GEO, m_attn=0.5, m_mlp=2.0, zero_out=False, init_scale=4.0, res_scale=1.0
+    )
+    with torch.no_grad():
+        for p in blk.parameters():  # LayerNorm gains and all biases away from 1 and 0
+            if p.dim() == 1:
+                p.normal_(0.5, 0.3)
+    return blk.to(dtype)
+
+
+def _cache(blk: ResAttnBlock, rows: int, dtype: torch.dtype) -> LayerCache:
+    att = blk.attn
+    shape = cache_shape(att.kind, GEO, rows, att.heads, att.head_dim)
+    return LayerCache(torch.randn(shape).to(dtype), torch.randn(shape).to(dtype))
+
+
+POSITIONS = {1: [0], 3: [0, 17, 63]}
+
+
+@pytest.mark.parametrize("kind", [DENSE, BLOCK, TRANSPOSE, PREV, PRIME, CROSS])
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_block_step_matches_reference(kind: int, rows: int, dtype: torch.dtype) -> None:
+    width, heads = 32, 2
+    blk = _block(kind, width, heads, dtype, seed=kind * 10 + rows)
+    dk.relayout(blk)
+    gen = torch.Generator().manual_seed(rows + kind)
+    for trial in range(3):
+        if trial == 0:
+            s = torch.tensor(POSITIONS[rows])
+        else:  # random positions; PRIME also past its keys, PREV in row 0 (no keys: output 0)
+            s = torch.randint(0, GEO.seq_len, (rows,), generator=gen)
+        x = torch.randn(rows, 1, width, generator=gen) * 3.0
+        ref_cache = _cache(blk, rows, dtype)
+        fused_cache = LayerCache(ref_cache.k.clone(), ref_cache.v.clone())
+        masks = Transformer.step.__globals__["step_masks"]({kind}, s, GEO, dtype=dtype)
+        with torch.no_grad():
+            want = blk.step(x, s, ref_cache, masks)
+            got = dk.fused_block_step(blk, x, s, fused_cache, masks)
+        assert got.shape == want.shape and got.dtype == torch.float32
+        scale = want.abs().max().item()
+        tol = 2e-5 if dtype == torch.float32 else 2e-2
+        err = (got - want).abs().max().item()
+        assert err <= tol * scale, f"kind {kind} rows {rows} s {s.tolist()}: max err {err} (scale {scale})"
+        # the new key and value went to the same cache slot as the reference's (or nowhere):
+        # equal up to the rounding of the product, every other slot untouched
+        for got_c, want_c in ((fused_cache.k, ref_cache.k), (fused_cache.v, ref_cache.v)):
+            diff = (got_c.float() - want_c.float()).abs()
+            assert diff.max().item() <= (1e-5 if dtype == torch.float32 else 2e-2) * want_c.abs().max().item()
+            assert (diff > 0).sum().item() <= rows * heads * blk.attn.head_dim
+
+
+def test_gemv_prologues_and_epilogues() -> None:
+    """LayerNorm in, GELU out; residual out with float32 rows; 5 rows; an odd width (masks)."""
+    torch.manual_seed(0)
+    rows, k, n = 5, 48, 40
+    w = torch.randn(k, n)
+    w.data = w.data.t().contiguous().t()
+    b = torch.randn(n)
+    ln = torch.nn.LayerNorm(k)
+    with torch.no_grad():
+        ln.weight.normal_(1.0, 0.2)
+        ln.bias.normal_(0.0, 0.2)
+    x = torch.randn(rows, k) * 2 + 1
+    got = dk.gemv(x, w, b, ln=ln, gelu=True)
+    y = ln(x) @ w + b
+    want = y * torch.sigmoid(1.702 * y)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    res = torch.randn(rows, n)
+    got2 = dk.gemv(x, w, b, residual=res)
+    torch.testing.assert_close(got2, res + x @ w + b, rtol=1e-5, atol=1e-5)
+
+
+def test_relayout_keeps_values_and_rejects_plain_layout() -> None:
+    blk = _block(BLOCK, 32, 2, torch.float32, seed=1)
+    before = {k: v.clone() for k, v in blk.state_dict().items()}
+    with pytest.raises(ValueError, match="relayout"):
+        dk.weight_nk(blk.attn.c_attn.w)
+    dk.relayout(blk)
+    for key, value in blk.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert blk.attn.c_attn.w.stride() == (1, blk.attn.c_attn.w.shape[0])
+    dk.weight_nk(blk.attn.c_attn.w)
+
+
+@pytest.mark.parametrize("level", [2, 0])
+def test_fused_decoder_samples_the_eager_tokens(level: int) -> None:
+    """A whole RowDecoder in `fused` mode (every block through the kernels, on a tiny model of the
+    demo's lyric-prefix kind with its timing/upper-level conditioning): the same tokens as the
+    eager decoder and logits equal up to float32 rounding, 3 rows at their own positions."""
+    from engine.batching import DecodeLoop, RowDecoder, WindowTask
+    from engine.sample import NoiseKey
+    from tests.pipeline_fixtures import TinyLabels, tiny_model_config, tiny_plan, tiny_priors
+
+    cpu = torch.device("cpu")
+    config = tiny_model_config()
+    prior = tiny_priors(config, seed=5)[level]
+    plan, sample_length = tiny_plan(config, 0.2, 3, seed=1)
+    w = plan.windows(level)[0]
+    lab = TinyLabels(config, sample_length, 3)
+    g = torch.Generator().manual_seed(level)
+    upper = None if prior.is_top else torch.randint(0, prior.config.l_bins, (3, prior.n_ctx // 2), generator=g)
+    ctx = torch.randint(0, prior.config.l_bins, (3, 9), generator=g)
+    out = {}
+    with torch.inference_mode():
+        for mode in ("eager", "fused"):
+            dec = RowDecoder(prior, 3, cpu, torch.float32, mode=mode)  # type: ignore[arg-type]
+            assert dec.mode == mode
+            t = WindowTask(
+                cond=prior.get_cond(lab(level, w), upper),
+                context=ctx,
+                n_new=12,
+                row_bin=NoiseKey(2).row_bin_hash(level, range(3), prior.n_bins, cpu),
+                abs_start=w.start,
+                temperature=1.0,
+            )
+            loop = DecodeLoop()
+            loop.submit(dec, t)
+            out[mode] = (loop.run_until_done(t), dec.state.logits.clone())
+    assert torch.equal(out["eager"][0], out["fused"][0])
+    torch.testing.assert_close(out["eager"][1], out["fused"][1], atol=1e-4, rtol=1e-4)
