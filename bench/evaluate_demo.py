@@ -267,17 +267,24 @@ def spectrogram_png(x: np.ndarray, sr: int, path: Path, title: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate")
-    g.add_argument("--model", default="demo")
-    g.add_argument("--out", required=True)
-    g.add_argument("--per-class", type=int, default=6)
-    g.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES))
-    g.add_argument("--seconds", type=float, default=10.0)
-    g.add_argument("--seed", type=int, default=1)
-    g.add_argument("--device", default="cpu")
-    g.add_argument("--threads", type=int, default=1)
+    g = sub.add_parser("generate", help="make songs of each class with the model (all three levels)")
+    g.add_argument("--model", default="demo", help="model name or folder (default: demo)")
+    g.add_argument("--out", required=True, help="folder for the WAV files and samples.json")
+    g.add_argument("--per-class", type=int, default=6, help="songs per class, sampled in one batch")
+    g.add_argument(
+        "--classes",
+        nargs="+",
+        default=list(DEFAULT_CLASSES),
+        help="artist:genre pairs (default: %(default)s)",
+    )
+    g.add_argument("--seconds", type=float, default=10.0, help="length of each song")
+    g.add_argument("--seed", type=int, default=1, help="seed of the first class (+1 per class)")
+    g.add_argument("--device", default="cpu", help="cpu | cuda")
+    g.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1, as jukebot generate)"
+    )
     g.add_argument(
         "--temperatures",
         type=float,
@@ -285,12 +292,12 @@ def main() -> int:
         metavar=("L0", "L1", "L2"),
         help="sampling temperature per level (default: the model's sampling.json)",
     )
-    e = sub.add_parser("evaluate")
-    e.add_argument("--samples", required=True)
-    e.add_argument("--corpus", required=True)
-    e.add_argument("--sample-rate", type=int, default=22050)
-    e.add_argument("--json")
-    e.add_argument("--spectrogram")
+    e = sub.add_parser("evaluate", help="features vs corpus and noise; conditioning classifiers")
+    e.add_argument("--samples", required=True, help="the --out folder of `generate`")
+    e.add_argument("--corpus", required=True, help="a built corpus (jukebot corpus build)")
+    e.add_argument("--sample-rate", type=int, default=22050, help="rate the audio is compared at")
+    e.add_argument("--json", help="write the results here too")
+    e.add_argument("--spectrogram", help="write a spectrogram PNG of the first sample here")
     e.add_argument(
         "--no-codec",
         dest="codec",
