@@ -71,11 +71,11 @@ def _row_input(
         ph = b * H + rk // D
         dk = rk % D
         big = tl.full(rk.shape, -1.0e30, tl.float32)
-        for c in tl.static_range(NCHUNK):
+        for c in range(NCHUNK):
             big = tl.maximum(big, tl.load(part_m_ptr + ph * NCHUNK + c, mask=m, other=-1.0e30))
         num = tl.zeros(rk.shape, tl.float32)
         den = tl.zeros(rk.shape, tl.float32)
-        for c in tl.static_range(NCHUNK):
+        for c in range(NCHUNK):
             mc = tl.load(part_m_ptr + ph * NCHUNK + c, mask=m, other=-1.0e30)
             lc = tl.load(part_l_ptr + ph * NCHUNK + c, mask=m, other=0.0)
             oc = tl.load(part_o_ptr + (ph * NCHUNK + c) * D + dk, mask=m, other=0.0)
@@ -221,6 +221,7 @@ def _attn_kernel(
     NKEYS: tl.constexpr,
     CHUNK: tl.constexpr,
     NCHUNK: tl.constexpr,
+    SUB: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PDL: tl.constexpr,
 ):
@@ -259,41 +260,50 @@ def _attn_kernel(
     else:  # CROSS: the lyric encoder's keys, all seen, none written
         nv = s * 0 + NKEYS
         slot = s * 0 - 1
-    rj = c * CHUNK + tl.arange(0, CHUNK)
-    j_mask = rj < nv
-    key = lo + rj
-    m2 = j_mask[:, None] & d_mask[None, :]
-    offs = base + key[:, None] * stride_key + rd[None, :]
-    kt = tl.load(k_ptr + offs, mask=m2, other=0.0).to(tl.float32)
-    vt = tl.load(v_ptr + offs, mask=m2, other=0.0).to(tl.float32)
     if PDL:
         tl.extra.cuda.gdc_wait()
+    cdt = qkv_ptr.dtype.element_ty  # the reference attends in the weights' dtype
     q = tl.load(qkv_ptr + b * stride_qb + h * D + rd, mask=d_mask, other=0.0).to(tl.float32)
+    knew = tl.zeros([BLOCK_D], tl.float32)
+    vnew = tl.zeros([BLOCK_D], tl.float32)
     if KIND != 6:
-        knew = tl.load(qkv_ptr + b * stride_qb + N_STATE + h * D + rd, mask=d_mask, other=0.0)
-        vnew = tl.load(qkv_ptr + b * stride_qb + 2 * N_STATE + h * D + rd, mask=d_mask, other=0.0)
-        is_new = (key == slot)[:, None]
-        kt = tl.where(is_new, knew.to(k_ptr.dtype.element_ty).to(tl.float32)[None, :], kt)
-        vt = tl.where(is_new, vnew.to(v_ptr.dtype.element_ty).to(tl.float32)[None, :], vt)
+        kn = tl.load(qkv_ptr + b * stride_qb + N_STATE + h * D + rd, mask=d_mask, other=0.0)
+        vn = tl.load(qkv_ptr + b * stride_qb + 2 * N_STATE + h * D + rd, mask=d_mask, other=0.0)
+        knew = kn.to(k_ptr.dtype.element_ty).to(cdt).to(tl.float32)
+        vnew = vn.to(v_ptr.dtype.element_ty).to(cdt).to(tl.float32)
         if c == 0:
             wm = d_mask & ((rd * 0 + slot) >= 0)
-            tl.store(k_ptr + base + slot * stride_key + rd, knew.to(k_ptr.dtype.element_ty), mask=wm)
-            tl.store(v_ptr + base + slot * stride_key + rd, vnew.to(v_ptr.dtype.element_ty), mask=wm)
-    # the reference attends in the weights' dtype: round q, k, v there
-    cdt = qkv_ptr.dtype.element_ty
-    q = q.to(cdt).to(tl.float32)
-    kt = kt.to(cdt).to(tl.float32)
-    vt = vt.to(cdt).to(tl.float32)
-    sc = tl.sum(kt * q[None, :], 1) * scale
-    sc = tl.where(j_mask, sc, -1.0e30)
-    m = tl.max(sc, 0)
-    p = tl.where(j_mask, tl.exp(sc - m), 0.0)
-    ell = tl.sum(p, 0)
-    o = tl.sum(p[:, None] * vt, 0)
+            tl.store(k_ptr + base + slot * stride_key + rd, kn.to(k_ptr.dtype.element_ty), mask=wm)
+            tl.store(v_ptr + base + slot * stride_key + rd, vn.to(v_ptr.dtype.element_ty), mask=wm)
+    start = (c * CHUNK + s * 0).to(tl.int32)
+    stop = tl.minimum(start + CHUNK, nv).to(tl.int32)
+    m_i = tl.max(tl.full([SUB], -1.0e30, tl.float32), 0)
+    l_i = tl.sum(tl.zeros([SUB], tl.float32), 0)
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    for j0 in range(start, stop, SUB):  # online softmax over this chunk's valid keys
+        rj = j0 + tl.arange(0, SUB)
+        j_mask = rj < stop
+        key = lo + rj
+        m2 = j_mask[:, None] & d_mask[None, :]
+        offs = base + key[:, None] * stride_key + rd[None, :]
+        kt = tl.load(k_ptr + offs, mask=m2, other=0.0).to(cdt).to(tl.float32)
+        vt = tl.load(v_ptr + offs, mask=m2, other=0.0).to(cdt).to(tl.float32)
+        if KIND != 6:  # the slot being written this step: its new key/value
+            is_new = (key == slot)[:, None]
+            kt = tl.where(is_new, knew[None, :], kt)
+            vt = tl.where(is_new, vnew[None, :], vt)
+        sc = tl.sum(kt * q[None, :], 1) * scale
+        sc = tl.where(j_mask, sc, -1.0e30)
+        m_new = tl.maximum(m_i, tl.max(sc, 0))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.where(j_mask, tl.exp(sc - m_new), 0.0)
+        l_i = l_i * alpha + tl.sum(p, 0)
+        acc = acc * alpha + tl.sum(p[:, None] * vt, 0)
+        m_i = m_new
     pidx = (b * H + h) * NCHUNK + c
-    tl.store(part_o_ptr + pidx * D + rd, o, mask=d_mask)
-    tl.store(part_m_ptr + pidx, m)
-    tl.store(part_l_ptr + pidx, ell)
+    tl.store(part_o_ptr + pidx * D + rd, acc, mask=d_mask)
+    tl.store(part_m_ptr + pidx, m_i)
+    tl.store(part_l_ptr + pidx, l_i)
 
 
 def _pow2(n: int) -> int:
@@ -301,14 +311,14 @@ def _pow2(n: int) -> int:
 
 
 def gemv_tiles(rows: int, n: int, k: int) -> tuple[int, int, int, int]:
-    """(BLOCK_B, BLOCK_N, BLOCK_K, num_warps): 8 output columns a program (n / 8 programs, e.g.
-    256 for a 2048-wide layer: every multiprocessor reads), the whole input row in one tile up
-    to 2048 (then the weights of a program are one load, issued before waiting on the rows)."""
+    """(BLOCK_B, BLOCK_N, BLOCK_K, num_warps), the best of bench/gemv_tiles.py on an H100 (1 and 3
+    rows): the whole input row in one tile up to 2048 (a program's weights are then one load,
+    issued before waiting on the rows), 4 output columns a program for long rows (512 programs
+    for a 2048-wide layer), 8 for short ones, 4 warps."""
     bb = _pow2(rows)
-    bn = 8 if n >= 1024 else 4
     bk = min(_pow2(k), 2048)
-    warps = 8 if bn * bk >= 8192 else 4
-    return bb, bn, bk, warps
+    bn = 4 if k > 1024 else 8
+    return bb, bn, bk, 4
 
 
 def use_pdl() -> bool:
@@ -416,9 +426,13 @@ def attention(qkv: Tensor, s: Tensor, cache: LayerCache, att: Any) -> tuple[Tens
     rows, heads, d = qkv.shape[0], att.heads, att.head_dim
     col_stride, key_stride, keys = _key_layout(kind, cache)
     block_d = _pow2(d)
-    chunk = max(16, min(64, 8192 // block_d))
-    chunk = min(chunk, _pow2(keys))
-    nchunk = triton.cdiv(keys if kind != PREV else keys // 2, chunk)
+    # keys a program reads per iteration; at most 16 programs per (row, head), each looping
+    # over its share of the keys that are valid at this position
+    span = keys // 2 if kind == PREV else keys
+    sub = min(max(16, min(64, 8192 // block_d)), _pow2(span))
+    n_sub = triton.cdiv(span, sub)
+    nchunk = min(16, n_sub)
+    chunk = triton.cdiv(n_sub, nchunk) * sub
     dev = qkv.device
     po = torch.empty(rows, heads, nchunk, d, device=dev, dtype=torch.float32)
     pm = torch.empty(rows, heads, nchunk, device=dev, dtype=torch.float32)
@@ -447,6 +461,7 @@ def attention(qkv: Tensor, s: Tensor, cache: LayerCache, att: Any) -> tuple[Tens
         NKEYS=keys,
         CHUNK=chunk,
         NCHUNK=nchunk,
+        SUB=sub,
         BLOCK_D=block_d,
         PDL=pdl,
         num_warps=4,
