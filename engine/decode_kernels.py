@@ -35,7 +35,7 @@ from torch import Tensor
 from engine.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, LayerCache
 
 MAX_ROWS = 8  # beyond this the tensor cores of a GEMM pay off: the compiled step is used
-_ACC_ELEMS = 8192  # float32 accumulator elements per program (64 registers a thread at 4 warps)
+MAX_SUB = 64  # keys per attention iteration at most (tests lower it to split tiny caches)
 
 
 def interpreted() -> bool:
@@ -426,12 +426,14 @@ def attention(qkv: Tensor, s: Tensor, cache: LayerCache, att: Any) -> tuple[Tens
     rows, heads, d = qkv.shape[0], att.heads, att.head_dim
     col_stride, key_stride, keys = _key_layout(kind, cache)
     block_d = _pow2(d)
-    # keys a program reads per iteration; at most 16 programs per (row, head), each looping
-    # over its share of the keys that are valid at this position
+    # `sub` keys a program reads per iteration. The keys of a (row, head) are split over up to
+    # 16 programs, as many as it takes to give the GPU ~160 programs (one row, one head of an
+    # upsampler: 8; 3 rows x 8 heads of the top prior: 1-7): each loops over its share of the
+    # keys that are valid at this position, and fewer shares keep the combine cheap.
     span = keys // 2 if kind == PREV else keys
-    sub = min(max(16, min(64, 8192 // block_d)), _pow2(span))
+    sub = min(max(16, min(64, 8192 // block_d)), MAX_SUB, _pow2(span))
     n_sub = triton.cdiv(span, sub)
-    nchunk = min(16, n_sub)
+    nchunk = max(1, min(16, n_sub, triton.cdiv(160, rows * heads)))
     chunk = triton.cdiv(n_sub, nchunk) * sub
     dev = qkv.device
     po = torch.empty(rows, heads, nchunk, d, device=dev, dtype=torch.float32)

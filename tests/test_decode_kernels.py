@@ -47,8 +47,14 @@ POSITIONS = {1: [0], 3: [0, 17, 63]}
 
 @pytest.mark.parametrize("kind", [DENSE, BLOCK, TRANSPOSE, PREV, PRIME, CROSS])
 @pytest.mark.parametrize("rows", [1, 3])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_block_step_matches_reference(kind: int, rows: int, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(("dtype", "max_sub"), [(torch.float32, 64), (torch.float32, 2), (torch.bfloat16, 4)])
+def test_fused_block_step_matches_reference(
+    kind: int, rows: int, dtype: torch.dtype, max_sub: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_sub 64: each (row, head) in one program; 2 and 4: the keys split over many programs,
+    each looping over several sub-chunks (the new key's slot lands in any of them), combined
+    in the output projection."""
+    monkeypatch.setattr(dk, "MAX_SUB", max_sub)
     width, heads = 32, 2
     blk = _block(kind, width, heads, dtype, seed=kind * 10 + rows)
     dk.relayout(blk)
@@ -127,7 +133,9 @@ def test_fused_decoder_samples_the_eager_tokens(level: int) -> None:
     w = plan.windows(level)[0]
     lab = TinyLabels(config, sample_length, 3)
     g = torch.Generator().manual_seed(level)
-    upper = None if prior.is_top else torch.randint(0, prior.config.l_bins, (3, prior.n_ctx // 2), generator=g)
+    upper = (
+        None if prior.is_top else torch.randint(0, prior.config.l_bins, (3, prior.n_ctx // 2), generator=g)
+    )
     ctx = torch.randint(0, prior.config.l_bins, (3, 9), generator=g)
     out = {}
     with torch.inference_mode():
