@@ -67,8 +67,8 @@ def one_shape(rows: int, name: str, k: int, n: int) -> tuple[Any, ...]:
     best = ("cublas", cublas)
     bb = 1 << max(0, (rows - 1).bit_length())
     for bn in (4, 8, 16):
-        for bk in (512, 1024, 2048):
-            if bn * bk > 16384 or bk > 2 * k:
+        for bk in (1 << (k - 1).bit_length(),):  # the kernel holds a whole input row
+            if bn * bk > 16384:
                 continue
             for warps in (4, 8):
                 tiles = (bb, bn, bk, warps)

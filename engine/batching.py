@@ -235,8 +235,9 @@ def _fused_block_step(prior: Any, capacity: int) -> BlockStep | None:
     except ImportError as e:  # Triton ships with CUDA builds of torch; not on every machine
         log.warning("fused decode step unavailable (%s); using the compiled step", e)
         return None
-    if capacity > decode_kernels.MAX_ROWS:
-        return None
+    layers = prior.prior.transformer.layers
+    if not all(decode_kernels.supports(layer, capacity) for layer in layers):
+        return None  # e.g. more rows than MAX_ROWS, or 5b's 4800-wide blocks
     decode_kernels.relayout(prior)
     return decode_kernels.fused_block_step
 

@@ -35,6 +35,7 @@ from torch import Tensor
 from engine.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, LayerCache
 
 MAX_ROWS = 8  # beyond this the tensor cores of a GEMM pay off: the compiled step is used
+MAX_K = 2048  # inputs per product held in registers (1b_lyrics and the upsamplers; not 5b's 4800)
 MAX_SUB = 64  # keys per attention iteration at most (tests lower it to split tiny caches)
 
 
@@ -47,48 +48,50 @@ def _row_input(
     x_ptr,
     stride_xb,
     b,
-    B,
     rk,
     k_mask,
     ln_w_ptr,
     ln_b_ptr,
-    mean,
-    rstd,
+    eps,
     part_o_ptr,
     part_m_ptr,
     part_l_ptr,
     cdt: tl.constexpr,
+    K: tl.constexpr,
     H: tl.constexpr,
     D: tl.constexpr,
     NCHUNK: tl.constexpr,
     LN: tl.constexpr,
     COMBINE: tl.constexpr,
 ):
-    """Row b's inputs rk of the product, after the prologue, rounded to the weights' dtype."""
-    m = k_mask & ((rk * 0 + b) < B)
+    """Row b of the product's input (all K of it), after the prologue, rounded to the weights'
+    dtype. The row is read once; LayerNorm statistics come from the registers."""
     if COMBINE:
         # a[b, k] for k = head * D + d, from NCHUNK partial softmax results per (row, head)
         ph = b * H + rk // D
         dk = rk % D
         big = tl.full(rk.shape, -1.0e30, tl.float32)
         for c in range(NCHUNK):
-            big = tl.maximum(big, tl.load(part_m_ptr + ph * NCHUNK + c, mask=m, other=-1.0e30))
+            big = tl.maximum(big, tl.load(part_m_ptr + ph * NCHUNK + c, mask=k_mask, other=-1.0e30))
         num = tl.zeros(rk.shape, tl.float32)
         den = tl.zeros(rk.shape, tl.float32)
         for c in range(NCHUNK):
-            mc = tl.load(part_m_ptr + ph * NCHUNK + c, mask=m, other=-1.0e30)
-            lc = tl.load(part_l_ptr + ph * NCHUNK + c, mask=m, other=0.0)
-            oc = tl.load(part_o_ptr + (ph * NCHUNK + c) * D + dk, mask=m, other=0.0)
+            mc = tl.load(part_m_ptr + ph * NCHUNK + c, mask=k_mask, other=-1.0e30)
+            lc = tl.load(part_l_ptr + ph * NCHUNK + c, mask=k_mask, other=0.0)
+            oc = tl.load(part_o_ptr + (ph * NCHUNK + c) * D + dk, mask=k_mask, other=0.0)
             wc = tl.exp(mc - big)
             num += wc * oc
             den += wc * lc
         xv = tl.where(den > 0.0, num / tl.where(den > 0.0, den, 1.0), 0.0)
     else:
-        xv = tl.load(x_ptr + b * stride_xb + rk, mask=m, other=0.0).to(tl.float32)
+        xv = tl.load(x_ptr + b * stride_xb + rk, mask=k_mask, other=0.0).to(tl.float32)
     if LN:
+        mean = tl.sum(xv, 0) / K
+        dv = tl.where(k_mask, xv - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(dv * dv, 0) / K + eps)
         g = tl.load(ln_w_ptr + rk, mask=k_mask, other=0.0).to(tl.float32)
         be = tl.load(ln_b_ptr + rk, mask=k_mask, other=0.0).to(tl.float32)
-        xv = (xv - mean) * rstd * g + be
+        xv = dv * rstd * g + be
     return xv.to(cdt).to(tl.float32)  # the product's input in the weights' dtype, as the reference
 
 
@@ -123,66 +126,36 @@ def _gemv_kernel(
     BLOCK_K: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    """out[b, n] = epilogue(sum_k prologue(x)[b, k] * w[n, k] + bias[n]).
+    """out[b, n] = epilogue(sum_k prologue(x)[b, k] * w[n, k] + bias[n]), K <= BLOCK_K.
 
     prologue: LN (LayerNorm of the float32 row) or COMBINE (attention partials -> output);
-    epilogue: EPI 0 plain, 1 quick GELU, 2 residual (out = res + y, float32). Each weight tile is
-    read once and used for every row. With PDL (programmatic dependent launch) the kernel starts
-    while the previous one finishes and streams its first weight tile in meanwhile: weights do
-    not depend on the previous kernel, the rows do (read after `gdc_wait`)."""
+    epilogue: EPI 0 plain, 1 quick GELU, 2 residual (out = res + y, float32). A program's
+    weights (BLOCK_N whole rows of w) are one load, used for every row of x. With PDL
+    (programmatic dependent launch) the kernel starts while the previous one finishes and
+    streams its weights in meanwhile: they do not depend on the previous kernel, the rows of x
+    do (read after `gdc_wait`)."""
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
     pid = tl.program_id(0)
     rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     rb = tl.arange(0, BLOCK_B)
+    rk = tl.arange(0, BLOCK_K)
     n_mask = rn < N
+    k_mask = rk < K
     cdt = w_ptr.dtype.element_ty
-    rk0 = tl.arange(0, BLOCK_K)
-    w_first = tl.load(
-        w_ptr + rn[:, None] * stride_wn + rk0[None, :], mask=n_mask[:, None] & (rk0 < K)[None, :], other=0.0
+    wv = tl.load(
+        w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_mask[:, None] & k_mask[None, :], other=0.0
     )
     if PDL:
         tl.extra.cuda.gdc_wait()
-    # LayerNorm statistics of every row (the rows are a few KB, read from L2)
-    mean = tl.zeros([BLOCK_B], tl.float32)
-    rstd = tl.zeros([BLOCK_B], tl.float32)
-    if LN:
-        s1 = tl.zeros([BLOCK_B], tl.float32)
-        for k0 in tl.static_range(0, K, BLOCK_K):
-            rk = k0 + rk0
-            xm = (rb < B)[:, None] & (rk < K)[None, :]
-            xv = tl.load(x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=xm, other=0.0).to(tl.float32)
-            s1 += tl.sum(xv, 1)
-        mean = s1 / K
-        s2 = tl.zeros([BLOCK_B], tl.float32)
-        for k0 in tl.static_range(0, K, BLOCK_K):
-            rk = k0 + rk0
-            xm = (rb < B)[:, None] & (rk < K)[None, :]
-            xv = tl.load(x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=xm, other=0.0).to(tl.float32)
-            dv = tl.where(xm, xv - mean[:, None], 0.0)
-            s2 += tl.sum(dv * dv, 1)
-        rstd = 1.0 / tl.sqrt(s2 / K + eps)
-
     acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-    for k0 in tl.static_range(0, K, BLOCK_K):
-        rk = k0 + rk0
-        k_mask = rk < K
-        if k0 == 0:
-            wv = w_first.to(tl.float32)
-        else:
-            wv = tl.load(
-                w_ptr + rn[:, None] * stride_wn + rk[None, :],
-                mask=n_mask[:, None] & k_mask[None, :],
-                other=0.0,
-            ).to(tl.float32)
-        for b in tl.static_range(BLOCK_B):
-            mb = tl.sum(tl.where(rb == b, mean, 0.0), 0)
-            rs = tl.sum(tl.where(rb == b, rstd, 0.0), 0)
+    for b in tl.static_range(BLOCK_B):
+        if b < B:
             xv = _row_input(
-                x_ptr, stride_xb, b, B, rk, k_mask, ln_w_ptr, ln_b_ptr, mb, rs,
-                part_o_ptr, part_m_ptr, part_l_ptr, cdt, H, D, NCHUNK, LN, COMBINE,
+                x_ptr, stride_xb, b, rk, k_mask, ln_w_ptr, ln_b_ptr, eps,
+                part_o_ptr, part_m_ptr, part_l_ptr, cdt, K, H, D, NCHUNK, LN, COMBINE,
             )  # fmt: skip
-            part = tl.sum(wv * xv[None, :], 1)
+            part = tl.sum(wv.to(tl.float32) * xv[None, :], 1)
             acc = tl.where((rb == b)[:, None], acc + part[None, :], acc)
     bias = tl.load(bias_ptr + rn, mask=n_mask, other=0.0).to(tl.float32)
     y = (acc + bias[None, :]).to(cdt).to(tl.float32)
@@ -311,14 +284,14 @@ def _pow2(n: int) -> int:
 
 
 def gemv_tiles(rows: int, n: int, k: int) -> tuple[int, int, int, int]:
-    """(BLOCK_B, BLOCK_N, BLOCK_K, num_warps), the best of bench/gemv_tiles.py on an H100 (1 and 3
-    rows): the whole input row in one tile up to 2048 (a program's weights are then one load,
-    issued before waiting on the rows), 4 output columns a program for long rows (512 programs
-    for a 2048-wide layer), 8 for short ones, 4 warps."""
-    bb = _pow2(rows)
-    bk = min(_pow2(k), 2048)
-    bn = 4 if k > 1024 else 8
-    return bb, bn, bk, 4
+    """(BLOCK_B, BLOCK_N, BLOCK_K, num_warps): the whole input row in one tile (every program
+    reads all of x, so fewer programs read less of it: 8 output columns a program, 256 for a
+    2048-wide layer, enough to keep every multiprocessor reading weights)."""
+    bk = _pow2(k)
+    if bk > MAX_K:
+        raise ValueError(f"decode GEMV: {k} inputs, more than {MAX_K}")
+    bn = 8 if n >= 1024 else 4
+    return _pow2(rows), bn, bk, 8 if bn * bk >= 8192 else 4
 
 
 def use_pdl() -> bool:
@@ -373,6 +346,8 @@ def gemv(
     else:
         out = torch.empty(rows, n, device=x.device, dtype=w.dtype)
     bb, bn, bk, warps = tiles or gemv_tiles(rows, n, k)
+    if bk < k or bb < rows:
+        raise ValueError(f"tiles {(bb, bn, bk)} do not cover {rows} rows of {k} inputs")
     pdl = x.device.type == "cuda" and use_pdl()
     po, pm, pl = partials if partials is not None else (x, x, x)
     nchunk = pm.shape[-1] if partials is not None else 1
@@ -477,8 +452,10 @@ SUPPORTED_KINDS = frozenset({DENSE, BLOCK, TRANSPOSE, PREV, PRIME, CROSS})
 
 def supports(layer: Any, rows: int) -> bool:
     att = layer.attn
+    widths = (att.c_attn.n_in, att.c_proj.n_in, layer.mlp.c_fc.n_in, layer.mlp.c_proj.n_in)
     return (
         rows <= MAX_ROWS
+        and max(widths) <= MAX_K
         and att.kind in SUPPORTED_KINDS
         and layer.res_scale == 1.0
         and att.c_attn.w.dtype == att.c_proj.w.dtype

@@ -281,7 +281,7 @@ def test_default_mode_and_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from engine.graphs import StepRunner, default_mode
 
     monkeypatch.delenv("JUKEBOT_DECODE", raising=False)
-    assert default_mode("cpu") == "eager" and default_mode("cuda:0") == "compile"
+    assert default_mode("cpu") == "eager" and default_mode("cuda:0") == "fused"
     monkeypatch.setenv("JUKEBOT_DECODE", "graph")
     assert default_mode("cuda") == "graph"
     monkeypatch.setenv("JUKEBOT_DECODE", "fast")
