@@ -291,6 +291,8 @@ def gemv_tiles(rows: int, n: int, k: int) -> tuple[int, int, int, int]:
     if bk > MAX_K:
         raise ValueError(f"decode GEMV: {k} inputs, more than {MAX_K}")
     bn = 8 if n >= 1024 else 4
+    if os.environ.get("JUKEBOT_GEMV_COLS"):  # a tuning knob for bench/step_speed.py
+        bn = int(os.environ["JUKEBOT_GEMV_COLS"])
     return _pow2(rows), bn, bk, 8 if bn * bk >= 8192 else 4
 
 
