@@ -128,7 +128,7 @@ def main() -> int:
     ap.add_argument("--models", default="1b_lyrics,5b_lyrics")
     ap.add_argument("--drafts", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--mode", default="graph", choices=["eager", "graph", "compile"])
+    ap.add_argument("--mode", default="graph", choices=["eager", "graph", "compile", "fused"])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="CPU-test sizes (checks this script on a CPU)")
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 """One-token decode step and window prefill: ours against the original sampling loop, one process.
 
     python bench/step_speed.py --model 1b_lyrics --level 2 --batch 3
-    python bench/step_speed.py --model 1b_lyrics --level 0 --batch 3 [--modes compile,graph,eager]
+    python bench/step_speed.py --model 1b_lyrics --level 0 --batch 3 [--modes fused,compile,graph,eager]
 
 Both sides get released-size priors with random weights and the same window: the context a
 second window re-prefills (n_ctx - hop tokens: 5376 + the 384-character lyric prefix at the top of

@@ -24,6 +24,7 @@ residual stream in float32. On a machine without a GPU the kernels run in Triton
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -299,9 +300,14 @@ def gemv_tiles(rows: int, n: int, k: int) -> tuple[int, int, int, int]:
 def use_pdl() -> bool:
     """Programmatic dependent launch (Hopper and later; off in the interpreter and with
     JUKEBOT_PDL=0)."""
-    if interpreted() or os.environ.get("JUKEBOT_PDL", "1") == "0" or not torch.cuda.is_available():
+    if interpreted() or os.environ.get("JUKEBOT_PDL", "1") == "0":
         return False
-    return torch.cuda.get_device_capability()[0] >= 9
+    return _hopper_or_later()
+
+
+@functools.cache
+def _hopper_or_later() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
 def weight_nk(w: Tensor) -> Tensor:

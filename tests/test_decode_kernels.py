@@ -17,8 +17,19 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: ker
 import pytest
 import torch
 
-from engine.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, Geometry, LayerCache, cache_shape
-from engine.transformer import ResAttnBlock, Transformer
+from engine.attention import (
+    BLOCK,
+    CROSS,
+    DENSE,
+    PREV,
+    PRIME,
+    TRANSPOSE,
+    Geometry,
+    LayerCache,
+    cache_shape,
+    step_masks,
+)
+from engine.transformer import ResAttnBlock
 
 if platform.machine() != "x86_64":  # the test extra installs Triton on x86-64 only
     pytest.skip("Triton's wheels are x86-64 only", allow_module_level=True)
@@ -71,7 +82,7 @@ def test_fused_block_step_matches_reference(
         x = torch.randn(rows, 1, width, generator=gen) * 3.0
         ref_cache = _cache(blk, rows, dtype)
         fused_cache = LayerCache(ref_cache.k.clone(), ref_cache.v.clone())
-        masks = Transformer.step.__globals__["step_masks"]({kind}, s, GEO, dtype=dtype)
+        masks = step_masks({kind}, s, GEO, dtype=dtype)
         with torch.no_grad():
             want = blk.step(x, s, ref_cache, masks)
             got = dk.fused_block_step(blk, x, s, fused_cache, masks)
