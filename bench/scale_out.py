@@ -11,7 +11,7 @@ For each worker count W in `--workers` (one run each, on a fresh SQLite queue an
    decode step of every level), then writes a ready file. The time to ready is reported apart.
 2. N songs are requested the way the bot requests them (bot.songs.request_song, one member each,
    then start_pending: one `draft` job per song). As soon as a song's drafts exist its vote is
-   closed the way the bot closes it (bot.voting.start_vote and close_vote: no votes, so draft 1
+   closed the way the bot closes it (db.lifecycle.open_vote and close_vote: no votes, so draft 1
    wins and the `upsample` job of that draft is queued). The clock runs from the requests to the
    last song's final clip: songs per hour = N / that time.
 3. Exactly once: per song one succeeded job of each kind and no other job, n_drafts drafts with
@@ -540,7 +540,7 @@ def drive(
 ) -> float:
     """Move the songs along as the bot does (close each vote once the drafts exist) until every
     song has its final clip; kill a worker on the way if asked. Returns the driver's wall time."""
-    from bot.voting import close_vote, start_vote
+    from db.lifecycle import close_vote, open_vote
     from db.models import JobKind, JobStatus, utcnow
 
     a = ctx.args
@@ -567,7 +567,7 @@ def drive(
                 and j.status == JobStatus.succeeded.value
                 and j.song_id not in voted
             ):
-                start_vote(db, j.song_id, utcnow())
+                open_vote(db, j.song_id, utcnow())
                 close_vote(db, j.song_id, force=True)
                 voted.add(j.song_id)
         if kill is not None and kill.record is None and kill.song_id is not None:

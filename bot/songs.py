@@ -13,14 +13,14 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select
 from sqlmodel import Session, col
 
-from db import queue, repo
+from db import lifecycle, queue, repo
 from db.database import Database
-from db.models import Clip, Job, JobKind, JobStatus, Song, SongStatus, User, utcnow
+from db.models import Clip, Job, JobKind, Song, SongStatus, User, utcnow
+from db.scope import GuildScope
 from db.settings import Settings
 
 from .config import GuildSettings
@@ -29,7 +29,7 @@ from .status import ts
 
 IN_FLIGHT = (SongStatus.queued.value, SongStatus.drafting.value, SongStatus.upsampling.value)
 NOT_COUNTED = (SongStatus.failed.value, SongStatus.cancelled.value)  # free again for the member
-ACTIVE_JOB = (JobStatus.queued.value, JobStatus.running.value)
+ACTIVE_JOB = lifecycle.ACTIVE_JOB
 QUOTA_WINDOW = timedelta(hours=24)
 
 
@@ -152,27 +152,22 @@ def request_song(
         )
 
 
-def continuation_source(db: Database, clip_id: int) -> tuple[Clip, Song]:
-    """The clip to continue and its song; UserError when there is no such finished clip."""
+def continuation_source(db: Database, scope: GuildScope, clip_id: int) -> tuple[Clip, Song]:
+    """The clip of this server to continue and its song; UserError when there is no such clip here."""
     with db.read() as s:
-        clip = s.get(Clip, clip_id)
-        song = s.get(Song, clip.song_id) if clip is not None else None
-    if clip is None or song is None:
+        found = scope.clip_with_song(s, clip_id)
+    if found is None:
         raise UserError(
-            f"There is no clip #{clip_id}. The clip number is in the message the clip was posted with."
+            f"There is no clip #{clip_id} here. The clip number is in the message the clip was posted with."
         )
-    return clip, song
-
-
-def first_job_key(song_id: int) -> str:
-    return f"song:{song_id}:first"
+    return found
 
 
 def start_pending(db: Database, cap_for: Callable[[int], int]) -> list[tuple[int, int]]:
     """Queue a job for each waiting song whose guild has a free slot (oldest first).
 
     A slot is a song of the guild with a queued or running job; `cap_for(guild_id)` says how many
-    there may be. Idempotent (the first job of a song has a fixed idempotency key). Returns
+    there may be. Idempotent (`db.lifecycle.start`). Returns
     (song_id, job_id) pairs started now."""
     has_job = exists().where(col(Job.song_id) == col(Song.id))
     with db.read() as s:
@@ -199,91 +194,22 @@ def start_pending(db: Database, cap_for: Callable[[int], int]) -> list[tuple[int
             if busy.get(song.guild_id, 0) >= cap_for(song.guild_id):
                 continue
             busy[song.guild_id] = busy.get(song.guild_id, 0) + 1
-        job_id = queue.enqueue(
-            db,
-            job_kind_for(song),
-            {"song_id": song.id},
-            song_id=song.id,
-            idempotency_key=first_job_key(song.id),
-        )
-        started.append((song.id, job_id))
+        job_id = lifecycle.start(db, song.id, job_kind_for(song))
+        if job_id is not None:
+            started.append((song.id, job_id))
     return started
 
 
-def latest_job(target: Database | Session, song_id: int) -> Job | None:
-    stmt = select(Job).where(col(Job.song_id) == song_id).order_by(col(Job.id).desc()).limit(1)
-    if isinstance(target, Session):
-        return target.execute(stmt).scalar_one_or_none()
-    with target.read() as s:
-        return s.execute(stmt).scalar_one_or_none()
-
-
-class CancelOutcome(StrEnum):
-    cancelled = "cancelled"  # stopped now
-    requested = "requested"  # a worker is on it; it stops at its next heartbeat
-    finished = "finished"  # nothing to cancel any more
-
-
-def cancel_song(db: Database, song_id: int) -> CancelOutcome:
-    with db.write() as s:
-        song = s.get(Song, song_id, with_for_update=True)
-        if song is None or song.status in (SongStatus.done, SongStatus.failed, SongStatus.cancelled):
-            return CancelOutcome.finished
-        job = latest_job(s, song_id)
-        if job is None or job.status not in ACTIVE_JOB:
-            song.status = SongStatus.cancelled.value
-            song.updated_at = utcnow()
-            s.add(song)
-            # A first job queued after this point would find the song cancelled (the watcher checks).
-            return CancelOutcome.cancelled
-        job_id = job.id
-        assert job_id is not None
-    if not queue.cancel(db, job_id):
-        return CancelOutcome.finished
-    job = queue.get_job(db, job_id)
-    if job is not None and job.status == JobStatus.cancelled:
-        repo.set_song_status(db, song_id, SongStatus.cancelled)
-        return CancelOutcome.cancelled
-    return CancelOutcome.requested
-
-
-def retry_job(db: Database, job_id: int) -> Job:
-    """Put a failed or cancelled job back in the queue with fresh attempts, keeping its checkpoint
-    so it resumes where it stopped, and move its song back into the studio. UserError otherwise."""
-    now = utcnow()
-    with db.write() as s:
-        job = s.get(Job, job_id, with_for_update=True)
-        if job is None:
-            raise UserError(f"There is no job #{job_id}. `/queue` lists the jobs in the studio.")
-        if job.status not in (JobStatus.failed, JobStatus.cancelled):
-            raise UserError(f"Job #{job_id} is {job.status}; only failed or cancelled jobs can be retried.")
-        s.execute(
-            update(Job)
-            .where(col(Job.id) == job_id)
-            .values(
-                status=JobStatus.queued.value,
-                attempts=0,
-                reclaims=0,
-                run_at=now,
-                finished_at=None,
-                cancel_requested=False,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-        )
-        if job.song_id is not None:
-            song = s.get(Song, job.song_id, with_for_update=True)
-            if song is not None:
-                song.status = (
-                    SongStatus.upsampling if job.kind == JobKind.upsample else SongStatus.queued
-                ).value
-                song.error = None
-                song.updated_at = now
-                s.add(song)
-        s.flush()
-        s.refresh(job)
-        return job
+def retry_job(db: Database, scope: GuildScope, job_id: int) -> Job:
+    """Put a failed or cancelled job of this server back in the queue (it resumes where it
+    stopped) and move its song back into the studio. UserError otherwise."""
+    with db.read() as s:
+        if scope.job(s, job_id) is None:
+            raise UserError(f"There is no job #{job_id} here. `/queue` lists the jobs in the studio.")
+    try:
+        return lifecycle.retry(db, job_id)
+    except queue.NotRetryable as exc:
+        raise UserError(str(exc)) from None
 
 
 def song_counts_for(db: Database, user_id: int, now: datetime | None = None) -> tuple[int, int]:

@@ -20,8 +20,9 @@ import discord
 from sqlalchemy import select, update
 from sqlmodel import col
 
-from db import queue, repo
+from db import lifecycle, queue, repo
 from db.models import Clip, Draft, Job, Song, SongStatus, User, utcnow
+from db.scope import GuildScope
 from db.settings import Settings
 
 from . import media, songs, voting
@@ -114,6 +115,20 @@ class Studio:
     async def is_mod(self, interaction: discord.Interaction) -> bool:
         return is_moderator(interaction, await self.guild(interaction.guild_id))
 
+    async def song_here(self, interaction: discord.Interaction, song_id: int) -> Song:
+        """The song with this id in the server the interaction comes from; UserError otherwise."""
+        song = await self.run(_scoped, self.db, GuildScope(interaction.guild_id).song, song_id)
+        if song is None:
+            raise UserError(f"There is no song #{song_id} here.")
+        return song
+
+    async def clip_here(self, interaction: discord.Interaction, clip_id: int) -> Clip:
+        """The clip with this id in the server the interaction comes from; UserError otherwise."""
+        clip = await self.run(_scoped, self.db, GuildScope(interaction.guild_id).clip, clip_id)
+        if clip is None:
+            raise UserError(f"There is no clip #{clip_id} here.")
+        return clip
+
     # ------------------------------------------------------------------ requests
 
     async def submit(
@@ -192,7 +207,7 @@ class Studio:
             if song is None:
                 raise LookupError(f"no song {song_id}")
             requester = s.get(User, song.user_id)
-            job = songs.latest_job(s, song_id)
+            job = lifecycle.latest_job(s, song_id)
             drafts_msg = s.execute(
                 select(col(Draft.message_id)).where(
                     col(Draft.song_id) == song_id, col(Draft.message_id).is_not(None)
@@ -281,11 +296,11 @@ class Studio:
                 return
             if not drafts:
                 await self.run(
-                    repo.set_song_status,
+                    lifecycle.finish,
                     self.db,
                     song_id,
                     SongStatus.failed,
-                    error="the engine finished without any drafts",
+                    "the engine finished without any drafts",
                 )
                 await self.refresh_status(song_id, force=True)
                 return
@@ -293,7 +308,7 @@ class Studio:
                 return
             gs = await self.guild(song.guild_id)
             window = timedelta(minutes=gs.vote_window_minutes if gs else self.settings.vote_window_minutes)
-            await self.run(voting.start_vote, self.db, song_id, utcnow() + window)
+            await self.run(lifecycle.open_vote, self.db, song_id, utcnow() + window)
             closes = utcnow() + window
             view = drafts_view(song_id, [(d.id or 0, d.index, 0) for d in drafts], open_=True)
             channels = [c for c in ((gs.drafts_channel_id if gs else None), song.channel_id) if c]
@@ -404,7 +419,13 @@ class Studio:
     async def vote_pressed(self, interaction: discord.Interaction, song_id: int, draft_id: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # the answer may wait on the database
         result = await self.run(
-            voting.vote, self.db, song_id, draft_id, interaction.user.id, interaction.user.display_name
+            voting.vote,
+            self.db,
+            GuildScope(interaction.guild_id),
+            song_id,
+            draft_id,
+            interaction.user.id,
+            interaction.user.display_name,
         )
         n = result.tally.votes_for_index(result.draft_index)
         label = f"draft {result.draft_index + 1}"
@@ -423,15 +444,13 @@ class Studio:
         so edits from votes arriving together end with the right numbers, and a vote that lands
         as the window closes cannot reopen the closed message."""
         async with self.lock_for(song_id):
-            song = await self.run(repo.song_by_id, self.db, song_id)
+            song = await self.run(_song, self.db, song_id)
             if song is None or song.status != SongStatus.voting:
                 return
             await self._show_tally(song, await self.run(voting.tally, self.db, song_id), open_=True)
 
     async def close_pressed(self, interaction: discord.Interaction, song_id: int) -> None:
-        song = await self.run(repo.song_by_id, self.db, song_id)
-        if song is None:
-            raise UserError("This song no longer exists.")
+        song = await self.song_here(interaction, song_id)
         if not await self._may_manage(interaction, song):
             raise UserError(
                 "Only the member who asked for this song, or a moderator, can close its vote early."
@@ -453,25 +472,24 @@ class Studio:
     # ------------------------------------------------------------------ cancel
 
     async def cancel_pressed(self, interaction: discord.Interaction, song_id: int) -> None:
-        song = await self.run(repo.song_by_id, self.db, song_id)
-        if song is None:
-            raise UserError("This song no longer exists.")
+        song = await self.song_here(interaction, song_id)
         if not await self._may_manage(interaction, song):
             raise UserError("Only the member who asked for this song, or a moderator, can cancel it.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         outcome = await self.cancel(song_id)
         text = {
-            songs.CancelOutcome.cancelled: f"🛑 Song #{song_id} is cancelled. It does not count against your daily songs.",
-            songs.CancelOutcome.requested: f"🛑 Stopping song #{song_id}: the worker will stop within a few seconds.",
-            songs.CancelOutcome.finished: f"Song #{song_id} is already finished; there is nothing to cancel.",
+            lifecycle.CancelOutcome.cancelled: f"🛑 Song #{song_id} is cancelled. It does not count against your daily songs.",
+            lifecycle.CancelOutcome.requested: f"🛑 Stopping song #{song_id}: the worker will stop within a few seconds.",
+            lifecycle.CancelOutcome.finished: f"Song #{song_id} is already finished; there is nothing to cancel.",
         }[outcome]
         await reply(interaction, text)
 
-    async def cancel(self, song_id: int) -> songs.CancelOutcome:
+    async def cancel(self, song_id: int) -> lifecycle.CancelOutcome:
+        """Cancel a song the caller has already found in its server (`song_here`)."""
         async with self.lock_for(song_id):
-            outcome = await self.run(songs.cancel_song, self.db, song_id)
-            if outcome == songs.CancelOutcome.cancelled:
-                song = await self.run(repo.song_by_id, self.db, song_id)
+            outcome = await self.run(lifecycle.cancel, self.db, song_id)
+            if outcome == lifecycle.CancelOutcome.cancelled:
+                song = await self.run(_song, self.db, song_id)
                 tally = await self.run(voting.tally, self.db, song_id)
                 if song is not None and tally.drafts and tally.drafts[0].message_id is not None:
                     await self._show_tally(song, tally, open_=False)  # a cancelled vote: buttons off
@@ -491,11 +509,11 @@ class Studio:
                 return
             if clip is None:
                 await self.run(
-                    repo.set_song_status,
+                    lifecycle.finish,
                     self.db,
                     song_id,
                     SongStatus.failed,
-                    error="the engine finished without a clip",
+                    "the engine finished without a clip",
                 )
                 await self.refresh_status(song_id, force=True)
                 return
@@ -521,13 +539,11 @@ class Studio:
                     "clip", song_id, partial(_clip_posted, self.db, song_id, clip.id, msg.channel.id, msg.id)
                 )
             else:
-                await self.run(repo.set_song_status, self.db, song_id, SongStatus.done)
+                await self.run(lifecycle.finish, self.db, song_id, SongStatus.done)
         await self.refresh_status(song_id, force=True)
 
     async def clip_vote_pressed(self, interaction: discord.Interaction, clip_id: int) -> None:
-        clip = await self.run(repo.clip_by_id, self.db, clip_id)
-        if clip is None:
-            raise UserError(f"There is no clip #{clip_id}.")
+        clip = await self.clip_here(interaction, clip_id)
         outcome = await self.run(
             repo.cast_vote,
             self.db,
@@ -570,7 +586,9 @@ class Studio:
         self.check_rate(interaction.user.id)
         try:
             seconds_ = songs.check_seconds(self.settings, seconds)
-            clip, parent = await self.run(songs.continuation_source, self.db, clip_id)
+            clip, parent = await self.run(
+                songs.continuation_source, self.db, GuildScope(interaction.guild_id), clip_id
+            )
             artist_ = self.labels.artists.resolve(artist) if artist else parent.artist
             genre_ = self.labels.genres.resolve(genre) if genre else parent.genre
         except UserError:
@@ -594,9 +612,7 @@ class Studio:
     async def publish_pressed(self, interaction: discord.Interaction, clip_id: int) -> None:
         if not await self.is_mod(interaction):
             raise UserError("Only moderators can publish clips.")
-        clip = await self.run(repo.clip_by_id, self.db, clip_id)
-        if clip is None:
-            raise UserError(f"There is no clip #{clip_id}.")
+        await self.clip_here(interaction, clip_id)
         await interaction.response.defer(ephemeral=True, thinking=True)
         text = await self.publish(clip_id)
         await interaction.followup.send(text, ephemeral=True)
@@ -620,7 +636,7 @@ class Studio:
 
     async def song_failed(self, song_id: int, job: Job) -> None:
         error = (job.last_error or "the engine stopped").strip().splitlines()[-1][:300]
-        await self.run(_finish_song, self.db, song_id, SongStatus.failed, error)
+        await self.run(lifecycle.finish, self.db, song_id, SongStatus.failed, error)
         await self.refresh_status(song_id, force=True)
         snap = await self.run(self.snapshot, song_id)
         song = snap.song
@@ -643,7 +659,7 @@ class Studio:
                 log.warning("song %s: cannot tell the requester it failed: %s", song_id, exc)
 
     async def song_cancelled(self, song_id: int) -> None:
-        await self.run(_finish_song, self.db, song_id, SongStatus.cancelled, None)
+        await self.run(lifecycle.finish, self.db, song_id, SongStatus.cancelled)
         await self.refresh_status(song_id, force=True)
 
     async def notify_moderators(self, guild_id: int | None, text: str) -> None:
@@ -737,20 +753,15 @@ def _clip_posted(db: Any, song_id: int, clip_id: int | None, channel_id: int, me
         s.execute(
             update(Clip).where(col(Clip.id) == clip_id).values(channel_id=channel_id, message_id=message_id)
         )
-        s.execute(
-            update(Song)
-            .where(col(Song.id) == song_id)
-            .values(status=SongStatus.done.value, updated_at=utcnow())
-        )
+        lifecycle.finish(s, song_id, SongStatus.done)
 
 
-def _finish_song(db: Any, song_id: int, status: SongStatus, error: str | None) -> None:
-    with db.write() as s:
-        song = s.get(Song, song_id, with_for_update=True)
-        if song is None or song.status in (SongStatus.done, SongStatus.failed, SongStatus.cancelled):
-            return
-        song.status = status.value
-        if error is not None:
-            song.error = error
-        song.updated_at = utcnow()
-        s.add(song)
+def _song(db: Any, song_id: int) -> Song | None:
+    """A song by the id the bot itself stored (a watched row, a locked song), not one a member typed."""
+    with db.read() as s:
+        return s.get(Song, song_id)
+
+
+def _scoped(db: Any, lookup: Callable[[Any, int], T], item_id: int) -> T:
+    with db.read() as s:
+        return lookup(s, item_id)

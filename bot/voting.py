@@ -1,12 +1,12 @@
 """Community voting on a song's drafts, run from the database so a restart loses nothing.
 
-- `start_vote` / `drafts_posted`: when the drafts are ready the song goes to `voting` (before they
-  are shown, so the first click counts) and the window runs from the post.
+- `drafts_posted`: the window runs from the post (the song went to `voting` before the drafts were
+  shown, so the first click counts: `db.lifecycle.open_vote`).
 - `vote`: one vote per member per song, changeable; refused once the window has passed (the
   clock decides, not whether the watcher has closed it yet).
-- `close_vote`: picks the winner (most votes; a tie goes to the requester's own vote, then to draft
-  order: `repo.pick_winner`), moves the song to `upsampling` and queues the upsample job. Safe to
-  call twice or from two places: only the first call closes.
+- `close_vote`: `db.lifecycle.close_vote` picks the winner (most votes; a tie goes to the
+  requester's own vote, then to draft order), moves the song to `upsampling` and queues the upsample
+  job in one transaction. Safe to call twice or from two places: only the first call closes.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from db import queue, repo
+from db import lifecycle, repo
 from db.database import Database
-from db.models import Draft, Job, JobKind, Song, SongStatus, utcnow
+from db.models import Draft, Song, SongStatus, utcnow
+from db.scope import GuildScope
 
 from .errors import UserError
 from .status import ts
@@ -61,22 +62,6 @@ def tally(target: Database | Session, song_id: int) -> Tally:
     return Tally(song_id, drafts, counts)
 
 
-def start_vote(db: Database, song_id: int, closes_at: datetime, now: datetime | None = None) -> Song:
-    """The drafts are ready: open the vote in the database before they are shown, so the first
-    click already counts. A song already voting (a retried post) keeps its window."""
-    now = now or utcnow()
-    with db.write() as s:
-        song = s.get(Song, song_id, with_for_update=True)
-        if song is None:
-            raise LookupError(f"There is no song {song_id}.")
-        if song.status in (SongStatus.queued, SongStatus.drafting):
-            song.status = SongStatus.voting.value
-            song.vote_closes_at = closes_at
-            song.updated_at = now
-            s.add(song)
-        return song
-
-
 def drafts_posted(db: Database, song_id: int, message_id: int, closes_at: datetime) -> None:
     """Record the drafts message; the window runs from the moment members could see the drafts."""
     with db.write() as s:
@@ -103,6 +88,7 @@ def unposted_drafts(s: Session, song_id: int) -> int:
 
 def vote(
     db: Database,
+    scope: GuildScope,
     song_id: int,
     draft_id: int,
     voter_discord_id: int,
@@ -111,13 +97,13 @@ def vote(
 ) -> VoteResult:
     now = now or utcnow()
     with db.write() as s:
-        song = s.get(Song, song_id, with_for_update=True)
+        song = scope.song(s, song_id, for_update=True)
         if song is None:
-            raise UserError("This song no longer exists.")
+            raise UserError(f"There is no song #{song_id} here.")
         if song.status != SongStatus.voting or song.vote_closes_at is None or now >= song.vote_closes_at:
             raise UserError(closed_message(s, song))
-        draft = s.get(Draft, draft_id)
-        if draft is None or draft.song_id != song_id:
+        draft = scope.draft(s, song_id, draft_id)
+        if draft is None:
             raise UserError("That draft is not part of this song.")
         outcome = repo.cast_vote(s, song_id, voter_discord_id, draft_id, repo.DRAFT, voter_name=voter_name)
         return VoteResult(outcome, draft.index, tally(s, song_id))
@@ -143,59 +129,11 @@ def due_votes(db: Database, now: datetime | None = None) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def upsample_key(song_id: int) -> str:
-    return f"song:{song_id}:upsample"
-
-
 def close_vote(
     db: Database, song_id: int, *, force: bool = False, now: datetime | None = None
 ) -> Closed | None:
     """Close the vote if it is due (or `force`, for an early close). None when it was not open."""
-    now = now or utcnow()
-    with db.write() as s:
-        song = s.get(Song, song_id, with_for_update=True)
-        if song is None or song.status != SongStatus.voting:
-            return None
-        if not force and (song.vote_closes_at is None or song.vote_closes_at > now):
-            return None
-        winner = repo.close_voting(s, song_id)
-        if winner is None:
-            raise RuntimeError(f"song {song_id} is voting but has no drafts")
-        song.status = SongStatus.upsampling.value
-        if force:
-            song.vote_closes_at = now
-        song.updated_at = now
-        s.add(song)
-        result_tally = tally(s, song_id)
-    job_id = ensure_upsample_job(db, song)
-    return Closed(song, winner, result_tally, job_id)
-
-
-def ensure_upsample_job(db: Database, song: Song) -> int:
-    assert song.id is not None and song.winner_draft_id is not None
-    return queue.enqueue(
-        db,
-        JobKind.upsample,
-        {"song_id": song.id, "draft_id": song.winner_draft_id},
-        song_id=song.id,
-        idempotency_key=upsample_key(song.id),
-    )
-
-
-def songs_missing_upsample(db: Database) -> list[Song]:
-    """Songs whose vote closed but whose upsample job was never queued (a crash in between)."""
-    with db.read() as s:
-        has_job = (
-            select(col(Job.id))
-            .where(col(Job.song_id) == col(Song.id), col(Job.kind) == JobKind.upsample.value)
-            .exists()
-        )
-        return list(
-            s.execute(
-                select(Song).where(
-                    col(Song.status) == SongStatus.upsampling.value,
-                    col(Song.winner_draft_id).is_not(None),
-                    ~has_job,
-                )
-            ).scalars()
-        )
+    closed = lifecycle.close_vote(db, song_id, force=force, now=now)
+    if closed is None:
+        return None
+    return Closed(closed.song, closed.winner, tally(db, song_id), closed.job_id)

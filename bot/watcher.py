@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlmodel import col
 
-from db import queue
+from db import lifecycle, queue
 from db.models import Job, JobKind, JobStatus, Song, SongStatus, utcnow
 
-from . import songs, voting
+from . import voting
 from .errors import is_database_down, new_error_id
 
 if TYPE_CHECKING:
@@ -63,8 +63,6 @@ def decide(song: Song, job: Job | None, now_due: bool, unposted: int = 0) -> Act
         return Action.close_vote if now_due else None
     if job is None:
         return Action.progress  # waiting for a slot
-    if song.status == SongStatus.upsampling and job.kind != JobKind.upsample:
-        return Action.progress  # the vote closed; its upsample job is being queued (sweep)
     if job.status == JobStatus.succeeded:
         result = job.result or {}
         if job.kind == JobKind.upsample or result.get("clip_id") is not None:
@@ -92,7 +90,7 @@ def scan(db: object) -> list[Work]:
         )
         for song in watched:
             assert song.id is not None
-            job = songs.latest_job(s, song.id)
+            job = lifecycle.latest_job(s, song.id)
             due = song.vote_closes_at is not None and song.vote_closes_at <= now
             unposted = voting.unposted_drafts(s, song.id) if song.status == SongStatus.voting else 0
             action = decide(song, job, due, unposted)
@@ -103,30 +101,14 @@ def scan(db: object) -> list[Work]:
     return out
 
 
-def sweep(db: object) -> None:
-    """Repairs after crashes or races (runs in a thread): stop jobs of songs already cancelled,
-    queue upsample jobs for closed votes whose job was never queued."""
+def sweep(db: object) -> int:
+    """The stalled-job rescue (runs in a thread): jobs whose worker died are requeued, or ended when
+    a cancel was asked or they were lost too often (`queue.reclaim_expired`, safe when several
+    processes run it). Their songs then follow in `scan`."""
     from db.database import Database
 
     assert isinstance(db, Database)
-    with db.read() as s:
-        orphans = (
-            s.execute(
-                select(col(Job.id))
-                .join(Song, col(Song.id) == col(Job.song_id))
-                .where(
-                    col(Song.status) == SongStatus.cancelled.value,
-                    col(Job.status).in_(songs.ACTIVE_JOB),
-                    col(Job.cancel_requested).is_(False),
-                )
-            )
-            .scalars()
-            .all()
-        )
-    for job_id in orphans:
-        queue.cancel(db, job_id)
-    for song in voting.songs_missing_upsample(db):
-        voting.ensure_upsample_job(db, song)
+    return queue.reclaim_expired(db)
 
 
 class Watcher:

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Interval, and_, case, func, literal, or_, select, update
@@ -502,25 +503,76 @@ def finish_cancelled(db: Database, lease: Lease) -> None:
 # --- cancel, inspect, wait ----------------------------------------------------------------------
 
 
-def cancel(db: Database, job_id: int) -> bool:
-    """Cancel a job: a queued one at once; a running one is asked to stop (its worker sees it on
-    the next heartbeat). Returns False when the job is unknown or already finished."""
+class CancelResult(StrEnum):
+    cancelled = "cancelled"  # ended now: it was queued, or its worker is gone (lease expired)
+    requested = "requested"  # running: its worker stops at the next heartbeat
+
+
+def cancel(db: Database, job_id: int, *, session: Session | None = None) -> CancelResult | None:
+    """Cancel a job: a queued one at once, and a running one whose lease expired (its worker is
+    gone, so nobody else would ever end it); a live running one is asked to stop (its worker sees it
+    on the next heartbeat). None when the job is unknown or already finished."""
     now = _now(db)
-    with db.write() as s:
+    with _transaction(db, session) as s:
+        ends_now = or_(
+            col(Job.status) == JobStatus.queued,
+            and_(col(Job.status) == JobStatus.running, col(Job.lease_expires_at) < now),
+        )
         done = s.execute(
             update(Job)
-            .where(col(Job.id) == job_id, col(Job.status) == JobStatus.queued)
-            .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now)
+            .where(col(Job.id) == job_id, ends_now)
+            .values(
+                status=JobStatus.cancelled.value,
+                finished_at=now,
+                updated_at=now,
+                lease_expires_at=None,
+                cancel_requested=True,
+            )
             .returning(col(Job.id))
         ).first()
-        if done is None:
-            done = s.execute(
-                update(Job)
-                .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running)
-                .values(cancel_requested=True, updated_at=now)
-                .returning(col(Job.id))
-            ).first()
-    return done is not None
+        if done is not None:
+            return CancelResult.cancelled
+        asked = s.execute(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running)
+            .values(cancel_requested=True, updated_at=now)
+            .returning(col(Job.id))
+        ).first()
+    return CancelResult.requested if asked is not None else None
+
+
+class NotRetryable(ValueError):
+    """Only failed or cancelled jobs can be put back in the queue."""
+
+
+def requeue(s: Session, job_id: int, *, now: datetime | None = None) -> Job:
+    """Put a failed or cancelled job back in the queue with fresh attempts, keeping its checkpoint so
+    it resumes where it stopped. LookupError for an unknown job, NotRetryable for one in flight or
+    done. Runs in the caller's transaction (the song moves with it: db/songs.py)."""
+    now = now or utcnow()
+    job = s.execute(select(Job).where(col(Job.id) == job_id).with_for_update()).scalar_one_or_none()
+    if job is None:
+        raise LookupError(f"There is no job #{job_id}.")
+    if job.status not in (JobStatus.failed, JobStatus.cancelled):
+        raise NotRetryable(f"Job #{job_id} is {job.status}; only failed or cancelled jobs can be retried.")
+    s.execute(
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .values(
+            status=JobStatus.queued.value,
+            attempts=0,
+            reclaims=0,
+            run_at=now,
+            finished_at=None,
+            cancel_requested=False,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
+    s.flush()
+    s.refresh(job)
+    return job
 
 
 def is_cancel_requested(db: Database, lease: Lease) -> bool:

@@ -4,9 +4,7 @@ publisher.
 Each takes either a Database (it then runs in its own write transaction) or a Session (it then joins
 that transaction and leaves the commit to the caller, e.g. inside `queue.fenced(...)`).
 
-Song status contract: the worker sets `drafting` / `upsampling` when it claims a song's job; the
-bot moves the song to `voting` / `done` (and `failed` / `cancelled`). The queue itself never touches
-songs.
+A song's status is never written here: every move goes through `db/lifecycle.py`.
 """
 
 from __future__ import annotations
@@ -126,26 +124,9 @@ def create_song(
 
 
 def song_by_id(target: Target, song_id: int) -> Song | None:
+    """For ids the system stored (a job's payload). An id a member typed goes through db.scope."""
     with _read(target) as s:
         return s.get(Song, song_id)
-
-
-def set_song_status(
-    target: Target, song_id: int, status: SongStatus | str, *, error: str | None = None
-) -> None:
-    """Move a song to `status` (a SongStatus value); `error` is kept for `failed`."""
-    status = SongStatus(status)
-    values: dict[str, Any] = {"status": status.value, "updated_at": utcnow()}
-    if error is not None:
-        values["error"] = error
-    with _tx(target) as s:
-        if (
-            s.execute(
-                update(Song).where(col(Song.id) == song_id).values(**values).returning(col(Song.id))
-            ).first()
-            is None
-        ):
-            raise LookupError(f"There is no song {song_id}.")
 
 
 def add_draft(
@@ -254,38 +235,6 @@ def vote_counts(target: Target, song_id: int, stage: str = DRAFT) -> dict[int | 
     return {draft_id: int(n) for draft_id, n in rows}
 
 
-def pick_winner(target: Target, song_id: int) -> Draft | None:
-    """The draft with the most votes; a tie goes to the requester's own vote, then to draft order."""
-    with _tx(target) as s:
-        song = s.get(Song, song_id)
-        drafts = drafts_for_song(s, song_id)
-        if song is None or not drafts:
-            return None
-        counts = vote_counts(s, song_id, DRAFT)
-        own = s.execute(
-            select(col(Vote.draft_id)).where(
-                col(Vote.song_id) == song_id, col(Vote.user_id) == song.user_id, col(Vote.stage) == DRAFT
-            )
-        ).scalar()
-        return max(drafts, key=lambda d: (counts.get(d.id, 0), d.id == own, -d.index))
-
-
-def close_voting(target: Target, song_id: int) -> Draft | None:
-    """Choose and record the winning draft (once: a second call returns the recorded winner)."""
-    with _tx(target) as s:
-        song = s.get(Song, song_id)
-        if song is None:
-            raise LookupError(f"There is no song {song_id}.")
-        if song.winner_draft_id is not None:
-            return s.get(Draft, song.winner_draft_id)
-        winner = pick_winner(s, song_id)
-        if winner is not None:
-            song.winner_draft_id = winner.id
-            song.updated_at = utcnow()
-            s.add(song)
-        return winner
-
-
 # --- clips ------------------------------------------------------------------------------------------
 
 
@@ -312,6 +261,7 @@ def add_clip(
 
 
 def clip_by_id(target: Target, clip_id: int) -> Clip | None:
+    """For ids the system stored (a song's parent clip). An id a member typed goes through db.scope."""
     with _read(target) as s:
         return s.get(Clip, clip_id)
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from db import queue, repo
+from db import lifecycle, queue, repo
 from db.database import Database, open_database
 from db.models import JobKind, Song, SongStatus
 from db.settings import Settings, get_settings
@@ -528,12 +528,11 @@ class Worker:
         raise PermanentError(f"this worker does not run {kind!r} jobs")
 
     def _set_status(self, job: _Job, status: SongStatus) -> None:
-        song = job.song
-        if song.status in (SongStatus.cancelled, SongStatus.failed, SongStatus.done):
-            return
-        assert song.id is not None
+        """Report the stage (drafting, upsampling) in the song's life, fenced by the lease; a song
+        cancelled or finished meanwhile stays as it is (`lifecycle.advance`)."""
+        assert job.song.id is not None
         with queue.fenced(self.db, job.lease) as s:
-            repo.set_song_status(s, song.id, status)
+            lifecycle.advance(s, job.song.id, status)
 
     # -- prompts --------------------------------------------------------------------------------
     def _prompt(self, engine: Any, song: Song) -> Any:

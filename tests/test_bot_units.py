@@ -21,9 +21,10 @@ from bot.ratelimit import RateLimiter
 from bot.status import Snapshot, render, shows_cancel
 from bot.uploads import check_declared, sniff
 from bot.watcher import Action, decide
-from db import queue, repo
+from db import lifecycle, queue, repo
 from db.database import Database
 from db.models import Draft, Job, JobKind, JobStatus, Song, SongStatus
+from db.scope import GuildScope
 from db.settings import Settings
 from db.storage import Storage
 from tests.bot_harness import tone_wav
@@ -186,7 +187,8 @@ def test_what_the_watcher_does() -> None:
         decide(_song(status="upsampling"), _job(kind="upsample", status="succeeded"), False)
         == Action.post_clip
     )
-    assert decide(_song(status="upsampling"), _job(status="succeeded"), False) == Action.progress
+    # (An `upsampling` song whose latest job is its draft job cannot exist any more: the vote close
+    # and the upsample job commit together, db/lifecycle.close_vote.)
     assert decide(_song(status="drafting"), _job(status="failed"), False) == Action.failed
     assert decide(_song(status="drafting"), _job(status="cancelled"), False) == Action.cancelled
     assert decide(_song(status="voting"), _job(status="succeeded"), False) is None
@@ -307,16 +309,17 @@ def _make_song(
 
 def test_vote_ties_go_to_the_requester_then_draft_order(db: Database) -> None:
     song_id = _make_song(db, 100, drafts=3, status="voting")
-    voting.start_vote(db, song_id, datetime.now(UTC) + timedelta(minutes=5))
     with db.write() as s:
         song = s.get(Song, song_id)
         song.vote_closes_at = datetime.now(UTC) + timedelta(minutes=5)  # type: ignore[union-attr]
         s.add(song)
     d = [x.id or 0 for x in repo.drafts_for_song(db, song_id)]
-    voting.vote(db, song_id, d[0], 200)
-    voting.vote(db, song_id, d[2], 300)
-    voting.vote(db, song_id, d[2], 100)  # the requester (discord id 100) breaks the tie 1-1... 2-1 here
-    voting.vote(db, song_id, d[0], 400)  # now 2-2: the requester's choice wins
+    voting.vote(db, GuildScope(1), song_id, d[0], 200)
+    voting.vote(db, GuildScope(1), song_id, d[2], 300)
+    voting.vote(
+        db, GuildScope(1), song_id, d[2], 100
+    )  # the requester (discord id 100) breaks the tie 1-1... 2-1 here
+    voting.vote(db, GuildScope(1), song_id, d[0], 400)  # now 2-2: the requester's choice wins
     assert voting.close_vote(db, song_id) is None  # not due yet
     closed = voting.close_vote(db, song_id, force=True)
     assert closed is not None and closed.winner.id == d[2]
@@ -324,7 +327,7 @@ def test_vote_ties_go_to_the_requester_then_draft_order(db: Database) -> None:
     (job,) = [j for j in _jobs(db, song_id) if j.kind == JobKind.upsample]
     assert job.payload == {"song_id": song_id, "draft_id": d[2]}
     with pytest.raises(UserError, match="closed"):
-        voting.vote(db, song_id, d[0], 500)
+        voting.vote(db, GuildScope(1), song_id, d[0], 500)
 
     other = _make_song(db, 101, drafts=2, status="voting")
     closed = voting.close_vote(db, other, force=True)  # no votes at all: draft order
@@ -343,13 +346,13 @@ def test_guild_cap_holds_songs_back_and_retry_resumes(db: Database, settings: Se
     started = songs.start_pending(db, lambda guild: 1)
     assert [s for s, _ in started] == [a, c]  # one per guild
     assert songs.start_pending(db, lambda guild: 1) == []  # idempotent while busy
-    assert songs.cancel_song(db, b) == songs.CancelOutcome.cancelled  # a waiting song: cancelled at once
+    assert lifecycle.cancel(db, b) == lifecycle.CancelOutcome.cancelled  # a waiting song: cancelled at once
     job_a = _jobs(db, a)[0]
-    assert songs.cancel_song(db, a) == songs.CancelOutcome.cancelled
+    assert lifecycle.cancel(db, a) == lifecycle.CancelOutcome.cancelled
     assert queue.get_job(db, job_a.id or 0).status == JobStatus.cancelled  # type: ignore[union-attr]
-    retried = songs.retry_job(db, job_a.id or 0)
+    retried = songs.retry_job(db, GuildScope(1), job_a.id or 0)
     assert retried.status == JobStatus.queued and repo.song_by_id(db, a).status == SongStatus.queued  # type: ignore[union-attr]
     with pytest.raises(UserError, match="only failed or cancelled"):
-        songs.retry_job(db, job_a.id or 0)
+        songs.retry_job(db, GuildScope(1), job_a.id or 0)
     with pytest.raises(UserError, match="no job #999"):
-        songs.retry_job(db, 999)
+        songs.retry_job(db, GuildScope(1), 999)

@@ -260,11 +260,11 @@ def test_release_gives_the_job_back_without_burning_an_attempt(db: Database) -> 
 
 def test_cancel_a_queued_job_at_once(db: Database) -> None:
     job_id = q.enqueue(db, "draft", {})
-    assert q.cancel(db, job_id) is True
+    assert q.cancel(db, job_id) == q.CancelResult.cancelled
     assert job(db, job_id).status == JobStatus.cancelled
     assert q.claim(db, ["draft"], "w", 60) is None
-    assert q.cancel(db, job_id) is False  # already finished
-    assert q.cancel(db, 123456) is False
+    assert q.cancel(db, job_id) is None  # already finished
+    assert q.cancel(db, 123456) is None
 
 
 def test_cancel_a_running_job_asks_its_worker(db: Database) -> None:
@@ -272,7 +272,7 @@ def test_cancel_a_running_job_asks_its_worker(db: Database) -> None:
     lease = q.claim(db, ["draft"], "w", 60)
     assert lease is not None
     assert q.is_cancel_requested(db, lease) is False
-    assert q.cancel(db, job_id) is True
+    assert q.cancel(db, job_id) == q.CancelResult.requested
     assert job(db, job_id).status == JobStatus.running
     assert q.is_cancel_requested(db, lease) is True
     assert q.heartbeat(db, lease) is True

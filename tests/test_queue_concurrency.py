@@ -27,10 +27,10 @@ from typing import Any
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, func, select
 from sqlmodel import col
 
+from db import lifecycle, repo
 from db import queue as q
-from db import repo
 from db.database import Database
-from db.models import Job, JobStatus
+from db.models import Job, JobStatus, SongStatus
 
 KIND = "draft"
 _md = MetaData()
@@ -314,7 +314,7 @@ def sqlite_worker_main(url: str, n_songs: int, out: str) -> None:
                     continue
                 assert lease.song_id is not None
                 with q.fenced(db, lease) as s:
-                    repo.set_song_status(s, lease.song_id, "drafting")
+                    lifecycle.advance(s, lease.song_id, SongStatus.drafting)
                 q.heartbeat(db, lease, {"percent": 50})
                 q.is_cancel_requested(db, lease)
                 with q.fenced(db, lease) as s:
@@ -326,7 +326,7 @@ def sqlite_worker_main(url: str, n_songs: int, out: str) -> None:
                             f"s/{lease.song_id}/{index}.wav",
                             f"s/{lease.song_id}/{index}.npy",
                         )
-                    repo.set_song_status(s, lease.song_id, "voting")
+                    lifecycle.advance(s, lease.song_id, SongStatus.voting)
                     q.complete(db, lease, {"drafts": 2}, session=s)
                 done += 1
             except Exception:

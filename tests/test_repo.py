@@ -60,33 +60,6 @@ def test_songs_and_drafts(db: Database) -> None:
     assert [d.audio_key for d in repo.drafts_for_song(db, song.id)][1] == "retry/d1.wav"
 
 
-def test_song_status_moves_and_unknown_status_is_refused(db: Database) -> None:
-    song, _ = make_song(db)
-    assert song.id is not None
-    repo.set_song_status(db, song.id, SongStatus.drafting)
-    repo.set_song_status(db, song.id, "failed", error="CUDA out of memory")
-    found = repo.song_by_id(db, song.id)
-    assert found is not None and (found.status, found.error) == ("failed", "CUDA out of memory")
-    with pytest.raises(ValueError):
-        repo.set_song_status(db, song.id, "exploded")
-    with pytest.raises(LookupError, match="no song 4242"):
-        repo.set_song_status(db, 4242, SongStatus.done)
-
-
-def test_worker_sets_song_status_inside_its_fenced_session(db: Database) -> None:
-    song, _ = make_song(db)
-    assert song.id is not None
-    q.enqueue(db, JobKind.draft, {"song_id": song.id}, song_id=song.id)
-    lease = q.claim(db, [JobKind.draft], "w", 60)
-    assert lease is not None and lease.song_id == song.id
-    with q.fenced(db, lease) as s:
-        repo.set_song_status(s, song.id, SongStatus.drafting)
-        repo.add_draft(s, song.id, 3, "d3.wav", "d3.npy")
-    found = repo.song_by_id(db, song.id)
-    assert found is not None and found.status == SongStatus.drafting
-    assert len(repo.drafts_for_song(db, song.id)) == 4
-
-
 def test_one_vote_per_member_per_song_and_stage(db: Database) -> None:
     song, (d0, d1, d2) = make_song(db)
     assert song.id is not None
@@ -110,38 +83,6 @@ def test_votes_for_a_draft_of_another_song_are_refused(db: Database) -> None:
         repo.cast_vote(db, song.id, 5, other_drafts[0].id)
     with pytest.raises(ValueError, match="Unknown vote stage"):
         repo.cast_vote(db, song.id, 5, None, stage="upsample")
-
-
-def test_winner_most_votes_then_requesters_vote_then_draft_order(db: Database) -> None:
-    song, (d0, d1, d2) = make_song(db, requester=100)
-    assert song.id is not None
-    assert repo.pick_winner(db, song.id) == d0  # nobody voted: the first draft
-    repo.cast_vote(db, song.id, 1, d1.id)
-    repo.cast_vote(db, song.id, 2, d2.id)
-    assert repo.pick_winner(db, song.id) == d1  # tie, nobody's tie-break: draft order
-    repo.cast_vote(db, song.id, 100, d0.id)  # the requester's own vote
-    repo.cast_vote(db, song.id, 3, d0.id)
-    repo.cast_vote(db, song.id, 4, d2.id)
-    assert repo.vote_counts(db, song.id) == {d0.id: 2, d1.id: 1, d2.id: 2}
-    assert repo.pick_winner(db, song.id) == d0  # tie at 2: the requester voted d0
-    repo.cast_vote(db, song.id, 5, d2.id)
-    assert repo.pick_winner(db, song.id) == d2  # most votes wins outright
-
-
-def test_close_voting_records_the_winner_once(db: Database) -> None:
-    song, (d0, d1, _) = make_song(db)
-    assert song.id is not None
-    repo.cast_vote(db, song.id, 1, d1.id)
-    assert repo.close_voting(db, song.id) == d1
-    repo.cast_vote(db, song.id, 2, d0.id)
-    repo.cast_vote(db, song.id, 3, d0.id)
-    assert repo.close_voting(db, song.id) == d1  # closed: late votes do not change it
-    found = repo.song_by_id(db, song.id)
-    assert found is not None and found.winner_draft_id == d1.id
-    empty, _ = make_song(db, drafts=0)
-    assert empty.id is not None and repo.close_voting(db, empty.id) is None
-    with pytest.raises(LookupError):
-        repo.close_voting(db, 999999)
 
 
 def test_top_clips_and_the_daily_pick(db: Database) -> None:

@@ -19,9 +19,9 @@ import soundfile
 import torch
 from sqlalchemy import func, select
 
-from db import queue, repo
+from db import lifecycle, queue, repo
 from db.database import Database
-from db.models import Clip, Draft, Job, SongStatus
+from db.models import Clip, Draft, Job, SongStatus, utcnow
 from db.settings import Settings
 from db.storage import Storage
 from engine.audio import probe
@@ -122,7 +122,11 @@ def test_draft_upsample_and_continue(
     assert np.array_equal(direct.codes, stored)
 
     # Upsample the second draft.
-    up_id = queue.enqueue(db, "upsample", {"song_id": song_id, "draft_id": drafts[1].id}, song_id=song_id)
+    lifecycle.open_vote(db, song_id, utcnow())
+    repo.cast_vote(db, song_id, 7, drafts[1].id)
+    closed = lifecycle.close_vote(db, song_id)  # the bot's way: the upsample job comes with the close
+    assert closed is not None and closed.winner.id == drafts[1].id
+    up_id = closed.job_id
     assert _worker(db, storage, settings, model_dir).run() == 0
     up = _job(db, up_id)
     assert up.status == "succeeded", up.last_error

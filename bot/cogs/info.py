@@ -17,9 +17,10 @@ from bot import songs
 from bot.config import guild_settings
 from bot.errors import UserError
 from bot.status import describe, message_url, ts
-from db import queue, repo
+from db import lifecycle, queue, repo
 from db.database import Database
 from db.models import Clip, Job, JobStatus, Song, User, utcnow
+from db.scope import GuildScope
 from db.settings import Settings
 
 if TYPE_CHECKING:
@@ -88,14 +89,14 @@ def render_queue(lines: list[QueueLine], waiting: int) -> str:
     return "\n".join(out)
 
 
-def song_details(db: Database, song_id: int) -> str:
+def song_details(db: Database, scope: GuildScope, song_id: int) -> str:
     with db.read() as s:
-        song = s.get(Song, song_id)
+        song = scope.song(s, song_id)
         if song is None:
-            raise UserError(f"There is no song #{song_id}.")
+            raise UserError(f"There is no song #{song_id} here.")
         user = s.get(User, song.user_id)
         clip = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
-        job = songs.latest_job(s, song_id)
+        job = lifecycle.latest_job(s, song_id)
     drafts = repo.drafts_for_song(db, song_id)
     counts = repo.vote_counts(db, song_id, repo.DRAFT)
     lines = [
@@ -216,7 +217,7 @@ class InfoCog(commands.Cog, name="Info"):
     @app_commands.describe(id="The song number (e.g. from its status message)")
     async def song(self, interaction: discord.Interaction, id: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await self.bot.studio.run(song_details, self.bot.db, id)
+        text = await self.bot.studio.run(song_details, self.bot.db, GuildScope(interaction.guild_id), id)
         await interaction.followup.send(text[:2000], ephemeral=True)
 
     @app_commands.command(name="top", description="The most-voted clips.")

@@ -15,8 +15,10 @@ from discord.ext import commands
 from bot import songs
 from bot.config import GuildSettings, parse_daily_time, parse_timezone, update_guild
 from bot.errors import UserError
-from db import queue
+from db import lifecycle
+from db.database import Database
 from db.models import Job
+from db.scope import GuildScope
 
 if TYPE_CHECKING:
     from bot.main import JukeBot
@@ -170,23 +172,17 @@ class ModCog(
     @app_commands.describe(job="The job number (see /queue)")
     async def cancel(self, interaction: discord.Interaction, job: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        found: Job | None = await self.bot.studio.run(queue.get_job, self.bot.db, job)
+        found = await self.bot.studio.run(_job_here, self.bot.db, GuildScope(interaction.guild_id), job)
         if found is None:
-            raise UserError(f"There is no job #{job}. `/queue` lists the jobs in the studio.")
-        if found.status not in songs.ACTIVE_JOB:
-            outcome = songs.CancelOutcome.finished
-        elif found.song_id is not None:
-            outcome = await self.bot.studio.cancel(found.song_id)  # the song stops with its job
+            raise UserError(f"There is no job #{job} here. `/queue` lists the jobs in the studio.")
+        if found.status not in songs.ACTIVE_JOB or found.song_id is None:
+            outcome = lifecycle.CancelOutcome.finished
         else:
-            outcome = (
-                songs.CancelOutcome.cancelled
-                if await self.bot.studio.run(queue.cancel, self.bot.db, job)
-                else songs.CancelOutcome.finished
-            )
+            outcome = await self.bot.studio.cancel(found.song_id)  # the song stops with its job
         text = {
-            songs.CancelOutcome.cancelled: f"🛑 Job #{job} is cancelled.",
-            songs.CancelOutcome.requested: f"🛑 Job #{job} is stopping: its worker will stop within seconds.",
-            songs.CancelOutcome.finished: f"Job #{job} had already finished ({found.status}).",
+            lifecycle.CancelOutcome.cancelled: f"🛑 Job #{job} is cancelled.",
+            lifecycle.CancelOutcome.requested: f"🛑 Job #{job} is stopping: its worker will stop within seconds.",
+            lifecycle.CancelOutcome.finished: f"Job #{job} had already finished ({found.status}).",
         }[outcome]
         await interaction.followup.send(text, ephemeral=True)
 
@@ -196,7 +192,9 @@ class ModCog(
     @app_commands.describe(job="The job number (from the failure message or /song)")
     async def retry(self, interaction: discord.Interaction, job: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        retried = await self.bot.studio.run(songs.retry_job, self.bot.db, job)
+        retried = await self.bot.studio.run(
+            songs.retry_job, self.bot.db, GuildScope(interaction.guild_id), job
+        )
         self.bot.wake_watcher()
         if retried.song_id is not None:
             await self.bot.studio.refresh_status(retried.song_id, force=True)
@@ -205,3 +203,8 @@ class ModCog(
 
 async def setup(bot: JukeBot) -> None:
     await bot.add_cog(ModCog(bot))
+
+
+def _job_here(db: Database, scope: GuildScope, job_id: int) -> Job | None:
+    with db.read() as s:
+        return scope.job(s, job_id)

@@ -1,0 +1,263 @@
+"""A song's life, in one place: its states, the moves allowed between them, and every write of
+`songs.status`. Jobs have theirs in `db/queue.py`, publications in `publisher/state.py`.
+
+    queued ─▶ drafting ─▶ voting ─close_vote─▶ upsampling ─▶ done
+       │          │          │                     │
+       └──────────┴──────────┴─────────────────────┴──▶ failed | cancelled ─retry─▶ queued | upsampling
+
+- A move that is not in `MOVES` is refused (`IllegalMove`), except a move to where the song already
+  is, which is a no-op: the watcher, the worker and a button may all report the same news.
+- `close_vote` records the winner, moves the song to `upsampling` and queues the upsample job in ONE
+  transaction, so no crash can leave a closed vote without its job.
+- `cancel` and `retry` move the song and its job together.
+
+Every function takes a Session from `db.write()` (or the Database, and opens one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from db import queue
+from db.database import Database
+from db.models import Draft, Job, JobKind, JobStatus, Song, SongStatus, Vote, utcnow
+
+Q, D, V, U = SongStatus.queued, SongStatus.drafting, SongStatus.voting, SongStatus.upsampling
+DONE, FAILED, CANCELLED = SongStatus.done, SongStatus.failed, SongStatus.cancelled
+
+FINAL = frozenset({DONE, FAILED, CANCELLED})
+MOVES: dict[SongStatus, frozenset[SongStatus]] = {
+    Q: frozenset({D, V, FAILED, CANCELLED}),  # V: a worker that drafted before reporting `drafting`
+    D: frozenset({V, FAILED, CANCELLED}),
+    V: frozenset({U, FAILED, CANCELLED}),
+    U: frozenset({DONE, FAILED, CANCELLED}),
+    DONE: frozenset(),
+    FAILED: frozenset({Q, U}),  # retry
+    CANCELLED: frozenset({Q, U}),  # retry
+}
+ACTIVE_JOB = (JobStatus.queued.value, JobStatus.running.value)
+DRAFT_STAGE = "draft"
+
+
+class IllegalMove(RuntimeError):
+    """A status change the song's life does not allow (a bug or a stale caller)."""
+
+    def __init__(self, song_id: int, current: str, wanted: str) -> None:
+        super().__init__(f"song {song_id} cannot go from {current} to {wanted}")
+        self.song_id, self.current, self.wanted = song_id, current, wanted
+
+
+@contextmanager
+def _tx(target: Database | Session) -> Iterator[Session]:
+    if isinstance(target, Session):
+        yield target
+    else:
+        with target.write() as s:
+            yield s
+
+
+def _locked(s: Session, song_id: int) -> Song:
+    song = s.execute(select(Song).where(col(Song.id) == song_id).with_for_update()).scalar_one_or_none()
+    if song is None:
+        raise LookupError(f"There is no song {song_id}.")
+    return song
+
+
+def can_move(current: str, to: SongStatus) -> bool:
+    return to == current or to in MOVES[SongStatus(current)]
+
+
+def move(
+    target: Database | Session,
+    song_id: int,
+    to: SongStatus,
+    *,
+    error: str | None = None,
+    now: datetime | None = None,
+) -> Song:
+    """Move a song to `to` (IllegalMove when its life does not allow it; no-op when it is there)."""
+    with _tx(target) as s:
+        song = _locked(s, song_id)
+        _apply(song, to, error=error, now=now)
+        s.add(song)
+        s.flush()
+        return song
+
+
+def _apply(song: Song, to: SongStatus, *, error: str | None = None, now: datetime | None = None) -> None:
+    assert song.id is not None
+    if not can_move(song.status, to):
+        raise IllegalMove(song.id, song.status, to.value)
+    if song.status != to:
+        song.status = to.value
+        song.updated_at = now or utcnow()
+    if error is not None:
+        song.error = error
+
+
+def advance(target: Database | Session, song_id: int, to: SongStatus, *, error: str | None = None) -> bool:
+    """Move when allowed, otherwise leave the song alone (a report that came too late: the song was
+    cancelled or already moved on). True when the song is now at `to`."""
+    with _tx(target) as s:
+        song = _locked(s, song_id)
+        if not can_move(song.status, to):
+            return False
+        _apply(song, to, error=error)
+        s.add(song)
+        return True
+
+
+def finish(target: Database | Session, song_id: int, to: SongStatus, error: str | None = None) -> bool:
+    """End a song (done, failed or cancelled) unless it has already ended. True when ended now."""
+    assert to in FINAL
+    with _tx(target) as s:
+        song = _locked(s, song_id)
+        if song.status in FINAL:
+            return False
+        _apply(song, to, error=error)
+        s.add(song)
+        return True
+
+
+def first_job_key(song_id: int) -> str:
+    return f"song:{song_id}:first"
+
+
+def start(db: Database, song_id: int, kind: JobKind) -> int | None:
+    """Queue the first job of a waiting song, in the transaction that checks it is still waiting (a
+    song cancelled a moment ago gets no job). Idempotent. The job id, or None when it no longer waits."""
+    with db.write() as s:
+        song = _locked(s, song_id)
+        if song.status != Q:
+            return None
+        return queue.enqueue(
+            db, kind, {"song_id": song_id}, song_id=song_id, idempotency_key=first_job_key(song_id), session=s
+        )
+
+
+# --- voting ---------------------------------------------------------------------------------------
+
+
+def open_vote(db: Database, song_id: int, closes_at: datetime, now: datetime | None = None) -> Song:
+    """The drafts are ready: open the vote before they are shown, so the first click counts. A song
+    already voting (a retried post) keeps its window."""
+    with db.write() as s:
+        song = _locked(s, song_id)
+        if song.status in (Q, D):
+            _apply(song, V, now=now)
+            song.vote_closes_at = closes_at
+            s.add(song)
+        return song
+
+
+def upsample_key(song_id: int) -> str:
+    return f"song:{song_id}:upsample"
+
+
+@dataclass(frozen=True)
+class Closed:
+    song: Song
+    winner: Draft
+    job_id: int
+
+
+def pick_winner(s: Session, song: Song) -> Draft | None:
+    """The draft with the most votes; a tie goes to the requester's own vote, then to draft order."""
+    from db import repo
+
+    assert song.id is not None
+    drafts = repo.drafts_for_song(s, song.id)
+    if not drafts:
+        return None
+    counts = repo.vote_counts(s, song.id, DRAFT_STAGE)
+    own = s.execute(
+        select(col(Vote.draft_id)).where(
+            col(Vote.song_id) == song.id, col(Vote.user_id) == song.user_id, col(Vote.stage) == DRAFT_STAGE
+        )
+    ).scalar()
+    return max(drafts, key=lambda d: (counts.get(d.id, 0), d.id == own, -d.index))
+
+
+def close_vote(
+    db: Database, song_id: int, *, force: bool = False, now: datetime | None = None
+) -> Closed | None:
+    """Close a due vote (or any open one with `force`): record the winner, move the song to
+    `upsampling` and queue its upsample job, all in one transaction. None when it was not open or
+    not due. Safe to call twice or from two places: only the first call closes."""
+    now = now or utcnow()
+    with db.write() as s:
+        song = _locked(s, song_id)
+        if song.status != V:
+            return None
+        if not force and (song.vote_closes_at is None or song.vote_closes_at > now):
+            return None
+        winner = pick_winner(s, song)
+        if winner is None:
+            raise RuntimeError(f"song {song_id} is voting but has no drafts")
+        song.winner_draft_id = winner.id
+        if force:
+            song.vote_closes_at = now
+        _apply(song, U, now=now)
+        s.add(song)
+        s.flush()
+        job_id = queue.enqueue(
+            db,
+            JobKind.upsample,
+            {"song_id": song_id, "draft_id": winner.id},
+            song_id=song_id,
+            idempotency_key=upsample_key(song_id),
+            session=s,
+        )
+        return Closed(song, winner, job_id)
+
+
+# --- cancel and retry -----------------------------------------------------------------------------
+
+
+class CancelOutcome(StrEnum):
+    cancelled = "cancelled"  # stopped now
+    requested = "requested"  # a worker is on it; it stops at its next heartbeat
+    finished = "finished"  # nothing to cancel any more
+
+
+def latest_job(s: Session, song_id: int) -> Job | None:
+    stmt = select(Job).where(col(Job.song_id) == song_id).order_by(col(Job.id).desc()).limit(1)
+    return s.execute(stmt).scalar_one_or_none()
+
+
+def cancel(db: Database, song_id: int) -> CancelOutcome:
+    """Cancel a song and its job in one transaction. A running job is asked to stop; its song becomes
+    `cancelled` when the worker (or, if the worker died, the sweeper) ends the job."""
+    with db.write() as s:
+        song = _locked(s, song_id)
+        if song.status in FINAL:
+            return CancelOutcome.finished
+        job = latest_job(s, song_id)
+        if job is not None and job.id is not None and job.status in ACTIVE_JOB:
+            result = queue.cancel(db, job.id, session=s)
+            if result == queue.CancelResult.requested:
+                return CancelOutcome.requested
+        _apply(song, CANCELLED)
+        s.add(song)
+        return CancelOutcome.cancelled
+
+
+def retry(db: Database, job_id: int) -> Job:
+    """Put a failed or cancelled job back in the queue (it resumes from its checkpoint) and move its
+    song back into the studio, in one transaction. LookupError / ValueError when it cannot be."""
+    now = utcnow()
+    with db.write() as s:
+        job = queue.requeue(s, job_id, now=now)
+        if job.song_id is not None:
+            song = _locked(s, job.song_id)
+            _apply(song, U if job.kind == JobKind.upsample.value else Q, now=now)
+            song.error = None
+            s.add(song)
+        return job
