@@ -74,7 +74,7 @@ def new_messages(fake: object, channel: int, before: set[int]) -> set[int]:
 
 
 async def interaction(model: str, n_songs: int) -> None:
-    from db.database import open_database
+    from db.migrate import open_database
     from db.settings import Settings
     from db.storage import Storage
     from tests.bot_harness import Studio, _memory_scheduler

@@ -785,7 +785,7 @@ def kill_report(
 
 
 def run_phase(ctx: Ctx, n_workers: int, with_kill: bool) -> dict[str, Any]:
-    from db.database import open_database
+    from db.migrate import open_database
     from db.storage import Storage
 
     a = ctx.args

@@ -184,7 +184,8 @@ async def serve(bot: JukeBot, token: str) -> None:
 
 def run_bot(start_worker: bool, sync_commands: bool) -> int:
     """`jukebot bot`: migrate the database, start a local worker on SQLite, run the bot. Exit code."""
-    from db.database import DatabaseUnavailable, open_database
+    from db.database import DatabaseUnavailable
+    from db.migrate import open_database
     from db.settings import get_settings
     from db.storage import StorageUnavailable, get_storage
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -105,8 +107,8 @@ class Check:
 
 
 def check_database(settings: Settings) -> Check:
-    from db.database import DatabaseUnavailable, mask_url, open_database
-    from db.migrate import head_revision
+    from db.database import DatabaseUnavailable, mask_url
+    from db.migrate import head_revision, open_database
 
     try:
         db = open_database(settings.database_url, upgrade=False)
@@ -181,22 +183,30 @@ def check_gpu() -> Check:
             "The engine extra is not installed (no torch): fine for a bot-only machine; this machine cannot render.",
             "To render here: pip install 'jukebot[engine]'.",
         )
+    # Asked in a child process: db (and the bot that runs doctor) never imports torch itself.
+    probe = (
+        "import json, torch; c = torch.cuda.is_available(); print(json.dumps([torch.__version__, "
+        "[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if c else []]))"
+    )
     try:
-        import torch  # heavy: only when doctor runs
-    except Exception as exc:  # a broken torch install should not crash the doctor
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+        )
+        version, gpus = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
         return Check(
             "gpu",
             Status.warn,
-            f"torch is installed but does not import: {exc}",
+            f"torch is installed but does not import: {str(detail).strip().splitlines()[-1:]}",
             "Reinstall: pip install 'jukebot[engine]'.",
         )
-    if torch.cuda.is_available():
-        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        return Check("gpu", Status.ok, f"torch {torch.__version__}, CUDA GPU(s): {names}")
+    if gpus:
+        return Check("gpu", Status.ok, f"torch {version}, CUDA GPU(s): {', '.join(gpus)}")
     return Check(
         "gpu",
         Status.warn,
-        f"torch {torch.__version__} sees no CUDA GPU: the worker runs on the CPU (fine for the demo model, far too slow for OpenAI's models).",
+        f"torch {version} sees no CUDA GPU: the worker runs on the CPU (fine for the demo model, far too slow for OpenAI's models).",
         "Install a CUDA build of torch and the NVIDIA driver on GPU workers.",
     )
 

@@ -237,29 +237,3 @@ class Database:
         while self._on_dispose:
             self._on_dispose.pop()()
         self.engine.dispose()
-
-
-def open_database(url: str | None = None, *, upgrade: bool = True) -> Database:
-    """Connect to `url` (default: JUKEBOT_DATABASE_URL) and make sure the schema is current.
-
-    With upgrade=True the Alembic migrations run up to head (what every jukebot process does on
-    start); with upgrade=False a schema that is behind raises SchemaOutOfDate telling the person to
-    run `jukebot db upgrade`.
-    """
-    from db.migrate import check_schema, upgrade_to_head
-
-    if url is None:
-        from db.settings import get_settings
-
-        url = get_settings().database_url
-    db = Database(url)
-    try:
-        db.ping()
-        if upgrade:
-            upgrade_to_head(db)
-        else:
-            check_schema(db)
-    except BaseException:
-        db.dispose()
-        raise
-    return db

@@ -204,3 +204,27 @@ def new_revision(message: str) -> Path:
             scratch.dispose()
     assert script is not None and not isinstance(script, list)
     return Path(script.path)
+
+
+def open_database(url: str | None = None, *, upgrade: bool = True) -> Database:
+    """Connect to `url` (default: JUKEBOT_DATABASE_URL) and make sure the schema is current.
+
+    With upgrade=True the Alembic migrations run up to head (what every jukebot process does on
+    start); with upgrade=False a schema that is behind raises SchemaOutOfDate telling the person to
+    run `jukebot db upgrade`.
+    """
+    if url is None:
+        from db.settings import get_settings
+
+        url = get_settings().database_url
+    db = Database(url)
+    try:
+        db.ping()
+        if upgrade:
+            upgrade_to_head(db)
+        else:
+            check_schema(db)
+    except BaseException:
+        db.dispose()
+        raise
+    return db

@@ -114,7 +114,7 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
     if spec.startswith("clip:") or (spec.isdigit() and not path.exists()):
         clip_id = int(spec.removeprefix("clip:"))
         from db import repo
-        from db.database import open_database
+        from db.migrate import open_database
         from db.storage import get_storage
 
         db = open_database(settings.database_url)

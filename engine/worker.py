@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from db import lifecycle, queue, repo
-from db.database import Database, open_database
+from db.database import Database
+from db.migrate import open_database
 from db.models import JobKind, Song, SongStatus
 from db.settings import Settings, get_settings
 from db.storage import Storage, get_storage

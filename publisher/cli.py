@@ -43,7 +43,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _open() -> tuple[Settings, Database]:
-    from db.database import DatabaseUnavailable, open_database
+    from db.database import DatabaseUnavailable
+    from db.migrate import open_database
     from db.settings import get_settings
 
     settings = get_settings()

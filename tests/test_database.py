@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from db.database import Database, DatabaseUnavailable, SchemaOutOfDate, mask_url, normalize_url, open_database
-from db.migrate import head_revision
+from db.database import Database, DatabaseUnavailable, SchemaOutOfDate, mask_url, normalize_url
+from db.migrate import head_revision, open_database
 from db.models import User
 
 

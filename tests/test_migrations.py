@@ -15,7 +15,8 @@ from sqlmodel import SQLModel
 
 from db import database as database_module
 from db import migrate
-from db.database import Database, SchemaOutOfDate, open_database
+from db.database import Database, SchemaOutOfDate
+from db.migrate import open_database
 from db.models import ALL_TABLES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from bench.scale_out import Kill, Saved, WorkerProc, kill_report, request_songs, verify
 from db import queue, repo
-from db.database import open_database
+from db.migrate import open_database
 from db.models import Job
 from db.storage import Storage
 
