@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     publish_http_timeout: float = 60.0
     publish_rate_limit_wait: float = 60.0  # wait for a rate-limit reset up to this long, else reschedule
     publish_featured_days: int = 2  # the scheduled fire picks up featured clips of the last N days
+    # Fernet key for the X/SoundCloud logins stored in the database (db/secrets.py); unset: one is
+    # generated beside the data. Set it when processes on several machines share PostgreSQL.
+    token_key: SecretStr | None = None
 
 
 @lru_cache
