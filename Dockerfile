@@ -2,17 +2,25 @@
 # One Dockerfile, two images:
 #   docker build --target bot    -t jukebot-bot .     (Discord bot + scheduler + publisher, no torch)
 #   docker build --target worker -t jukebot-worker .  (GPU worker; torch from PyPI ships the CUDA runtime)
-FROM python:3.11-slim-bookworm AS base
+# The base is pinned by digest (the tag is for people). Digest as recorded for this tag in a public
+# project's ADR found by code search (not looked up from Docker Hub here, which we cannot reach):
+# check it with `docker buildx imagetools inspect python:3.11-slim-bookworm` when updating.
+FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91 AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     JUKEBOT_DATABASE_URL=sqlite:////data/jukebot.db \
-    JUKEBOT_STORAGE_URL=/data
+    JUKEBOT_STORAGE_URL=/data \
+    JUKEBOT_MODEL_CACHE_DIR=/models
+# /data and /models exist in the image, owned by the non-root user and private to it (0700): a named
+# volume mounted there starts as a copy of them, so the worker can write downloaded weights.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg=7:5.1.* fonts-dejavu-core=2.37-* \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 jukebot \
-    && mkdir /data && chown jukebot /data
+    && mkdir /data /models \
+    && chown jukebot:jukebot /data /models \
+    && chmod 0700 /data /models
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot
@@ -25,12 +33,21 @@ FROM base AS bot
 RUN pip install --no-cache-dir ".[bot,lyrics,publisher]"
 USER 1000
 VOLUME ["/data"]
+# Healthy while the database answers and its schema is the one this image needs.
+HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 CMD ["jukebot", "db", "current"]
 ENTRYPOINT ["jukebot"]
 CMD ["bot", "--no-worker"]
 
 FROM base AS worker
+# Triton compiles the fused decode kernels' launcher with a C compiler when the worker starts
+# (the official Python image already has Python's headers); without one it falls back to the slow path.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc=4:12.2.* libc6-dev=2.36-* \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir ".[engine]"
+ENV CC=gcc
 USER 1000
-VOLUME ["/data"]
+VOLUME ["/data", "/models"]
+HEALTHCHECK --interval=60s --timeout=20s --start-period=120s --retries=3 CMD ["jukebot", "db", "current"]
 ENTRYPOINT ["jukebot"]
 CMD ["worker", "--device", "cuda:0"]

@@ -13,6 +13,7 @@ words that names the URL with its password masked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
+
+from db.private_files import private_file, private_folder
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -84,7 +87,7 @@ def _prepare_sqlite_file(url: URL) -> None:
     path = Path(url.database).expanduser()
     folder = path.parent.resolve()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)  # 0700 when we create it: the database holds members' names and logins
     except OSError as exc:
         raise DatabaseUnavailable(
             f"Cannot create the folder {folder} for the SQLite database {mask_url(url)}: "
@@ -97,6 +100,11 @@ def _prepare_sqlite_file(url: URL) -> None:
             "Make the folder and file writable for this user, or choose another place with "
             "JUKEBOT_DATABASE_URL."
         )
+    # SQLite gives the -wal and -shm files the database file's mode: create it 0600 first.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        private_file(file)
 
 
 def _install_sqlite_recipe(engine: Engine) -> None:
@@ -189,6 +197,13 @@ class Database:
     @property
     def masked_url(self) -> str:
         return mask_url(self.url)
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file (SQLite on disk), else None."""
+        if self.dialect != "sqlite" or _is_memory_sqlite(self.url) or not self.url.database:
+            return None
+        return Path(self.url.database).expanduser().resolve()
 
     @contextmanager
     def _session(self, bind: Engine, *, commit: bool) -> Iterator[Session]:

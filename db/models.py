@@ -242,6 +242,12 @@ class Publication(SQLModel, table=True):
     updated_at: datetime = _created()
     started_at: datetime | None = _ts()
     published_at: datetime | None = _ts()
+    # A unique tag sent with the post (caption, description): the only thing reconciliation matches.
+    marker: str | None = Field(default=None, unique=True, index=True)
+    # The lease of the runner sending it (as on jobs): renewed by its heartbeat; the token fences writes.
+    lease_token: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = _ts()
 
 
 class OAuthToken(SQLModel, table=True):

@@ -100,10 +100,14 @@ class Settings(BaseSettings):
     publish_max_attempts: int = 3
     publish_retry_seconds: float = 120.0  # first retry after a clear failure; x4 each time, capped at 1 h
     publish_reconcile_seconds: float = 60.0  # after an unclear outcome, look on the platform this much later
-    publish_stale_seconds: float = 1800.0  # a `publishing` row older than this was interrupted (crash)
+    publish_lease_seconds: float = 300.0  # a sending runner's lease; it expires only if its heartbeat stops
+    publish_heartbeat_seconds: float = 30.0  # how often a sending runner renews its lease
     publish_http_timeout: float = 60.0
     publish_rate_limit_wait: float = 60.0  # wait for a rate-limit reset up to this long, else reschedule
     publish_featured_days: int = 2  # the scheduled fire picks up featured clips of the last N days
+    # Fernet key for the X/SoundCloud logins stored in the database (db/secrets.py); unset: one is
+    # generated beside the data. Set it when processes on several machines share PostgreSQL.
+    token_key: SecretStr | None = None
 
 
 @lru_cache

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from db.private_files import FILE_MODE, private_folder
+
 if TYPE_CHECKING:
     from db.settings import Settings
 
@@ -88,9 +90,15 @@ class Storage:
     def __repr__(self) -> str:
         return f"Storage({self.url!r})"
 
+    def _makedirs(self, path: str) -> None:
+        if self.is_local:
+            private_folder(Path(path))  # 0700: stored audio and lyrics are the members' own
+        else:
+            self.fs.makedirs(path, exist_ok=True)
+
     def _prepare_root(self) -> None:
         try:
-            self.fs.makedirs(self.root, exist_ok=True)
+            self._makedirs(self.root)
         except OSError as exc:
             raise StorageUnavailable(
                 f"Cannot create the storage folder {self.root} ({self.url}): {exc.strerror or exc}. "
@@ -110,11 +118,12 @@ class Storage:
         path = self._path(key)
         parent, name = path.rsplit("/", 1)
         tmp = f"{parent}/.{name}{_TMP_MARK}{uuid.uuid4().hex}"
-        self.fs.makedirs(parent, exist_ok=True)
+        self._makedirs(parent)
         try:
             with self.fs.open(tmp, "wb") as f:
                 f.write(data)
                 if self.is_local:  # the bytes are on disk before the rename makes them visible
+                    os.fchmod(f.fileno(), FILE_MODE)
                     f.flush()
                     os.fsync(f.fileno())
             self.fs.mv(tmp, path)

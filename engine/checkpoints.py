@@ -2,9 +2,11 @@
 
 Download: each file is tried at every mirror in order (a user URL or local folder first, then
 the CDN host, then the blob-storage origin). A partial download is kept as `<file>.part` and
-resumed with an HTTP Range request. The SHA-256 of a file is recorded in `manifest.json` in the
-cache folder the first time it is downloaded and checked after every later download and whenever
-the file's size or time changed. OpenAI's weights are under a noncommercial licence: the notice is
+resumed with an HTTP Range request. OpenAI's released files are checked against the sizes and
+SHA-256 shipped here (`RELEASED_KNOWN`): a mirror or folder that serves anything else is refused,
+whatever the cache's manifest says. The SHA-256 of a file is also recorded in `manifest.json` in
+the cache folder the first time it is downloaded and checked after every later download and
+whenever the file's size or time changed (the only check for files we know no digest of). OpenAI's weights are under a noncommercial licence: the notice is
 shown whenever they are fetched.
 
 Loading: the original files are `{'model': state_dict, ...}` (maybe `hps`, `step`, `opt`), fp16 or
@@ -52,6 +54,29 @@ TOP_FILES = {
     "1b_lyrics": "jukebox/models/1b_lyrics/prior_level_2.pth.tar",
 }
 DEFAULT_MIRRORS = ("https://openaipublic.azureedge.net/", "https://openaipublic.blob.core.windows.net/")
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What a released file must be; None where no trustworthy figure was found."""
+
+    size: int | None = None
+    sha256: str | None = None
+
+
+# OpenAI publishes no digests. These come from third parties who downloaded the official files:
+# - SHA-256 of 5b/vqvae.pth.tar and 5b/prior_level_2.pth.tar: github.com/ZeyuLing/Motius (EDGE docs,
+#   "expected files" of jukemirlib's cache, which fetches openaipublic.azureedge.net/jukebox/models/5b/).
+# - size of 5b/prior_level_2.pth.tar: github.com/midotronn/MAESTRO scripts/process_song.sh (PRIOR_SIZE,
+#   checked after downloading the same URL).
+# No size or digest was found for 5b/prior_level_0, 5b/prior_level_1, 5b_lyrics and 1b_lyrics
+# prior_level_2: those are still trusted on first download (recorded in the cache's manifest).
+RELEASED_KNOWN: dict[str, KnownFile] = {
+    VQVAE_FILE: KnownFile(sha256="69745413a48e887f8a3fe91b972a6f7f434021a1ce911a99187b331eb48c059a"),
+    TOP_FILES["5b"]: KnownFile(
+        size=10_288_727_721, sha256="89a1dd14f5b2f9b16b3e73b53fa2138cc89fd96bb13249b4267fea471de92672"
+    ),
+}
 
 
 def released_files(name: str) -> dict[str, str]:
@@ -107,6 +132,20 @@ class Manifest:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+def _not_known(rel: str, path: Path, known: KnownFile | None) -> str | None:
+    """Why `path` is not OpenAI's `rel` (size first: cheap), or None when it is (or nothing is known)."""
+    if known is None:
+        return None
+    size = path.stat().st_size
+    if known.size is not None and size != known.size:
+        return f"it is {size} bytes, OpenAI's file is {known.size}"
+    if known.sha256 is not None:
+        sha = sha256_file(path)
+        if sha != known.sha256:
+            return f"its SHA-256 is {sha}, OpenAI's file has {known.sha256}"
+    return None
 
 
 def _is_url(mirror: str) -> bool:
@@ -183,47 +222,60 @@ def fetch(
     timeout: float = 60.0,
     backoff: float = 1.0,
     notice: Callable[[str], None] | None = None,
+    known: Mapping[str, KnownFile] | None = None,
 ) -> Path:
     """The local path of checkpoint file `rel` (e.g. `jukebox/models/5b/vqvae.pth.tar`), downloading
-    it if needed. `notice` receives the licence text before anything is downloaded."""
+    it if needed. `notice` receives the licence text before anything is downloaded. `known` is the
+    table of released files' sizes and digests (default `RELEASED_KNOWN`; tests pass their own)."""
     root = Path(cache_dir).expanduser()
     dest = root / rel
     manifest = Manifest(root)
+    want = (RELEASED_KNOWN if known is None else known).get(rel)
     if dest.exists():
         entry = manifest.get(rel)
-        if entry is None:
-            manifest.record(rel, dest, sha256_file(dest), "found in cache")
-            return dest
         st = dest.stat()
-        if (st.st_size, st.st_mtime_ns) == (entry["size"], entry["mtime_ns"]):
+        unchanged = entry is not None and (st.st_size, st.st_mtime_ns) == (entry["size"], entry["mtime_ns"])
+        if unchanged and want is not None and entry is not None:
+            # the manifest may have recorded a substitute as good (before this check existed)
+            unchanged = (want.size is None or want.size == entry["size"]) and (
+                want.sha256 is None or want.sha256 == entry["sha256"]
+            )
+        if unchanged:
             return dest
-        sha = sha256_file(dest)
-        if sha == entry["sha256"]:
-            manifest.record(rel, dest, sha, entry.get("source", ""))
+        why = _not_known(rel, dest, want)
+        sha = sha256_file(dest) if why is None else ""
+        if why is None and (entry is None or sha == entry["sha256"] or want is not None):
+            manifest.record(rel, dest, sha, (entry or {}).get("source", "found in cache"))
             return dest
         log.warning(
-            "%s changed on disk (SHA-256 %s, recorded %s); downloading it again", dest, sha, entry["sha256"]
+            "%s is not the expected file (%s); downloading it again", dest, why or "it changed on disk"
         )
         dest.unlink()
     if notice is not None:
         notice(LICENSE_NOTICE)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    expected = (manifest.get(rel) or {}).get("sha256")
-    for round_ in range(2):  # a checksum mismatch gets one clean re-download
+    expected = (manifest.get(rel) or {}).get("sha256") if want is None else None
+    for round_ in range(2):  # a mismatch gets one clean re-download (it may have been a bad transfer)
         source = _download_any(
             rel, dest, mirrors, progress=progress, attempts=attempts, timeout=timeout, backoff=backoff
         )
-        sha = sha256_file(dest)
-        if expected is None or sha == expected:
+        why = _not_known(rel, dest, want)
+        sha = sha256_file(dest) if why is None else ""
+        if why is None and (expected is None or sha == expected):
             manifest.record(rel, dest, sha, source)
             return dest
         dest.unlink()
-        if round_ == 1:
+        if round_ == 1 and why is None:
             raise CheckpointError(
                 f"{rel}: downloaded twice and its SHA-256 is {sha}, not the recorded {expected}. The mirror "
                 f"serves a different file; check it, or delete {manifest.path} to accept the new one."
             )
-        log.warning("%s: SHA-256 mismatch (%s != %s); downloading once more", rel, sha, expected)
+        if round_ == 1:
+            raise CheckpointError(
+                f"{rel}: refused the file from {source} twice: {why}. It is not OpenAI's released file; "
+                f"point JUKEBOT_MODEL_URL at OpenAI's original files."
+            )
+        log.warning("%s from %s: %s; downloading once more", rel, source, why or "SHA-256 mismatch")
     raise AssertionError("unreachable")
 
 
@@ -285,6 +337,7 @@ def fetch_released(
     settings: Any = None,
     progress: bool = True,
     notice: Callable[[str], None] | None = None,
+    known: Mapping[str, KnownFile] | None = None,
 ) -> dict[str, Path]:
     """Fetch a released model's files ({part: local path}); mirrors and cache from `db.settings`."""
     if settings is None:
@@ -302,7 +355,12 @@ def fetch_released(
 
     return {
         part: fetch(
-            files[part], cache_dir=settings.model_cache_dir, mirrors=mirrors, progress=progress, notice=once
+            files[part],
+            cache_dir=settings.model_cache_dir,
+            mirrors=mirrors,
+            progress=progress,
+            notice=once,
+            known=known,
         )
         for part in (parts or files)
     }

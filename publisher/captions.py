@@ -58,6 +58,7 @@ class CaptionInfo:
     requester: str = ""
     model: str = "demo"
     channel_tag: str = "#jukebot"
+    marker: str = ""  # the publication's unique tag, appended to what is sent (publisher/state.py)
 
     @property
     def licence(self) -> str:
@@ -196,9 +197,20 @@ def _fit(template: str, fields: dict[str, str], limit: int, measure: Callable[[s
     return shortened
 
 
+def with_marker(text: str, marker: str) -> str:
+    """`text` with the marker as its own last line (room for it was kept when fitting the text)."""
+    return f"{text}\n{marker}" if marker else text
+
+
+def _marker_room(marker: str, measure: Callable[[str], int]) -> int:
+    return measure("\n" + marker) if marker else 0
+
+
 def x_caption(info: CaptionInfo, templates: Mapping[str, str] | None = None) -> str:
     template = (templates or {}).get("x") or DEFAULT_TEMPLATES["x"]
-    return _fit(template, info.fields(), X_MAX_WEIGHT, x_weighted_length)
+    room = _marker_room(info.marker, x_weighted_length)
+    text = _fit(template, info.fields(), X_MAX_WEIGHT - room, x_weighted_length)
+    return with_marker(text, info.marker)
 
 
 @dataclass(frozen=True)
@@ -231,12 +243,18 @@ def soundcloud_text(info: CaptionInfo, templates: Mapping[str, str] | None = Non
     description = _fit(
         templates.get("soundcloud_description") or DEFAULT_TEMPLATES["soundcloud_description"],
         fields,
-        SOUNDCLOUD_DESCRIPTION_MAX,
+        SOUNDCLOUD_DESCRIPTION_MAX - _marker_room(info.marker, len),
         len,
     )
+    description = with_marker(description, info.marker)
     return SoundCloudText(
         title=title.replace("\n", " "), description=description, tag_list=soundcloud_tag_list(info)
     )
+
+
+def carries_marker(text: str | None, marker: str) -> bool:
+    """Whether a post's text holds our marker as a word of its own (the only proof a post is ours)."""
+    return bool(marker) and text is not None and marker in normalise_for_match(text).split()
 
 
 def normalise_for_match(text: str) -> str:

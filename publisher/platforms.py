@@ -3,7 +3,7 @@
 The runner (publisher/runner.py) only knows this interface:
     caption(info) -> str              the text fixed on the row at the first attempt
     publish(clip, info, caption)      render (cached in storage) + upload + post -> Remote
-    find(info, caption, since)        our post on the platform, or None (for reconciling)
+    find(marker, since)               our post on the platform (it carries the marker), or None
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Platform(Protocol):
 
     async def publish(self, clip: Clip, info: CaptionInfo, caption: str) -> Remote: ...
 
-    async def find(self, info: CaptionInfo, caption: str, since: datetime) -> Remote | None: ...
+    async def find(self, marker: str, since: datetime) -> Remote | None: ...
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -165,8 +165,8 @@ class XPlatform:
         post = await self.client.create_post(caption, [media_id])
         return Remote(post.id, post.url)
 
-    async def find(self, info: CaptionInfo, caption: str, since: datetime) -> Remote | None:
-        post = await self.client.find_post(caption, since)
+    async def find(self, marker: str, since: datetime) -> Remote | None:
+        post = await self.client.find_post(marker, since)
         return Remote(post.id, post.url) if post else None
 
 
@@ -221,9 +221,8 @@ class SoundCloudPlatform:
         )
         return Remote(track.id, track.url)
 
-    async def find(self, info: CaptionInfo, caption: str, since: datetime) -> Remote | None:
-        description = soundcloud_text(info, self.settings.caption_templates).description
-        track = await self.client.find_track(caption, since, description)
+    async def find(self, marker: str, since: datetime) -> Remote | None:
+        track = await self.client.find_track(marker, since)
         return Remote(track.id, track.url) if track else None
 
 

@@ -10,10 +10,15 @@ discord), with a link to the clip's Discord message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import httpx
 from sqlmodel import select
@@ -33,7 +38,17 @@ log = logging.getLogger(__name__)
 
 Notify = Callable[[str], Awaitable[None]]
 
+T = TypeVar("T")
+
 AUTH_RECHECK = timedelta(hours=1)  # an unclear post we cannot look up (login broken): look again this late
+
+
+class LeaseLost(Exception):
+    """Another runner took the row over (our heartbeat stopped for longer than the lease)."""
+
+
+def runner_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -89,12 +104,38 @@ class Runner:
         http: httpx.AsyncClient,
         *,
         sleep: Sleep = asyncio.sleep,
+        skew: timedelta = timedelta(0),
     ) -> None:
         self.db, self.storage, self.settings, self.notify = db, storage, settings, notify
         self.http = http
         self.sleep = sleep
         self._platforms: dict[str, Platform] = {}
-        self.now = utcnow()  # the run's clock (tests move it forward); never behind the real one
+        self.skew = skew  # how far the run's clock is ahead of the lease clock (tests move it forward)
+        self.now = utcnow() + skew  # the run's clock; never behind the real one
+        self.owner = runner_owner()
+
+    def clock(self) -> datetime:
+        """The lease clock (the database's on PostgreSQL) plus this run's skew. Blocking."""
+        return state.clock(self.db) + self.skew
+
+    async def leased(self, held: state.Claim, work: Awaitable[T]) -> T:
+        """Run `work` (an upload, a look-up) while renewing the lease; a lost lease cancels it."""
+        task = asyncio.ensure_future(work)
+        lease = self.settings.publish_lease_seconds
+
+        def renew() -> bool:
+            return state.heartbeat(self.db, held, self.clock(), lease)
+
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.settings.publish_heartbeat_seconds)
+                if task in done:
+                    return task.result()
+                if not await asyncio.to_thread(renew):
+                    raise LeaseLost(f"publication {held.id}: lease {held.token} was taken over")
+        finally:
+            if not task.done():
+                task.cancel()
 
     def platform(self, name: str) -> Platform:
         if name not in self._platforms:
@@ -114,22 +155,42 @@ class Runner:
             log.exception("could not notify moderators: %s", message)
 
     async def recover(self, now: datetime) -> None:
-        recovered = await asyncio.to_thread(
-            state.recover_interrupted, self.db, now, self.settings.publish_stale_seconds
-        )
+        recovered = await asyncio.to_thread(state.recover_interrupted, self.db, now)
         for pub in recovered:
             ctx = await asyncio.to_thread(load_clip_context, self.db, pub.clip_id, self.settings)
             await self.tell(pub, ctx, "was interrupted mid-way; checking the platform before any retry.")
 
     async def run_one(self, publication_id: int, now: datetime) -> RunResult | None:
         self.now = now
-        held = await asyncio.to_thread(state.claim, self.db, publication_id, now)
+        held = await asyncio.to_thread(
+            state.claim,
+            self.db,
+            publication_id,
+            now,
+            owner=self.owner,
+            lease_seconds=self.settings.publish_lease_seconds,
+        )
         if held is None:
             return None  # not due any more, or another runner has it
+        try:
+            return await self._run_claimed(held, publication_id)
+        except LeaseLost as exc:
+            log.warning("%s; leaving it to the new owner", exc)
+            return None
+
+    async def _run_claimed(self, held: state.Claim, publication_id: int) -> RunResult | None:
         pub = held.publication
-        ctx = await asyncio.to_thread(load_clip_context, self.db, pub.clip_id, self.settings)
-        if ctx is None:
+        loaded = await asyncio.to_thread(load_clip_context, self.db, pub.clip_id, self.settings)
+        if loaded is None:
             return await self._fail(held, None, "the clip no longer exists.")
+        ctx = dataclasses.replace(loaded, info=dataclasses.replace(loaded.info, marker=held.marker or ""))
+        if held.reconcile and held.marker is None:
+            return await self._fail(
+                held,
+                ctx,
+                "it may have been posted by a jukebot that did not mark its posts, so it cannot be told "
+                "apart from other posts; look on the platform, and retry it only if it is not there.",
+            )
         if pub.platform not in PLATFORMS:
             return await self._fail(held, ctx, f"jukebot does not publish to {pub.platform!r}.")
         try:
@@ -150,7 +211,8 @@ class Runner:
             await asyncio.to_thread(state.set_caption, self.db, held, caption)
         try:
             if held.reconcile:
-                found = await platform.find(ctx.info, caption, since=pub.created_at)
+                assert held.marker is not None
+                found = await self.leased(held, platform.find(held.marker, since=pub.created_at))
                 if found is not None:
                     await asyncio.to_thread(
                         state.finish_published, self.db, held, found.id, found.url, utcnow()
@@ -168,7 +230,9 @@ class Runner:
                 if renewed is None:
                     return None  # someone else took over
                 held = renewed
-            remote = await platform.publish(ctx.clip, ctx.info, caption)
+            remote = await self.leased(held, platform.publish(ctx.clip, ctx.info, caption))
+        except LeaseLost:
+            raise
         except PublishError as exc:
             return await self._handle_error(held, ctx, exc)
         except RenderError as exc:
@@ -253,11 +317,12 @@ async def run_due_publications(
 
     Safe to call from several places at once: each row is claimed by exactly one caller.
     """
-    now = now or utcnow()
+    lease_now = await asyncio.to_thread(state.clock, db)
+    now = max(now or lease_now, lease_now)
     wanted = list(platforms) if platforms is not None else None
     timeout = httpx.Timeout(settings.publish_http_timeout, connect=min(10.0, settings.publish_http_timeout))
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
-        runner = Runner(db, storage, settings, notify, http, sleep=sleep)
+        runner = Runner(db, storage, settings, notify, http, sleep=sleep, skew=now - lease_now)
         await runner.recover(now)
         due = await asyncio.to_thread(state.due_publications, db, now, wanted)
         results = []

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from publisher.captions import carries_marker
 from publisher.errors import Outcome, PublishError
 from publisher.http import RateLimiter, Sleep, raise_for_status, send
 from publisher.oauth import OAuthClient
@@ -186,22 +187,13 @@ class SoundCloudClient:
         items = body.get("collection", []) if isinstance(body, dict) else body
         return [_track(item) for item in items if isinstance(item, dict)]
 
-    async def find_track(self, title: str, since: datetime, description: str | None = None) -> Track | None:
-        """Our track with this title (and description, when given and SoundCloud shows it) uploaded
-        after `since`, with a few minutes of clock slack. The description tells apart two clips that
-        share a title."""
+    async def find_track(self, marker: str, since: datetime) -> Track | None:
+        """Our track carrying this publication's marker in its description, uploaded after `since`
+        (with clock slack). Two clips may share a title and every other word: only the marker counts."""
         earliest = since - timedelta(minutes=10)
-        wanted = " ".join(description.split()) if description is not None else None
         for track in await self.recent_tracks():
-            if track.title.strip() != title.strip():
-                continue
             if track.created_at is not None and track.created_at < earliest:
                 continue
-            if (
-                wanted is not None
-                and track.description is not None
-                and " ".join(track.description.split()) != wanted
-            ):
-                continue
-            return track
+            if carries_marker(track.description, marker):
+                return track
         return None

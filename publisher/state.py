@@ -7,13 +7,18 @@
                                           └─claim──▶ publishing (reconcile: look on the platform first)
                                                       found ▶ published; not found ▶ send again
 
-- A claim is one conditional UPDATE (`WHERE state = <what we read>`), committed BEFORE any call to the
-  platform, so of two runners (a double scheduler fire, the CLI next to the bot) exactly one wins.
-- A claim's `started_at` is its fencing token: every later write says `WHERE state='publishing' AND
-  started_at = <ours>`, so a runner that was declared dead cannot overwrite a newer attempt.
-- A `publishing` row older than `stale_seconds` was interrupted (the process died between the
-  platform's accept and our commit, or before); `recover_interrupted` turns it into `unconfirmed`, and
-  it is reconciled on the platform before anything is sent again.
+- Every row carries a unique `marker` that goes out with the post (in the X text, in the SoundCloud
+  description). Reconciling looks for that marker and nothing else: a post with the same caption but
+  not our marker (a continuation shares its parent's artist, genre and lyrics) is someone else's.
+- A claim is one conditional UPDATE, committed BEFORE any call to the platform, so of two runners
+  exactly one wins. It takes a lease as the job queue does: `lease_token + 1` (the fencing token,
+  named in every later write), an owner, and `lease_expires_at`, which the runner's heartbeat pushes
+  forward while it uploads. A runner that lost its lease cannot overwrite a newer attempt.
+- Only an expired lease means the runner died (a slow upload with a live heartbeat does not):
+  `recover_interrupted` turns such a row into `unconfirmed`, and it is looked for on the platform by
+  its marker before anything is sent again. So is any row that was sent before (`attempts > 0`).
+- Times come from `clock(db)`: the database's clock on PostgreSQL (runners on several machines agree),
+  the local clock on SQLite (one machine).
 
 All functions are synchronous and short (one transaction each); the async runner calls them through
 `asyncio.to_thread`.
@@ -21,12 +26,13 @@ All functions are synchronous and short (one transaction each); the async runner
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
@@ -37,13 +43,32 @@ from db.models import Publication, PublicationState, utcnow
 S = PublicationState
 
 
+MARKER_PREFIX = "jb-"
+
+
+def new_marker() -> str:
+    """Short, unique, and plain enough to sit at the end of a caption unnoticed."""
+    return MARKER_PREFIX + secrets.token_hex(5)
+
+
+def clock(db: Database) -> datetime:
+    """Now, as leases are measured: the database server's clock on PostgreSQL, ours on SQLite."""
+    if db.dialect != "postgresql":
+        return utcnow()
+    with db.read() as s:
+        now = s.execute(select(func.now())).scalar_one()
+    assert isinstance(now, datetime)
+    return now
+
+
 @dataclass(frozen=True)
 class Claim:
-    """A publication this runner holds (state `publishing`, fenced by `started_at`)."""
+    """A publication this runner holds (state `publishing`, fenced by `token`)."""
 
     publication: Publication
-    reconcile: bool  # it was unconfirmed (or interrupted): look on the platform before sending
-    started_at: datetime
+    reconcile: bool  # it may have been sent before: look on the platform (by marker) before sending
+    token: int
+    marker: str | None  # None only for a row sent before markers existed: it cannot be found again
 
     @property
     def id(self) -> int:
@@ -77,6 +102,7 @@ def insert_publications(
                     attempts=0,
                     max_attempts=max_attempts,
                     caption="",
+                    marker=new_marker(),
                     created_at=now,
                     updated_at=now,
                 )
@@ -127,14 +153,18 @@ def due_publications(
         return list(s.execute(stmt).scalars())
 
 
-def recover_interrupted(db: Database, now: datetime, stale_seconds: float) -> list[Publication]:
-    """`publishing` rows older than `stale_seconds` become `unconfirmed` (checked now); returns them."""
-    cutoff = now - timedelta(seconds=stale_seconds)
+def recover_interrupted(db: Database, now: datetime) -> list[Publication]:
+    """`publishing` rows whose lease expired (the runner died: no heartbeat) become `unconfirmed`,
+    to be checked now; returns them. A row without a lease is from before leases: expired too."""
     with db.write() as s:
         stale = list(
             s.execute(
                 select(Publication).where(
-                    col(Publication.state) == S.publishing.value, col(Publication.started_at) < cutoff
+                    col(Publication.state) == S.publishing.value,
+                    or_(
+                        col(Publication.lease_expires_at).is_(None),
+                        col(Publication.lease_expires_at) < now,
+                    ),
                 )
             ).scalars()
         )
@@ -145,12 +175,14 @@ def recover_interrupted(db: Database, now: datetime, stale_seconds: float) -> li
                 .where(
                     col(Publication.id) == pub.id,
                     col(Publication.state) == S.publishing.value,
-                    col(Publication.started_at) == pub.started_at,
+                    col(Publication.lease_token) == pub.lease_token,
                 )
                 .values(
                     state=S.unconfirmed.value,
                     scheduled_for=now,
                     updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
                     last_error="The upload was interrupted (the publisher stopped mid-way); "
                     "checking the platform before any retry.",
                 )
@@ -160,21 +192,40 @@ def recover_interrupted(db: Database, now: datetime, stale_seconds: float) -> li
         return recovered
 
 
-def claim(db: Database, publication_id: int, now: datetime) -> Claim | None:
-    """Take a due row for this runner (committed on return), or None if it is not due or taken."""
+def claim(
+    db: Database, publication_id: int, now: datetime, *, owner: str = "", lease_seconds: float = 300.0
+) -> Claim | None:
+    """Take a due row for this runner under a new lease (committed on return), or None if it is not
+    due or taken. A row without a marker (from before markers) gets one unless it may have been sent."""
     with db.write() as s:
         pub = s.get(Publication, publication_id)
         if pub is None or pub.state not in (S.scheduled, S.unconfirmed) or pub.scheduled_for > now:
             return None
-        reconcile = pub.state == S.unconfirmed
-        values: dict[str, Any] = {"state": S.publishing.value, "started_at": now, "updated_at": now}
-        if not reconcile:
+        sent_before = pub.state == S.unconfirmed or (pub.attempts > 0 and pub.marker is not None)
+        marker = pub.marker
+        retag = marker is None and pub.state == S.scheduled  # any earlier attempt was refused: tag it now
+        if retag:
+            marker = new_marker()
+        token = pub.lease_token + 1
+        values: dict[str, Any] = {
+            "state": S.publishing.value,
+            "started_at": now,
+            "updated_at": now,
+            "marker": marker,
+            "lease_token": token,
+            "lease_owner": owner or None,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        }
+        if retag:
+            values["caption"] = ""  # made again, with the marker
+        if not sent_before:
             values["attempts"] = col(Publication.attempts) + 1
         done = s.execute(
             update(Publication)
             .where(
                 col(Publication.id) == publication_id,
                 col(Publication.state) == pub.state,
+                col(Publication.lease_token) == pub.lease_token,
                 col(Publication.scheduled_for) <= now,
             )  # still due: another runner may have rescheduled it
             .values(**values)
@@ -183,7 +234,7 @@ def claim(db: Database, publication_id: int, now: datetime) -> Claim | None:
             return None
         s.flush()
         s.refresh(pub)
-        return Claim(publication=pub, reconcile=reconcile, started_at=now)
+        return Claim(publication=pub, reconcile=sent_before, token=token, marker=marker)
 
 
 def _fenced(db: Database, held: Claim, **values: Any) -> bool:
@@ -194,27 +245,36 @@ def _fenced(db: Database, held: Claim, **values: Any) -> bool:
             .where(
                 col(Publication.id) == held.id,
                 col(Publication.state) == S.publishing.value,
-                col(Publication.started_at) == held.started_at,
+                col(Publication.lease_token) == held.token,
             )
             .values(**values)
         )
         return done.rowcount == 1  # type: ignore[attr-defined]
 
 
+def _release(**values: Any) -> dict[str, Any]:
+    return {**values, "lease_owner": None, "lease_expires_at": None}
+
+
+def heartbeat(db: Database, held: Claim, now: datetime, lease_seconds: float) -> bool:
+    """Keep the lease while sending; False means another runner has taken the row over."""
+    return _fenced(db, held, lease_expires_at=now + timedelta(seconds=lease_seconds))
+
+
 def set_caption(db: Database, held: Claim, caption: str) -> bool:
-    """Fix the text on first use, so retries and the reconcile look for exactly what was sent."""
+    """Fix the text on first use, so retries send exactly the same thing."""
     return _fenced(db, held, caption=caption)
 
 
 def begin_send(db: Database, held: Claim, now: datetime) -> Claim | None:
-    """After a reconcile found nothing: count a new attempt under a new fencing token."""
+    """After a reconcile found nothing: count a new attempt (same lease)."""
     with db.write() as s:
         done = s.execute(
             update(Publication)
             .where(
                 col(Publication.id) == held.id,
                 col(Publication.state) == S.publishing.value,
-                col(Publication.started_at) == held.started_at,
+                col(Publication.lease_token) == held.token,
             )
             .values(attempts=col(Publication.attempts) + 1, started_at=now, updated_at=now)
         )
@@ -223,31 +283,33 @@ def begin_send(db: Database, held: Claim, now: datetime) -> Claim | None:
         pub = s.get(Publication, held.id)
         assert pub is not None
         s.refresh(pub)
-        return Claim(publication=pub, reconcile=False, started_at=now)
+        return Claim(publication=pub, reconcile=False, token=held.token, marker=held.marker)
 
 
 def finish_published(db: Database, held: Claim, remote_id: str, remote_url: str, now: datetime) -> bool:
     return _fenced(
         db,
         held,
-        state=S.published.value,
-        remote_id=remote_id,
-        remote_url=remote_url,
-        published_at=now,
-        last_error=None,
+        **_release(
+            state=S.published.value,
+            remote_id=remote_id,
+            remote_url=remote_url,
+            published_at=now,
+            last_error=None,
+        ),
     )
 
 
 def finish_retry(db: Database, held: Claim, error: str, at: datetime) -> bool:
-    return _fenced(db, held, state=S.scheduled.value, scheduled_for=at, last_error=error)
+    return _fenced(db, held, **_release(state=S.scheduled.value, scheduled_for=at, last_error=error))
 
 
 def finish_failed(db: Database, held: Claim, error: str) -> bool:
-    return _fenced(db, held, state=S.failed.value, last_error=error)
+    return _fenced(db, held, **_release(state=S.failed.value, last_error=error))
 
 
 def finish_unconfirmed(db: Database, held: Claim, error: str, check_at: datetime) -> bool:
-    return _fenced(db, held, state=S.unconfirmed.value, scheduled_for=check_at, last_error=error)
+    return _fenced(db, held, **_release(state=S.unconfirmed.value, scheduled_for=check_at, last_error=error))
 
 
 def retry_failed(db: Database, publication_id: int, now: datetime | None = None) -> bool:

@@ -20,6 +20,8 @@ from sqlmodel import select
 
 from db.database import Database
 from db.models import OAuthToken, utcnow
+from db.secrets import SecretsError, TokenCipher, token_cipher
+from db.settings import get_settings
 from publisher.errors import Outcome, PublishError
 from publisher.oauth import OAuthClient, TokenSet
 
@@ -47,11 +49,21 @@ class StoredToken:
         return self.expires_at is None or self.expires_at - REFRESH_SKEW > now
 
 
-def _stored(row: OAuthToken) -> StoredToken:
+def cipher(db: Database) -> TokenCipher:
+    """How this database's logins are encrypted (key: JUKEBOT_TOKEN_KEY, else the one beside the data)."""
+    key = get_settings().token_key
+    return token_cipher(db.sqlite_file, key.get_secret_value() if key is not None else None)
+
+
+def _stored(row: OAuthToken, db: Database) -> StoredToken:
+    box = cipher(db)
+    what = f"The stored {row.provider} login"
+    access = box.decrypt(row.access_token, what=what)
+    assert access is not None
     return StoredToken(
         provider=row.provider,
-        access_token=row.access_token,
-        refresh_token=row.refresh_token,
+        access_token=access,
+        refresh_token=box.decrypt(row.refresh_token, what=what),
         expires_at=row.expires_at,
         scope=row.scope,
         account=row.account,
@@ -62,7 +74,12 @@ def _stored(row: OAuthToken) -> StoredToken:
 def load_token(db: Database, provider: str) -> StoredToken | None:
     with db.read() as session:
         row = session.exec(select(OAuthToken).where(OAuthToken.provider == provider)).first()
-        return _stored(row) if row else None
+        if row is None:
+            return None
+        try:
+            return _stored(row, db)
+        except SecretsError as exc:
+            raise PublishError(f"{exc} (`jukebot publish auth {provider}`)", Outcome.auth) from None
 
 
 def save_token(db: Database, provider: str, tokens: TokenSet, *, account: str | None = None) -> StoredToken:
@@ -70,11 +87,14 @@ def save_token(db: Database, provider: str, tokens: TokenSet, *, account: str | 
     now = utcnow()
     with db.write() as session:
         row = session.exec(select(OAuthToken).where(OAuthToken.provider == provider)).first()
+        box = cipher(db)
+        access = box.encrypt(tokens.access_token)
+        assert access is not None
         if row is None:
-            row = OAuthToken(provider=provider, access_token=tokens.access_token, created_at=now)
-        row.access_token = tokens.access_token
+            row = OAuthToken(provider=provider, access_token=access, created_at=now)
+        row.access_token = access
         # Some refresh answers omit the refresh token when it did not rotate; keep the one we have then.
-        row.refresh_token = tokens.refresh_token or row.refresh_token
+        row.refresh_token = box.encrypt(tokens.refresh_token) or box.encrypt(row.refresh_token)
         row.expires_at = tokens.expires_at
         row.scope = tokens.scope
         row.token_type = tokens.token_type
@@ -83,7 +103,7 @@ def save_token(db: Database, provider: str, tokens: TokenSet, *, account: str | 
         row.updated_at = now
         session.add(row)
         session.flush()
-        return _stored(row)
+        return _stored(row, db)
 
 
 def delete_token(db: Database, provider: str) -> bool:

@@ -28,7 +28,7 @@ import httpx
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_TYPE_AUTH_HEADER
 from oauthlib.oauth1 import Client as OAuth1Client
 
-from publisher.captions import normalise_for_match
+from publisher.captions import carries_marker
 from publisher.errors import NotConfigured, Outcome, PublishError
 from publisher.http import RateLimiter, Sleep, raise_for_status, send
 from publisher.tokens import TokenManager
@@ -308,12 +308,11 @@ class XClient:
             )
         return posts
 
-    async def find_post(self, caption: str, since: datetime) -> XPost | None:
-        """Our post with this caption made after `since` (X appends a t.co link for the media)."""
-        wanted = normalise_for_match(caption)
+    async def find_post(self, marker: str, since: datetime) -> XPost | None:
+        """Our post carrying this publication's marker, made after `since` (with clock slack). A post
+        with the same words but another marker (or none) is not ours, whatever its text."""
         for post in await self.recent_posts(since - timedelta(minutes=5)):
-            got = normalise_for_match(post.text)
-            if got == wanted or (wanted and got.startswith(wanted)):
+            if carries_marker(post.text, marker):
                 return post
         return None
 

@@ -4,6 +4,7 @@ clear errors for truncated, wrong and unsafe files."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,8 +22,11 @@ import torch
 from db.settings import Settings
 from engine.checkpoints import (
     LICENSE_NOTICE,
+    RELEASED_KNOWN,
     CheckpointError,
     DownloadError,
+    KnownFile,
+    Manifest,
     fetch,
     fetch_released,
     hparams_of,
@@ -48,6 +52,7 @@ def hub() -> Iterator[ModelHub]:
 
 
 def _fetch(tmp_path: Path, mirrors: list[str], **kw: Any) -> Path:
+    kw.setdefault("known", {})  # PAYLOAD is not OpenAI's file: these tests check the manifest alone
     return fetch(REL, cache_dir=tmp_path / "cache", mirrors=mirrors, progress=False, backoff=0.0, **kw)
 
 
@@ -156,12 +161,51 @@ def test_fetch_released_uses_settings_and_shows_the_licence_once(tmp_path: Path)
     with serve_model_hub({rel: rel.encode() * 100 for rel in files.values()}) as cdn:
         settings = Settings(model_cache_dir=tmp_path / "cache", model_mirrors=[cdn.url], model_url=None)
         seen: list[str] = []
-        paths = fetch_released("1b_lyrics", settings=settings, progress=False, notice=seen.append)
+        paths = fetch_released("1b_lyrics", settings=settings, progress=False, notice=seen.append, known={})
     assert set(paths) == {"vqvae", "prior_level_0", "prior_level_1", "prior_level_2"}
     assert paths["prior_level_2"] == tmp_path / "cache" / "jukebox/models/1b_lyrics/prior_level_2.pth.tar"
     assert seen == [LICENSE_NOTICE]
     with pytest.raises(KeyError, match="unknown released model"):
         released_files("7b")
+
+
+def test_a_substitute_for_openais_vqvae_is_refused_by_the_shipped_table(tmp_path: Path) -> None:
+    """The report: JUKEBOT_MODEL_URL pointed at a folder with a 1.6 kB vqvae, recorded as good."""
+    folder = tmp_path / "elsewhere" / "5b"
+    folder.mkdir(parents=True)
+    (folder / "vqvae.pth.tar").write_bytes(os.urandom(1600))
+    settings = Settings(
+        model_cache_dir=tmp_path / "cache", model_url=str(tmp_path / "elsewhere"), model_mirrors=[]
+    )
+    with pytest.raises(CheckpointError, match="OpenAI's file has 69745413"):
+        fetch_released("5b", ["vqvae"], settings=settings, progress=False, notice=lambda _: None)
+    assert not (tmp_path / "cache" / REL).exists()
+    assert REL not in Manifest(tmp_path / "cache").entries
+    assert RELEASED_KNOWN[REL].sha256 and RELEASED_KNOWN[released_files("5b")["prior_level_2"]].size
+
+
+def _known(payload: bytes) -> dict[str, KnownFile]:
+    return {REL: KnownFile(size=len(payload), sha256=hashlib.sha256(payload).hexdigest())}
+
+
+def test_the_known_file_is_accepted_and_anything_else_refused(hub: ModelHub, tmp_path: Path) -> None:
+    assert _fetch(tmp_path, [hub.url], known=_known(PAYLOAD)).read_bytes() == PAYLOAD
+    hub.files[REL] = os.urandom(len(PAYLOAD))  # same size, other bytes
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        _fetch(tmp_path / "b", [hub.url], known=_known(PAYLOAD))
+    hub.files[REL] = PAYLOAD[:1600]  # a small stand-in
+    with pytest.raises(CheckpointError, match=f"1600 bytes, OpenAI's file is {len(PAYLOAD)}"):
+        _fetch(tmp_path / "c", [hub.url], known=_known(PAYLOAD))
+    assert not (tmp_path / "c" / "cache" / REL).exists()
+
+
+def test_a_substitute_the_manifest_recorded_as_good_is_replaced(hub: ModelHub, tmp_path: Path) -> None:
+    cached = tmp_path / "cache" / REL
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x" * 1600)
+    Manifest(tmp_path / "cache").record(REL, cached, sha256_file(cached), "a stranger's folder")
+    assert _fetch(tmp_path, [hub.url], known=_known(PAYLOAD)).read_bytes() == PAYLOAD
+    assert _manifest(tmp_path)[REL]["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()
 
 
 # --- loading ---------------------------------------------------------------------------------------

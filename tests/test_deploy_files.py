@@ -3,9 +3,13 @@ correct by hadolint and by checking that compose wires what the product needs.""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -60,3 +64,115 @@ def test_compose_runs_bot_worker_and_postgres() -> None:
     assert services["bot"]["volumes"][0].split(":")[0] == services["worker"]["volumes"][0].split(":")[0]
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
+
+
+# --- issue #14, deployment --------------------------------------------------------------------------
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+SECRETS = re.compile(r"TOKEN|SECRET|API_KEY|PASSWORD|CLIENT_ID", re.IGNORECASE)
+
+
+def _stage(name: str) -> str:
+    """The Dockerfile's lines for one stage (`base`, `bot`, `worker`)."""
+    text = (ROOT / "Dockerfile").read_text()
+    return text.split(f" AS {name}\n", 1)[1].split("\nFROM ", 1)[0]
+
+
+def _continued(stage: str) -> list[str]:
+    """Instructions with their `\\` continuation lines joined."""
+    return [" ".join(part.split()) for part in stage.replace("\\\n", " ").splitlines() if part.strip()]
+
+
+def _image_env(*stages: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for stage in stages:
+        for line in _continued(_stage(stage)):
+            if line.startswith("ENV "):
+                env.update(dict(pair.split("=", 1) for pair in shlex.split(line[4:])))
+    return env
+
+
+def _apt_packages(*stages: str) -> set[str]:
+    packages: set[str] = set()
+    for stage in stages:
+        for line in _continued(_stage(stage)):
+            for command in line.split("&&"):
+                words = command.split()
+                if words[:3] == ["RUN", "apt-get", "install"] or words[:2] == ["apt-get", "install"]:
+                    packages |= {
+                        w.split("=")[0] for w in words if not w.startswith("-") and "apt-get" not in w
+                    }
+    return packages - {"RUN", "install"}
+
+
+def test_base_images_are_pinned_by_digest() -> None:
+    froms = [
+        line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")
+    ]
+    pulled = [image for image in froms if image not in ("base",)]
+    assert pulled and all(DIGEST.search(image) for image in pulled), pulled
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    images = [svc["image"] for svc in compose["services"].values() if "image" in svc]
+    assert images and all(DIGEST.search(image) for image in images), images
+
+
+def test_the_models_volume_mounts_where_the_image_gives_the_worker_a_folder() -> None:
+    env = _image_env("base", "worker")
+    cache = env["JUKEBOT_MODEL_CACHE_DIR"]
+    base = " ".join(_continued(_stage("base")))
+    # the folder exists in the image, owned by the non-root user the worker runs as, private to it
+    assert re.search(rf"mkdir [^&]*{re.escape(cache)}\b", base)
+    assert re.search(rf"chown jukebot(:jukebot)? [^&]*{re.escape(cache)}\b", base)
+    assert re.search(rf"chmod 0700 [^&]*{re.escape(cache)}\b", base)
+    assert "USER 1000" in _stage("worker")
+    worker = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["worker"]
+    assert f"models:{cache}" in worker["volumes"]
+    assert worker["environment"].get("JUKEBOT_MODEL_CACHE_DIR", cache) == cache
+
+
+def test_bot_and_worker_have_healthchecks() -> None:
+    for stage in ("bot", "worker"):
+        assert re.search(r"^HEALTHCHECK .*CMD \[\"jukebot\"", _stage(stage), re.MULTILINE), stage
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    for name in ("bot", "worker", "postgres"):
+        assert services[name]["healthcheck"]["test"], name
+
+
+def test_secrets_go_only_to_the_bot() -> None:
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert "env_file" not in services["worker"], "the worker needs no Discord, text-model or platform keys"
+    assert not [k for k in services["worker"]["environment"] if SECRETS.search(k)]
+    assert services["bot"]["env_file"] != ".env" and "bot.env" in (ROOT / ".gitignore").read_text()
+    for name, svc in services.items():
+        assert svc.get("env_file") in (None, "bot.env"), name
+
+
+def test_the_worker_image_decodes_with_the_fused_kernels() -> None:
+    """What the worker image installs is what the fused decode path needs: Triton (with the engine
+    extra, on Linux x86-64), a C compiler for Triton's launcher, and Python's headers (the official
+    python image); and nothing in its environment turns the fused mode off on CUDA."""
+    from packaging.requirements import Requirement
+
+    from engine.graphs import default_mode
+
+    worker = " ".join(_continued(_stage("worker")))
+    assert 'pip install --no-cache-dir ".[engine]"' in worker
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    linux = {"platform_machine": "x86_64", "sys_platform": "linux", "extra": "engine"}
+    installed = {
+        r.name for r in map(Requirement, extras["engine"]) if r.marker is None or r.marker.evaluate(linux)
+    }
+    assert {"torch", "triton"} <= installed
+    assert {"gcc", "libc6-dev"} <= _apt_packages("base", "worker"), "Triton needs a C compiler"
+    assert (ROOT / "Dockerfile").read_text().startswith("# syntax") and " python:3.11-slim" in (
+        ROOT / "Dockerfile"
+    ).read_text()  # the official image: Python.h is in /usr/local/include
+    env = _image_env("base", "worker")
+    assert env.get("CC") == "gcc"
+    old = {k: os.environ.pop(k) for k in ("JUKEBOT_DECODE",) if k in os.environ}
+    try:
+        os.environ.update({k: v for k, v in env.items() if k == "JUKEBOT_DECODE"})
+        assert default_mode("cuda") == "fused"
+    finally:
+        os.environ.pop("JUKEBOT_DECODE", None)
+        os.environ.update(old)

@@ -114,12 +114,13 @@ async def test_x_signature_with_a_wrong_secret_is_refused(fx: FakeX, http: httpx
 async def test_x_signed_query_and_find_post(fx: FakeX, http: httpx.AsyncClient) -> None:
     client = x_client(fx, http)
     start = datetime.now(UTC)
-    assert await client.find_post("nothing yet", start) is None  # X omits "data" when there are no posts
-    post = await client.create_post("Harbour Rain &amp; friends")
-    fx.tweets[0].text += " https://t.co/zzz"  # X appends links and escapes entities
-    found = await client.find_post("Harbour Rain &amp; friends", start)
-    assert found is not None and found.id == post.id
-    assert await client.find_post("Another song", start) is None
+    assert await client.find_post("jb-0123456789", start) is None  # X omits "data" when there are no posts
+    other = await client.create_post("Harbour Rain &amp; friends\njb-ffffffffff")  # same words, not ours
+    post = await client.create_post("Harbour Rain &amp; friends\njb-0123456789")
+    fx.tweets[1].text += " https://t.co/zzz"  # X appends links and escapes entities
+    found = await client.find_post("jb-0123456789", start)
+    assert found is not None and found.id == post.id != other.id
+    assert await client.find_post("jb-0123456788", start) is None
     assert fx.violations == []  # the query string (start_time, max_results, …) was signed right
 
 
@@ -272,7 +273,7 @@ async def test_soundcloud_upload_sends_the_documented_fields(
         filename="clip.flac",
         mime=audio.mime,
         title="Harbour Rain",
-        description="words",
+        description="words\njb-0123456789",
         tag_list='jukebot "Frank Sinatra"',
         sharing="private",
     )
@@ -280,7 +281,7 @@ async def test_soundcloud_upload_sends_the_documented_fields(
     (stored,) = fake_sc.tracks
     assert (stored.title, stored.description, stored.tag_list, stored.sharing) == (
         "Harbour Rain",
-        "words",
+        "words\njb-0123456789",
         'jukebot "Frank Sinatra"',
         "private",
     )
@@ -296,7 +297,7 @@ async def test_soundcloud_upload_sends_the_documented_fields(
     }
     assert track.id == str(stored.id) and track.url.startswith("https://soundcloud.com/")
     found = await sc_client(fake_sc, db, http).find_track(
-        "Harbour Rain", datetime.now(UTC) - timedelta(minutes=1)
+        "jb-0123456789", datetime.now(UTC) - timedelta(minutes=1)
     )
     assert found is not None and found.id == track.id
 
@@ -402,10 +403,21 @@ async def test_soundcloud_find_tells_apart_tracks_that_share_a_title(
     client = sc_client(fake_sc, db, http)
     audio = render.render_audio(tone_wav(0.6), "mp3").data
     first = await client.upload_track(
-        audio=audio, filename="a.mp3", mime="audio/mpeg", title="Untitled", description="requested by alice"
+        audio=audio,
+        filename="a.mp3",
+        mime="audio/mpeg",
+        title="Untitled",
+        description="by alice\njb-00000000aa",
+    )
+    await client.upload_track(  # a continuation: same title and words, its own marker
+        audio=audio,
+        filename="b.mp3",
+        mime="audio/mpeg",
+        title="Untitled",
+        description="by alice\njb-00000000bb",
     )
     since = datetime.now(UTC) - timedelta(minutes=1)
-    assert await client.find_track("Untitled", since, "requested by bob") is None
-    found = await client.find_track("Untitled", since, "requested  by alice")
+    assert await client.find_track("jb-00000000cc", since) is None
+    found = await client.find_track("jb-00000000aa", since)
     assert found is not None and found.id == first.id
-    assert await client.find_track("Untitled", datetime.now(UTC) + timedelta(hours=1)) is None  # too old
+    assert await client.find_track("jb-00000000aa", datetime.now(UTC) + timedelta(hours=1)) is None  # too old

@@ -101,7 +101,7 @@ async def test_x_crash_around_the_accept_leaves_one_post(
     assert len(fake_x.tweets) == (1 if when == "after" else 0)
 
     notes = Notes()
-    restarted = datetime.now(UTC) + timedelta(seconds=s.publish_stale_seconds + 1)  # the row is now stale
+    restarted = datetime.now(UTC) + timedelta(seconds=s.publish_lease_seconds + 1)  # the lease ran out
     (result,) = await run_due_publications(db, storage, s, notes, now=restarted)
     row = state.get_publication(db, pub_id)
     assert row is not None and result.state == row.state == PublicationState.published
@@ -126,7 +126,7 @@ async def test_soundcloud_crash_after_the_accept_leaves_one_track(
     fake_sc.script("POST", "/tracks", fake_sc.kill_client(), when="after")
     crash_a_run(s, fake_sc, tmp_path)
     assert len(fake_sc.tracks) == 1
-    restarted = datetime.now(UTC) + timedelta(seconds=s.publish_stale_seconds + 1)
+    restarted = datetime.now(UTC) + timedelta(seconds=s.publish_lease_seconds + 1)
     (result,) = await run_due_publications(db, storage, s, Notes(), now=restarted)
     row = state.get_publication(db, pub_id)
     assert row is not None and result.state == row.state == PublicationState.published
