@@ -34,6 +34,7 @@ class GuildSettings:
     vote_window_minutes: float
     daily_time: str
     timezone: str
+    daily_allow_unvoted: bool = False  # off: the daily clip needs at least one vote
 
     @property
     def daily_clock(self) -> time:
@@ -79,6 +80,7 @@ def merge(settings: Settings, guild_id: int, row: GuildConfig | None) -> GuildSe
         vote_window_minutes=float(pick("vote_window_minutes")),
         daily_time=str(pick("daily_time")),
         timezone=str(pick("timezone")),
+        daily_allow_unvoted=bool(row.daily_allow_unvoted) if row else False,
     )
 
 
@@ -107,6 +109,7 @@ UPDATABLE = {
     "vote_window_minutes",
     "daily_time",
     "timezone",
+    "daily_allow_unvoted",
 }
 
 

@@ -83,11 +83,14 @@ def schedule_guild(scheduler: Any, gs: GuildSettings) -> None:
     )
 
 
-def _pick(db: Any, guild_id: int, now: datetime, day: date) -> tuple[Clip, Song, int] | None:
-    """Choose and mark the day's clip, or None (nothing to feature, or the day is taken)."""
-    if repo.featured_clip(db, day) is not None:
+def _pick(
+    db: Any, guild_id: int, now: datetime, day: date, allow_unvoted: bool = False
+) -> tuple[Clip, Song, int] | None:
+    """Choose and mark the server's clip of the day, or None (nothing to feature, or the day is
+    taken). A clip nobody voted for only when the moderators allow it."""
+    if repo.featured_clip(db, guild_id, day) is not None:
         return None
-    clip = repo.daily_pick(db, now, guild_id=guild_id)
+    clip = repo.daily_pick(db, now, guild_id=guild_id, min_votes=0 if allow_unvoted else 1)
     if clip is None or clip.id is None or not repo.mark_featured(db, clip.id, day):
         return None
     with db.read() as s:
@@ -105,7 +108,7 @@ async def post_daily(bot: JukeBot, guild_id: int, now: datetime | None = None) -
     if gs.daily_channel_id is None:
         return None
     day = local_day(now, gs.timezone)
-    picked = await studio.run(_pick, bot.db, guild_id, now, day)
+    picked = await studio.run(_pick, bot.db, guild_id, now, day, gs.daily_allow_unvoted)
     if picked is None:
         log.info("guild %s: no daily clip for %s", guild_id, day)
         return None

@@ -111,6 +111,7 @@ class GuildConfig(SQLModel, table=True):
     vote_window_minutes: float | None = None
     daily_time: str | None = None
     timezone: str | None = None
+    daily_allow_unvoted: bool | None = None  # may a clip nobody voted for be the daily clip
 
 
 class Song(SQLModel, table=True):
@@ -138,6 +139,9 @@ class Song(SQLModel, table=True):
     vote_closes_at: datetime | None = _ts()
     winner_draft_id: int | None = None
     error: str | None = None
+    # The request's idempotency key (its interaction, or its button press): a retried or doubled
+    # request finds the song it already made.
+    request_key: str | None = Field(default=None, unique=True)
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -204,7 +208,16 @@ class Clip(SQLModel, table=True):
     seconds: float = 0.0
     channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
-    featured_on: str | None = Field(default=None, unique=True)  # the day (YYYY-MM-DD) it was the daily clip
+    created_at: datetime = _created()
+
+
+class DailyClip(SQLModel, table=True):
+    """A server's clip of the day: one per server and day, and a clip is featured once."""
+
+    __tablename__ = "daily_clips"
+    guild_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    day: str = Field(primary_key=True)  # YYYY-MM-DD in the server's time zone
+    clip_id: int = Field(foreign_key="clips.id", unique=True)
     created_at: datetime = _created()
 
 
@@ -267,4 +280,4 @@ class OAuthToken(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
-ALL_TABLES = [User, GuildConfig, Song, Job, Draft, Clip, Vote, Publication, OAuthToken]
+ALL_TABLES = [User, GuildConfig, Song, Job, Draft, Clip, DailyClip, Vote, Publication, OAuthToken]

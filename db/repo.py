@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from db.database import Database
-from db.models import Clip, Draft, Job, JobStatus, Song, SongStatus, User, Vote, utcnow
+from db.models import Clip, DailyClip, Draft, Job, JobStatus, Song, SongStatus, User, Vote, utcnow
 
 Target = Database | Session
 
@@ -296,45 +296,62 @@ def top_clips(
     if guild_id is not None:
         stmt = stmt.where(col(Song.guild_id) == guild_id)
     if unfeatured_only:
-        stmt = stmt.where(col(Clip.featured_on).is_(None))
+        stmt = stmt.where(
+            ~select(col(DailyClip.clip_id)).where(col(DailyClip.clip_id) == col(Clip.id)).exists()
+        )
     with _read(target) as s:
         return [(c, int(k)) for c, k in s.execute(stmt).all()]
 
 
 def daily_pick(
-    target: Target, now: datetime | None = None, *, hours: float = 24.0, guild_id: int | None = None
+    target: Target,
+    now: datetime | None = None,
+    *,
+    hours: float = 24.0,
+    guild_id: int | None = None,
+    min_votes: int = 1,
 ) -> Clip | None:
-    """The most-voted clip of the last `hours` that was never featured (None if there is none)."""
+    """The most-voted clip of the last `hours` never featured, with at least `min_votes` votes."""
     now = now or utcnow()
     found = top_clips(
         target, now - timedelta(hours=hours), now, limit=1, guild_id=guild_id, unfeatured_only=True
     )
-    return found[0][0] if found else None
+    return found[0][0] if found and found[0][1] >= min_votes else None
 
 
-def featured_clip(target: Target, day: date | str) -> Clip | None:
-    stmt = select(Clip).where(col(Clip.featured_on) == _day(day))
+def featured_clip(target: Target, guild_id: int, day: date | str) -> Clip | None:
+    """The server's clip of that day, if it has one."""
+    stmt = (
+        select(Clip)
+        .join(DailyClip, col(DailyClip.clip_id) == col(Clip.id))
+        .where(col(DailyClip.guild_id) == guild_id, col(DailyClip.day) == _day(day))
+    )
     with _read(target) as s:
         return s.execute(stmt).scalar_one_or_none()
 
 
+def featured_day(target: Target, clip_id: int) -> str | None:
+    """The day a clip was its server's clip of the day (YYYY-MM-DD), or None."""
+    with _read(target) as s:
+        return s.execute(select(col(DailyClip.day)).where(col(DailyClip.clip_id) == clip_id)).scalar()
+
+
 def mark_featured(target: Target, clip_id: int, day: date | str) -> bool:
-    """Make the clip the day's clip. False when the day already has one or the clip was featured."""
-    day_s = _day(day)
+    """Make the clip its server's clip of the day. False when that server's day already has one
+    or the clip was featured before (unique rows: safe when two processes try at once)."""
     with _tx(target) as s:
-        if s.execute(select(col(Clip.id)).where(col(Clip.featured_on) == day_s)).first() is not None:
-            return False
+        guild_id = s.execute(
+            select(col(Song.guild_id))
+            .join(Clip, col(Clip.song_id) == col(Song.id))
+            .where(col(Clip.id) == clip_id)
+        ).scalar()
         try:
-            with s.begin_nested():  # another process may feature a clip for the same day right now
-                done = s.execute(
-                    update(Clip)
-                    .where(col(Clip.id) == clip_id, col(Clip.featured_on).is_(None))
-                    .values(featured_on=day_s)
-                    .returning(col(Clip.id))
-                ).first()
+            with s.begin_nested():
+                s.add(DailyClip(guild_id=guild_id or 0, day=_day(day), clip_id=clip_id))
+                s.flush()
         except IntegrityError:
             return False
-        return done is not None
+        return True
 
 
 # --- quotas -------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlmodel import col, select
 
 from db.database import Database
-from db.models import Clip, Publication, utcnow
+from db.models import DailyClip, Publication, utcnow
 from db.settings import Settings
 from db.storage import Storage, get_storage
 from publisher import state
@@ -138,10 +138,9 @@ def schedule_featured(
     with db.read() as s:
         clip_ids = list(
             s.execute(
-                select(col(Clip.id)).where(
-                    col(Clip.featured_on).is_not(None),
-                    col(Clip.featured_on) >= date.isoformat(first_day),
-                    col(Clip.id).not_in(already),
+                select(col(DailyClip.clip_id)).where(
+                    col(DailyClip.day) >= date.isoformat(first_day),
+                    col(DailyClip.clip_id).not_in(already),
                 )
             ).scalars()
         )

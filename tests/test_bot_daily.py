@@ -90,7 +90,7 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
     assert f"jb:continue:{b.id}" in custom_ids(post) and "Clip of the day" in post["content"]
     assert any(att["filename"].startswith("daily-") for att in post["attachments"])
     today = local_day(utcnow(), "Europe/Paris")
-    assert studio.clip(second).featured_on == today.isoformat()  # type: ignore[union-attr]
+    assert repo.featured_day(studio.db, b.id or 0) == today.isoformat()
     await studio.until_db(lambda: len(publications(studio, b.id or 0)) == 2, "the uploads to be scheduled")
     pubs = {p.platform: p for p in publications(studio, b.id or 0)}
     assert set(pubs) == {"x", "soundcloud"} and all(p.state == "scheduled" for p in pubs.values())
@@ -111,7 +111,7 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
         s.add(clip_a)
     posted = await post_daily(bot, studio.guild, now=tomorrow)
     assert posted is not None and f"jb:continue:{a.id}" in custom_ids(fake.messages[posted.id])
-    assert repo.featured_clip(studio.db, local_day(tomorrow, "Europe/Paris")).id == a.id  # type: ignore[union-attr]
+    assert repo.featured_clip(studio.db, studio.guild, local_day(tomorrow, "Europe/Paris")).id == a.id  # type: ignore[union-attr]
 
 
 async def test_publish_button_is_for_moderators(sqlite_studio: Studio) -> None:

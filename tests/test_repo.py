@@ -105,14 +105,41 @@ def test_top_clips_and_the_daily_pick(db: Database) -> None:
     pick = repo.daily_pick(db, now)
     assert pick is not None and pick.id == loved_id
     assert repo.mark_featured(db, loved_id, now.date()) is True
-    assert repo.mark_featured(db, liked_id, now.date()) is False  # one clip per day
+    assert repo.mark_featured(db, liked_id, now.date()) is False  # one clip per server and day
     assert repo.mark_featured(db, loved_id, "2026-06-03") is False  # a clip is featured once
-    featured = repo.featured_clip(db, date(2026, 6, 2))
+    featured = repo.featured_clip(db, 1, date(2026, 6, 2))
     assert featured is not None and featured.id == loved_id
     pick = repo.daily_pick(db, now + timedelta(hours=1))
     assert pick is not None and pick.id == liked_id  # the best one not featured yet
     assert repo.mark_featured(db, liked_id, "2026-06-03") is True
     assert repo.daily_pick(db, now - timedelta(days=10)) is None
+
+
+def test_each_server_gets_its_own_daily_clip_and_only_a_voted_one(db: Database) -> None:
+    """Reliability issue, defect 12: `featured_on` was unique across servers, so with two servers
+    only one got its daily clip; and a clip nobody voted for could be the clip of the day."""
+    now = datetime(2026, 6, 2, 18, 0, tzinfo=UTC)
+    ours, _ = make_song(db, 100, drafts=0, guild_id=1)
+    theirs, _ = make_song(db, 200, drafts=0, guild_id=2)
+    unvoted, _ = make_song(db, 300, drafts=0, guild_id=3)
+    clips = {}
+    for song in (ours, theirs, unvoted):
+        assert song.id is not None
+        clip = repo.add_clip(db, song.id, f"c/{song.id}.wav", f"c/{song.id}.npz", seconds=5)
+        with db.write() as s:
+            s.execute(update(Clip).where(col(Clip.id) == clip.id).values(created_at=now - timedelta(hours=1)))
+        clips[song.guild_id] = clip.id
+    repo.cast_vote(db, ours.id or 0, 11, stage=repo.CLIP)
+    repo.cast_vote(db, theirs.id or 0, 12, stage=repo.CLIP)
+    for guild in (1, 2):
+        pick = repo.daily_pick(db, now, guild_id=guild)
+        assert pick is not None and pick.id == clips[guild]
+        assert repo.mark_featured(db, pick.id, now.date()) is True  # the same day, both servers
+        assert repo.featured_clip(db, guild, now.date()) == pick
+        assert repo.featured_day(db, pick.id) == "2026-06-02"
+    assert repo.daily_pick(db, now, guild_id=3) is None  # nobody voted for server 3's clip
+    allowed = repo.daily_pick(db, now, guild_id=3, min_votes=0)  # ...unless its moderators allow it
+    assert allowed is not None and allowed.id == clips[3]
 
 
 def test_member_usage_and_running_per_guild(db: Database) -> None:
