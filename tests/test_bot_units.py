@@ -5,6 +5,7 @@ retries — and that the bot never loads torch."""
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 import wave
@@ -89,8 +90,29 @@ def test_resolve_accepts_the_engines_spellings_and_suggests(labels) -> None:  # 
     assert labels.genres.resolve("pop rock") == "pop rock"  # a v2 model takes a bag of genre words
     with pytest.raises(UserError, match=r"Did you mean .*\*\*the beatles\*\*"):
         labels.artists.resolve("the beatlez")
-    with pytest.raises(UserError, match="does not know the genre"):
+    with pytest.raises(UserError, match="An empty name is not a genre name"):
         labels.genres.resolve("")
+
+
+def test_junk_and_huge_names_are_refused_at_once_and_suggestions_are_real_names(labels) -> None:  # type: ignore[no-untyped-def]
+    """Reliability issue, defect 13: `!!!` was mapped to "unknown", a 6,000-character artist ran the
+    did-you-mean search for seconds on the bot's loop, "Beyonce" suggested "beyonc" and "beyonc ",
+    and "hiphop" did not find "hip hop"."""
+    for junk in ("!!!", "  ¿? ", "---"):
+        with pytest.raises(UserError, match="is not an artist name"):
+            labels.artists.resolve(junk)
+    with pytest.raises(UserError, match="6,000 characters long"):  # refused before any search
+        labels.artists.resolve("x" * 6000)
+    with pytest.raises(UserError) as refused:
+        labels.artists.resolve("Beyonce")
+    guesses = re.findall(r"\*\*(.+?)\*\*", str(refused.value))
+    assert guesses[0] == "beyonc" and len(guesses) == len(set(guesses))
+    assert all(g == g.strip() and g in labels.artists.names for g in guesses)
+    assert labels.genres.resolve("hiphop") == "hip hop"
+    assert labels.genres.resolve("HipHop") == "hip hop"
+    with pytest.raises(UserError) as refused:
+        labels.genres.resolve("abba")
+    assert all(len(g) >= 3 for g in re.findall(r"\*\*(.+?)\*\*", str(refused.value)))
 
 
 # ------------------------------------------------------------------------------------------ status
