@@ -8,27 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
 from db.audio import AudioError, decode, decode_bytes, ffmpeg, probe, wav_bytes
 from db.audio.streams import parse_banner
 from db.audio.tools import run_bounded
+from tests.audio_fixtures import lying_flac
 
 SR = 8000
-
-
-def lying_flac(path: Path, seconds: float, claimed: float, sr: int = SR) -> Path:
-    """A FLAC of `seconds` of tone whose STREAMINFO total-samples field claims `claimed` seconds."""
-    t = np.arange(int(seconds * sr)) / sr
-    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr, subtype="PCM_16")
-    data = bytearray(path.read_bytes())
-    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first block is STREAMINFO
-    # STREAMINFO starts at 8; bytes 18..25 hold rate (20 bits), channels (3), bits (5), samples (36).
-    packed = int.from_bytes(data[18:26], "big")
-    packed = (packed & ~((1 << 36) - 1)) | int(claimed * sr)
-    data[18:26] = packed.to_bytes(8, "big")
-    path.write_bytes(bytes(data))
-    return path
 
 
 def test_a_header_that_lies_about_the_duration_does_not_get_the_file_decoded(tmp_path: Path) -> None:

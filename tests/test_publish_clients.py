@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from db.audio import ffmpeg
 from db.database import Database
 from publisher import render
 from publisher.errors import Outcome, PublishError
@@ -194,7 +195,7 @@ async def test_x_rejected_media_is_a_permanent_failure_with_xs_reason(
     bad = Path(str(tmp_path)) / "bad.mp4"
     subprocess.run(
         [
-            "ffmpeg",
+            ffmpeg(),
             "-v",
             "error",
             "-f",
