@@ -87,7 +87,7 @@ def test_the_banner_reads_like_ffprobe() -> None:
         "width": 96,
         "height": 64,
         "sample_aspect_ratio": "1:1",
-        "avg_frame_rate": "10.0/1",
+        "avg_frame_rate": "10/1",
     }
     assert audio == {
         "codec_type": "audio",

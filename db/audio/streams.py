@@ -11,6 +11,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,8 @@ def _video_stream(rest: str) -> dict[str, Any]:
         if m[3]:
             stream["sample_aspect_ratio"] = m[3]
     if m := re.search(r", ([\d.]+) fps", rest):
-        stream["avg_frame_rate"] = f"{float(m[1])}/1"
+        rate = Fraction(m[1]).limit_denominator(1001)
+        stream["avg_frame_rate"] = f"{rate.numerator}/{rate.denominator}"
     return stream
 
 
