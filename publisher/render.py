@@ -643,7 +643,12 @@ def render_x_video(
                 f":scale=log:legend=0,fps={fps}"
             )
         else:
-            anim = f"aformat=channel_layouts=mono,showwaves=s={band_w}x{band_h}:mode=cline:rate={fps}:scale=sqrt:colors=0x38bdf8"
+            # draw=full: newer ffmpeg (the imageio-ffmpeg wheel's) shades the waves by alpha, which the
+            # yuva420p conversion turns purple; 5.x draws the same either way.
+            anim = (
+                f"aformat=channel_layouts=mono,showwaves=s={band_w}x{band_h}:mode=cline:rate={fps}"
+                ":scale=sqrt:draw=full:colors=0x38bdf8"
+            )
         bar_h = max(2, _even(h // 120))
         graph = (
             # The card is decoded once and repeated (re-reading the PNG for every frame doubles the cost);

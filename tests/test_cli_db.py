@@ -138,7 +138,7 @@ def test_doctor_says_what_is_broken_and_exits_1(
 
     result = runner.invoke(doctor_app(), ["doctor"])
     assert result.exit_code == 1
-    assert "Not ready: fix database, storage, ffmpeg, ffprobe, discord" in result.output.replace("\n", " ")
+    assert "Not ready: fix database, storage, discord" in result.output.replace("\n", " ")
 
 
 def test_doctor_on_an_unreachable_database(tmp_path: Path) -> None:
