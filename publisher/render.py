@@ -29,8 +29,8 @@ from typing import Literal
 import numpy as np
 
 from db import audio
-from db.audio.streams import finite
-from db.audio.tools import run_bounded
+from db.audio import AudioInfo
+from db.audio.streams import NoAudioStream, finite
 
 AudioSource = bytes | str | os.PathLike[str]
 AudioFormat = Literal["mp3", "opus", "flac", "wav"]
@@ -62,14 +62,6 @@ FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu")
 
 class RenderError(ValueError):
     """A render that cannot be done, said so a musician understands."""
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    duration: float
-    sample_rate: int
-    channels: int
-    codec: str
 
 
 @dataclass(frozen=True)
@@ -159,25 +151,18 @@ def _as_path(src: AudioSource) -> Iterator[Path]:
 
 
 def _probe_path(path: Path) -> AudioInfo:
+    """db.audio's probe, with a duration (a file that states none has no use here)."""
     try:
-        info = audio.probe_streams(path)
+        info = audio.probe(path)
+    except NoAudioStream:
+        raise RenderError("The file has no audio in it.") from None
     except audio.AudioError:
         raise RenderError(
             "The audio could not be read: it is damaged or not an audio file ffmpeg knows."
         ) from None
-    streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
-    if not streams:
-        raise RenderError("The file has no audio in it.")
-    stream = streams[0]
-    duration = _float(stream.get("duration")) or _float(info.get("format", {}).get("duration"))
-    if not duration or duration <= 0:
+    if not info.duration or info.duration <= 0:
         raise RenderError("The audio has no length (it holds no samples).")
-    return AudioInfo(
-        duration=duration,
-        sample_rate=int(stream.get("sample_rate") or 0),
-        channels=int(stream.get("channels") or 0),
-        codec=str(stream.get("codec_name") or ""),
-    )
+    return info
 
 
 _float = finite
@@ -195,20 +180,12 @@ def decode_mono(
     """The first `max_seconds` of the audio as one float32 channel at `sample_rate` (for pictures)."""
     with _as_path(src) as path:
         _probe_path(path)
-        args = _cmd(
-            "ffmpeg", "-v error -nostdin -i", path, f"-t {max_seconds} -ac 1 -ar {sample_rate} -f f32le -"
-        )
         try:
-            out = run_bounded(args, int(max_seconds * sample_rate + sample_rate) * 4)
+            return audio.decode(
+                path, sample_rate, max_seconds=max_seconds, duration=max_seconds, what="the picture"
+            )
         except audio.AudioError as e:
-            raise RenderError(str(e)) from None
-    if out.returncode != 0 and not out.truncated:
-        detail = out.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no audio"]
-        raise RenderError(f"Could not decode the audio: {detail[0]}")
-    samples = np.frombuffer(out.stdout, dtype="<f4").astype(np.float32)
-    if samples.size == 0:
-        raise RenderError("The audio has no samples in it.")
-    return samples
+            raise RenderError(f"Could not decode the audio: {e}") from None
 
 
 # --------------------------------------------------------------------------------------- preparation
@@ -235,10 +212,11 @@ def _prepare(
     fade_out: float,
 ) -> float:
     """Cut, normalise and fade `path` into a 48 kHz stereo WAV at `out`; returns its duration."""
-    info = _probe_path(path)
-    if start < 0 or start >= info.duration:
-        raise RenderError(f"The start ({start:.1f} s) is outside the clip ({info.duration:.1f} s long).")
-    duration = info.duration - start
+    length = _probe_path(path).duration
+    assert length is not None  # _probe_path refuses files that do not state one
+    if start < 0 or start >= length:
+        raise RenderError(f"The start ({start:.1f} s) is outside the clip ({length:.1f} s long).")
+    duration = length - start
     if max_seconds is not None:
         if max_seconds <= 0:
             raise RenderError("The length to render must be more than 0 seconds.")

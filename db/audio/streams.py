@@ -20,6 +20,10 @@ from db.audio.tools import AudioError, ffmpeg, ffprobe, run
 NOT_MEDIA = "this does not look like an audio file ffmpeg can read"
 
 
+class NoAudioStream(AudioError):
+    """A readable media file without an audio stream."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     duration: float | None  # seconds, as the container states it; None when it does not say
@@ -132,7 +136,7 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     data = probe_streams(path)
     streams = [s for s in data.get("streams") or [] if s.get("codec_type") == "audio"]
     if not streams:
-        raise AudioError("this file has no audio in it")
+        raise NoAudioStream("this file has no audio in it")
     stream, fmt = streams[0], data.get("format") or {}
     duration = None
     for raw in (stream.get("duration"), fmt.get("duration")):
