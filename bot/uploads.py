@@ -4,7 +4,7 @@
    single byte fetched.
 2. During: the download is streamed and stopped as soon as it passes the limit (a server may lie
    about the size, or send no Content-Length).
-3. After: the first bytes must be a known audio container (WAV, MP3, Ogg, FLAC, M4A), and ffprobe
+3. After: the first bytes must be a known audio container (WAV, MP3, Ogg, FLAC, M4A), and db.audio
    must read a duration from it; a corrupt file is refused with a sentence, not stored.
 The worker encodes the stored file with the VQ-VAE (prime_key on the song).
 """
@@ -95,7 +95,7 @@ async def download(
 
 
 def check_audio(data: bytes, filename: str) -> Upload:
-    """Make sure the bytes are audio we can read (ffprobe); UserError otherwise."""
+    """Make sure the bytes are audio we can read (db.audio.probe); UserError otherwise."""
     from publisher.render import RenderError, probe_audio
 
     kind = sniff(data[:16])

@@ -155,24 +155,35 @@ def check_storage(settings: Settings) -> Check:
     return Check("storage", Status.ok, f"{storage.url} (write, read and delete work)")
 
 
-def check_tool(name: str) -> Check:
-    path = shutil.which(name)
-    fix = "Install it: `apt-get install ffmpeg` (Debian/Ubuntu) or your system's ffmpeg package."
-    if path is None:
+def check_ffmpeg() -> Check:
+    """ffmpeg from the system, else the one bundled with the imageio-ffmpeg wheel (see db.audio)."""
+    from db.audio import AudioError, ffmpeg
+
+    fix = "Install it: `pip install imageio-ffmpeg` or `apt-get install ffmpeg` (Debian/Ubuntu)."
+    try:
+        path = ffmpeg()
+    except AudioError as exc:
         return Check(
-            name,
-            Status.fail,
-            f"{name} is not on PATH; clips cannot be converted for Discord, X or SoundCloud.",
-            fix,
+            "ffmpeg", Status.fail, f"{exc}; clips cannot be converted for Discord, X or SoundCloud.", fix
         )
     try:
         out = subprocess.run(
             [path, "-version"], capture_output=True, text=True, timeout=20, check=True
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        return Check(name, Status.fail, f"{path} does not run: {exc}", fix)
+        return Check("ffmpeg", Status.fail, f"{path} does not run: {exc}", fix)
     first = out.splitlines()[0] if out else "unknown version"
-    return Check(name, Status.ok, f"{path}: {first}")
+    where = "" if shutil.which("ffmpeg") == path else " (bundled by imageio-ffmpeg: no ffmpeg on PATH)"
+    return Check("ffmpeg", Status.ok, f"{path}: {first}{where}")
+
+
+def check_ffprobe() -> Check:
+    path = shutil.which("ffprobe")
+    if path is None:
+        return Check(
+            "ffprobe", Status.off, "ffprobe is not on PATH; files are probed through ffmpeg instead."
+        )
+    return Check("ffprobe", Status.ok, path)
 
 
 def check_gpu() -> Check:
@@ -336,8 +347,8 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         check_database(settings),
         check_storage(settings),
         check_private_files(settings),
-        check_tool("ffmpeg"),
-        check_tool("ffprobe"),
+        check_ffmpeg(),
+        check_ffprobe(),
         check_gpu(),
         *check_credentials(settings),
     ]

@@ -172,6 +172,8 @@ def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
         desc=desc,
         file=sys.stderr,
         leave=False,
+        # sizes first: in a narrow terminal tqdm shrinks the bar, then trims the end (the speed)
+        bar_format="{desc} {n_fmt}/{total_fmt} {percentage:3.0f}% {bar} {rate_fmt}",
     )
 
 

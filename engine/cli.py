@@ -161,28 +161,14 @@ class _Bars:
         self.progress: Any = None
         if enabled:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TaskProgressColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import Progress
 
+            from engine.progress_line import fitting_column
+
+            console = Console(stderr=True)
+            # One column that fits the line to the terminal's width (parts dropped, numbers whole).
             self.progress = Progress(
-                TextColumn("{task.description:<20}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("tokens"),
-                TaskProgressColumn(),
-                TextColumn("{task.fields[rate]:>8} tok/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=False,
+                fitting_column(lambda: console.width), console=console, transient=False, expand=False
             )
 
     def __enter__(self) -> _Bars:
@@ -198,8 +184,9 @@ class _Bars:
         if self.progress is None:
             return
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=level_total, rate="-")
-        self.progress.update(self.tasks[stage], completed=level_done, total=level_total, rate=f"{rate:.1f}")
+            self.tasks[stage] = self.progress.add_task(stage, total=level_total, rate=None, eta=None)
+        eta = (level_total - level_done) / rate if rate > 0 else None
+        self.progress.update(self.tasks[stage], completed=level_done, total=level_total, rate=rate, eta=eta)
 
     def note(self, text: str) -> None:
         if self.progress is not None:

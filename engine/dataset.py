@@ -31,8 +31,6 @@ import json
 import logging
 import math
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +44,8 @@ from torch.utils.data import Dataset, Sampler
 log = logging.getLogger("jukebot.dataset")
 
 LABEL_FILES = ("labels.csv", "labels.json")
+# Longer files are refused (a decoded hour at 44.1 kHz is 635 MB; corpus songs are minutes long).
+MAX_FILE_SECONDS = 3600.0
 # Read by soundfile (libsndfile); other audio types go through ffmpeg.
 SOUNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au"}
 FFMPEG_EXTENSIONS = {".m4a", ".aac", ".mp4", ".wma", ".webm", ".mka", ".mkv", ".ac3", ".alac", ".ape", ".wv"}
@@ -244,28 +244,12 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _read_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
-    if shutil.which("ffmpeg") is None:
-        raise AudioReadError(f"reading {path.suffix} files needs ffmpeg (apt-get install ffmpeg)")
-    cmd = [
-        "ffmpeg",
-        "-nostdin",
-        "-v",
-        "error",
-        "-i",
-        str(path),
-        "-f",
-        "f32le",
-        "-ac",
-        "1",
-        "-ar",
-        str(sample_rate),
-        "-",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0 or not proc.stdout:
-        detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no audio"]
-        raise AudioReadError(f"ffmpeg could not decode it ({detail[0]})")
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    from db.audio import AudioError, decode
+
+    try:
+        return decode(path, sample_rate, max_seconds=MAX_FILE_SECONDS, what="a training file")
+    except AudioError as e:
+        raise AudioReadError(str(e)) from None
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:

@@ -293,6 +293,11 @@ def save_loss_png(
 # Progress
 
 
+# Numbers first, the bar takes what is left, the loss last: in a narrow terminal tqdm shrinks the bar
+# and then trims the end of the line, so the step counts are never cut.
+TRAIN_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} {percentage:3.0f}% ETA {remaining} {bar} {postfix}"
+
+
 class ProgressReporter:
     """A tqdm bar on a terminal; plain lines every `every_s` seconds otherwise (logs on a GPU box)."""
 
@@ -306,7 +311,13 @@ class ProgressReporter:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=total, initial=start, desc=part, unit="step", dynamic_ncols=True, file=sys.stderr
+                total=total,
+                initial=start,
+                desc=part,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                bar_format=TRAIN_BAR_FORMAT,
             )
 
     def update(self, step: int, loss: float, extra: str = "") -> None:

@@ -14,15 +14,13 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, TypeVar
 
+from db.retry_after import retry_after_seconds as parse_retry_after
 from db.settings import Settings
 from lyrics.errors import LyricsModelError, LyricsUnavailable
 
 if TYPE_CHECKING:
-    import httpx2
     from openai import AsyncOpenAI
 
 T = TypeVar("T")
@@ -95,33 +93,6 @@ _GIVE_UP = {
     "malformed": "The lyrics model did not send usable lyrics; try again or write your own lyrics.",
     "connection": "Could not reach the lyrics model; try again later or write your own lyrics.",
 }
-
-
-def parse_retry_after(headers: httpx2.Headers | dict[str, str] | None) -> float | None:
-    """Seconds from `retry-after-ms`, `retry-after` (seconds or an HTTP date); None if absent."""
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _minutes(seconds: float) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from db.retry_after import rate_limit_reset
 from publisher.errors import Outcome, PublishError
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -78,21 +78,8 @@ class RateLimiter:
 def _reset_time(response: httpx.Response) -> float:
     """When a 429 ends: x-rate-limit-reset (epoch s), else Retry-After (seconds or a date), else 60 s."""
     now = time.time()
-    value = response.headers.get("x-rate-limit-reset")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    value = response.headers.get("retry-after")
-    if value:
-        try:
-            return now + float(value)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value)
-            if parsed is not None:
-                return parsed.timestamp()
-    return now + 60.0
+    reset = rate_limit_reset(response.headers, now=now)
+    return now + 60.0 if reset is None else reset
 
 
 def error_message(response: httpx.Response) -> str:

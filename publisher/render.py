@@ -6,9 +6,8 @@ Every render goes through one preparation pass with ffmpeg: cut (start, max_seco
 normalised to LOUDNESS_TARGET_LUFS (integrated loudness measured by ffmpeg's EBU R128 meter, then one
 constant gain, so the music's dynamics are kept; the gain is held back when it would push the true peak
 above TRUE_PEAK_DBTP, so a very dynamic clip ends a little quieter rather than clipped), short fades so
-a cut never clicks. ffmpeg is called
-directly rather than through pydub: one filter chain does cut, gain and fades in a single pass,
-without loading the whole clip into Python, and ffmpeg's own error text reaches us.
+a cut never clicks. ffmpeg is found, run (with the one timeout) and probed through `db.audio`,
+which also says why pydub is not used.
 
 All functions are synchronous (they run ffmpeg); call them from asyncio via `asyncio.to_thread`.
 Input is WAV bytes, or a path to any audio file ffmpeg can read.
@@ -17,11 +16,8 @@ Input is WAV bytes, or a path to any audio file ffmpeg can read.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
-import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -32,6 +28,10 @@ from typing import Literal
 
 import numpy as np
 
+from db import audio
+from db.audio import AudioInfo
+from db.audio.streams import NoAudioStream, finite
+
 AudioSource = bytes | str | os.PathLike[str]
 AudioFormat = Literal["mp3", "opus", "flac", "wav"]
 VideoStyle = Literal["waves", "spectrum"]
@@ -41,6 +41,7 @@ TRUE_PEAK_DBTP = -1.5  # headroom for lossy encoders
 FADE_IN_SECONDS = 0.05  # enough to remove the click of a cut, too short to hear as a fade
 FADE_OUT_SECONDS = 0.5
 SAMPLE_RATE = 48_000
+PICTURE_MAX_SECONDS = 20 * 60.0  # a picture shows at most this much (decoding is bounded by it)
 
 # X's hard limits for video (research/publish_queue.md §1.2).
 X_MAX_SECONDS = 140.0
@@ -61,14 +62,6 @@ FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu")
 
 class RenderError(ValueError):
     """A render that cannot be done, said so a musician understands."""
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    duration: float
-    sample_rate: int
-    channels: int
-    codec: str
 
 
 @dataclass(frozen=True)
@@ -105,10 +98,10 @@ class TitleCard:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise RenderError(f"{name} is not installed on this machine (Debian: apt-get install ffmpeg).")
-    return path
+    try:
+        return audio.ffmpeg()
+    except audio.AudioError as e:
+        raise RenderError(str(e)) from None
 
 
 def _cmd(tool: str, *parts: str | Path | list[str]) -> list[str]:
@@ -126,7 +119,10 @@ def _cmd(tool: str, *parts: str | Path | list[str]) -> list[str]:
 
 
 def _run(args: list[str], *, what: str) -> subprocess.CompletedProcess[bytes]:
-    proc = subprocess.run(args, capture_output=True, check=False)
+    try:
+        proc = audio.run(args, what=what)
+    except audio.AudioError as e:
+        raise RenderError(str(e)) from None
     if proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         last = detail[-1] if detail else f"exit status {proc.returncode}"
@@ -155,35 +151,21 @@ def _as_path(src: AudioSource) -> Iterator[Path]:
 
 
 def _probe_path(path: Path) -> AudioInfo:
-    proc = subprocess.run(
-        _cmd("ffprobe", "-v error -show_streams -show_format -of json", path),
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RenderError("The audio could not be read: it is damaged or not an audio file ffmpeg knows.")
-    info = json.loads(proc.stdout or b"{}")
-    streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
-    if not streams:
-        raise RenderError("The file has no audio in it.")
-    stream = streams[0]
-    duration = _float(stream.get("duration")) or _float(info.get("format", {}).get("duration"))
-    if not duration or duration <= 0:
-        raise RenderError("The audio has no length (it holds no samples).")
-    return AudioInfo(
-        duration=duration,
-        sample_rate=int(stream.get("sample_rate") or 0),
-        channels=int(stream.get("channels") or 0),
-        codec=str(stream.get("codec_name") or ""),
-    )
-
-
-def _float(value: object) -> float | None:
+    """db.audio's probe, with a duration (a file that states none has no use here)."""
     try:
-        f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+        info = audio.probe(path)
+    except NoAudioStream:
+        raise RenderError("The file has no audio in it.") from None
+    except audio.AudioError:
+        raise RenderError(
+            "The audio could not be read: it is damaged or not an audio file ffmpeg knows."
+        ) from None
+    if not info.duration or info.duration <= 0:
+        raise RenderError("The audio has no length (it holds no samples).")
+    return info
+
+
+_float = finite
 
 
 def probe_audio(src: AudioSource) -> AudioInfo:
@@ -192,18 +174,18 @@ def probe_audio(src: AudioSource) -> AudioInfo:
         return _probe_path(path)
 
 
-def decode_mono(src: AudioSource, sample_rate: int = 8000) -> np.ndarray:
-    """The audio as one float32 channel at `sample_rate` (for pictures)."""
+def decode_mono(
+    src: AudioSource, sample_rate: int = 8000, max_seconds: float = PICTURE_MAX_SECONDS
+) -> np.ndarray:
+    """The first `max_seconds` of the audio as one float32 channel at `sample_rate` (for pictures)."""
     with _as_path(src) as path:
         _probe_path(path)
-        proc = _run(
-            _cmd("ffmpeg", "-v error -nostdin -i", path, f"-ac 1 -ar {sample_rate} -f f32le -"),
-            what="decode the audio",
-        )
-    samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-    if samples.size == 0:
-        raise RenderError("The audio has no samples in it.")
-    return samples
+        try:
+            return audio.decode(
+                path, sample_rate, max_seconds=max_seconds, duration=max_seconds, what="the picture"
+            )
+        except audio.AudioError as e:
+            raise RenderError(f"Could not decode the audio: {e}") from None
 
 
 # --------------------------------------------------------------------------------------- preparation
@@ -211,27 +193,12 @@ def decode_mono(src: AudioSource, sample_rate: int = 8000) -> np.ndarray:
 
 def _normalising_gain(path: Path, pre: str) -> float | None:
     """The gain (dB) that brings the clip to LOUDNESS_TARGET_LUFS without its true peak passing
-    TRUE_PEAK_DBTP; None for silence (nothing to lift). Measured by ffmpeg's EBU R128 meter."""
-    proc = _run(
-        _cmd(
-            "ffmpeg",
-            "-hide_banner -nostats -nostdin -i",
-            path,
-            "-af",
-            [f"{pre},ebur128=peak=true"],
-            "-f null -",
-        ),
-        what="measure the loudness",
-    )
-    summary = proc.stderr.decode("utf-8", "replace").rpartition("Summary:")[2]
-    loudness = re.search(r"I:\s+(-?[\d.]+|-inf) LUFS", summary)
-    peak = re.search(r"True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS", summary)
-    if loudness is None or peak is None:
-        raise RenderError("Could not measure the loudness (ffmpeg printed no measurement).")
-    measured, true_peak = _float(loudness.group(1)), _float(peak.group(1))
-    if measured is None or measured <= -70 or true_peak is None:  # digital silence
-        return None
-    return min(LOUDNESS_TARGET_LUFS - measured, TRUE_PEAK_DBTP - true_peak)
+    TRUE_PEAK_DBTP; None for silence (nothing to lift)."""
+    try:
+        level = audio.measure(path, pre)
+    except audio.AudioError as e:
+        raise RenderError(str(e)) from None
+    return audio.normalising_gain(level, LOUDNESS_TARGET_LUFS, TRUE_PEAK_DBTP)
 
 
 def _prepare(
@@ -245,10 +212,11 @@ def _prepare(
     fade_out: float,
 ) -> float:
     """Cut, normalise and fade `path` into a 48 kHz stereo WAV at `out`; returns its duration."""
-    info = _probe_path(path)
-    if start < 0 or start >= info.duration:
-        raise RenderError(f"The start ({start:.1f} s) is outside the clip ({info.duration:.1f} s long).")
-    duration = info.duration - start
+    length = _probe_path(path).duration
+    assert length is not None  # _probe_path refuses files that do not state one
+    if start < 0 or start >= length:
+        raise RenderError(f"The start ({start:.1f} s) is outside the clip ({length:.1f} s long).")
+    duration = length - start
     if max_seconds is not None:
         if max_seconds <= 0:
             raise RenderError("The length to render must be more than 0 seconds.")
@@ -653,7 +621,12 @@ def render_x_video(
                 f":scale=log:legend=0,fps={fps}"
             )
         else:
-            anim = f"aformat=channel_layouts=mono,showwaves=s={band_w}x{band_h}:mode=cline:rate={fps}:scale=sqrt:colors=0x38bdf8"
+            # draw=full: newer ffmpeg (the imageio-ffmpeg wheel's) shades the waves by alpha, which the
+            # yuva420p conversion turns purple; 5.x draws the same either way.
+            anim = (
+                f"aformat=channel_layouts=mono,showwaves=s={band_w}x{band_h}:mode=cline:rate={fps}"
+                ":scale=sqrt:draw=full:colors=0x38bdf8"
+            )
         bar_h = max(2, _even(h // 120))
         graph = (
             # The card is decoded once and repeated (re-reading the PNG for every frame doubles the cost);
@@ -698,14 +671,10 @@ def check_x_video(video: bytes | str | os.PathLike[str]) -> list[str]:
     """Everything about `video` that X's hard limits forbid (empty list = acceptable), read by ffprobe."""
     with _as_path(video) as path:
         size = path.stat().st_size
-        proc = subprocess.run(
-            _cmd("ffprobe", "-v error -show_streams -show_format -of json", path),
-            capture_output=True,
-            check=False,
-        )
-    if proc.returncode != 0:
-        return ["the file is not a readable video"]
-    info = json.loads(proc.stdout)
+        try:
+            info = audio.probe_streams(path)
+        except audio.AudioError:
+            return ["the file is not a readable video"]
     problems: list[str] = []
     video_streams = [s for s in info.get("streams", []) if s.get("codec_type") == "video"]
     audio_streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]

@@ -1,4 +1,4 @@
-"""engine.audio against the real ffmpeg binaries, on files the tests make."""
+"""engine.audio (over db.audio) against the real ffmpeg binary, on files the tests make."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from db.audio import ffmpeg
 from engine.audio import (
     AudioError,
     human_seconds,
@@ -38,7 +39,7 @@ def _peak_hz(audio: np.ndarray, sr: int) -> float:
 
 
 def _convert(src: Path, dst: Path) -> Path:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), str(dst)], check=True)
+    subprocess.run([ffmpeg(), "-nostdin", "-v", "error", "-y", "-i", str(src), str(dst)], check=True)
     return dst
 
 
@@ -52,7 +53,7 @@ def sine_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("ext", ["wav", "mp3", "ogg", "flac"])
 def test_load_any_format_resampled_to_mono(sine_wav: Path, ext: str) -> None:
     path = sine_wav if ext == "wav" else _convert(sine_wav, sine_wav.with_suffix(f".{ext}"))
-    audio = load_audio(path, SR)
+    audio = load_audio(path, SR, max_seconds=10)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert abs(len(audio) / SR - 2.0) < 0.06  # mp3/ogg framing adds a few ms at most
     assert abs(_peak_hz(audio, SR) - 440.0) < 2.0
@@ -74,15 +75,15 @@ def test_corrupt_file_gets_a_clear_message(tmp_path: Path) -> None:
     bad = tmp_path / "song.mp3"
     bad.write_bytes(os.urandom(4096))
     with pytest.raises(AudioError, match="does not look like an audio file ffmpeg can read"):
-        load_audio(bad, SR)
+        load_audio(bad, SR, max_seconds=10)
     text = tmp_path / "notes.wav"
     text.write_text("these are my lyrics, not audio\n" * 20)
     with pytest.raises(AudioError, match="does not look like an audio file"):
-        load_audio(text, SR)
+        load_audio(text, SR, max_seconds=10)
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     with pytest.raises(AudioError, match="empty"):
-        load_audio(empty, SR)
+        load_audio(empty, SR, max_seconds=10)
 
 
 def test_truncated_file_is_refused_or_shorter(sine_wav: Path, tmp_path: Path) -> None:
@@ -91,16 +92,16 @@ def test_truncated_file_is_refused_or_shorter(sine_wav: Path, tmp_path: Path) ->
     cut = tmp_path / "cut.wav"
     cut.write_bytes(data[:44])
     with pytest.raises(AudioError):
-        load_audio(cut, SR)
+        load_audio(cut, SR, max_seconds=10)
 
 
 def test_huge_file_refused_before_decoding(tmp_path: Path) -> None:
     big = tmp_path / "big.wav"
     soundfile.write(big, _sine(3.0, SR), SR)
     with pytest.raises(AudioError, match=r"this file is \d+ KB; the prime can be at most 100 KB"):
-        load_audio(big, SR, max_bytes=100 * 1024)
+        load_audio(big, SR, max_bytes=100 * 1024, max_seconds=10)
     with pytest.raises(AudioError, match="at most 100 KB"):
-        load_audio_bytes(big.read_bytes(), SR, max_bytes=100 * 1024)
+        load_audio_bytes(big.read_bytes(), SR, max_bytes=100 * 1024, max_seconds=10)
 
 
 def test_too_long_file_refused_with_durations(tmp_path: Path) -> None:
@@ -118,7 +119,7 @@ def test_too_long_file_refused_with_durations(tmp_path: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="does not exist"):
-        load_audio(tmp_path / "nope.wav", SR)
+        load_audio(tmp_path / "nope.wav", SR, max_seconds=10)
 
 
 def test_write_wav_and_mp3_round_trip(tmp_path: Path) -> None:
@@ -133,7 +134,7 @@ def test_write_wav_and_mp3_round_trip(tmp_path: Path) -> None:
     write_mp3(tmp_path / "a.mp3", x, SR)
     info = probe(tmp_path / "a.mp3")
     assert info.codec == "mp3" and info.channels == 1
-    decoded = load_audio(tmp_path / "a.mp3", SR)
+    decoded = load_audio(tmp_path / "a.mp3", SR, max_seconds=10)
     assert abs(_peak_hz(decoded, SR) - 1000.0) < 3.0
     data = mp3_bytes(x, SR)
     assert data[:3] == b"ID3" or data[0] == 0xFF  # an ID3 tag or an MPEG frame sync

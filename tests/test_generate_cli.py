@@ -18,10 +18,12 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from db.audio import ffmpeg
 from db.settings import get_settings
 from engine.audio import probe
 from engine.cli import register
 from engine.pipeline import codes_from_npz
+from tests.audio_fixtures import lying_flac
 from tests.pipeline_fixtures import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +153,32 @@ def _kill_when(proc: subprocess.Popen[str], path: Path) -> None:
     assert proc.returncode == -9
 
 
+def test_generate_makes_every_file_with_no_ffmpeg_on_path(model_dir: Path, tmp_path: Path) -> None:
+    # A machine with nothing but Python: the ffmpeg of the imageio-ffmpeg wheel writes the MP3.
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    out = tmp_path / "song"
+    proc = _spawn(model_dir, out, {**os.environ, "PATH": str(empty)})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    for name in ("draft-1.wav", "draft-2.wav", "final.wav", "final.mp3", "codes.npz", "summary.json"):
+        assert (out / name).is_file(), name
+    assert probe(out / "final.mp3").codec == "mp3" and probe(out / "final.wav").channels == 1
+
+
+def test_a_prime_whose_header_lies_is_refused_without_decoding_it_all(
+    app: typer.Typer, model_dir: Path, tmp_path: Path
+) -> None:
+    # 10 minutes of audio whose FLAC header says 0.5 s: it used to be decoded whole (the 3-hour
+    # version of this took 2.7 GB and then failed a 30 GB allocation).
+    liar = lying_flac(tmp_path / "liar.flac", seconds=600, claimed=0.5, amplitude=0.0)
+    res = runner.invoke(app, [*_args(model_dir, tmp_path / "x"), "--prime", str(liar)])
+    assert res.exit_code == 2, res.output
+    assert "longer than 1 s (though its header says otherwise); the prime can be at most that long" in (
+        " ".join(res.output.split())
+    )
+
+
 def test_killed_generate_resumes_exactly(app: typer.Typer, model_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ}
     ref, out = tmp_path / "ref", tmp_path / "killed"
@@ -195,7 +223,7 @@ def test_primes_and_their_errors(
     sine = tmp_path / "sine.ogg"
     t = np.arange(int(0.5 * 22050)) / 22050
     soundfile.write(tmp_path / "sine.wav", (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 22050)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "sine.wav"), str(sine)], check=True)
+    subprocess.run([ffmpeg(), "-v", "error", "-y", "-i", str(tmp_path / "sine.wav"), str(sine)], check=True)
     res = runner.invoke(app, [*_args(model_dir, tmp_path / "from-audio", "--json"), "--prime", str(sine)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["prime_seconds"] == pytest.approx(0.5, abs=0.03)  # Vorbis pads a little

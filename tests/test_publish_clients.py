@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from db.audio import ffmpeg
 from db.database import Database
 from publisher import render
 from publisher.errors import Outcome, PublishError
@@ -163,6 +164,20 @@ async def test_x_429_with_a_far_reset_is_rescheduled(fx: FakeX, http: httpx.Asyn
     assert "429" in err.value.message and fx.tweets == []
 
 
+async def test_x_429_with_a_malformed_retry_after_is_rescheduled_not_unexpected(
+    fx: FakeX, http: httpx.AsyncClient
+) -> None:
+    # A Retry-After that is neither seconds nor an HTTP date: the default wait (60 s) applies, which
+    # is longer than max_wait, so the publication is rescheduled (it used to escape as ValueError).
+    fx.script("POST", "/2/tweets", respond(429, {"title": "Too Many Requests"}, {"retry-after": "soon-ish"}))
+    before = time.time()
+    with pytest.raises(PublishError) as err:
+        await x_client(fx, http).create_post("later")
+    assert err.value.outcome is Outcome.retry and err.value.retry_at is not None
+    assert 55 <= err.value.retry_at.timestamp() - before <= 65
+    assert fx.tweets == []
+
+
 async def test_x_empty_bucket_waits_before_calling(fx: FakeX, http: httpx.AsyncClient) -> None:
     fx.set_rate_limit("GET /2/users/me", 75, 1, reset_in=1.0)
     client = x_client(fx, http)
@@ -181,7 +196,7 @@ async def test_x_rejected_media_is_a_permanent_failure_with_xs_reason(
     bad = Path(str(tmp_path)) / "bad.mp4"
     subprocess.run(
         [
-            "ffmpeg",
+            ffmpeg(),
             "-v",
             "error",
             "-f",

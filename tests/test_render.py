@@ -4,7 +4,6 @@ pictures, and clear errors for empty or corrupt audio."""
 from __future__ import annotations
 
 import io
-import json
 import re
 import subprocess
 import wave
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from db.audio import ffmpeg, probe_streams
 from publisher import render
 from publisher.render import RenderError, TitleCard
 from tests.publish_fixtures import tone_wav
@@ -22,19 +22,14 @@ from tests.publish_fixtures import tone_wav
 def ffprobe(data: bytes, tmp_path: Path, name: str = "probe.bin") -> dict:
     path = tmp_path / name
     path.write_bytes(data)
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        capture_output=True,
-        check=True,
-    )
-    return json.loads(out.stdout)
+    return probe_streams(path)  # ffprobe's JSON (through ffmpeg's banner where there is no ffprobe)
 
 
 def integrated_loudness(data: bytes, tmp_path: Path) -> float:
     path = tmp_path / "loud.bin"
     path.write_bytes(data)
     proc = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
+        [ffmpeg(), "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
         capture_output=True,
         check=True,
     )
@@ -158,7 +153,7 @@ def test_x_video_passes_x_limits_by_ffprobe(tmp_path: Path) -> None:
     # The title card is really in the picture: the top band is not flat background.
     frame = subprocess.run(
         [
-            "ffmpeg",
+            ffmpeg(),
             "-v",
             "error",
             "-ss",
@@ -201,7 +196,7 @@ def test_check_x_video_finds_what_x_refuses(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
     subprocess.run(
         [
-            "ffmpeg",
+            ffmpeg(),
             "-v",
             "error",
             "-f",

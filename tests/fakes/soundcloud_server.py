@@ -18,15 +18,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
-import json
 import secrets
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from db.audio import AudioError, probe_streams
 from tests.fakes.publish_http import FakeHTTPServer, Request, Response
 
 TRACK_FIELDS = {
@@ -277,11 +276,8 @@ class FakeSoundCloud(FakeHTTPServer):
         with tempfile.NamedTemporaryFile() as f:
             f.write(data)
             f.flush()
-            proc = subprocess.run(
-                ["ffprobe", "-v", "error", "-show_streams", "-of", "json", f.name],
-                capture_output=True,
-                check=False,
-            )
-        if proc.returncode != 0:
-            return False
-        return any(s.get("codec_type") == "audio" for s in json.loads(proc.stdout).get("streams", []))
+            try:
+                info = probe_streams(f.name)
+            except AudioError:
+                return False
+        return any(s.get("codec_type") == "audio" for s in info.get("streams", []))

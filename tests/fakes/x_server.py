@@ -22,7 +22,6 @@ import hmac
 import itertools
 import json
 import secrets
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
+from db.audio import AudioError, probe_streams
 from tests.fakes.publish_http import FakeHTTPServer, Request, Response
 
 MEDIA_TYPES = {
@@ -405,14 +405,10 @@ class FakeX(FakeHTTPServer):
         with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
             f.write(data)
             f.flush()
-            proc = subprocess.run(
-                ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", f.name],
-                capture_output=True,
-                check=False,
-            )
-        if proc.returncode != 0:
-            return "UnsupportedMedia."
-        info = json.loads(proc.stdout)
+            try:
+                info = probe_streams(f.name)
+            except AudioError:
+                return "UnsupportedMedia."
         video = [s for s in info["streams"] if s["codec_type"] == "video"]
         audio = [s for s in info["streams"] if s["codec_type"] == "audio"]
         if len(video) != 1 or video[0].get("codec_name") != "h264" or video[0].get("profile") != "High":
