@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from engine.checkpoints import CheckpointError, read_checkpoint
 from engine.config import PriorConfig, VQVAEConfig
 from engine.model import load_model
 from engine.sample import NoiseKey, Plan, SamplingSettings, pick_tokens, run_plan
-from engine.train_prior import ClipCodes, PriorBatcher, prior_loss
 from tests.engine_reference import (
     SMALL_PRIORS,
     SMALL_VQVAE,
@@ -358,31 +358,31 @@ def test_two_level_model_samples_and_continues_like_the_original(two_level: dict
         assert np.array_equal(a[:, : p.shape[1]], p)
 
 
-def test_two_level_model_fine_tunes(two_level: dict[str, Any]) -> None:
-    """One training step of each level through the training code's own batcher and loss."""
-    model = load_model(two_level["folder"], device="cpu")
-    g = np.random.default_rng(0)
-    clip = ClipCodes(
-        "clip",
-        [g.integers(0, 64, 512).astype(np.int16), g.integers(0, 64, 128).astype(np.int16)],
-        0,
-        (),
-        (),
-        0,
-        0,
+def test_two_level_model_fine_tunes_with_the_training_command(
+    two_level: dict[str, Any], tmp_path: Path
+) -> None:
+    """`jukebot train prior|upsampler --config FOLDER --init-from FOLDER` on the original's files."""
+    from engine.train import TrainError, train
+    from tests.test_train import make_folder
+
+    folder = two_level["folder"]
+    data = make_folder(tmp_path / "data", n=3, seconds=1.0)
+    out = tmp_path / "tuned"
+    common: dict[str, Any] = dict(
+        steps=2, batch_size=2, progress=False, val_every=0, init_from=folder, vqvae=folder / "vqvae.pth.tar"
     )
-    gen = torch.Generator().manual_seed(0)
-    for level in (1, 0):
-        prior = model.prior(level).requires_grad_(True).train()
-        batcher = PriorBatcher([clip], prior)
-        batch = batcher.make(batcher.sample(B, gen), gen, torch.device("cpu"))
-        opt = torch.optim.SGD(prior.parameters(), lr=1e-3)
-        first, _ = prior_loss(prior, batch)
-        first.backward()
-        opt.step()
-        with torch.no_grad():
-            second, _ = prior_loss(prior, batch)
-        assert torch.isfinite(first) and float(second) < float(first)
+    for kind, level, part in (("prior", None, "prior_level_1"), ("upsampler", None, "prior_level_0")):
+        s = train(kind, folder, data, out, level=level, **common)
+        assert s.part == part and s.step == 2 and s.loss is not None and np.isfinite(s.loss)
+    with pytest.raises(TrainError, match=r"an upsampler is level 0, not 1"):
+        train("upsampler", folder, data, out, level=1, **common)
+    shutil.copy(folder / "vqvae.pth.tar", out / "vqvae.pth.tar")
+    tuned = load_model(out, device="cpu")
+    assert tuned.config.vqvae.levels == 2
+    before = load_model(folder, device="cpu")
+    for level in (0, 1):  # the weights moved from where they started
+        a, b = tuned.prior(level).state_dict(), before.prior(level).state_dict()
+        assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("order", sorted(SUMMARY_PRIORS))
@@ -409,3 +409,37 @@ def test_summary_attention_orders_match_the_original(order: int, two_level: dict
         want = run_plan(plan, lambda lv: ReferencePrior(ref), lambda lv, w: None, start, device=dev)
     got = run_plan(plan, lambda lv: ours, lambda lv, w: None, start, device=dev)
     assert np.array_equal(got[1], want[1])
+
+
+def test_two_level_model_makes_a_song_and_continues_it_through_the_song_runner(
+    two_level: dict[str, Any],
+) -> None:
+    """Drafts at the top level (1), upsampling of the levels below, a continuation of the clip."""
+    from engine.pipeline import (
+        Engine,
+        Prompt,
+        SongRequest,
+        codes_to_npz,
+        continue_from,
+        make_drafts,
+        upsample,
+    )
+
+    engine = Engine(load_model(two_level["folder"], device="cpu"))
+    assert engine.top_level == 1
+    settings = engine.sampling_settings(temperature=0.9)
+    assert settings.temperatures == (0.99, 0.9) and settings.hop_fractions == (0.5, 0.5)
+    request = SongRequest("anyone", "anything", seconds=0.2, seed=3, settings=settings)
+    drafts = make_drafts(engine, request, n=2)
+    t_top = drafts.codes.shape[1]
+    assert drafts.codes.shape == (2, t_top) and drafts.previews.shape == (2, t_top * 32)
+    final = upsample(engine, request, drafts.codes[1], draft_index=1)
+    assert [c.shape for c in final.codes] == [(1, t_top * 4), (1, t_top)]
+    assert np.array_equal(final.codes[1][0], drafts.codes[1]) and final.audio.shape == (t_top * 32,)
+
+    prompt = Prompt.from_clip_codes(engine, codes_to_npz(final.codes), seconds=0.05, source="clip")
+    more = continue_from(
+        engine, SongRequest("anyone", "anything", seconds=0.1, seed=4, settings=settings), 1, prompt
+    )
+    assert np.array_equal(more.codes[:, : prompt.top_tokens], prompt.codes[1])
+    assert more.codes.shape[1] > prompt.top_tokens
