@@ -7,6 +7,9 @@ layer has one attention kind (the original's `attn_func`), picked per layer by `
     1 block      earlier positions of its own row        cache: one row (block_ctx keys)
     2 transpose  same column in every earlier row        cache: all keys, laid out [column, row]
     3 previous   the whole previous row (not its own)    cache: two rows, used as a ring
+    4 summary    the last position of every earlier row  cache: one key per row
+    5 summary    the last `spread` positions of every    cache: `spread` keys per row
+      (spread)   earlier row
     6 cross      the lyric encoder's keys/values         cache: encoder keys, computed at prefill
     7 prime      the first `prime_len` positions (lyric  cache: prime_len keys
                  prefix), causally
@@ -34,6 +37,8 @@ KIND_NAMES = {
     BLOCK: "block",
     TRANSPOSE: "transpose",
     PREV: "previous",
+    SUMMARY: "summary",
+    SUMMARY_SPREAD: "summary-spread",
     CROSS: "cross",
     PRIME: "prime",
 }
@@ -59,10 +64,7 @@ ATTN_ORDERS: dict[int, Callable[[int], int]] = {
 def layer_kinds(attn_order: int, depth: int) -> list[int]:
     if attn_order not in ATTN_ORDERS:
         raise ConfigError(f"unknown attn_order {attn_order}")
-    kinds = [ATTN_ORDERS[attn_order](d) for d in range(depth)]
-    if {SUMMARY, SUMMARY_SPREAD} & set(kinds):
-        raise ConfigError(f"attn_order {attn_order} uses summary attention, which no released model uses")
-    return kinds
+    return [ATTN_ORDERS[attn_order](d) for d in range(depth)]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Geometry:
     blocks: int | None
     prime_len: int | None = None  # lyric prefix length (prefix models)
     encoder_len: int = 0  # lyric encoder positions (separate models)
+    spread: int | None = None  # summary-spread attention: keys per row
 
     @property
     def block_ctx(self) -> int:
@@ -86,6 +89,24 @@ class Geometry:
         if self.prime_len is None or not self.blocks:
             raise ConfigError("prime attention needs prime_len and blocks")
         return (self.prime_len // self.blocks + 1) * self.blocks
+
+    def summary_width(self, kind: int) -> int:
+        """Keys per row of a summary layer: its last position, or its last `spread` positions."""
+        if kind == SUMMARY:
+            return 1
+        if not self.spread or self.spread > self.block_ctx:
+            raise ConfigError(
+                f"summary-spread attention needs 1 <= spread <= {self.block_ctx}, got {self.spread}"
+            )
+        return self.spread
+
+    def summary_positions(self, kind: int, device: torch.device | None = None) -> Tensor:
+        """Window position of each key of a summary layer, the original's layout: one group of
+        zero keys (seen by every query; position -1), then the last keys of rows 0..blocks-2."""
+        w, bc = self.summary_width(kind), self.block_ctx
+        g = torch.arange(self.seq_len // bc, device=device)[:, None]
+        pos = g * bc - w + torch.arange(w, device=device)[None]
+        return torch.where(g == 0, -1, pos).reshape(-1)
 
 
 @dataclass
@@ -107,6 +128,8 @@ def cache_shape(kind: int, geo: Geometry, batch: int, heads: int, head_dim: int)
         mid = (min(geo.prime_keys, geo.seq_len),)
     elif kind == CROSS:
         mid = (geo.encoder_len,)
+    elif kind in (SUMMARY, SUMMARY_SPREAD):
+        mid = (geo.summary_positions(kind).numel(),)
     else:  # pragma: no cover - rejected by layer_kinds
         raise ConfigError(f"no cache for attention kind {kind}")
     return (batch, heads, *mid, head_dim)
@@ -133,6 +156,8 @@ def step_masks(
             m = torch.arange(2 * geo.block_ctx, device=dev)[None] // geo.block_ctx == prev_slot
         elif kind == PRIME:
             m = torch.arange(min(geo.prime_keys, geo.seq_len), device=dev)[None] <= s_
+        elif kind in (SUMMARY, SUMMARY_SPREAD):
+            m = geo.summary_positions(kind, dev)[None] <= s_
         else:
             continue
         m = m[:, None, None, :]
@@ -194,6 +219,8 @@ class FactoredAttention(nn.Module):
         self.scale = (1.0 / math.sqrt(math.sqrt(self.head_dim))) ** 2
         if kind in (BLOCK, TRANSPOSE, PREV):
             _ = geo.block_ctx  # fail at construction, not at the first forward
+        if kind in (SUMMARY, SUMMARY_SPREAD):
+            _ = geo.summary_width(kind)
         if kind == PRIME:
             _ = geo.prime_keys
 
@@ -255,6 +282,8 @@ class FactoredAttention(nn.Module):
             p = min(self.geo.prime_keys, s)
             mask = torch.arange(p, device=q.device)[None] <= torch.arange(s, device=q.device)[:, None]
             return self._sdpa(q, k[:, :, :p], v[:, :, :p], mask=mask)
+        if kind in (SUMMARY, SUMMARY_SPREAD):
+            return self._attend_summary(q, k, v)
         b, h, _, d = q.shape
         qb, kb, vb = self._blocked(q), self._blocked(k), self._blocked(v)
         nb, bc = qb.shape[2], qb.shape[3]
@@ -280,6 +309,26 @@ class FactoredAttention(nn.Module):
             raise ConfigError(f"attention kind {kind}")
         return a[:, :, :s]
 
+    def _summary_keys(self, t: Tensor) -> Tensor:
+        """[B, H, S, D] -> the summary keys (or values) [B, H, keys, D] in the cache's layout."""
+        w, geo = self.geo.summary_width(self.kind), self.geo
+        t = F.pad(t, (0, 0, 0, geo.seq_len - t.shape[2]))  # positions not yet there: masked
+        rows = t.view(t.shape[0], t.shape[1], -1, geo.block_ctx, t.shape[3])[:, :, :-1, -w:]
+        return F.pad(rows, (0, 0, 0, 0, 1, 0)).flatten(2, 3)
+
+    def _attend_summary(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        # The original's "summary" mask: a key is seen from its own position on.
+        pos = self.geo.summary_positions(self.kind, q.device)
+        mask = pos[None] <= torch.arange(q.shape[2], device=q.device)[:, None]
+        return self._sdpa(q, self._summary_keys(k), self._summary_keys(v), mask=mask)
+
+    def _summary_slot(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        """Cache slot of the key at positions `s`, and whether that position has one."""
+        w, bc = self.geo.summary_width(self.kind), self.geo.block_ctx
+        j = s % bc - (bc - w)
+        has = (j >= 0) & (s // bc + 1 < self.geo.seq_len // bc)
+        return torch.where(has, (s // bc + 1) * w + j, 0), has
+
     def _fill(self, cache: LayerCache, k: Tensor, v: Tensor, rows: Tensor | None) -> None:
         """Write what later single steps need of positions 0..S-1 into the cache rows."""
         for dst, src in ((cache.k, k), (cache.v, v)):
@@ -297,6 +346,8 @@ class FactoredAttention(nn.Module):
             elif kind == PRIME:
                 p = min(new.shape[2], s)
                 new[:, :, :p] = src[:, :, :p]
+            elif kind in (SUMMARY, SUMMARY_SPREAD):
+                new.copy_(self._summary_keys(src))
             else:
                 bc = self.geo.block_ctx
                 if kind == BLOCK:
@@ -337,6 +388,11 @@ class FactoredAttention(nn.Module):
                 slot = s % self.geo.block_ctx
             elif kind == PREV:
                 slot = s % (2 * self.geo.block_ctx)
+            elif kind in (SUMMARY, SUMMARY_SPREAD):  # only the last positions of a row have keys
+                slot, has = self._summary_slot(s)
+                keep = ~has[:, None, None]
+                k1 = torch.where(keep, cache.k[rows, :, slot], k1)
+                v1 = torch.where(keep, cache.v[rows, :, slot], v1)
             else:  # PRIME: keys exist only for the first prime_keys positions
                 n = cache.k.shape[2]
                 slot = s.clamp(max=n - 1)

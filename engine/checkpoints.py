@@ -390,7 +390,14 @@ _SAFE = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "dtype"),
     ("builtins", "slice"),
+    # Pickle protocol 2 (torch.save's default) writes the bytes inside a numpy scalar as
+    # `_codecs.encode(text, "latin1")`; the original's hps hold such scalars (torch allows it too).
+    ("_codecs", "encode"),
 }
+
+
+class RefusedObject(pickle.UnpicklingError):
+    """A checkpoint names a Python object that is not on the allow-list."""
 
 
 class _WhitelistUnpickler(pickle.Unpickler):
@@ -402,7 +409,7 @@ class _WhitelistUnpickler(pickle.Unpickler):
             and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype))
         ):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
+        raise RefusedObject(f"{module}.{name}")
 
 
 _whitelist_pickle = types.ModuleType("jukebot_whitelist_pickle")
@@ -424,6 +431,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_whitelist_pickle)
     except CheckpointError:
         raise
+    except RefusedObject as e:
+        raise CheckpointError(
+            f"{path}: not loaded: it holds {e}, which is not allowed in a checkpoint (only tensors, "
+            "numbers, strings, containers and the original's hparams are read, never code)"
+        ) from None
     except Exception as e:
         size = path.stat().st_size
         raise CheckpointError(

@@ -123,8 +123,8 @@ class VQVAEConfig:
     reverse_decoder_dilation: bool = True
 
     def __post_init__(self) -> None:
-        if self.levels != 3:
-            raise ConfigError(f"jukebot models have 3 levels, this config has {self.levels}")
+        if self.levels < 1:
+            raise ConfigError(f"a VQ-VAE needs at least one level, this config has {self.levels}")
         if not (len(self.downs_t) == len(self.strides_t) == len(self.multipliers) == self.levels):
             raise ConfigError("downs_t, strides_t and multipliers need one entry per level")
 
@@ -269,9 +269,15 @@ class PriorConfig:
         return (4 + self.max_bow_genre_size + self.n_tokens) if self.labels else 0
 
     @classmethod
-    def from_hparams(cls, hps: Mapping[str, Any], *, l_bins: int | None = None) -> PriorConfig:
-        """Build from the original hparam names (`prior_width`, `single_enc_dec`, `cond_width`, ...)."""
+    def from_hparams(
+        cls, hps: Mapping[str, Any], *, l_bins: int | None = None, levels: int | None = None
+    ) -> PriorConfig:
+        """Build from the original hparam names (`prior_width`, `single_enc_dec`, `cond_width`, ...).
+        `levels` is the VQ-VAE's (the top prior is level `levels - 1`; 3 when not given). The hps'
+        own `levels` is not used: the original builds a prior from its VQ-VAE's levels, and an hps
+        set merged with the original DEFAULTS says 2 for a 3-level model."""
         h = {**_PRIOR_DEFAULTS, **hps}
+        n_levels = 3 if levels is None else int(levels)
         if h["pos_init"] or h["prime_pos_init"]:
             raise ConfigError("pos_init=True priors are not supported")
         if h["copy_input"]:
@@ -300,7 +306,7 @@ class PriorConfig:
             )
         labels = bool(h["labels"])
         y_bins = h["y_bins"]
-        top = level == 2
+        top = level == n_levels - 1
         cond = None
         if not top:
             cond = ConditionerConfig(
@@ -328,7 +334,8 @@ class PriorConfig:
             res_scale=bool(h["res_scale"]),
             zero_out=bool(h["zero_out"]),
             spread=h["spread"],
-            merged_decoder=bool(h["merged_decoder"]),
+            # The original's single_enc_dec branch never passes merged_decoder on: always unmerged.
+            merged_decoder=bool(h["merged_decoder"]) and lyrics != "prefix",
             fp16_params=bool(h["fp16_params"]),
             labels=labels,
             labels_version="v3" if h["labels_v3"] else "v2",
@@ -359,14 +366,17 @@ class CustomLabels:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A whole model: the VQ-VAE and one prior per level (index 0 = finest, 2 = top)."""
+    """A whole model: the VQ-VAE and one prior per level (index 0 = finest, the last = top; the
+    released models have 3 levels, the original code trains any number)."""
 
     name: str
     vqvae: VQVAEConfig
-    priors: tuple[PriorConfig, PriorConfig, PriorConfig]
+    priors: tuple[PriorConfig, ...]
     custom_labels: CustomLabels | None = None
 
     def __post_init__(self) -> None:
+        if len(self.priors) != self.vqvae.levels:
+            raise ConfigError(f"{len(self.priors)} priors for a VQ-VAE of {self.vqvae.levels} levels")
         for level, p in enumerate(self.priors):
             if p.level != level:
                 raise ConfigError(f"prior {level} says it is level {p.level}")

@@ -35,7 +35,12 @@ from engine.config import (
 from engine.prior import JukeboxPrior
 from engine.vqvae import VQVAE
 
-PARTS = ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2")
+PARTS = ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2")  # the released models' files
+
+
+def parts_of(levels: int) -> tuple[str, ...]:
+    """The files of a model with `levels` levels: the VQ-VAE and one prior per level."""
+    return ("vqvae", *(f"prior_level_{i}" for i in range(levels)))
 
 
 @dataclass
@@ -62,16 +67,16 @@ class JukeboxModel(nn.Module):
         self.config = config
         self.vqvae = VQVAE(config.vqvae)
         self._priors = nn.ModuleDict()
-        for level in range(3) if levels is None else levels:
+        for level in range(config.vqvae.levels) if levels is None else levels:
             self._priors[str(level)] = JukeboxPrior(config.priors[level], config.vqvae)
         self.source: ModelSource | None = None
         self.prior_dtype: torch.dtype = torch.float32
 
     @property
     def priors(self) -> list[JukeboxPrior | None]:
-        """Priors by level (0, 1, 2 = top); None where a level is not loaded."""
+        """Priors by level (0 = finest, the last = top); None where a level is not loaded."""
         loaded = dict(self._priors.items())
-        return [loaded.get(str(i)) for i in range(3)]  # type: ignore[misc]
+        return [loaded.get(str(i)) for i in range(self.config.vqvae.levels)]  # type: ignore[misc]
 
     @property
     def sample_rate(self) -> int:
@@ -116,27 +121,37 @@ class JukeboxModel(nn.Module):
 
 
 def _folder_source(folder: Path) -> ModelSource:
-    files = {p: folder / f"{p}.pth.tar" for p in PARTS if (folder / f"{p}.pth.tar").exists()}
     sampling = sampling_defaults(folder)  # checked now: a broken sampling.json fails at load time
+
+    def present(parts: tuple[str, ...]) -> dict[str, Path]:
+        return {p: folder / f"{p}.pth.tar" for p in parts if (folder / f"{p}.pth.tar").exists()}
+
     if (folder / "model.json").exists():
-        return ModelSource(ModelConfig.load(folder / "model.json"), files, sampling=sampling)
-    # Files written by the original training code carry their hparams.
-    missing = [p for p in PARTS if p not in files]
+        config = ModelConfig.load(folder / "model.json")
+        return ModelSource(config, present(parts_of(config.vqvae.levels)), sampling=sampling)
+    # Files written by the original training code carry their hparams; the VQ-VAE's say how many
+    # levels (and so prior files) the model has.
+    vq_file = folder / "vqvae.pth.tar"
+    vq_hps = hparams_of(read_checkpoint(vq_file)) if vq_file.exists() else None
+    n_levels = VQVAEConfig.from_hparams(vq_hps).levels if vq_hps is not None else 3
+    parts = parts_of(n_levels)
+    files = present(parts)
+    missing = [p for p in parts if p not in files]
     if missing:
         raise CheckpointError(
             f"{folder}: no model.json, and these files are missing: "
             + ", ".join(f"{p}.pth.tar" for p in missing)
         )
-    hps = {p: hparams_of(read_checkpoint(files[p])) for p in PARTS}
+    hps = {p: hparams_of(read_checkpoint(files[p])) for p in parts}
     without = [p for p, h in hps.items() if h is None]
     if without:
         raise CheckpointError(f"{folder}: no model.json, and {', '.join(without)} carry no hparams ('hps')")
     vq = VQVAEConfig.from_hparams(hps["vqvae"])  # type: ignore[arg-type]
     priors = tuple(
-        PriorConfig.from_hparams(hps[f"prior_level_{i}"], l_bins=vq.l_bins)  # type: ignore[arg-type]
-        for i in range(3)
+        PriorConfig.from_hparams(hps[f"prior_level_{i}"], l_bins=vq.l_bins, levels=vq.levels)  # type: ignore[arg-type]
+        for i in range(vq.levels)
     )
-    return ModelSource(ModelConfig(folder.name, vq, priors), files, sampling=sampling)  # type: ignore[arg-type]
+    return ModelSource(ModelConfig(folder.name, vq, priors), files, sampling=sampling)
 
 
 def model_source(name_or_path: str | Path, *, settings: Any = None, progress: bool = True) -> ModelSource:
@@ -183,6 +198,6 @@ def load_from_source(
     model.prior_dtype = dtype
     load_into(model.vqvae, source.path("vqvae"), f"VQ-VAE of {source.config.name}")
     model.vqvae.eval().requires_grad_(False).to(device)
-    for level in range(3) if levels is None else levels:
+    for level in range(source.config.vqvae.levels) if levels is None else levels:
         model.load_level(level)
     return model

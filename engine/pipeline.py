@@ -34,7 +34,7 @@ from torch import Tensor
 from engine.labels import Labeller, LabelsError, SongLabels
 from engine.resume import Checkpointer, request_digest, resumable_run
 from engine.sample import Hooks, NoiseKey, Plan, SamplingSettings, run_plan
-from engine.windows import Window, round_sample_length, tokens_per_level
+from engine.windows import DEFAULT_HOP_FRACTIONS, Window, round_sample_length, tokens_per_level
 
 if TYPE_CHECKING:
     from engine.config import ModelConfig, SamplingDefaults
@@ -130,8 +130,10 @@ def codes_from_npz(data: bytes, *, name: str = "codes") -> list[np.ndarray]:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             levels = sorted(int(k.split("_")[1]) for k in z.files if k.startswith("level_"))
-            if levels != [0, 1, 2]:
-                raise PipelineError(f"{name} does not hold the codes of levels 0, 1 and 2")
+            if not levels or levels != list(range(len(levels))):
+                raise PipelineError(
+                    f"{name} does not hold the codes of every level from 0 up (it has {levels})"
+                )
             codes = [z[f"level_{i}"].astype(np.int64) for i in levels]
     except PipelineError:
         raise
@@ -194,6 +196,15 @@ class Engine:
         return tuple(self.config.vqvae.hop_lengths)
 
     @property
+    def levels(self) -> int:
+        return self.config.vqvae.levels
+
+    @property
+    def top_level(self) -> int:
+        """The drafts' level: 2 for the released models, `levels - 1` for any model."""
+        return self.levels - 1
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.model.prior_dtype
 
@@ -210,19 +221,25 @@ class Engine:
         `temperature` for the drafts (level 2), `upsample_temperature` for levels 1 and 0.
         Every caller that builds a SongRequest for a person (generate, the worker) goes through
         here, so a model's sampling.json applies everywhere."""
-        temps = self.sampling.resolve(temperature, upsample_temperature)
-        return SamplingSettings(temperatures=temps, **kw)
+        t0, t1, t2 = self.sampling.resolve(temperature, upsample_temperature)
+        if self.levels == 3:
+            return SamplingSettings(temperatures=(t0, t1, t2), **kw)
+        # Another number of levels (a model the original code trained): the top temperature at the
+        # top, the upsamplers' below it; hop fractions by level as the original indexes them.
+        temps = tuple(t2 if lv == self.top_level else (t0 if lv == 0 else t1) for lv in range(self.levels))
+        hops = tuple(DEFAULT_HOP_FRACTIONS[lv] if lv < 3 else 0.5 for lv in range(self.levels))
+        return SamplingSettings(temperatures=temps, **{"hop_fractions": hops, **kw})  # type: ignore[arg-type]
 
     def prior(self, level: int) -> JukeboxPrior:
         if self.swap_levels:
-            for other in range(3):
+            for other in range(self.levels):
                 if other != level and self.model.priors[other] is not None:
                     self.model.unload_level(other)
         p = self.model.priors[level]
         return p if p is not None else self.model.load_level(level)
 
     def release_priors(self) -> None:
-        for level in range(3):
+        for level in range(self.levels):
             self.model.unload_level(level)
 
     def sample_length(self, seconds: float) -> int:
@@ -230,6 +247,8 @@ class Engine:
 
     def check_codes(self, codes: Sequence[np.ndarray], what: str) -> None:
         bins = self.config.vqvae.l_bins
+        if len(codes) != self.levels:
+            raise PipelineError(f"{what} holds {len(codes)} levels of codes; this model has {self.levels}")
         tops = codes[-1].shape[1]
         for lv, c in enumerate(codes):
             if c.ndim != 2 or c.shape[1] != tops * self.hop_lengths[-1] // self.hop_lengths[lv]:
@@ -240,7 +259,7 @@ class Engine:
     @torch.inference_mode()
     def encode(self, audio: np.ndarray) -> list[np.ndarray]:
         x = torch.as_tensor(np.asarray(audio, dtype=np.float32))[None].to(self.device)
-        zs = self.model.vqvae.encode(x, 0, 3)
+        zs = self.model.vqvae.encode(x)
         return [z.to("cpu").numpy().astype(np.int64) for z in zs]
 
     @torch.inference_mode()
@@ -297,7 +316,7 @@ class WindowLabels:
         if top.labels:
             # The timing embedding only knows songs of at least min_duration; a shorter song is
             # sampled as the beginning of a song of that length.
-            self.total_length = Labeller.for_prior(cfg, 2).label_total_length(sample_length)
+            self.total_length = Labeller.for_prior(cfg, engine.top_level).label_total_length(sample_length)
         if (
             top.labels
             and top.max_duration is not None
@@ -307,16 +326,17 @@ class WindowLabels:
         self.labellers: dict[int, Labeller] = {}
         self.songs: dict[int, SongLabels] = {}
         self.notes: list[str] = []
-        for level in (2, 1, 0):
+        top_level = engine.top_level
+        for level in reversed(range(engine.levels)):
             if not cfg.priors[level].labels:
                 continue
             lab = Labeller.for_prior(cfg, level)
             try:
-                song = lab.encode(request.artist, request.genre, request.lyrics, strict=level == 2)
+                song = lab.encode(request.artist, request.genre, request.lyrics, strict=level == top_level)
             except LabelsError as e:
                 raise PipelineError(str(e)) from e
             self.labellers[level], self.songs[level] = lab, song
-            if level == 2:
+            if level == top_level:
                 self.notes = list(song.notes)
 
     def __call__(self, level: int, w: Window) -> Tensor | None:
@@ -333,8 +353,8 @@ class WindowLabels:
 
 @dataclass
 class Drafts:
-    codes: np.ndarray  # level-2 codes [n, T2]
-    previews: np.ndarray  # level-2 decodes [n, samples]
+    codes: np.ndarray  # top-level (2 for the released models) codes [n, T_top]
+    previews: np.ndarray  # top-level decodes [n, samples]
     sample_length: int
     prompt_seconds: float
     notes: list[str]
@@ -400,8 +420,11 @@ def make_drafts(
         raise PipelineError("ask for at least one draft")
     sample_length = song_length(engine, request, prompt)
     labels = WindowLabels(engine, request, sample_length, n)
-    plan = engine.plan((2,), n, sample_length, NoiseKey(request.seed, DRAFT_STREAM), request.settings)
-    start = prompt.tiled(n) if prompt is not None else [np.zeros((n, 0), dtype=np.int64) for _ in range(3)]
+    top = engine.top_level
+    plan = engine.plan((top,), n, sample_length, NoiseKey(request.seed, DRAFT_STREAM), request.settings)
+    start = (
+        prompt.tiled(n) if prompt is not None else [np.zeros((n, 0), dtype=np.int64) for _ in range(top + 1)]
+    )
     extra = {
         "stage": "drafts",
         "request": request_digest(
@@ -409,9 +432,9 @@ def make_drafts(
         ),
     }
     codes = _run(plan, engine, labels, start, checkpointer, extra, hooks, checkpoint_every)
-    previews = engine.decode(codes[2], 2) if decode else np.zeros((n, 0), dtype=np.float32)
+    previews = engine.decode(codes[top], top) if decode else np.zeros((n, 0), dtype=np.float32)
     return Drafts(
-        codes[2],
+        codes[top],
         previews,
         sample_length,
         0.0 if prompt is None else prompt.seconds(engine),
@@ -432,8 +455,8 @@ def upsample(
     decode: bool = True,
     checkpoint_every: float = 0.0,
 ) -> Final:
-    """Levels 1 and 0 for one draft's level-2 codes, then the final audio. With a prompt, its
-    level-1 and level-0 codes are kept and only the rest is sampled. `checkpoint_every` > 0 saves
+    """The levels below the top (1 and 0) for one draft's top-level codes, then the final audio.
+    With a prompt, its lower-level codes are kept and only the rest is sampled. `checkpoint_every` > 0 saves
     checkpoints at most that often (see engine.resume.resumable_run)."""
     top = np.asarray(level2, dtype=np.int64)
     top = top[None] if top.ndim == 1 else top
@@ -441,15 +464,16 @@ def upsample(
         raise ValueError("upsample takes the codes of one draft")
     hops = engine.hop_lengths
     sample_length = top.shape[1] * hops[-1]
-    if prompt is not None and not np.array_equal(top[:, : prompt.top_tokens], prompt.codes[2]):
+    if prompt is not None and not np.array_equal(top[:, : prompt.top_tokens], prompt.codes[-1]):
         raise PipelineError("the draft does not start with the prime it should continue")
     labels = WindowLabels(engine, request, sample_length, 1)
+    below = tuple(reversed(range(engine.top_level)))
     plan = engine.plan(
-        (1, 0), 1, sample_length, NoiseKey(request.seed, DRAFT_STREAM + 1 + draft_index), request.settings
+        below, 1, sample_length, NoiseKey(request.seed, DRAFT_STREAM + 1 + draft_index), request.settings
     )
-    start = [np.zeros((1, 0), dtype=np.int64), np.zeros((1, 0), dtype=np.int64), top]
+    start = [np.zeros((1, 0), dtype=np.int64) for _ in below] + [top]
     if prompt is not None:
-        start[0], start[1] = prompt.codes[0].copy(), prompt.codes[1].copy()
+        start[:-1] = [c.copy() for c in prompt.codes[:-1]]
     extra = {
         "stage": "upsample",
         "request": request_digest(

@@ -303,6 +303,7 @@ class JukeboxPrior(nn.Module):
             blocks=c.blocks,
             prime_len=c.n_tokens if c.lyrics == "prefix" else None,
             encoder_len=c.n_tokens if c.lyrics == "separate" else 0,
+            spread=c.spread,
         )
         self.prior = AutoregressiveTransformer(
             ARSpec(
@@ -331,7 +332,7 @@ class JukeboxPrior(nn.Module):
                     depth=e.depth,
                     heads=e.heads,
                     attn_order=e.attn_order,
-                    geo=Geometry(seq_len=c.n_tokens, blocks=e.blocks),
+                    geo=Geometry(seq_len=c.n_tokens, blocks=e.blocks, spread=e.spread),
                     init_scale=e.init_scale,
                     m_attn=e.m_attn,
                     m_mlp=e.m_mlp,

@@ -5,10 +5,11 @@ Entry point (`jukebot train` in engine/cli.py calls it):
     train(kind, config_path, data_dir, out_dir, *, steps=None, batch_size=None, device=None,
           resume=True, level=None, max_minutes=None, ...) -> TrainSummary
 
-- kind: ``vqvae``, ``prior`` (the top level, 2) or ``upsampler`` (level 1 by default, ``level=0``
-  for the finest one).
+- kind: ``vqvae``, ``prior`` (the top level: 2 in the released layout, ``levels - 1`` in any) or
+  ``upsampler`` (the level below the top by default, ``level=0`` for the finest one).
 - config_path: a model folder holding ``model.json`` or the ``model.json`` itself
-  (`engine.config.ModelConfig`); ``demo`` for the shipped demo model's config.
+  (`engine.config.ModelConfig`); ``demo`` for the shipped demo model's config; or a folder of
+  files the original code trained (their ``hps`` say the config), to fine-tune them.
 - data_dir: audio files with labels (``labels.csv`` or ``labels.json``: file, artist, genre,
   lyrics, ...), read through `engine.dataset`; unreadable or unlabeled files are skipped with a
   message.
@@ -121,20 +122,27 @@ def defaults_for(part: str, device: torch.device, *, fine_tune: bool = False) ->
     return Defaults(batch_size=32 if gpu else 4, lr=6e-4 * scale, warmup=200, save_every=1000)
 
 
-def part_name(kind: str, level: int | None) -> tuple[str, int | None]:
+def part_name(kind: str, level: int | None, levels: int = 3) -> tuple[str, int | None]:
+    """The file a run trains (`vqvae`, `prior_level_N`) and its level, for a model of `levels`."""
+    top = levels - 1
     if kind not in KINDS:
         raise TrainError(f"unknown training kind {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "vqvae":
         if level is not None:
             raise TrainError("the VQ-VAE trains every level at once; leave out --level")
         return "vqvae", None
+    below = "|".join(str(lv) for lv in range(top))
     if kind == "prior":
-        if level not in (None, 2):
-            raise TrainError("`prior` is the top level (2); use `upsampler --level 0|1` for the others")
-        return "prior_level_2", 2
-    level = 1 if level is None else level
-    if level not in (0, 1):
-        raise TrainError(f"an upsampler is level 0 or 1, not {level}")
+        if level not in (None, top):
+            raise TrainError(
+                f"`prior` is the top level ({top}); use `upsampler --level {below}` for the others"
+            )
+        return f"prior_level_{top}", top
+    level = top - 1 if level is None else level
+    if not 0 <= level < top:
+        names = [str(lv) for lv in range(top)]
+        which = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise TrainError(f"an upsampler is level {which or '(none: this model has one level)'}, not {level}")
     return f"prior_level_{level}", level
 
 
@@ -143,7 +151,19 @@ def part_name(kind: str, level: int | None) -> tuple[str, int | None]:
 
 
 def load_config(config_path: str | Path) -> ModelConfig:
+    """A model.json, or a folder with one, or a folder of files the original code trained (their
+    hps say the config)."""
     p = resolve_model_dir(config_path)
+    if p.is_dir() and not (p / "model.json").exists() and (p / "vqvae.pth.tar").exists():
+        from engine.checkpoints import CheckpointError
+        from engine.model import model_source
+
+        try:
+            return model_source(p).config
+        except (CheckpointError, ValueError) as e:
+            raise TrainError(
+                f"{p} has no model.json and its original files do not say the config: {e}"
+            ) from e
     if p.is_dir():
         p = p / "model.json"
     if not p.is_file():
@@ -938,8 +958,8 @@ def train(
     """Train one part of a model; see the module docstring. Returns what the run did.
     `encode` (VQ-VAE only): when training finished, encode the data for the priors at once (saves
     reading the audio again)."""
-    part, lv = part_name(kind, level)
     config = load_config(config_path)
+    part, lv = part_name(kind, level, config.vqvae.levels)
     dev = _device(device)
     _setup_backend(dev)
     out = Path(out_dir)
@@ -952,7 +972,15 @@ def train(
     if steps is not None and steps <= 0:
         raise TrainError("--steps must be positive")
     _check_options(
-        part, sample_seconds, label_dropout, log_every, val_every, stop_after, timing_jitter, encode
+        part,
+        sample_seconds,
+        label_dropout,
+        log_every,
+        val_every,
+        stop_after,
+        timing_jitter,
+        encode,
+        top_part=f"prior_level_{config.vqvae.levels - 1}",
     )
     gen = _seed_all(seed)
     run_args: dict[str, Any] = {
@@ -1059,6 +1087,7 @@ def _check_options(
     stop_after: int | None,
     timing_jitter: float,
     encode: bool,
+    top_part: str = "prior_level_2",
 ) -> None:
     """Options that cannot work, said before any data is read."""
     if sample_seconds is not None and not sample_seconds > 0:
@@ -1073,7 +1102,7 @@ def _check_options(
         raise TrainError("--stop-after must be at least 1")
     if not 0.0 <= timing_jitter <= 1.0:
         raise TrainError("--timing-jitter is a share of the training windows: between 0 and 1")
-    if timing_jitter and part != "prior_level_2":
+    if timing_jitter and part != top_part:
         raise TrainError(
             "--timing-jitter is for the top prior (`jukebot train prior`), whose labels say the song length"
         )

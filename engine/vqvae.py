@@ -274,9 +274,10 @@ class VQVAE(nn.Module):
     def _dtype(self) -> torch.dtype:
         return self.bottleneck[0].k.dtype
 
-    def encode(self, audio: Tensor, start_level: int = 0, end_level: int = 3) -> list[Tensor]:
-        """audio [B, T] (float in [-1, 1]) -> codes per level in [start_level, end_level), each
-        [B, T // hop_lengths[level]]. T should be a multiple of the top hop length."""
+    def encode(self, audio: Tensor, start_level: int = 0, end_level: int | None = None) -> list[Tensor]:
+        """audio [B, T] (float in [-1, 1]) -> codes per level in [start_level, end_level) (default:
+        to the top), each [B, T // hop_lengths[level]]. T should be a multiple of the top hop length."""
+        end_level = self.levels if end_level is None else end_level
         if audio.dim() != 2:
             raise ValueError(f"expected audio [batch, samples], got shape {tuple(audio.shape)}")
         hop = self.hop_lengths[end_level - 1]

@@ -110,8 +110,13 @@ def test_bad_clip_codes(engine: Engine) -> None:
         Prompt.from_clip_codes(engine, b"PK\x03\x04 nonsense")
     buf = io.BytesIO()
     np.savez(buf, level_0=np.zeros(4), level_2=np.zeros(1))
-    with pytest.raises(PipelineError, match="levels 0, 1 and 2"):
+    with pytest.raises(
+        PipelineError, match=r"does not hold the codes of every level from 0 up \(it has \[0, 2\]\)"
+    ):
         Prompt.from_clip_codes(engine, buf.getvalue())
+    two = codes_to_npz([np.zeros((1, 8)), np.zeros((1, 4))])  # a 2-level model's clip
+    with pytest.raises(PipelineError, match="holds 2 levels of codes; this model has 3"):
+        Prompt.from_clip_codes(engine, two)
     wrong = codes_to_npz([np.zeros((1, 10)), np.zeros((1, 5)), np.zeros((1, 2))])  # not 4:2:1 of this model
     with pytest.raises(PipelineError, match="does not fit this model"):
         Prompt.from_clip_codes(engine, wrong)
