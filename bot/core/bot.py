@@ -21,7 +21,7 @@ from discord.ext import commands
 
 from bot.config import GuildSettings, guild_settings
 from bot.errors import explain
-from bot.labels import Labels
+from bot.labels import Labels, load_labels
 from bot.ratelimit import RateLimiter
 from db.database import Database
 from db.settings import Settings
@@ -120,8 +120,6 @@ class JukeBot(commands.Bot):
     def labels(self) -> Labels:
         """The model's artist and genre names (bot/labels.py), also used by the lyrics cog."""
         if self._labels is None:
-            from bot.labels import load_labels
-
             self._labels = load_labels(self.settings.model)
         return self._labels
 

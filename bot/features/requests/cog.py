@@ -9,8 +9,6 @@ Edit card); nothing is queued until the member presses Use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -19,12 +17,10 @@ from bot.core.autocomplete import choices
 from bot.core.bot import JukeBot
 from bot.errors import UserError
 from bot.features.lyrics.views import present_draft
+from lyrics.request import LyricsRequest
 
 from .logic import check_drafts, check_seconds
 from .service import Requests, queued_text
-
-if TYPE_CHECKING:
-    from lyrics.request import LyricsRequest
 
 
 def lyrics_note(bot: JukeBot, lyrics: str) -> str:
