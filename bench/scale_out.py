@@ -9,7 +9,7 @@ For each worker count W in `--workers` (one run each, on a fresh SQLite queue an
    `jukebot worker --device cuda:I --model M`), worker i on `--gpus[i]`. Each makes its model and
    warms it up with one short song outside the queue (on a GPU that compiles and captures the
    decode step of every level), then writes a ready file. The time to ready is reported apart.
-2. N songs are requested the way the bot requests them (bot.songs.request_song, one member each,
+2. N songs are requested the way the bot requests them (bot.features.requests.logic.request_song, one member each,
    then start_pending: one `draft` job per song). As soon as a song's drafts exist its vote is
    closed the way the bot closes it (db.lifecycle.open_vote and close_vote: no votes, so draft 1
    wins and the `upsample` job of that draft is queued). The clock runs from the requests to the
@@ -439,7 +439,7 @@ def wait_ready(ctx: Ctx, workers: list[WorkerProc]) -> None:
 def request_songs(ctx: Ctx, db: Database, n: int, seconds: float, first_index: int) -> list[int]:
     """Songs as the bot writes them: request_song (one member each: no quota in the way), then
     start_pending queues each one's first job."""
-    from bot.songs import Requester, request_song, start_pending
+    from bot.features.requests.logic import Requester, request_song, start_pending
     from db.settings import Settings
 
     a = ctx.args

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import col, select
 
-from bot.daily import job_id, local_day, post_daily
+from bot.features.clips.daily import job_id, local_day, post_daily
 from db import repo
 from db.models import Clip, Publication, utcnow
 from tests.bot_harness import Studio, seed_clip

@@ -14,14 +14,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from bot import media, songs, voting
 from bot.config import parse_daily_time, parse_timezone
+from bot.core import media
 from bot.errors import UserError, explain
+from bot.features.continuations.uploads import check_declared, sniff
+from bot.features.pipeline import Action, decide
+from bot.features.requests import logic as songs
+from bot.features.status.render import Snapshot, render, shows_cancel
+from bot.features.voting import logic as voting
 from bot.labels import load_labels
 from bot.ratelimit import RateLimiter
-from bot.status import Snapshot, render, shows_cancel
-from bot.uploads import check_declared, sniff
-from bot.watcher import Action, decide
 from db import lifecycle, queue, repo
 from db.database import Database
 from db.models import Draft, Job, JobKind, JobStatus, Song, SongStatus
@@ -33,20 +35,20 @@ from tests.bot_harness import tone_wav
 BOT_MODULES = [
     "bot.cli",
     "bot.main",
-    "bot.studio",
-    "bot.watcher",
+    "bot.core.bot",
+    "bot.core.watcher",
+    "bot.core.media",
     "bot.daily",
-    "bot.media",
-    "bot.uploads",
     "bot.labels",
-    "bot.cogs.generate",
-    "bot.cogs.continue_",
-    "bot.cogs.info",
-    "bot.cogs.mod",
-    "bot.cogs.daily",
-    "bot.cogs.lyrics",
-    "bot.views.buttons",
-    "bot.views.lyrics",
+    "bot.features.status",
+    "bot.features.voting",
+    "bot.features.requests",
+    "bot.features.continuations",
+    "bot.features.clips",
+    "bot.features.moderation",
+    "bot.features.info",
+    "bot.features.lyrics",
+    "bot.features.pipeline",
     "publisher.scheduler",
     "publisher.render",
 ]

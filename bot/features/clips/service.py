@@ -1,0 +1,134 @@
+"""Finished clips on Discord: the clip post (audio under the guild's limit, waveform, buttons), the
+clip vote for the daily clip, and handing a clip to the publisher. The buttons come from
+`buttons.py` (handed in as `view_for`, so this module does not import the UI)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+
+import discord
+
+from bot.core import media
+from bot.core.access import clip_here, is_mod
+from bot.core.bot import JukeBot
+from bot.core.ledger import PostLedger
+from bot.core.text import describe
+from bot.errors import UserError
+from bot.features.status import StatusBoard
+from db import lifecycle, repo
+from db.models import SongStatus
+
+from . import logic
+
+log = logging.getLogger("jukebot.bot.clips")
+
+ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0) -> the clip post's buttons
+
+
+class Clips:
+    def __init__(self, bot: JukeBot, board: StatusBoard, view_for: ClipView) -> None:
+        self.bot = bot
+        self.board = board
+        self.view_for = view_for
+        self.ledger = PostLedger()
+
+    async def post_clip(self, song_id: int, clip_id: int | None = None) -> None:
+        """Post the finished clip (audio under the guild's limit, waveform, buttons); song → done."""
+        bot = self.bot
+        if self.ledger.backing_off("clip", song_id):
+            return
+        async with bot.locks.lock_for(song_id):
+            song, clip, requester = await bot.to_thread(logic.song_and_clip, bot.db, song_id, clip_id)
+            if song.status in (SongStatus.done, SongStatus.cancelled, SongStatus.failed):
+                return
+            if clip is None:
+                await bot.to_thread(
+                    lifecycle.finish,
+                    bot.db,
+                    song_id,
+                    SongStatus.failed,
+                    "the engine finished without a clip",
+                )
+                await self.board.refresh_status(song_id, force=True)
+                return
+            if clip.message_id is None and not await self.ledger.record_pending("clip", song_id):
+                gs = await bot.guild_config(song.guild_id)
+                content = (
+                    f"🎶 **Song #{song.id} is finished** — {describe(song)} — made for <@{requester}>. "
+                    f"Clip #{clip.id}.\nPress **Continue** to make it longer, **Vote** to put it up for the "
+                    "daily clip."
+                )
+                channels = [c for c in ((gs.clips_channel_id if gs else None), song.channel_id) if c]
+                msg = await bot.poster.send_first(
+                    channels,
+                    song.guild_id,
+                    content,
+                    partial(media.clip_bundle, bot.storage, song, clip),
+                    self.view_for(clip.id or 0),
+                )
+                if msg is None:
+                    self.ledger.failed("clip", song_id)
+                    return
+                await self.ledger.record(
+                    "clip",
+                    song_id,
+                    partial(logic.clip_posted, bot.db, song_id, clip.id, msg.channel.id, msg.id),
+                )
+            else:
+                await bot.to_thread(lifecycle.finish, bot.db, song_id, SongStatus.done)
+        await self.board.refresh_status(song_id, force=True)
+
+    async def clip_vote_pressed(self, interaction: discord.Interaction[JukeBot], clip_id: int) -> None:
+        bot = self.bot
+        clip = await clip_here(interaction, clip_id)
+        outcome = await bot.to_thread(
+            repo.cast_vote,
+            bot.db,
+            clip.song_id,
+            interaction.user.id,
+            None,
+            repo.CLIP,
+            voter_name=interaction.user.display_name,
+        )
+        votes = (await bot.to_thread(repo.vote_counts, bot.db, clip.song_id, repo.CLIP)).get(None, 0)
+        if outcome == repo.VoteOutcome.unchanged:
+            await interaction.response.send_message(
+                f"You already voted for clip #{clip_id}; each member's vote counts once.", ephemeral=True
+            )
+            return
+        await interaction.response.send_message(
+            f"👍 Thanks! Clip #{clip_id} has {votes} vote{'s' if votes != 1 else ''} for the daily clip.",
+            ephemeral=True,
+        )
+        if interaction.message is not None:
+            try:
+                await interaction.message.edit(view=self.view_for(clip_id, votes))
+            except discord.HTTPException as exc:
+                log.info("clip %s: cannot update the vote count: %s", clip_id, exc)
+
+    async def publish_pressed(self, interaction: discord.Interaction[JukeBot], clip_id: int) -> None:
+        if not await is_mod(interaction):
+            raise UserError("Only moderators can publish clips.")
+        await clip_here(interaction, clip_id)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await self.publish(clip_id)
+        await interaction.followup.send(text, ephemeral=True)
+
+    async def publish(self, clip_id: int, when: datetime | None = None) -> str:
+        """Hand a clip to the publisher: one publication per configured platform, each at its next
+        upload time. Idempotent (one row per clip and platform), so nothing is ever posted twice."""
+        from publisher.platforms import enabled_platforms
+        from publisher.scheduler import schedule_clip
+
+        settings = self.bot.settings
+        platforms = enabled_platforms(settings)
+        if not platforms:
+            return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
+        await self.bot.to_thread(schedule_clip, self.bot.db, clip_id, platforms, when, settings=settings)
+        return (
+            f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "
+            "Each upload happens once, however often it is asked for."
+        )

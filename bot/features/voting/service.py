@@ -1,0 +1,188 @@
+"""Voting on a song's drafts, on Discord: post the drafts with their vote buttons (once per song),
+count votes on the buttons, close the vote (by the clock, the requester or a moderator) and show
+the winner. The database side is `logic.py`; the buttons come from `buttons.py` (handed in as
+`view_for`, so this module does not import the UI)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import discord
+
+from bot.core import media
+from bot.core.access import may_manage, song_here
+from bot.core.bot import JukeBot
+from bot.core.ledger import PostLedger
+from bot.core.posting import NO_PINGS
+from bot.core.rows import discord_id_of, song_by_own_id
+from bot.errors import UserError
+from bot.features.status import StatusBoard
+from db import lifecycle, repo
+from db.models import Song, SongStatus, utcnow
+from db.scope import GuildScope
+
+from . import logic
+from .text import drafts_content
+
+log = logging.getLogger("jukebot.bot.voting")
+
+# (song_id, [(draft_id, index, votes)], open_, winner_draft_id) -> the drafts message's buttons
+DraftsView = Callable[..., discord.ui.View]
+
+
+class Voting:
+    def __init__(self, bot: JukeBot, board: StatusBoard, view_for: DraftsView) -> None:
+        self.bot = bot
+        self.board = board
+        self.view_for = view_for
+        self.ledger = PostLedger()
+        board.on_cancelled(self.show_cancelled)
+
+    async def post_drafts(self, song_id: int) -> None:
+        """Post the finished drafts with vote buttons (once per song). The vote is opened in the
+        database first, so a click on the fresh message always counts."""
+        bot = self.bot
+        if self.ledger.backing_off("drafts", song_id):
+            return
+        async with bot.locks.lock_for(song_id):
+            song, drafts, requester = await bot.to_thread(logic.song_with_drafts, bot.db, song_id)
+            if song.status not in (SongStatus.queued, SongStatus.drafting, SongStatus.voting):
+                return
+            if not drafts:
+                await bot.to_thread(
+                    lifecycle.finish,
+                    bot.db,
+                    song_id,
+                    SongStatus.failed,
+                    "the engine finished without any drafts",
+                )
+                await self.board.refresh_status(song_id, force=True)
+                return
+            if all(d.message_id is not None for d in drafts) or await self.ledger.record_pending(
+                "drafts", song_id
+            ):
+                return
+            gs = await bot.guild_config(song.guild_id)
+            window = timedelta(minutes=gs.vote_window_minutes if gs else bot.settings.vote_window_minutes)
+            await bot.to_thread(lifecycle.open_vote, bot.db, song_id, utcnow() + window)
+            closes = utcnow() + window
+            view = self.view_for(song_id, [(d.id or 0, d.index, 0) for d in drafts], open_=True)
+            channels = [c for c in ((gs.drafts_channel_id if gs else None), song.channel_id) if c]
+            msg = await bot.poster.send_first(
+                channels,
+                song.guild_id,
+                drafts_content(song, requester, closes),
+                partial(media.draft_bundle, bot.storage, song, drafts),
+                view,
+            )
+            if msg is None:
+                self.ledger.failed("drafts", song_id)
+                return
+            await self.ledger.record(
+                "drafts", song_id, partial(logic.drafts_posted, bot.db, song_id, msg.id, closes)
+            )
+        await self.board.refresh_status(song_id, force=True)
+
+    async def close_vote(self, song_id: int, *, force: bool = False) -> logic.Closed | None:
+        bot = self.bot
+        async with bot.locks.lock_for(song_id):
+            closed = await bot.to_thread(logic.close_vote, bot.db, song_id, force=force)
+            if closed is None:
+                return None
+            await self.show_tally(closed.song, closed.tally, open_=False, winner_draft_id=closed.winner.id)
+        bot.wake_watcher()
+        await self.board.refresh_status(song_id, force=True)
+        return closed
+
+    async def show_tally(
+        self, song: Song, tally: logic.Tally, *, open_: bool, winner_draft_id: int | None = None
+    ) -> None:
+        """Update the drafts message: vote counts while open; at the close, the winner and no buttons."""
+        bot = self.bot
+        drafts = tally.drafts
+        message_id = drafts[0].message_id if drafts else None
+        if message_id is None or song.channel_id is None or song.id is None:
+            return
+        rows = [(d.id or 0, d.index, tally.counts.get(d.id or 0, 0)) for d in drafts]
+        kwargs: dict[str, Any] = {
+            "view": self.view_for(song.id, rows, open_=open_, winner_draft_id=winner_draft_id),
+            "allowed_mentions": NO_PINGS,
+        }
+        if not open_ and winner_draft_id is not None:
+            requester = await bot.to_thread(discord_id_of, bot.db, song.user_id)
+            winner = next(d for d in drafts if d.id == winner_draft_id)
+            kwargs["content"] = drafts_content(
+                song, requester or 0, None, winner.index, tally.counts.get(winner_draft_id, 0)
+            )
+        gs = await bot.guild_config(song.guild_id)
+        channel_id = (gs.drafts_channel_id if gs else None) or song.channel_id
+        try:
+            await bot.poster.channel(channel_id, song.guild_id).get_partial_message(message_id).edit(**kwargs)
+        except discord.NotFound:
+            log.info("song %s: drafts message %s is gone", song.id, message_id)
+        except discord.HTTPException as exc:
+            log.warning("song %s: cannot update the drafts message: %s", song.id, exc)
+
+    async def show_cancelled(self, song_id: int) -> None:
+        """A cancelled song's vote: the drafts message keeps its counts, its buttons go off."""
+        song = await self.bot.to_thread(song_by_own_id, self.bot.db, song_id)
+        tally = await self.bot.to_thread(logic.tally, self.bot.db, song_id)
+        if song is not None and tally.drafts and tally.drafts[0].message_id is not None:
+            await self.show_tally(song, tally, open_=False)
+
+    async def vote_pressed(
+        self, interaction: discord.Interaction[JukeBot], song_id: int, draft_id: int
+    ) -> None:
+        bot = self.bot
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the answer may wait on the database
+        result = await bot.to_thread(
+            logic.vote,
+            bot.db,
+            GuildScope(interaction.guild_id),
+            song_id,
+            draft_id,
+            interaction.user.id,
+            interaction.user.display_name,
+        )
+        n = result.tally.votes_for_index(result.draft_index)
+        label = f"draft {result.draft_index + 1}"
+        if result.outcome == repo.VoteOutcome.new:
+            text = f"🗳️ Your vote for {label} is in ({n} vote{'s' if n != 1 else ''} for it now)."
+        elif result.outcome == repo.VoteOutcome.changed:
+            text = f"🔁 You changed your vote to {label} ({n} vote{'s' if n != 1 else ''} for it now)."
+        else:
+            text = f"You already voted for {label}; each member's vote counts once."
+        await interaction.followup.send(text, ephemeral=True)
+        if result.outcome != repo.VoteOutcome.unchanged:
+            await self.show_votes(song_id)
+
+    async def show_votes(self, song_id: int) -> None:
+        """Put the current counts on the vote buttons. Under the song's lock and from a fresh read,
+        so edits from votes arriving together end with the right numbers, and a vote that lands
+        as the window closes cannot reopen the closed message."""
+        bot = self.bot
+        async with bot.locks.lock_for(song_id):
+            song = await bot.to_thread(song_by_own_id, bot.db, song_id)
+            if song is None or song.status != SongStatus.voting:
+                return
+            await self.show_tally(song, await bot.to_thread(logic.tally, bot.db, song_id), open_=True)
+
+    async def close_pressed(self, interaction: discord.Interaction[JukeBot], song_id: int) -> None:
+        song = await song_here(interaction, song_id)
+        if not await may_manage(interaction, song):
+            raise UserError(
+                "Only the member who asked for this song, or a moderator, can close its vote early."
+            )
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        closed = await self.close_vote(song_id, force=True)
+        if closed is None:
+            await interaction.followup.send("This vote is already closed.", ephemeral=True)
+        else:
+            await interaction.followup.send(
+                f"⏹️ Vote closed: draft {closed.winner.index + 1} won and is being made in full quality.",
+                ephemeral=True,
+            )
