@@ -36,9 +36,9 @@ from bench.common import (
     timed,
     window_inputs,
 )
-from engine.batching import RowDecoder, WindowTask
-from engine.sample import NoiseKey
-from engine.vqvae import VQVAE
+from engine.model.vqvae import VQVAE
+from engine.sampling.batching import RowDecoder, WindowTask
+from engine.sampling.noise import NoiseKey
 
 
 def gib(n: float) -> float:

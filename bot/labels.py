@@ -1,8 +1,8 @@
 """Artist and genre names for autocomplete and for checking what a member typed.
 
-The names and the rules come from the configured model (`engine.labels`, torch-free): the engine's
+The names and the rules come from the configured model (`engine.model.labels`, torch-free): the engine's
 own `artist_id` / `genre_word_ids` decide what is valid (so a v2 model's "pop rock" bag of genres
-passes, like the engine takes it), and `engine.labels.suggest` gives the "did you mean". Discord shows
+passes, like the engine takes it), and `engine.model.labels.suggest` gives the "did you mean". Discord shows
 at most 25 suggestions and leaves the final value to the member, so the command checks again.
 """
 
@@ -69,7 +69,7 @@ class LabelIndex:
 
     def resolve(self, typed: str) -> str:
         """The name to give the engine for what the member typed; UserError with suggestions."""
-        from engine.labels import UnknownLabel, suggest
+        from engine.model.labels import UnknownLabel, suggest
 
         cleaned = " ".join(typed.split())
         exact = self._by_norm.get(normalize(cleaned))
@@ -102,8 +102,8 @@ class Labels:
 
 
 def load_labels(model: str) -> Labels:
-    """The artist and genre names of the configured model (engine/labels.py)."""
-    from engine import labels as engine_labels
+    """The artist and genre names of the configured model (engine/model/labels.py)."""
+    from engine.model import labels as engine_labels
 
     config = engine_labels.model_config(model)
     found = engine_labels.labels_for_model(config)

@@ -16,7 +16,7 @@ or Ctrl-C and it carries on where it stopped, with exactly the result an uninter
 Defaults that depend on the model and machine: the temperatures are the model's recommendation (a
 model folder's `sampling.json`, else the original's 0.98 for the drafts and 0.99 for the
 upsamplers) unless `--temperature` / `--upsample-temperature` say otherwise; on a CPU, torch runs
-one thread unless `--threads` says otherwise (engine.worker.default_threads says why).
+one thread unless `--threads` says otherwise (engine.serving.worker.default_threads says why).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class GenerateArgs:
     top_k: int = 0
     top_p: float = 0.0
     fresh: bool = False
-    threads: int | None = None  # None: engine.worker.default_threads (1 on a CPU)
+    threads: int | None = None  # None: engine.serving.worker.default_threads (1 on a CPU)
     swap_levels: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +100,7 @@ def lyrics_not_sung(model: str) -> str:
 def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
     """--prime: a codes.npz of an earlier run, a clip of the bot's database (`clip:12`), or audio."""
     from engine.audio import AudioError, human_seconds, load_audio, probe
-    from engine.pipeline import PipelineError, Prompt
+    from engine.sampling.pipeline import PipelineError, Prompt
 
     spec = args.prime
     if spec is None:
@@ -219,8 +219,8 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
 
     from db.settings import get_settings
     from engine.audio import mp3_bytes, wav_bytes
-    from engine.config import DEMO_DIR
-    from engine.pipeline import (
+    from engine.model.config import DEMO_DIR
+    from engine.sampling.pipeline import (
         Engine,
         PipelineError,
         SongRequest,
@@ -229,9 +229,9 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         stage_name,
         upsample,
     )
-    from engine.resume import CheckpointError, FileCheckpointer
-    from engine.sample import Hooks, Progress
-    from engine.worker import default_threads, resolve_device, resolve_dtype
+    from engine.sampling.resume import CheckpointError, FileCheckpointer
+    from engine.sampling.sample import Hooks, Progress
+    from engine.serving.worker import default_threads, resolve_device, resolve_dtype
 
     settings = get_settings()
     if not 1 <= args.drafts <= 16:
@@ -275,7 +275,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         if type(e).__name__ in ("ConfigError", "CheckpointError", "DownloadError", "FileNotFoundError"):
             if str(args.model) == "demo" and not (DEMO_DIR / "model.json").is_file():
                 raise GenerateError(
-                    "the demo model is not installed in this build (engine/data/demo/ has no model yet). "
+                    "the demo model is not installed in this build (engine/model/data/demo/ has no model yet). "
                     "Pass --model with a released model (1b_lyrics, 5b_lyrics, 5b) or a model folder, "
                     f"or train one with `jukebot train`. ({e})"
                 ) from None
@@ -586,7 +586,7 @@ def worker_command(
     ),
 ) -> None:
     from db.settings import get_settings
-    from engine.worker import ALL_KINDS, DeviceBusy, Worker, WorkerOptions
+    from engine.serving.worker import ALL_KINDS, DeviceBusy, Worker, WorkerOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
@@ -697,9 +697,9 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     try:
-        from engine.train import TrainError, train
+        from engine.training.train import TrainError, train
     except ImportError as e:
-        raise _not_available("training", "engine.train", e) from None
+        raise _not_available("training", "engine.training.train", e) from None
     try:
         summary = train(
             kind,
@@ -742,9 +742,9 @@ def corpus_build_command(
     audio_format: str = typer.Option("flac", "--format", help="flac | wav | ogg"),
 ) -> None:
     try:
-        from engine.corpus import CorpusError, build_corpus
+        from engine.training.corpus import CorpusError, build_corpus
     except ImportError as e:
-        raise _not_available("the corpus builder", "engine.corpus", e) from None
+        raise _not_available("the corpus builder", "engine.training.corpus", e) from None
     try:
         build_corpus(
             out,
@@ -765,9 +765,9 @@ def corpus_pack_command(
     quality: float = typer.Option(0.1, "--quality", help="Vorbis quality (-0.1 .. 1)."),
 ) -> None:
     try:
-        from engine.corpus import CorpusError, pack_corpus
+        from engine.training.corpus import CorpusError, pack_corpus
     except ImportError as e:
-        raise _not_available("the corpus packer", "engine.corpus", e) from None
+        raise _not_available("the corpus packer", "engine.training.corpus", e) from None
     try:
         info = pack_corpus(corpus, tar, quality=quality)
     except CorpusError as e:

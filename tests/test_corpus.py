@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine import corpus
-from engine.corpus import CorpusError, MidiNote, build_corpus, clip_starts, plan_pieces, write_midi
+from engine.training import corpus
+from engine.training.corpus import CorpusError, MidiNote, build_corpus, clip_starts, plan_pieces, write_midi
 
 pytestmark = pytest.mark.skipif(
     shutil.which("fluidsynth") is None or not corpus.DEFAULT_SOUNDFONT.is_file(),
@@ -221,7 +221,7 @@ def test_pack_makes_small_ogg_tar(small: Path, tmp_path: Path) -> None:
 
 def test_module_entry_builds(tmp_path: Path) -> None:
     out = tmp_path / "c"
-    cmd = [sys.executable, "-m", "engine.corpus", "build", "--out", str(out), "--max-pieces", "1"]
+    cmd = [sys.executable, "-m", "engine.training.corpus", "build", "--out", str(out), "--max-pieces", "1"]
     cmd += ["--seconds-per-clip", "3", "--workers", "1"]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1]

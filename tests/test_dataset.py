@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from engine.dataset import (
+from engine.training.dataset import (
     AudioDataset,
     CropSampler,
     DatasetError,

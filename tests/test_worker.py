@@ -25,8 +25,8 @@ from db.models import Clip, Draft, Job, SongStatus
 from db.settings import Settings
 from db.storage import Storage
 from engine.audio import probe
-from engine.pipeline import Engine, codes_from_npz, make_drafts
-from engine.worker import DeviceBusy, Worker, WorkerOptions, device_lock, request_from_song
+from engine.sampling.pipeline import Engine, codes_from_npz, make_drafts
+from engine.serving.worker import DeviceBusy, Worker, WorkerOptions, device_lock, request_from_song
 from tests.pipeline_fixtures import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,7 +243,7 @@ def test_sigterm_gives_the_job_back_and_the_resumed_run_is_exact(
     job_id = queue.enqueue(db, "draft", {"song_id": song_id}, song_id=song_id)
     code = (
         f"import sys, torch; torch.set_num_threads(1); sys.path.insert(0, {str(ROOT)!r});"
-        "from db.settings import Settings; from engine.worker import Worker, WorkerOptions;"
+        "from db.settings import Settings; from engine.serving.worker import Worker, WorkerOptions;"
         f"s = Settings(database_url={sqlite_url!r}, storage_url={str(storage.root)!r}, heartbeat_seconds=0.1, poll_seconds=0.1, _env_file=None);"
         f"sys.exit(Worker(s, WorkerOptions(device='cpu', model={str(model_dir)!r}, once=True, threads=1)).run())"
     )

@@ -15,12 +15,12 @@ every row by one token per step, and hands each task its tokens when its window 
   their own window position, joining and leaving between windows, up to a memory budget.
 
 Tokens do not depend on who else is in the batch: each row keeps its own noise (keyed by the job's
-seed, stream, row and absolute position, see engine.sample), temperature and position, and rows
+seed, stream, row and absolute position, see engine.sampling.sample), temperature and position, and rows
 never read each other's cache. Only floating-point rounding could differ between batch sizes, and
 on CPU in float32 a job sampled alone and batched with others gives the same tokens (tested).
 
-Two decoders: `RowDecoder` for `engine.prior.JukeboxPrior` (per-row positions, prefill into some
-rows, step built by engine.graphs: eager, CUDA graph, or compiled + graph), and `EagerDecoder`
+Two decoders: `RowDecoder` for `engine.model.prior.JukeboxPrior` (per-row positions, prefill into some
+rows, step built by engine.sampling.graphs: eager, CUDA graph, or compiled + graph), and `EagerDecoder`
 for any other prior (e.g. `ExactPrior`, the slow exact path, and test stand-ins): one task at a
 time, the prior's own `prefill`/`decode_step`.
 """
@@ -39,7 +39,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from engine.graphs import (
+from engine.model.transformer import BlockStep
+from engine.sampling.graphs import (
     DecodeMode,
     StepRunner,
     attention_context,
@@ -47,8 +48,7 @@ from engine.graphs import (
     compiled_block_step,
     default_mode,
 )
-from engine.sample import filter_logits, gumbel
-from engine.transformer import BlockStep
+from engine.sampling.noise import filter_logits, gumbel
 
 log = logging.getLogger("jukebot.batching")
 
@@ -104,7 +104,7 @@ class WindowTask:
 def pick_rows(
     logits: Tensor, noise: Tensor, temperature: Tensor, top_k: int = 0, top_p: float = 0.0
 ) -> Tensor:
-    """`engine.sample.pick_tokens` with a per-row temperature [B, 1] (rows of different jobs share
+    """`engine.sampling.noise.pick_tokens` with a per-row temperature [B, 1] (rows of different jobs share
     a batch). The same arithmetic: on CPU x / t is the same float for a Python or a tensor t."""
     scores = filter_logits(logits.float() / temperature, top_k, top_p)
     return torch.argmax(scores + noise, dim=-1)
@@ -231,7 +231,7 @@ def _fused_block_step(prior: Any, capacity: int) -> BlockStep | None:
     """The Triton block step for this prior (its weights re-laid out for it, once), or None
     where it does not apply (no Triton, too many rows): the compiled step is used instead."""
     try:
-        from engine import decode_kernels
+        from engine.sampling import decode_kernels
     except ImportError as e:  # Triton ships with CUDA builds of torch; not on every machine
         log.warning("fused decode step unavailable (%s); using the compiled step", e)
         return None
@@ -256,7 +256,7 @@ class RowDecoder:
 
     The KV cache and the per-row buffers are allocated once; a task's rows are prefilled in
     place (`prefill(..., rows=idx)`), then every `advance()` computes one token for every row
-    (free rows compute junk that nobody reads). The step is built by engine.graphs."""
+    (free rows compute junk that nobody reads). The step is built by engine.sampling.graphs."""
 
     def __init__(
         self,
@@ -268,7 +268,7 @@ class RowDecoder:
         top_p: float = 0.0,
         mode: DecodeMode | None = None,
     ) -> None:
-        from engine.prior import Cond
+        from engine.model.prior import Cond
 
         self.device = torch.device(device)
         self.capacity, self.dtype, self.top_k, self.top_p = capacity, dtype, top_k, top_p
@@ -382,7 +382,7 @@ class RowDecoder:
 
 
 def supports_rows(prior: Any) -> bool:
-    from engine.prior import JukeboxPrior
+    from engine.model.prior import JukeboxPrior
 
     return isinstance(prior, JukeboxPrior)
 

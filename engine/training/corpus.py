@@ -1192,10 +1192,10 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m engine.corpus build --out DIR`` / ``pack --corpus DIR --tar FILE``."""
+    """``python -m engine.training.corpus build --out DIR`` / ``pack --corpus DIR --tar FILE``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m engine.corpus")
+    parser = argparse.ArgumentParser(prog="python -m engine.training.corpus")
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="render the labelled corpus")
     b.add_argument("--out", required=True)

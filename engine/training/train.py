@@ -8,14 +8,14 @@ Entry point (`jukebot train` in engine/cli.py calls it):
 - kind: ``vqvae``, ``prior`` (the top level, 2) or ``upsampler`` (level 1 by default, ``level=0``
   for the finest one).
 - config_path: a model folder holding ``model.json`` or the ``model.json`` itself
-  (`engine.config.ModelConfig`); ``demo`` for the shipped demo model's config.
+  (`engine.model.config.ModelConfig`); ``demo`` for the shipped demo model's config.
 - data_dir: audio files with labels (``labels.csv`` or ``labels.json``: file, artist, genre,
-  lyrics, ...), read through `engine.dataset`; unreadable or unlabeled files are skipped with a
+  lyrics, ...), read through `engine.training.dataset`; unreadable or unlabeled files are skipped with a
   message.
 - out_dir: the model folder to write: ``model.json``, ``vqvae.pth.tar``,
   ``prior_level_{0,1,2}.pth.tar`` in OpenAI's original checkpoint format
   (``{'hps': ..., 'model': state_dict, 'step': n}``, original state-dict keys), so
-  ``engine.model.load_model(out_dir)`` and the original code read them; and per part
+  ``engine.model.jukebox.load_model(out_dir)`` and the original code read them; and per part
   ``train/<part>/`` with the training state (``state.pt``), the metrics (``log.jsonl``) and the
   loss curve (``loss.png``).
 
@@ -54,15 +54,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoints import read_checkpoint, state_dict_of
-from engine.config import ModelConfig, resolve_model_dir
-from engine.hparams import config_dict, part_hparams
-from engine.labels import LabelSet, labels_for_prior
-from engine.losses import measure_bandwidth
-from engine.prior import JukeboxPrior
-from engine.train_prior import ClipCodes, PriorBatcher, prior_loss
-from engine.train_vqvae import VQVAELossWeights, VQVAETrainState, vqvae_loss
-from engine.vqvae import VQVAE
+from engine.model.checkpoints import read_checkpoint, state_dict_of
+from engine.model.config import ModelConfig, resolve_model_dir
+from engine.model.hparams import config_dict, part_hparams
+from engine.model.labels import LabelSet, labels_for_prior
+from engine.model.prior import JukeboxPrior
+from engine.model.vqvae import VQVAE
+from engine.training.losses import measure_bandwidth
+from engine.training.train_prior import ClipCodes, PriorBatcher, prior_loss
+from engine.training.train_vqvae import VQVAELossWeights, VQVAETrainState, vqvae_loss
 
 log = logging.getLogger("jukebot.train")
 
@@ -641,16 +641,16 @@ class AudioClip:
 def load_clips(
     data_dir: str | Path, sample_rate: int, *, progress: bool = True, workers: int | None = None
 ) -> tuple[list[AudioClip], list[str]]:
-    """Every usable clip of `data_dir` (both splits) via `engine.dataset`, and a message per
+    """Every usable clip of `data_dir` (both splits) via `engine.training.dataset`, and a message per
     skipped file (unreadable, truncated, unlabeled, too short, silent)."""
-    from engine.dataset import AudioDataset, DatasetError
+    from engine.training.dataset import AudioDataset, DatasetError
 
     folder = Path(data_dir)
     if not folder.is_dir():
         raise TrainError(f"no data folder at {folder}")
     threads = workers or min(16, os.cpu_count() or 1)
     try:
-        # Both splits; names are resolved to ids later, against the model's lists (engine.labels).
+        # Both splits; names are resolved to ids later, against the model's lists (engine.model.labels).
         ds = AudioDataset(
             folder, sample_rate=sample_rate, sample_length=sample_rate, split=None, threads=threads
         )
@@ -685,7 +685,7 @@ def resolve_ids(
 ) -> tuple[int, tuple[int, ...]]:
     """Artist and genre ids of a clip; names the model does not know become `unknown` (id 0),
     collected in `unknown` for one message at the end."""
-    from engine.labels import UnknownLabel
+    from engine.model.labels import UnknownLabel
 
     try:
         artist = labels.artist_id(clip.artist)
@@ -874,9 +874,9 @@ def _init_weights(
     """Load `part` of another model (fine-tuning). Returns where from."""
     if init_from is None:
         return None
-    from engine.checkpoints import CheckpointError, load_into
-    from engine.config import ConfigError
-    from engine.model import model_source
+    from engine.model.checkpoints import CheckpointError, load_into
+    from engine.model.config import ConfigError
+    from engine.model.jukebox import model_source
 
     try:
         src = model_source(str(init_from) if not isinstance(init_from, Path) else init_from)
@@ -1104,7 +1104,7 @@ def _vqvae_spec(
     weights = VQVAELossWeights()
     state = VQVAETrainState()
     if src is not None:  # fine-tuning: start the EMA from the given codebooks
-        from engine.train_vqvae import CodebookEMA
+        from engine.training.train_vqvae import CodebookEMA
 
         state.ema = [
             CodebookEMA(b.k.detach().clone(), torch.ones(b.l_bins, device=dev), True)
@@ -1227,16 +1227,16 @@ def _vqvae_file(out: Path, vqvae: str | Path | None) -> Path:
     p = Path(vqvae)
     if p.is_file():
         return p
-    from engine.model import model_source
+    from engine.model.jukebox import model_source
 
     return model_source(str(vqvae)).path("vqvae")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m engine.train KIND --config C --data DIR --out DIR [...] (jukebot train is the same)."""
+    """python -m engine.training.train KIND --config C --data DIR --out DIR [...] (jukebot train is the same)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m engine.train")
+    ap = argparse.ArgumentParser(prog="python -m engine.training.train")
     ap.add_argument("kind", choices=KINDS)
     ap.add_argument("--config", required=True)
     ap.add_argument("--data", required=True)

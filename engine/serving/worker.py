@@ -16,7 +16,7 @@ Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.p
   `prime_key` (an uploaded audio file: its first `prime_seconds`). The prime's codes of all levels
   are kept at `songs/{id}/prime.npz` for the upsample. `seconds` is the new music after the prime.
 - `upsample` {"song_id", "draft_id"}: levels 1 and 0 for that draft. Writes `songs/{id}/final.wav`,
-  `final.mp3` and `codes.npz` (all three levels, see engine.pipeline.codes_to_npz), one Clip row;
+  `final.mp3` and `codes.npz` (all three levels, see engine.sampling.pipeline.codes_to_npz), one Clip row;
   result {"clip_id"}. Song -> upsampling.
 - Progress (heartbeat): {"stage", "level", "done", "total", "percent", "tokens_per_second",
   "eta_seconds"}; stage is "loading model", "drafts (level 2)", "upsampling level 1",
@@ -81,7 +81,7 @@ class WorkerOptions:
     tokens_every: int = 64  # progress granularity inside a window
     checkpoint_seconds: float = 0.0  # 0: a checkpoint after every window; else at most this often
     idle_exit_seconds: float | None = None  # exit after this long without work (tests, batch use)
-    batch_jobs: int = 1  # jobs decoded together in one batch (engine.batching); 1: one job at a time
+    batch_jobs: int = 1  # jobs decoded together in one batch (engine.sampling.batching); 1: one job at a time
     batch_rows: int | None = None  # rows of that batch (default: 3 per job)
     batch_memory_gb: float | None = None  # decode memory (KV caches) for the batch (default: 70% of free)
 
@@ -222,9 +222,9 @@ def request_from_song(song: Song, sampling: Any = None) -> Any:
     (`engine.sampling`, from its sampling.json; the original's temperatures when None): it sets the
     upsamplers' temperatures always, and the drafts' unless the song has its own
     (`song.temperature` > 0; 0 means "not chosen")."""
-    from engine.config import SamplingDefaults
-    from engine.pipeline import SongRequest
-    from engine.sample import SamplingSettings
+    from engine.model.config import SamplingDefaults
+    from engine.sampling.pipeline import SongRequest
+    from engine.sampling.sample import SamplingSettings
 
     defaults: SamplingDefaults = sampling if sampling is not None else SamplingDefaults()
     chosen = float(song.temperature) if song.temperature and song.temperature > 0 else None
@@ -347,10 +347,10 @@ class Worker:
     def _run_batched(self) -> int:
         """Several jobs at once, each in a thread running the usual `run_job` (its own lease,
         heartbeats, checkpoints and fenced writes), their windows decoded in one shared batch
-        (engine.batching): a job joins and leaves between windows. Jobs claimed while others run
+        (engine.sampling.batching): a job joins and leaves between windows. Jobs claimed while others run
         are of the same kind, so the batch samples one level. Assumes every job uses the
         worker's model (the usual setup)."""
-        from engine.batching import BatchScheduler, use_scheduler
+        from engine.sampling.batching import BatchScheduler, use_scheduler
 
         opts = self.options
         sched = BatchScheduler(
@@ -399,7 +399,7 @@ class Worker:
         """The resident model set; switching to another model drops the previous one."""
         if self._engine is not None and self._engine_name == name:
             return self._engine
-        from engine.pipeline import Engine
+        from engine.sampling.pipeline import Engine
 
         if self._engine is not None:
             self._engine = None
@@ -422,7 +422,7 @@ class Worker:
     # -- one job --------------------------------------------------------------------------------
     def run_job(self, lease: queue.Lease) -> str:
         """Run a claimed job to an outcome: succeeded, failed, released, cancelled or lost."""
-        from engine.sample import SamplingStopped
+        from engine.sampling.sample import SamplingStopped
 
         tracker = ProgressTracker()
         tracker.stage("loading model")
@@ -469,11 +469,11 @@ class Worker:
 
     def _failed(self, lease: queue.Lease, e: BaseException) -> str:
         from engine.audio import AudioError
-        from engine.checkpoints import DownloadError
-        from engine.config import ConfigError
-        from engine.labels import LabelsError
-        from engine.pipeline import PipelineError
-        from engine.prior import LabelError
+        from engine.model.checkpoints import DownloadError
+        from engine.model.config import ConfigError
+        from engine.model.labels import LabelsError
+        from engine.model.prior import LabelError
+        from engine.sampling.pipeline import PipelineError
 
         permanent = isinstance(e, PermanentError | PipelineError | AudioError | LabelsError | LabelError)
         if isinstance(e, ConfigError) and not isinstance(e, DownloadError):
@@ -491,8 +491,8 @@ class Worker:
             return "lost"
 
     def _hooks(self, job: _Job, primed: bool) -> Any:
-        from engine.pipeline import stage_name
-        from engine.sample import Hooks
+        from engine.sampling.pipeline import stage_name
+        from engine.sampling.sample import Hooks
 
         def on_tokens(p: Any) -> None:
             job.tracker.tokens(stage_name(p.level, primed=primed), p)
@@ -538,7 +538,7 @@ class Worker:
     # -- prompts --------------------------------------------------------------------------------
     def _prompt(self, engine: Any, song: Song) -> Any:
         from engine.audio import AudioError, load_audio
-        from engine.pipeline import PipelineError, Prompt
+        from engine.sampling.pipeline import PipelineError, Prompt
 
         assert song.id is not None
         prime_key = f"songs/{song.id}/prime.npz"
@@ -582,7 +582,7 @@ class Worker:
             prompt = Prompt.from_audio(engine, audio, source="the uploaded audio")
         else:
             raise PipelineError("a continuation needs a clip or an uploaded audio file to continue from")
-        from engine.pipeline import codes_to_npz
+        from engine.sampling.pipeline import codes_to_npz
 
         self.storage.write_bytes(prime_key, codes_to_npz(prompt.codes, {"source": prompt.source}))
         return prompt
@@ -590,8 +590,8 @@ class Worker:
     # -- drafts ---------------------------------------------------------------------------------
     def _drafts(self, job: _Job, *, primed: bool) -> dict[str, Any]:
         from engine.audio import wav_bytes
-        from engine.pipeline import make_drafts, stage_name
-        from engine.resume import JobCheckpointer
+        from engine.sampling.pipeline import make_drafts, stage_name
+        from engine.sampling.resume import JobCheckpointer
 
         song, lease = job.song, job.lease
         assert song.id is not None
@@ -633,8 +633,8 @@ class Worker:
     def _upsample(self, job: _Job) -> dict[str, Any]:
         from db.models import Draft
         from engine.audio import mp3_bytes, wav_bytes
-        from engine.pipeline import codes_to_npz, upsample
-        from engine.resume import JobCheckpointer
+        from engine.sampling.pipeline import codes_to_npz, upsample
+        from engine.sampling.resume import JobCheckpointer
 
         song, lease = job.song, job.lease
         assert song.id is not None
