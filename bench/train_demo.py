@@ -105,7 +105,8 @@ def _train_cmd(kind: str, run: Path, data: Path, minutes: float, steps: int | No
     return [
         sys.executable,
         "-m",
-        "engine.training.train",
+        "engine.cli",
+        "train",
         kind,
         "--config",
         str(run / "model.json"),

@@ -213,29 +213,37 @@ def _digest(d: dict[str, Any]) -> str:
 
 
 def generate(args: GenerateArgs) -> dict[str, Any]:
-    """The whole pipeline into `args.out`; returns the summary (also written as summary.json)."""
-    import numpy as np
+    """The whole song into `args.out` through the song runner; returns the summary (also written
+    as summary.json)."""
     import torch
 
     from db.settings import get_settings
-    from engine.audio import mp3_bytes, wav_bytes
-    from engine.model.config import DEMO_DIR
-    from engine.sampling.pipeline import (
-        Engine,
-        PipelineError,
-        SongRequest,
-        codes_to_npz,
-        make_drafts,
-        stage_name,
-        upsample,
-    )
-    from engine.sampling.resume import CheckpointError, FileCheckpointer
+    from engine.model.checkpoints import CheckpointError as ModelFileError
+    from engine.model.config import DEMO_DIR, ConfigError
+    from engine.sampling.pipeline import Engine, PipelineError, stage_name
+    from engine.sampling.resume import CheckpointError
     from engine.sampling.sample import Hooks, Progress
+    from engine.sampling.song import (
+        CODES,
+        DRAFTS,
+        DRAFTS_STAGE,
+        FINAL_MP3,
+        FINAL_WAV,
+        FolderFiles,
+        SongError,
+        SongRunner,
+        check_drafts,
+        draft_audio,
+        song_request,
+        upsample_stage,
+    )
     from engine.serving.worker import default_threads, resolve_device, resolve_dtype
 
     settings = get_settings()
-    if not 1 <= args.drafts <= 16:
-        raise GenerateError("--drafts must be between 1 and 16")
+    try:
+        check_drafts(args.drafts, settings.max_drafts)
+    except SongError as e:
+        raise GenerateError(f"--drafts: {e}") from None
     if not 1 <= args.pick <= args.drafts:
         raise GenerateError(f"--pick must be between 1 and {args.drafts} (the draft to upsample)")
     if args.seconds <= 0:
@@ -271,16 +279,14 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
             settings=settings,
             progress=args.progress,
         )
-    except Exception as e:
-        if type(e).__name__ in ("ConfigError", "CheckpointError", "DownloadError", "FileNotFoundError"):
-            if str(args.model) == "demo" and not (DEMO_DIR / "model.json").is_file():
-                raise GenerateError(
-                    "the demo model is not installed in this build (engine/model/data/demo/ has no model yet). "
-                    "Pass --model with a released model (1b_lyrics, 5b_lyrics, 5b) or a model folder, "
-                    f"or train one with `jukebot train`. ({e})"
-                ) from None
-            raise GenerateError(f"cannot load model {args.model!r}: {e}") from None
-        raise
+    except (ConfigError, ModelFileError, FileNotFoundError) as e:
+        if str(args.model) == "demo" and not (DEMO_DIR / "model.json").is_file():
+            raise GenerateError(
+                "the demo model is not installed in this build (engine/model/data/demo/ has no model yet). "
+                "Pass --model with a released model (1b_lyrics, 5b_lyrics, 5b) or a model folder, "
+                f"or train one with `jukebot train`. ({e})"
+            ) from None
+        raise GenerateError(f"cannot load model {args.model!r}: {e}") from None
     timings["load_model"] = time.monotonic() - t
     sr = engine.sample_rate
     try:
@@ -293,22 +299,20 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         notes_first.append(lyrics_not_sung(str(args.model)))
         lyrics = ""
     try:
-        sampling = engine.sampling_settings(
+        request = song_request(
+            engine,
+            artist=args.artist,
+            genre=args.genre,
+            lyrics=lyrics,
+            seconds=args.seconds,
+            seed=args.seed,
             temperature=args.temperature,
             upsample_temperature=args.upsample_temperature,
             top_k=args.top_k,
             top_p=args.top_p,
         )
-    except ValueError as e:
+    except SongError as e:
         raise GenerateError(str(e)) from None
-    request = SongRequest(
-        artist=args.artist,
-        genre=args.genre,
-        lyrics=lyrics,
-        seconds=args.seconds,
-        seed=args.seed,
-        settings=sampling,
-    )
     run_id = {
         "request": request.to_dict(),
         "drafts": args.drafts,
@@ -320,7 +324,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
     if args.fresh:
         for f in out.glob(".checkpoint-*.npz"):
             f.unlink()
-        for f in (out / "drafts.npz", run_file):
+        for f in (out / DRAFTS, run_file):
             f.unlink(missing_ok=True)
     if run_file.exists():
         previous = json.loads(run_file.read_text())
@@ -330,7 +334,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
                 "or --fresh to start over there"
             )
     run_file.write_text(json.dumps({"id": _digest(run_id), **run_id}, indent=1, default=str))
-    resumed = any(out.glob(".checkpoint-*.npz")) or (out / "drafts.npz").exists()
+    resumed = any(out.glob(".checkpoint-*.npz")) or (out / DRAFTS).exists()
 
     summary: dict[str, Any] = {
         "model": str(args.model),
@@ -361,97 +365,58 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
 
             return Hooks(on_tokens=on_tokens, tokens_every=32)
 
-        # Stage 1: drafts (kept in drafts.npz once done, so a re-run goes straight to the upsample).
-        drafts_file = out / "drafts.npz"
-        t = time.monotonic()
-        try:
-            if drafts_file.exists():
-                with np.load(drafts_file, allow_pickle=False) as z:
-                    top = z["codes"].astype(np.int64)
-                    notes = json.loads(bytes(z["notes"]).decode())
-                sample_length = top.shape[1] * engine.hop_lengths[-1]
-                previews = None
-            else:
-                d = make_drafts(
-                    engine,
-                    request,
-                    args.drafts,
-                    prompt=prompt,
-                    checkpointer=FileCheckpointer(out, "drafts"),
-                    hooks=hooks(prompt is not None),
-                    decode=False,
-                )
-                top, notes, sample_length = d.codes, d.notes, d.sample_length
-                previews = None
-            timings["drafts"] = time.monotonic() - t
-            for n in notes:
-                bars.note(f"note: {n}")
-            t = time.monotonic()
-            if previews is None:
-                previews = engine.decode(top, 2)
-            files = {}
-            for i in range(args.drafts):
-                name = f"draft-{i + 1}.wav"
-                (out / name).write_bytes(wav_bytes(previews[i], sr))
-                files[f"draft-{i + 1}"] = str(out / name)
-            if not drafts_file.exists():
-                tmp = out / "drafts.npz.tmp"
-                with open(tmp, "wb") as fh:
-                    np.savez(
-                        fh,
-                        codes=top.astype(np.int32),
-                        notes=np.frombuffer(json.dumps(notes).encode(), dtype=np.uint8),
-                    )
-                tmp.replace(drafts_file)
-                FileCheckpointer(out, "drafts").cleanup()
-            timings["decode_drafts"] = time.monotonic() - t
+        phase = {"name": "drafts"}
+        clock: dict[str, Any] = {"key": None, "at": 0.0}
 
-            # Stage 2: upsample the picked draft through levels 1 and 0.
-            k = args.pick - 1
-            t = time.monotonic()
-            final = upsample(
-                engine,
+        def timed(key: str | None) -> None:  # ends the running timing, starts `key`'s
+            now = time.monotonic()
+            if clock["key"]:
+                timings[clock["key"]] = timings.get(clock["key"], 0.0) + now - clock["at"]
+            clock.update(key=key, at=now)
+
+        def on_stage(name: str) -> None:
+            drafts_phase = phase["name"] == "drafts"
+            if name == "decoding":
+                timed("decode_drafts" if drafts_phase else "decode_final")
+            elif name == "saving":
+                timed("decode_drafts" if drafts_phase else "write")
+            else:
+                timed(phase["name"])
+
+        runner = SongRunner(engine, FolderFiles(out), hooks=hooks, on_stage=on_stage)
+        try:
+            timed("drafts")
+            drafts = runner.drafts(request, args.drafts, max_drafts=settings.max_drafts, prompt=prompt)
+            runner.finished(DRAFTS_STAGE)  # drafts.npz is written: a re-run goes straight to the upsample
+            for n in drafts.notes:
+                bars.note(f"note: {n}")
+            phase["name"] = "upsample"
+            timed("upsample")
+            final = runner.upsample(
                 request,
-                top[k],
-                draft_index=k,
+                args.pick,
                 prompt=prompt,
-                checkpointer=FileCheckpointer(out, f"upsample-{args.pick}"),
-                hooks=hooks(prompt is not None),
-                decode=False,
+                meta={"model": str(args.model), "seed": args.seed, "pick": args.pick},
             )
-            timings["upsample"] = time.monotonic() - t
-        except PipelineError as e:
+            runner.finished(upsample_stage(args.pick))
+            timed(None)
+        except (SongError, CheckpointError) as e:
             raise GenerateError(str(e)) from None
-        except CheckpointError as e:
-            raise GenerateError(str(e)) from None
-        t = time.monotonic()
-        audio = engine.decode(final.codes[0], 0, chunk_tokens=1 << 20)[0]
-        timings["decode_final"] = time.monotonic() - t
-        t = time.monotonic()
-        (out / "final.wav").write_bytes(wav_bytes(audio, sr))
-        (out / "final.mp3").write_bytes(mp3_bytes(audio, sr))
-        (out / "codes.npz").write_bytes(
-            codes_to_npz(
-                final.codes,
-                {"model": str(args.model), "sample_rate": sr, "seed": args.seed, "pick": args.pick},
-            )
-        )
-        FileCheckpointer(out, f"upsample-{args.pick}").cleanup()
-        timings["write"] = time.monotonic() - t
+    files = {f"draft-{i + 1}": str(out / draft_audio(i + 1)) for i in range(args.drafts)}
     files.update(
         {
-            "final.wav": str(out / "final.wav"),
-            "final.mp3": str(out / "final.mp3"),
-            "codes.npz": str(out / "codes.npz"),
+            FINAL_WAV: str(out / FINAL_WAV),
+            FINAL_MP3: str(out / FINAL_MP3),
+            CODES: str(out / CODES),
             "summary.json": str(out / "summary.json"),
         }
     )
     timings["total"] = time.monotonic() - t0
     summary.update(
         {
-            "seconds": sample_length / sr,
+            "seconds": final.seconds,
             "files": files,
-            "notes": [*notes_first, *notes],
+            "notes": [*notes_first, *drafts.notes],
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
     )
@@ -585,7 +550,11 @@ def worker_command(
         None, "--batch-memory-gb", help="GPU memory for the batch's KV caches (default: 70% of what is free)."
     ),
 ) -> None:
+    from db.database import DatabaseUnavailable
     from db.settings import get_settings
+    from db.storage import StorageUnavailable
+    from engine.model.checkpoints import CheckpointError as ModelFileError
+    from engine.model.config import ConfigError
     from engine.serving.worker import ALL_KINDS, DeviceBusy, Worker, WorkerOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -610,19 +579,8 @@ def worker_command(
     )
     try:
         code = Worker(settings, options).run()
-    except DeviceBusy as e:
+    except (DeviceBusy, ConfigError, ModelFileError, DatabaseUnavailable, StorageUnavailable) as e:
         raise _fail(str(e)) from None
-    except Exception as e:
-        if type(e).__name__ in (
-            "ConfigError",
-            "CheckpointError",
-            "DownloadError",
-            "DatabaseUnavailable",
-            "StorageUnavailable",
-            "SchemaOutOfDate",
-        ):
-            raise _fail(str(e)) from None
-        raise
     raise typer.Exit(code)
 
 
@@ -695,6 +653,7 @@ def train_command(
         None, "--workers", help="Threads reading the audio files (default: up to 16)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="The summary as one line of JSON (for scripts)."),
 ) -> None:
     try:
         from engine.training.train import TrainError, train
@@ -729,7 +688,10 @@ def train_command(
         )
     except TrainError as e:
         raise _fail(str(e)) from None
-    typer.echo(json.dumps(summary.to_dict(), indent=1, default=str))
+    typer.echo(json.dumps(summary.to_dict(), indent=None if as_json else 1, default=str))
+
+
+AUDIO_FORMATS = ("flac", "wav", "ogg")
 
 
 def corpus_build_command(
@@ -741,6 +703,8 @@ def corpus_build_command(
     workers: int | None = typer.Option(None, "--workers"),
     audio_format: str = typer.Option("flac", "--format", help="flac | wav | ogg"),
 ) -> None:
+    if audio_format not in AUDIO_FORMATS:
+        raise _fail(f"--format must be one of {', '.join(AUDIO_FORMATS)}, not {audio_format!r}")
     try:
         from engine.training.corpus import CorpusError, build_corpus
     except ImportError as e:
@@ -773,3 +737,15 @@ def corpus_pack_command(
     except CorpusError as e:
         raise _fail(str(e)) from None
     typer.echo(f"{tar}: {info['clips']} clips, {info['bytes'] / 2**20:.1f} MiB")
+
+
+def main() -> None:
+    """`python -m engine.cli VERB ...`: the same commands as `jukebot VERB`, for machines that have
+    the engine but not the bot (the GPU training box runs `python -m engine.cli train`)."""
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
+    register(app)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -221,7 +221,7 @@ def test_pack_makes_small_ogg_tar(small: Path, tmp_path: Path) -> None:
 
 def test_module_entry_builds(tmp_path: Path) -> None:
     out = tmp_path / "c"
-    cmd = [sys.executable, "-m", "engine.training.corpus", "build", "--out", str(out), "--max-pieces", "1"]
+    cmd = [sys.executable, "-m", "engine.cli", "corpus", "build", "--out", str(out), "--max-pieces", "1"]
     cmd += ["--seconds-per-clip", "3", "--workers", "1"]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1]

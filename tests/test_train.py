@@ -152,7 +152,7 @@ def test_loss_curves_and_logs_are_written(trained: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.training.train", *args],
+        [sys.executable, "-m", "engine.cli", "train", *args],
         cwd=ROOT,
         text=True,
         stderr=subprocess.PIPE,

@@ -101,9 +101,8 @@ def test_draft_upsample_and_continue(
     assert repo.song_by_id(db, song_id).status == SongStatus.drafting  # type: ignore[union-attr]
     sr = worker.engine_for(str(model_dir)).sample_rate
     for d in drafts:
-        assert d.audio_key == f"songs/{song_id}/drafts/{d.index}.wav" and d.codes_key.endswith(
-            f"{d.index}.npy"
-        )
+        assert d.audio_key == f"songs/{song_id}/draft-{d.index + 1}.wav"
+        assert d.codes_key == f"songs/{song_id}/draft-{d.index + 1}.npy"
         audio, rate = soundfile.read(io.BytesIO(storage.read_bytes(d.audio_key)))
         assert (
             rate == sr

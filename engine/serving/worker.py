@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import logging
 import os
 import signal
@@ -42,8 +41,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from db import queue, repo
 from db.database import Database, open_database
@@ -236,19 +233,6 @@ def request_from_song(song: Song, sampling: Any = None) -> Any:
         seed=int(song.seed),
         settings=SamplingSettings(temperatures=defaults.resolve(top=chosen)),
     )
-
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(a, dtype=np.int32), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _npy_load(data: bytes, name: str) -> np.ndarray:
-    try:
-        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.int64)
-    except Exception as e:
-        raise PermanentError(f"the stored draft codes ({name}) are damaged") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,8 +458,11 @@ class Worker:
         from engine.model.labels import LabelsError
         from engine.model.prior import LabelError
         from engine.sampling.pipeline import PipelineError
+        from engine.sampling.song import SongError
 
-        permanent = isinstance(e, PermanentError | PipelineError | AudioError | LabelsError | LabelError)
+        permanent = isinstance(
+            e, PermanentError | PipelineError | SongError | AudioError | LabelsError | LabelError
+        )
         if isinstance(e, ConfigError) and not isinstance(e, DownloadError):
             permanent = True
         if permanent:
@@ -588,10 +575,21 @@ class Worker:
         return prompt
 
     # -- drafts ---------------------------------------------------------------------------------
+    def _runner(self, job: _Job, engine: Any, primed: bool) -> Any:
+        """The song runner writing to `songs/<id>/` in the storage, checkpoints fenced by the lease."""
+        from engine.sampling.song import SongRunner, StorageFiles
+
+        files = StorageFiles(self.storage, f"songs/{job.song.id}", self.db, job.lease)
+        return SongRunner(
+            engine,
+            files,
+            hooks=lambda _primed: self._hooks(job, primed),
+            on_stage=job.tracker.stage,
+            checkpoint_every=self.options.checkpoint_seconds,
+        )
+
     def _drafts(self, job: _Job, *, primed: bool) -> dict[str, Any]:
-        from engine.audio import wav_bytes
-        from engine.sampling.pipeline import make_drafts, stage_name
-        from engine.sampling.resume import JobCheckpointer
+        from engine.sampling.song import DRAFTS_STAGE
 
         song, lease = job.song, job.lease
         assert song.id is not None
@@ -599,42 +597,27 @@ class Worker:
         request = request_from_song(song, engine.sampling)
         prompt = self._prompt(engine, song) if primed else None
         self._set_status(job, SongStatus.drafting)
-        job.tracker.stage(stage_name(2))
-        job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="drafts")
-        drafts = make_drafts(
-            engine,
-            request,
-            int(song.n_drafts),
-            prompt=prompt,
-            checkpointer=job.checkpointer,
-            hooks=self._hooks(job, primed),
-            decode=False,
-            checkpoint_every=self.options.checkpoint_seconds,
+        runner = self._runner(job, engine, primed)
+        job.checkpointer = runner.checkpointer(DRAFTS_STAGE)
+        drafts = runner.drafts(
+            request, int(song.n_drafts), max_drafts=self.settings.max_drafts, prompt=prompt
         )
-        job.tracker.stage("decoding")
-        previews = engine.decode(drafts.codes, 2)
-        job.tracker.stage("saving")
-        seconds = drafts.sample_length / engine.sample_rate
-        keys = []
-        for i in range(drafts.codes.shape[0]):
-            audio_key, codes_key = f"songs/{song.id}/drafts/{i}.wav", f"songs/{song.id}/drafts/{i}.npy"
-            self.storage.write_bytes(audio_key, wav_bytes(previews[i], engine.sample_rate))
-            self.storage.write_bytes(codes_key, _npy_bytes(drafts.codes[i]))
-            keys.append((audio_key, codes_key))
         job.heartbeat.stop()
+        base = f"songs/{song.id}"
         with queue.fenced(self.db, lease) as s:
-            ids = [repo.add_draft(s, song.id, i, a, c, seconds=seconds).id for i, (a, c) in enumerate(keys)]
-            result = {"draft_ids": ids, "seconds": seconds, "notes": drafts.notes}
+            ids = [
+                repo.add_draft(s, song.id, i, f"{base}/{a}", f"{base}/{c}", seconds=drafts.seconds).id
+                for i, (a, c) in enumerate(drafts.names)
+            ]
+            result = {"draft_ids": ids, "seconds": drafts.seconds, "notes": drafts.notes}
             queue.complete(self.db, lease, result, session=s)
-        job.checkpointer.cleanup()
+        runner.finished(DRAFTS_STAGE)
         return result
 
     # -- upsample -------------------------------------------------------------------------------
     def _upsample(self, job: _Job) -> dict[str, Any]:
         from db.models import Draft
-        from engine.audio import mp3_bytes, wav_bytes
-        from engine.sampling.pipeline import codes_to_npz, upsample
-        from engine.sampling.resume import JobCheckpointer
+        from engine.sampling.song import CODES, FINAL_MP3, FINAL_WAV, upsample_stage
 
         song, lease = job.song, job.lease
         assert song.id is not None
@@ -643,60 +626,37 @@ class Worker:
             draft = s.get(Draft, int(draft_id)) if draft_id is not None else None
         if draft is None or draft.song_id != song.id:
             raise PermanentError(f"draft {draft_id} of song {song.id} does not exist")
-        try:
-            top = _npy_load(self.storage.read_bytes(draft.codes_key), draft.codes_key)
-        except FileNotFoundError:
-            raise PermanentError(f"the codes of draft {draft.index + 1} are missing from storage") from None
+        base = f"songs/{song.id}"
+        if not draft.codes_key.startswith(f"{base}/"):
+            raise PermanentError(f"the codes of draft {draft.index + 1} are not where this song keeps them")
         engine = self.engine_for(song.model or self.model_name)
         request = request_from_song(song, engine.sampling)
         primed = song.parent_clip_id is not None or song.prime_key is not None
         prompt = self._prompt(engine, song) if primed else None
         self._set_status(job, SongStatus.upsampling)
-        job.tracker.stage("upsampling level 1")
-        job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="upsample")
-        final = upsample(
-            engine,
+        runner = self._runner(job, engine, primed)
+        pick = draft.index + 1
+        job.checkpointer = runner.checkpointer(upsample_stage(pick))
+        final = runner.upsample(
             request,
-            top,
-            draft_index=draft.index,
+            pick,
             prompt=prompt,
-            checkpointer=job.checkpointer,
-            hooks=self._hooks(job, primed),
-            decode=False,
-            checkpoint_every=self.options.checkpoint_seconds,
-        )
-        job.tracker.stage("decoding")
-        audio = engine.decode(final.codes[0], 0, chunk_tokens=1 << 20)[0]
-        job.tracker.stage("saving")
-        base = f"songs/{song.id}"
-        seconds = final.sample_length / engine.sample_rate
-        self.storage.write_bytes(f"{base}/final.wav", wav_bytes(audio, engine.sample_rate))
-        self.storage.write_bytes(f"{base}/final.mp3", mp3_bytes(audio, engine.sample_rate))
-        self.storage.write_bytes(
-            f"{base}/codes.npz",
-            codes_to_npz(
-                final.codes,
-                {
-                    "model": engine.name,
-                    "sample_rate": engine.sample_rate,
-                    "song_id": song.id,
-                    "draft_id": draft.id,
-                },
-            ),
+            meta={"song_id": song.id, "draft_id": draft.id},
+            draft_codes_name=draft.codes_key.removeprefix(f"{base}/"),
         )
         job.heartbeat.stop()
         with queue.fenced(self.db, lease) as s:
             clip = repo.add_clip(
                 s,
                 song.id,
-                f"{base}/final.wav",
-                f"{base}/codes.npz",
-                mp3_key=f"{base}/final.mp3",
-                seconds=seconds,
+                f"{base}/{FINAL_WAV}",
+                f"{base}/{CODES}",
+                mp3_key=f"{base}/{FINAL_MP3}",
+                seconds=final.seconds,
             )
-            result = {"clip_id": clip.id, "seconds": seconds}
+            result = {"clip_id": clip.id, "seconds": final.seconds}
             queue.complete(self.db, lease, result, session=s)
-        job.checkpointer.cleanup()
+        runner.finished(upsample_stage(pick))
         return result
 
 
