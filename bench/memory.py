@@ -37,8 +37,9 @@ from bench.common import (
     window_inputs,
 )
 from engine.model.vqvae import VQVAE
-from engine.sampling.batching import RowDecoder, WindowTask
+from engine.sampling.decoders import RowDecoder
 from engine.sampling.noise import NoiseKey
+from engine.sampling.window_task import WindowTask
 
 
 def gib(n: float) -> float:

@@ -134,7 +134,8 @@ def run_all(a: argparse.Namespace) -> int:
     # The codes must exist before the three prior processes start (they would race to make them).
     import torch
 
-    from engine.training.train import load_config, prepare_codes
+    from engine.training.clips import prepare_codes
+    from engine.training.files import load_config
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     prepare_codes(run, data, load_config(run), run / "vqvae.pth.tar", dev)  # cached by `vqvae --encode`

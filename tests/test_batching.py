@@ -16,17 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.sampling.batching import (
-    BatchScheduler,
-    DecodeLoop,
-    RowDecoder,
-    WindowTask,
-    row_bytes,
-    rows_for_budget,
-    use_scheduler,
-)
+from engine.sampling.batching import BatchScheduler, DecodeLoop, use_scheduler
+from engine.sampling.decoders import RowDecoder, row_bytes, rows_for_budget
 from engine.sampling.noise import NoiseKey
 from engine.sampling.sample import ExactPrior, Plan, SamplingSettings, run_plan
+from engine.sampling.window_task import WindowTask
 from tests.pipeline_fixtures import TinyLabels, empty_codes, tiny_model_config, tiny_plan, tiny_priors
 
 CPU = torch.device("cpu")

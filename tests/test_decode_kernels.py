@@ -137,8 +137,10 @@ def test_fused_decoder_samples_the_eager_tokens(level: int) -> None:
     """A whole RowDecoder in `fused` mode (every block through the kernels, on a tiny model of the
     demo's lyric-prefix kind with its timing/upper-level conditioning): the same tokens as the
     eager decoder and logits equal up to float32 rounding, 3 rows at their own positions."""
-    from engine.sampling.batching import DecodeLoop, RowDecoder, WindowTask
+    from engine.sampling.batching import DecodeLoop
+    from engine.sampling.decoders import RowDecoder
     from engine.sampling.noise import NoiseKey
+    from engine.sampling.window_task import WindowTask
     from tests.pipeline_fixtures import TinyLabels, tiny_model_config, tiny_plan, tiny_priors
 
     cpu = torch.device("cpu")

@@ -20,7 +20,8 @@ import soundfile as sf
 import torch
 
 from engine.model.config import CustomLabels, ModelConfig, tiny_config
-from engine.training.train import TrainError, train
+from engine.training.errors import TrainError
+from engine.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 22050

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.sampling.batching import WindowTask, sample_task
+from engine.sampling.batching import sample_task
 from engine.sampling.noise import NoiseKey
+from engine.sampling.window_task import WindowTask
 from engine.sampling.windows import DEFAULT_HOP_FRACTIONS, Window, level_windows, tokens_to_sample
 
 

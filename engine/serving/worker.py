@@ -29,17 +29,11 @@ Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.p
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from db import queue, repo
@@ -47,6 +41,8 @@ from db.database import Database, open_database
 from db.models import JobKind, Song, SongStatus
 from db.settings import Settings, get_settings
 from db.storage import Storage, get_storage
+from engine.serving.device import default_threads, device_lock, resolve_device, resolve_dtype
+from engine.serving.heartbeat import Heartbeat, ProgressTracker
 
 log = logging.getLogger("jukebot.worker")
 
@@ -55,10 +51,6 @@ ALL_KINDS = (JobKind.draft.value, JobKind.upsample.value, JobKind.continue_.valu
 
 class PermanentError(Exception):
     """The job cannot succeed on any worker; its message is for the musician."""
-
-
-class DeviceBusy(RuntimeError):
-    pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,137 +73,6 @@ class WorkerOptions:
     batch_jobs: int = 1  # jobs decoded together in one batch (engine.sampling.batching); 1: one job at a time
     batch_rows: int | None = None  # rows of that batch (default: 3 per job)
     batch_memory_gb: float | None = None  # decode memory (KV caches) for the batch (default: 70% of free)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}: no CUDA GPU is visible to this process")
-    return device
-
-
-def default_threads(device: str) -> int | None:
-    """torch threads when none are asked for: 1 on a CPU, torch's own choice on a GPU. Sampling
-    is a loop of one-token steps of small matrices, where a second thread mostly waits for the
-    first: on the 2-core CI machine one thread is as fast when idle and far faster while other
-    processes share the CPU (79 s against 132-163 s for the demo's 10 s song, docs/BENCHMARKS.md).
-    `--threads N` overrides it."""
-    return 1 if device == "cpu" else None
-
-
-def resolve_dtype(name: str, device: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in table:
-        raise ValueError(f"unknown dtype {name!r}: use one of {', '.join(table)}")
-    return table[name]
-
-
-@contextlib.contextmanager
-def device_lock(device: str) -> Iterator[None]:
-    """One worker per GPU on this host: an exclusive lock file per CUDA device."""
-    if not device.startswith("cuda"):
-        yield
-        return
-    index = device.split(":", 1)[1] if ":" in device else "0"
-    path = Path(tempfile.gettempdir()) / f"jukebot-worker-cuda{index}.lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            other = f.read().strip() or "?"
-            raise DeviceBusy(
-                f"another jukebot worker (pid {other}) already uses {device} on this machine; "
-                "run one worker per GPU"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-class ProgressTracker:
-    """The latest progress, written by the sampler's callbacks, read by the heartbeat thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._data: dict[str, Any] = {"stage": "starting"}
-
-    def stage(self, name: str, **extra: Any) -> None:
-        with self._lock:
-            self._data = {"stage": name, **extra}
-
-    def tokens(self, stage: str, p: Any) -> None:
-        data = {
-            "stage": stage,
-            "level": p.level,
-            "done": p.done,
-            "total": p.total,
-            "percent": round(p.percent, 2),
-            "tokens_per_second": round(p.tokens_per_second, 2),
-            "eta_seconds": None if p.eta_seconds is None else round(p.eta_seconds, 1),
-            "window": p.window,
-            "windows": p.windows,
-        }
-        with self._lock:
-            self._data = data
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._data)
-
-
-class Heartbeat:
-    """Extends the lease every `interval` seconds with the latest progress, from a thread.
-    Remembers a cancel request and a lost lease for the sampling loop to see between windows."""
-
-    def __init__(self, db: Database, lease: queue.Lease, tracker: ProgressTracker, interval: float) -> None:
-        self.db, self.lease, self.tracker, self.interval = db, lease, tracker, interval
-        self.cancel = threading.Event()
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-job-{lease.job_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self.beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop beating (before the job's final write: a beat after completion would be refused)."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
-
-    def beat(self) -> None:
-        try:
-            if queue.heartbeat(self.db, self.lease, self.tracker.snapshot()):
-                self.cancel.set()
-        except queue.LeaseLost as e:
-            log.warning("%s", e)
-            self.lost.set()
-        except Exception as e:  # the database is down for a moment: try again next time
-            log.warning("heartbeat for job %s failed: %s", self.lease.job_id, e)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            if self.lost.is_set():
-                return
-            self.beat()
 
 
 def request_from_song(song: Song, sampling: Any = None) -> Any:
