@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.config import PRESETS, ModelConfig, PriorConfig  # noqa: E402
-from engine.labels import Labeller  # noqa: E402
-from engine.prior import Cond, JukeboxPrior  # noqa: E402
+from engine.model.config import PRESETS, ModelConfig, PriorConfig  # noqa: E402
+from engine.model.labels import Labeller  # noqa: E402
+from engine.model.prior import Cond, JukeboxPrior  # noqa: E402
 
 REF_KIND = {
     2: {"1b_lyrics": "prior_1b_lyrics", "5b_lyrics": "prior_5b_lyrics", "5b": "prior_5b"},
@@ -114,12 +114,12 @@ def random_engine(
     small: bool = False,
     seed: int = 0,
 ) -> Any:
-    """A whole model set (`engine.pipeline.Engine`, every level resident) with random weights at
+    """A whole model set (`engine.sampling.pipeline.Engine`, every level resident) with random weights at
     the released sizes of `model` (`small`: the CPU-test sizes), priors in `dtype`, the VQ-VAE in
     float32, as `Engine.load` leaves them. The same seed gives the same weights in any process on
     the same kind of device, so jobs can move between workers (bench/scale_out.py)."""
-    from engine.model import JukeboxModel
-    from engine.pipeline import Engine
+    from engine.model.jukebox import JukeboxModel
+    from engine.sampling.pipeline import Engine
 
     device = torch.device(device)
     config = config_of(model, small)
@@ -223,7 +223,7 @@ def config_of(model: str, small: bool = False) -> ModelConfig:
     """The released config, or (`small`) the same model kinds at the CPU-test sizes."""
     if not small:
         return PRESETS[model]
-    from engine.config import VQVAEConfig
+    from engine.model.config import VQVAEConfig
     from tests.engine_reference import SMALL_PRIORS, SMALL_VQVAE
 
     vq = VQVAEConfig.from_hparams(SMALL_VQVAE)

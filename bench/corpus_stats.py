@@ -3,7 +3,7 @@
     .venv/bin/python bench/corpus_stats.py /work/corpus [--sample-length 65536] [--batches 50]
 
 Prints what ``corpus.json`` says (hours, clips per artist and genre, build time), then loads the
-folder with ``engine.dataset.AudioDataset`` and times the load (decode + resample of every clip) and
+folder with ``engine.training.dataset.AudioDataset`` and times the load (decode + resample of every clip) and
 the crops per second a single-process DataLoader delivers, so a trainer knows whether data loading
 can keep up with a GPU.
 """
@@ -44,7 +44,7 @@ def main() -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from engine.dataset import AudioDataset, CropSampler
+    from engine.training.dataset import AudioDataset, CropSampler
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

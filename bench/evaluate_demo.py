@@ -7,7 +7,7 @@
     python bench/evaluate_demo.py evaluate --samples SAMPLES --corpus CORPUS --json results.json \
         [--spectrogram docs/demo-spectrogram.png]
 
-Features (engine/evaluate.py): spectral flatness, chroma concentration, pitch salience, onset
+Features (engine/training/evaluate.py): spectral flatness, chroma concentration, pitch salience, onset
 regularity. "Near the corpus, far from noise" is reported per feature as the distance of the
 samples' mean from the corpus mean and from the noise mean, in units of the corpus's spread.
 The classifier is a multinomial logistic regression on log-mel statistics, trained on the corpus's
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.evaluate import FEATURES, LogisticRegression, features, mel_stats, summarise  # noqa: E402
+from engine.training.evaluate import FEATURES, LogisticRegression, features, mel_stats, summarise  # noqa: E402
 
 DEFAULT_CLASSES = ("bach:chorale", "traditional:fiddle tune")
 
@@ -43,8 +43,9 @@ def generate(a: argparse.Namespace) -> int:
     import soundfile as sf
     import torch
 
-    from engine.pipeline import Engine, SongRequest, WindowLabels
-    from engine.sample import NoiseKey, SamplingSettings, run_plan
+    from engine.sampling.noise import NoiseKey
+    from engine.sampling.pipeline import Engine, SongRequest, WindowLabels
+    from engine.sampling.sample import SamplingSettings, run_plan
 
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -212,7 +213,7 @@ def _codec(model: str) -> Any:
     """audio -> the same audio encoded and decoded at level 0 by the model's VQ-VAE."""
     import torch
 
-    from engine.pipeline import Engine
+    from engine.sampling.pipeline import Engine
 
     engine = Engine.load(model, device="cpu", progress=False)
     top = engine.hop_lengths[-1]
@@ -240,7 +241,7 @@ def spectrogram_png(x: np.ndarray, sr: int, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from engine.evaluate import stft_power
+    from engine.training.evaluate import stft_power
 
     n_fft, hop = 1024, 256
     p = stft_power(x, n_fft, hop)

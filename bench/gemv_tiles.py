@@ -1,4 +1,4 @@
-"""The decode GEMV (engine.decode_kernels.gemv) against cuBLAS for the few-row products of a
+"""The decode GEMV (engine.sampling.decode_kernels.gemv) against cuBLAS for the few-row products of a
 decode step, over tile choices: which tiles read the weights nearest the GPU's bandwidth.
 
     python bench/gemv_tiles.py [--rows 1,3]
@@ -31,7 +31,7 @@ LAYERS = 16
 
 
 def graph_us(fn: Any, reps: int = 20) -> float:
-    from engine.graphs import _capture  # the decoder's own warm-up and capture
+    from engine.sampling.graphs import _capture  # the decoder's own warm-up and capture
 
     g = _capture(fn, torch.device("cuda"))
     times = []
@@ -47,7 +47,7 @@ def graph_us(fn: Any, reps: int = 20) -> float:
 
 
 def one_shape(rows: int, name: str, k: int, n: int) -> tuple[Any, ...]:
-    from engine import decode_kernels as dk
+    from engine.sampling import decode_kernels as dk
 
     dev = torch.device("cuda")
     ws = [torch.randn(k, n, device=dev, dtype=torch.bfloat16) * 0.02 for _ in range(LAYERS)]

@@ -36,9 +36,10 @@ from bench.common import (
     timed,
     window_inputs,
 )
-from engine.batching import RowDecoder, WindowTask
-from engine.sample import NoiseKey
-from engine.vqvae import VQVAE
+from engine.model.vqvae import VQVAE
+from engine.sampling.decoders import RowDecoder
+from engine.sampling.noise import NoiseKey
+from engine.sampling.window_task import WindowTask
 
 
 def gib(n: float) -> float:

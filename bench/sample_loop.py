@@ -1,4 +1,4 @@
-"""The sampling loop (engine.sample) on a GPU: correctness on CUDA and the eager baseline speed.
+"""The sampling loop (engine.sampling.sample) on a GPU: correctness on CUDA and the eager baseline speed.
 
     python bench/sample_loop.py [--device cuda] [--steps 64] [--batch 3]
 
@@ -25,20 +25,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.config import PRESETS, tiny_config  # noqa: E402
-from engine.labels import Labeller  # noqa: E402
-from engine.prior import JukeboxPrior  # noqa: E402
-from engine.sample import (  # noqa: E402
+from engine.model.config import PRESETS, tiny_config  # noqa: E402
+from engine.model.labels import Labeller  # noqa: E402
+from engine.model.prior import JukeboxPrior  # noqa: E402
+from engine.sampling.noise import NoiseKey  # noqa: E402
+from engine.sampling.sample import (  # noqa: E402
     ExactPrior,
     Hooks,
-    NoiseKey,
     Plan,
     SamplingSettings,
     SamplingStopped,
     run_plan,
     sample_window,
 )
-from engine.windows import Window, round_sample_length, tokens_per_level  # noqa: E402
+from engine.sampling.windows import Window, round_sample_length, tokens_per_level  # noqa: E402
 
 
 def emit(**kw: object) -> None:

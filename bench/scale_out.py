@@ -20,7 +20,7 @@ For each worker count W in `--workers` (one run each, on a fresh SQLite queue an
 
 Kill test (`--kill-after-windows K`, in the run with `--kill-in` workers, default the most): after
 the timed songs, one more song; once its upsample job has saved K window checkpoints (the job
-row's fenced checkpoint pointer, engine.resume), the worker running it is SIGKILLed. Another
+row's fenced checkpoint pointer, engine.sampling.resume), the worker running it is SIGKILLed. Another
 worker (or the same one restarted: `--restart-killed`, always with one worker) claims the job
 when its lease (`--lease-seconds`) expires and must resume from the last saved window. Reported:
 windows saved before the kill, the window the resumed run started at (from the resumed worker's
@@ -192,7 +192,7 @@ def child_main(argv: list[str]) -> int:
     cli_args = argv[cut + 1 :]
     check_modules(WORKER_MODULES)
 
-    import engine.worker as ew
+    import engine.serving.worker as ew
 
     if ns.share_gpu:
         # Several workers on one GPU (the stand-in for one GPU per worker): the product refuses
@@ -245,8 +245,8 @@ def warm_up(engine: Any, ns: argparse.Namespace) -> dict[str, Any]:
     (a sanity figure: a step that fell back to eager shows here at once)."""
     import torch
 
-    from engine.pipeline import SongRequest, make_drafts, upsample
-    from engine.sample import SamplingSettings
+    from engine.sampling.pipeline import SongRequest, make_drafts, upsample
+    from engine.sampling.sample import SamplingSettings
 
     device = engine.device
 
@@ -506,7 +506,7 @@ class Saved:
 def saved_windows(storage: Storage, key: str | None) -> Saved | None:
     """The job's latest checkpoint; None while there is none or its file was just replaced by
     the next one (the worker deletes the previous file once the row points at the new one)."""
-    from engine.resume import CheckpointError, loads
+    from engine.sampling.resume import CheckpointError, loads
 
     if not key:
         return None

@@ -2,7 +2,7 @@
 
     python bench/song_e2e.py [--model 1b_lyrics] [--seconds 20] [--budget 420] [--ref-json FILE]
 
-The real pipeline (`engine.pipeline.make_drafts` and `upsample`, the worker's code path) on
+The real pipeline (`engine.sampling.pipeline.make_drafts` and `upsample`, the worker's code path) on
 released-size priors with random weights in bf16, one level in GPU memory at a time
 (`swap_levels`, as on a 16 GB card): each level's weights are made when the pipeline asks for
 them and dropped when it moves on. Prints JSON lines: `level` (wall seconds, tokens, windows,
@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 from bench.common import SONG, config_of, device_name, emit, random_prior, randomize, sync
-from engine.model import JukeboxModel
-from engine.pipeline import Engine, SongRequest, make_drafts, upsample
-from engine.sample import Hooks, Progress, SamplingSettings, SamplingStopped
+from engine.model.jukebox import JukeboxModel
+from engine.sampling.pipeline import Engine, SongRequest, make_drafts, upsample
+from engine.sampling.sample import Hooks, Progress, SamplingSettings, SamplingStopped
 
 
 class Stages:
@@ -172,7 +172,11 @@ def main() -> int:
     engine.decode(drafts.codes, 2)
     stages.stop()
     level_plan = engine.plan(
-        (1, 0), 1, drafts.sample_length, __import__("engine.sample").sample.NoiseKey(1), request.settings
+        (1, 0),
+        1,
+        drafts.sample_length,
+        __import__("engine.sampling.noise").sampling.noise.NoiseKey(1),
+        request.settings,
     )
     totals = {lv: level_plan.totals[lv] for lv in (1, 0)}
     windows_all = {lv: len(level_plan.windows(lv)) for lv in (1, 0)}

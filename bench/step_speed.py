@@ -10,7 +10,7 @@ second window re-prefills (n_ctx - hop tokens: 5376 + the 384-character lyric pr
 - The reference is `jukebox-infer` (the original `primed_sample` loop, fp16 as the original
   samples, chunk_size 32 for the prime): its prime time is the time to its first logits, its
   step time the median gap between consecutive logits (a hook on its output layer).
-- Ours (bf16 weights) runs through `engine.batching.RowDecoder`, the decoder the sampler uses,
+- Ours (bf16 weights) runs through `engine.sampling.decoders.RowDecoder`, the decoder the sampler uses,
   once per decode mode: prefill of the window in one pass (+ the first token), then `--steps`
   one-token steps timed with CUDA events.
 
@@ -52,8 +52,10 @@ from bench.common import (
     timed,
     window_inputs,
 )
-from engine.batching import DecodeLoop, RowDecoder, WindowTask
-from engine.sample import NoiseKey
+from engine.sampling.batching import DecodeLoop
+from engine.sampling.decoders import RowDecoder
+from engine.sampling.noise import NoiseKey
+from engine.sampling.window_task import WindowTask
 
 
 def run_reference(
@@ -173,7 +175,7 @@ def profile_step(dec: RowDecoder, args: argparse.Namespace, mode: str) -> None:
 
 
 def inductor_tag() -> str:
-    from engine.graphs import inductor_flags
+    from engine.sampling.graphs import inductor_flags
 
     return ",".join(sorted(inductor_flags())) or "default"
 

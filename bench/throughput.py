@@ -4,7 +4,7 @@
 
 Each song is a job of its own, in a thread of its own, running the real pipeline
 (`make_drafts`: 3 level-2 drafts; `upsample`: levels 1 and 0 of one draft), all of them sharing
-one `engine.batching.BatchScheduler`, as the worker runs several jobs: their windows join one
+one `engine.sampling.batching.BatchScheduler`, as the worker runs several jobs: their windows join one
 decode batch and leave it as they finish, each row at its own position and with its own noise.
 Released-size priors, random weights, bf16, every level resident. For each stage the same work
 is timed for 1 song and for N songs (each run's batch is sized for its songs); JSON lines give the
@@ -38,10 +38,10 @@ from bench.common import (
     reset_peak,
     sync,
 )
-from engine.batching import BatchScheduler, use_scheduler
-from engine.model import JukeboxModel
-from engine.pipeline import Engine, SongRequest, make_drafts, upsample
-from engine.sample import SamplingSettings
+from engine.model.jukebox import JukeboxModel
+from engine.sampling.batching import BatchScheduler, use_scheduler
+from engine.sampling.pipeline import Engine, SongRequest, make_drafts, upsample
+from engine.sampling.sample import SamplingSettings
 
 
 def resident_engine(model: str, device: torch.device, small: bool) -> Engine:

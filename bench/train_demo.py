@@ -1,8 +1,8 @@
-"""Train the demo model (the one shipped in engine/data/demo) on the labelled corpus.
+"""Train the demo model (the one shipped in engine/model/data/demo) on the labelled corpus.
 
     python bench/train_demo.py all --data CORPUS --out RUN [--vqvae-minutes 3.5] [--prior-minutes 4.5]
     python bench/train_demo.py config --data CORPUS --out RUN      # only write RUN/model.json
-    python bench/train_demo.py ship --run RUN [--dest engine/data/demo]   # fp16 copy for the repository
+    python bench/train_demo.py ship --run RUN [--dest engine/model/data/demo]   # fp16 copy for the repository
 
 `all` writes the config from the corpus's labels, trains the VQ-VAE, encodes the corpus once, then
 trains the three priors at the same time (three processes share the GPU: each is small and alone
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.config import (  # noqa: E402
+from engine.model.config import (  # noqa: E402
     ConditionerConfig,
     CustomLabels,
     ModelConfig,
@@ -105,7 +105,8 @@ def _train_cmd(kind: str, run: Path, data: Path, minutes: float, steps: int | No
     return [
         sys.executable,
         "-m",
-        "engine.train",
+        "engine.cli",
+        "train",
         kind,
         "--config",
         str(run / "model.json"),
@@ -133,7 +134,8 @@ def run_all(a: argparse.Namespace) -> int:
     # The codes must exist before the three prior processes start (they would race to make them).
     import torch
 
-    from engine.train import load_config, prepare_codes
+    from engine.training.clips import prepare_codes
+    from engine.training.files import load_config
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     prepare_codes(run, data, load_config(run), run / "vqvae.pth.tar", dev)  # cached by `vqvae --encode`
@@ -170,7 +172,7 @@ def ship(a: argparse.Namespace) -> int:
     """Copy a trained run into the repository's demo folder: model.json + fp16 original-format files."""
     import torch
 
-    from engine.checkpoints import read_checkpoint
+    from engine.model.checkpoints import read_checkpoint
 
     run, dest = Path(a.run), Path(a.dest)
     dest.mkdir(parents=True, exist_ok=True)

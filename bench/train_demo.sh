@@ -2,7 +2,8 @@
 # Train the demo model on the lent GPU machine (one 10-minute slot), from the repository root:
 #   OUT=/some/dir bash bench/train_demo.sh
 # Needs .corpus/corpus.tar (jukebot corpus build, then jukebot corpus pack) and, on a machine
-# without them, wheels in .whl/ and .whl-train/ (soundfile, cffi, pycparser, unidecode, rapidfuzz).
+# without them, wheels in .whl/ and .whl-train/ (soundfile, cffi, pycparser, unidecode, rapidfuzz,
+# typer: training runs as `python -m engine.cli train`, the same command as `jukebot train`).
 # Environment: VQVAE_MIN (VQ-VAE budget), TOTAL_MIN (whole run; the priors get what is left),
 # VQVAE_BATCH, PRIOR_BATCH, STEPS (fixed steps per stage instead of budgets: smoke tests),
 # CONTINUE_FROM=DIR (a folder with model.json, the .pth.tar files and codes.pt.gz.*: train the

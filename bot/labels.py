@@ -1,8 +1,8 @@
 """Artist and genre names for autocomplete and for checking what a member typed.
 
-The names and the rules come from the configured model (`engine.labels`, torch-free): the engine's
+The names and the rules come from the configured model (`engine.model.labels`, torch-free): the engine's
 own `artist_id` / `genre_word_ids` decide what is valid (so a v2 model's "pop rock" bag of genres
-passes, like the engine takes it), and `engine.labels.suggest` gives the "did you mean". Discord shows
+passes, like the engine takes it), and the index below gives the "did you mean". Discord shows
 at most 25 suggestions and leaves the final value to the member, so the command checks again.
 """
 
@@ -143,7 +143,7 @@ class LabelIndex:
                 self.validate(joined)
                 return joined  # "hiphop": the words "hip hop", which the model takes as a bag
         if self.validate is not None:
-            from engine.labels import UnknownLabel
+            from engine.model.labels import UnknownLabel
 
             try:
                 self.validate(cleaned)
@@ -171,8 +171,8 @@ class Labels:
 
 
 def load_labels(model: str) -> Labels:
-    """The artist and genre names of the configured model (engine/labels.py)."""
-    from engine import labels as engine_labels
+    """The artist and genre names of the configured model (engine/model/labels.py)."""
+    from engine.model import labels as engine_labels
 
     config = engine_labels.model_config(model)
     found = engine_labels.labels_for_model(config)

@@ -1,6 +1,6 @@
 """How many lyric characters fit in a clip of a given length.
 
-Facts (shared/research/engine.md §1.3, §2.1; the numbers are read from `engine.config.PRESETS`):
+Facts (shared/research/engine.md §1.3, §2.1; the numbers are read from `engine.model.config.PRESETS`):
 the top-level prior sees a window of n_tokens lyric characters while it samples one window of
 audio, and the lyrics are aligned linearly with the whole song (the window centre is
 len(lyrics) * position / total_length).
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.config import PRESETS
+from engine.model.config import PRESETS
 
 TARGET_FRACTION = 0.6
 CHARS_PER_WORD = 5.5  # average English word plus its space, used only to phrase the prompt

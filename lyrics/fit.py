@@ -1,6 +1,6 @@
 """Turn a text model's reply (or lyrics a member wrote) into lyrics the engine can sing.
 
-The engine's character vocabulary and its cleaning live in `engine/labels.py` (torch-free); this
+The engine's character vocabulary and its cleaning live in `engine/model/labels.py` (torch-free); this
 module only decides what to do around them and tells the person what changed, in plain words:
 
 1. drop what is not lyrics: code fences and markdown; from a text model also its hidden reasoning,
@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from unidecode import unidecode
 
-from engine import labels
+from engine.model import labels
 from lyrics.budget import LyricBudget, budget_for
 from lyrics.errors import LyricsInputError
 
@@ -42,7 +42,7 @@ class FittedLyrics:
 
 
 # ---------------------------------------------------------------------------------------------
-# The engine's alphabet (single source: engine/labels.py)
+# The engine's alphabet (single source: engine/model/labels.py)
 
 
 @lru_cache(maxsize=16)

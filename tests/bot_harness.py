@@ -95,7 +95,7 @@ class Studio:
     # ---------------------------------------------------------------- workers
 
     def start_real_worker(self) -> subprocess.Popen[bytes]:
-        """The product's GPU worker (`jukebot worker`, engine/worker.py) on the CPU, rendering with
+        """The product's GPU worker (`jukebot worker`, engine/serving/worker.py) on the CPU, rendering with
         the tiny random-weight model the studio was set up with (`settings.model`)."""
         env = {**self.env, "JUKEBOT_DEVICE": "cpu"}
         cmd = [sys.executable, "-m", "bot.cli", "worker", "--device", "cpu", "--threads", "1"]

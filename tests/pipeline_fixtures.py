@@ -22,11 +22,12 @@ if str(ROOT) not in sys.path:  # when run as a script
 
 import torch  # noqa: E402
 
-from engine.config import ModelConfig, tiny_config  # noqa: E402
-from engine.labels import Labeller  # noqa: E402
-from engine.prior import JukeboxPrior  # noqa: E402
-from engine.sample import Hooks, NoiseKey, Plan, Progress, SamplingSettings  # noqa: E402
-from engine.windows import Window, round_sample_length, tokens_per_level  # noqa: E402
+from engine.model.config import ModelConfig, tiny_config  # noqa: E402
+from engine.model.labels import Labeller  # noqa: E402
+from engine.model.prior import JukeboxPrior  # noqa: E402
+from engine.sampling.noise import NoiseKey  # noqa: E402
+from engine.sampling.sample import Hooks, Plan, Progress, SamplingSettings  # noqa: E402
+from engine.sampling.windows import Window, round_sample_length, tokens_per_level  # noqa: E402
 
 CPU = torch.device("cpu")
 LYRICS = "Sing a song of sixpence, a pocket full of rye"
@@ -75,7 +76,7 @@ def tiny_plan(config: ModelConfig, seconds: float, n_rows: int, seed: int) -> tu
 def write_tiny_model(folder: Path, config: ModelConfig | None = None, seed: int = 0) -> Path:
     """A custom model folder: `model.json` plus the original-format checkpoint files
     (`{'model': state_dict}` in `vqvae.pth.tar` and `prior_level_{0,1,2}.pth.tar`), random weights."""
-    from engine.model import JukeboxModel
+    from engine.model.jukebox import JukeboxModel
 
     config = config or tiny_model_config()
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,7 @@ def _run_job(args: argparse.Namespace) -> int:
     from db.database import Database
     from db.queue import claim, complete
     from db.storage import Storage
-    from engine.resume import JobCheckpointer, resumable_run
+    from engine.sampling.resume import JobCheckpointer, resumable_run
 
     torch.set_num_threads(1)  # as in the test process: same numerics, and fast for tiny models
     db = Database(args.db)

@@ -1,4 +1,4 @@
-"""Lyrics alignment (engine/alignment.py) against the original code's alignment attention.
+"""Lyrics alignment (engine/sampling/alignment.py) against the original code's alignment attention.
 
 Small lyric priors of both kinds (1b_lyrics-style prefix, 5b_lyrics-style separate encoder) are
 built with the original code, given random weights, saved in its format and loaded into ours. The
@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.alignment import (
+from engine.model.checkpoints import load_into
+from engine.model.config import PriorConfig, VQVAEConfig
+from engine.model.labels import Labeller, released_labels
+from engine.model.prior import JukeboxPrior
+from engine.sampling.alignment import (
     AlignmentError,
     alignment_record,
     character_times,
@@ -25,10 +29,6 @@ from engine.alignment import (
     song_alignment,
     window_attention,
 )
-from engine.checkpoints import load_into
-from engine.config import PriorConfig, VQVAEConfig
-from engine.labels import Labeller, released_labels
-from engine.prior import JukeboxPrior
 from tests.engine_reference import (
     SMALL_PRIORS,
     SMALL_VQVAE,

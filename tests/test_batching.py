@@ -1,4 +1,4 @@
-"""engine.batching: the one decode loop, decode batches shared by several jobs, memory budgets.
+"""engine.sampling.batching: the one decode loop, decode batches shared by several jobs, memory budgets.
 
 Real tiny Jukebox priors (random weights, float32, CPU). The central claim: a job's tokens do not
 depend on who it was batched with, so a job sampled alone and the same job sampled in one batch
@@ -16,16 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.batching import (
-    BatchScheduler,
-    DecodeLoop,
-    RowDecoder,
-    WindowTask,
-    row_bytes,
-    rows_for_budget,
-    use_scheduler,
-)
-from engine.sample import ExactPrior, NoiseKey, Plan, SamplingSettings, run_plan
+from engine.sampling.batching import BatchScheduler, DecodeLoop, use_scheduler
+from engine.sampling.decoders import RowDecoder, row_bytes, rows_for_budget
+from engine.sampling.noise import NoiseKey
+from engine.sampling.sample import ExactPrior, Plan, SamplingSettings, run_plan
+from engine.sampling.window_task import WindowTask
 from tests.pipeline_fixtures import TinyLabels, empty_codes, tiny_model_config, tiny_plan, tiny_priors
 
 CPU = torch.device("cpu")
@@ -245,8 +240,8 @@ def test_compiled_step_equals_the_eager_step(
     aot_eager backend: the same tracing and functionalization of the in-place KV-cache writes as
     Inductor on the GPU, without code generation. Same tokens, same logits (split-K products:
     the same up to float32 rounding)."""
-    import engine.attention as attention
-    import engine.graphs as graphs
+    import engine.model.attention as attention
+    import engine.sampling.graphs as graphs
 
     monkeypatch.setattr(graphs, "COMPILE_BACKEND", "aot_eager")
     monkeypatch.setattr(graphs, "_COMPILED", {})
@@ -278,7 +273,7 @@ def test_compiled_step_equals_the_eager_step(
 
 
 def test_default_mode_and_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.graphs import StepRunner, default_mode
+    from engine.sampling.graphs import StepRunner, default_mode
 
     monkeypatch.delenv("JUKEBOT_DECODE", raising=False)
     assert default_mode("cpu") == "eager" and default_mode("cuda:0") == "fused"

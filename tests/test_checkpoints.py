@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from db.settings import Settings
-from engine.checkpoints import (
+from engine.model.checkpoints import (
     LICENSE_NOTICE,
     RELEASED_KNOWN,
     CheckpointError,
@@ -35,10 +35,10 @@ from engine.checkpoints import (
     released_files,
     sha256_file,
 )
-from engine.config import tiny_config
-from engine.model import load_model
-from engine.prior import JukeboxPrior
-from engine.vqvae import VQVAE
+from engine.model.config import tiny_config
+from engine.model.jukebox import load_model
+from engine.model.prior import JukeboxPrior
+from engine.model.vqvae import VQVAE
 from tests.fakes.model_hub import ModelHub, serve_model_hub
 
 REL = "jukebox/models/5b/vqvae.pth.tar"

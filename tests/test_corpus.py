@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine import corpus
-from engine.corpus import CorpusError, MidiNote, build_corpus, clip_starts, plan_pieces, write_midi
+from engine.training import corpus_pack, scores, sources
+from engine.training.corpus import build_corpus, plan_pieces
+from engine.training.scores import MidiNote, clip_starts, write_midi
+from engine.training.sources import CorpusError
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("fluidsynth") is None or not corpus.DEFAULT_SOUNDFONT.is_file(),
+    shutil.which("fluidsynth") is None or not sources.DEFAULT_SOUNDFONT.is_file(),
     reason="needs the Debian packages fluidsynth and fluid-soundfont-gm",
 )
 
@@ -53,7 +55,7 @@ def test_small_build_has_real_labelled_music(small: Path) -> None:
     rows = _labels(small)
     assert {r["artist"] for r in rows} == {"bach", "traditional", "monteverdi"}
     assert {r["genre"] for r in rows} == {"chorale", "fiddle tune", "madrigal"}
-    assert list(rows[0]) == list(corpus.LABEL_COLUMNS)
+    assert list(rows[0]) == list(sources.LABEL_COLUMNS)
     assert [r["file"] for r in rows] == sorted(r["file"] for r in rows)
     noise = np.random.default_rng(0).uniform(-0.3, 0.3, 4 * 22050)
     for r in rows:
@@ -61,7 +63,7 @@ def test_small_build_has_real_labelled_music(small: Path) -> None:
         assert rate == 22050 and audio.ndim == 1 and len(audio) == 4 * 22050
         rms_db = 20 * np.log10(np.sqrt(np.mean(audio**2)))
         assert -40 < rms_db < -6, (r["file"], rms_db)
-        assert np.abs(audio).max() <= corpus.PEAK + 1e-3
+        assert np.abs(audio).max() <= sources.PEAK + 1e-3
         # Pitched instruments: far flatter spectrum for noise than for the rendered music.
         assert _spectral_flatness(audio) < 0.2 * _spectral_flatness(noise), r["file"]
         assert float(r["seconds"]) == 4.0
@@ -116,7 +118,7 @@ def test_plan_is_seeded_and_independent_of_max_pieces(tmp_path: Path) -> None:
         "sample_rate": 22050,
         "seconds_per_clip": 20.0,
         "max_clips_per_piece": None,
-        "soundfont": corpus.DEFAULT_SOUNDFONT,
+        "soundfont": sources.DEFAULT_SOUNDFONT,
         "audio_format": "flac",
     }
     full = plan_pieces(tmp_path, seed=0, max_pieces=None, **kw)  # type: ignore[arg-type]
@@ -126,13 +128,13 @@ def test_plan_is_seeded_and_independent_of_max_pieces(tmp_path: Path) -> None:
     assert full == again
     assert head == full[:12]
     assert [j.source for j in other] != [j.source for j in full]
-    assert len(full) == sum(c.pieces for c in corpus.COLLECTIONS)
+    assert len(full) == sum(c.pieces for c in sources.COLLECTIONS)
     assert len({j.source for j in full}) == len(full)
     by_artist = {j.artist for j in full}
     assert len(by_artist) >= 6 and len({j.genre for j in full}) >= 5
     assert {j.split for j in full} == {"train", "test"}
     # Every selected piece exists in the installed music21 corpus.
-    root = corpus._corpus_root()
+    root = sources._corpus_root()
     assert all((root / j.source.partition("#")[0]).is_file() for j in full)
 
 
@@ -173,16 +175,16 @@ def test_midi_writer_releases_every_note(tmp_path: Path) -> None:
             elif ev.type == midi.ChannelVoiceMessages.NOTE_OFF:
                 active[ev.pitch] -= 1
         assert not any(active.values())
-    audio = corpus.render_midi(mid, 22050, corpus.DEFAULT_SOUNDFONT, timeout=30)
+    audio = scores.render_midi(mid, 22050, sources.DEFAULT_SOUNDFONT, timeout=30)
     assert 2.0 < len(audio) / 22050 < 10.0  # the notes plus the release and reverb, not forever
 
 
 def test_tune_played_again_until_long_enough() -> None:
     notes = [MidiNote(0.0, 1.0, 60, 90, 0, 110), MidiNote(1.0, 2.0, 62, 90, 0, 110)]
-    again = corpus.play_again(notes, 2.0, 5.0)
+    again = scores.play_again(notes, 2.0, 5.0)
     assert [n.start for n in again] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    assert corpus.play_again(notes, 2.0, 100.0, most=3)[-1].end == 6.0
-    assert corpus.play_again(notes, 10.0, 5.0) == notes
+    assert scores.play_again(notes, 2.0, 100.0, most=3)[-1].end == 6.0
+    assert scores.play_again(notes, 10.0, 5.0) == notes
 
 
 def test_missing_soundfont_is_explained(tmp_path: Path) -> None:
@@ -192,14 +194,14 @@ def test_missing_soundfont_is_explained(tmp_path: Path) -> None:
 
 def test_pack_refuses_bad_input(small: Path, tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="between 0 and 1"):
-        corpus.pack_corpus(small, tmp_path / "x.tar", quality=-0.1)
+        corpus_pack.pack_corpus(small, tmp_path / "x.tar", quality=-0.1)
     with pytest.raises(CorpusError, match="not a built corpus"):
-        corpus.pack_corpus(tmp_path, tmp_path / "x.tar")
+        corpus_pack.pack_corpus(tmp_path, tmp_path / "x.tar")
 
 
 def test_pack_makes_small_ogg_tar(small: Path, tmp_path: Path) -> None:
     tar_path = tmp_path / "corpus.tar"
-    info = corpus.pack_corpus(small, tar_path)
+    info = corpus_pack.pack_corpus(small, tar_path)
     rows = _labels(small)
     assert info["clips"] == len(rows)
     flac_bytes = sum((small / r["file"]).stat().st_size for r in rows)
@@ -221,7 +223,7 @@ def test_pack_makes_small_ogg_tar(small: Path, tmp_path: Path) -> None:
 
 def test_module_entry_builds(tmp_path: Path) -> None:
     out = tmp_path / "c"
-    cmd = [sys.executable, "-m", "engine.corpus", "build", "--out", str(out), "--max-pieces", "1"]
+    cmd = [sys.executable, "-m", "engine.cli", "corpus", "build", "--out", str(out), "--max-pieces", "1"]
     cmd += ["--seconds-per-clip", "3", "--workers", "1"]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from db.audio import ffmpeg
-from engine.dataset import (
+from engine.training.dataset import (
     AudioDataset,
     CropSampler,
     DatasetError,

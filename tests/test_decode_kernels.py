@@ -1,4 +1,4 @@
-"""engine.decode_kernels: the Triton decode step of one block against the reference step.
+"""engine.sampling.decode_kernels: the Triton decode step of one block against the reference step.
 
 On this machine (no GPU) the kernels run in Triton's interpreter, which executes the same kernel
 code with NumPy: indexing, masks, the chunked softmax and the cache writes are checked here; the
@@ -17,7 +17,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: ker
 import pytest
 import torch
 
-from engine.attention import (
+from engine.model.attention import (
     BLOCK,
     CROSS,
     DENSE,
@@ -29,12 +29,12 @@ from engine.attention import (
     cache_shape,
     step_masks,
 )
-from engine.transformer import ResAttnBlock
+from engine.model.transformer import ResAttnBlock
 
 if platform.machine() != "x86_64":  # the test extra installs Triton on x86-64 only
     pytest.skip("Triton's wheels are x86-64 only", allow_module_level=True)
 
-import engine.decode_kernels as dk  # a missing Triton fails here, loudly
+import engine.sampling.decode_kernels as dk  # a missing Triton fails here, loudly
 
 GEO = Geometry(seq_len=64, blocks=4, prime_len=10, encoder_len=12)  # block_ctx 16, 4 rows of blocks
 
@@ -137,8 +137,10 @@ def test_fused_decoder_samples_the_eager_tokens(level: int) -> None:
     """A whole RowDecoder in `fused` mode (every block through the kernels, on a tiny model of the
     demo's lyric-prefix kind with its timing/upper-level conditioning): the same tokens as the
     eager decoder and logits equal up to float32 rounding, 3 rows at their own positions."""
-    from engine.batching import DecodeLoop, RowDecoder, WindowTask
-    from engine.sample import NoiseKey
+    from engine.sampling.batching import DecodeLoop
+    from engine.sampling.decoders import RowDecoder
+    from engine.sampling.noise import NoiseKey
+    from engine.sampling.window_task import WindowTask
     from tests.pipeline_fixtures import TinyLabels, tiny_model_config, tiny_plan, tiny_priors
 
     cpu = torch.device("cpu")

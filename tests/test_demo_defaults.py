@@ -3,7 +3,7 @@
 thread on a CPU by default; lyrics a model cannot sing are reported; `jukebot train`'s options reach
 the training run.
 
-What sampling really gets is recorded at `engine.sample.sample_window`, the function every level's
+What sampling really gets is recorded at `engine.sampling.sample.sample_window`, the function every level's
 window goes through, not read back from a settings object."""
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import engine.sample
+import engine.sampling.sample
 from db import queue, repo
 from db.database import Database
 from db.settings import Settings, get_settings
 from db.storage import Storage
 from engine.cli import register
-from engine.config import DEMO_DIR, ConfigError, SamplingDefaults, sampling_defaults
-from engine.pipeline import Engine
-from engine.worker import Worker, WorkerOptions
+from engine.model.config import DEMO_DIR, ConfigError, SamplingDefaults, sampling_defaults
+from engine.sampling.pipeline import Engine
+from engine.serving.worker import Worker, WorkerOptions
 from tests.pipeline_fixtures import write_tiny_model
 
 runner = CliRunner()
@@ -53,13 +53,13 @@ def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 def temps_used(monkeypatch: pytest.MonkeyPatch) -> dict[int, set[float]]:
     """level -> the temperatures its windows were sampled at."""
     seen: dict[int, set[float]] = {}
-    real = engine.sample.sample_window
+    real = engine.sampling.sample.sample_window
 
     def recording(prior: Any, *args: Any, temperature: float, **kw: Any) -> Any:
         seen.setdefault(int(prior.level), set()).add(temperature)
         return real(prior, *args, temperature=temperature, **kw)
 
-    monkeypatch.setattr(engine.sample, "sample_window", recording)
+    monkeypatch.setattr(engine.sampling.sample, "sample_window", recording)
     return seen
 
 
@@ -226,7 +226,7 @@ def test_the_worker_uses_the_model_recommendation_unless_the_song_chose(
 
 
 def test_train_options_reach_the_training_run(app: typer.Typer, tmp_path: Path) -> None:
-    from engine.config import tiny_config
+    from engine.model.config import tiny_config
     from tests.test_train import LABELS, make_folder
 
     data = make_folder(tmp_path / "data", n=3, seconds=1.0)

@@ -1,4 +1,4 @@
-"""The shipped demo model (engine/data/demo): small enough for the repository, loads with nothing to
+"""The shipped demo model (engine/model/data/demo): small enough for the repository, loads with nothing to
 download, knows the corpus's composers and forms, and makes a (short) song on a CPU."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import DEMO_DIR, ModelConfig
-from engine.labels import labels_for_model
+from engine.model.config import DEMO_DIR, ModelConfig
+from engine.model.labels import labels_for_model
 
 PARTS = ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2")
 
@@ -33,8 +33,8 @@ def test_the_demo_labels_are_the_corpus_composers_and_forms() -> None:
 
 
 def test_the_demo_files_are_original_format_and_trained() -> None:
-    from engine.checkpoints import read_checkpoint
-    from engine.config import VQVAEConfig
+    from engine.model.checkpoints import read_checkpoint
+    from engine.model.config import VQVAEConfig
 
     vq = read_checkpoint(DEMO_DIR / "vqvae.pth.tar")
     assert VQVAEConfig.from_hparams(vq["hps"]) == ModelConfig.load(DEMO_DIR / "model.json").vqvae
@@ -45,7 +45,7 @@ def test_the_demo_files_are_original_format_and_trained() -> None:
 
 
 def test_the_demo_model_makes_a_short_song_on_cpu() -> None:
-    from engine.pipeline import Engine, SongRequest, make_drafts, upsample
+    from engine.sampling.pipeline import Engine, SongRequest, make_drafts, upsample
 
     torch.set_num_threads(1)
     engine = Engine.load("demo", device="cpu", progress=False)
@@ -62,7 +62,7 @@ def test_the_demo_model_makes_a_short_song_on_cpu() -> None:
 
 @pytest.mark.parametrize("artist", ["Bachh", "nobody at all"])
 def test_unknown_artists_get_suggestions(artist: str) -> None:
-    from engine.labels import UnknownLabel
+    from engine.model.labels import UnknownLabel
 
     with pytest.raises(UnknownLabel) as e:
         labels_for_model("demo").artist_id(artist)

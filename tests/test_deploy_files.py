@@ -153,7 +153,7 @@ def test_the_worker_image_decodes_with_the_fused_kernels() -> None:
     python image); and nothing in its environment turns the fused mode off on CUDA."""
     from packaging.requirements import Requirement
 
-    from engine.graphs import default_mode
+    from engine.sampling.graphs import default_mode
 
     worker = " ".join(_continued(_stage("worker")))
     assert 'pip install --no-cache-dir ".[engine]"' in worker

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-from engine.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, Geometry, cache_shape
-from engine.config import PRESETS, LyricsKind, PriorConfig, tiny_config
-from engine.prior import Cond, JukeboxPrior
+from engine.model.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, Geometry, cache_shape
+from engine.model.config import PRESETS, LyricsKind, PriorConfig, tiny_config
+from engine.model.prior import Cond, JukeboxPrior
 from tests.engine_reference import one_thread
 
 B = 3

@@ -2,7 +2,7 @@
 
 Small models of every kind are built with the reference's own constructors from hparams in the
 original names, given random weights, saved in the original file format, loaded into ours through
-`engine.checkpoints`, and compared: VQ-VAE codes equal and decodes close; prior logits of our full
+`engine.model.checkpoints`, and compared: VQ-VAE codes equal and decodes close; prior logits of our full
 forward AND of prefill + token-by-token decode_step match the reference's forward (fp32).
 At the released sizes the key layout and shapes are compared on the `meta` device (no memory);
 tests/gpu/parity_full.py compares numbers at those sizes on a GPU.
@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import torch
 
-from engine.checkpoints import load_into
-from engine.config import PRESETS, ModelConfig, PriorConfig, VQVAEConfig
-from engine.labels import Labeller, released_labels
-from engine.model import load_model
-from engine.prior import JukeboxPrior
-from engine.vqvae import VQVAE
+from engine.model.checkpoints import load_into
+from engine.model.config import PRESETS, ModelConfig, PriorConfig, VQVAEConfig
+from engine.model.jukebox import load_model
+from engine.model.labels import Labeller, released_labels
+from engine.model.prior import JukeboxPrior
+from engine.model.vqvae import VQVAE
 from tests.engine_reference import (
     LEVEL_OF,
     SMALL_PRIORS,
@@ -179,7 +179,7 @@ def test_prior_logits_and_cached_decoding_match_reference(kind: str, ref: dict[s
 def test_labels_the_original_asserts_on_get_clear_errors(ref: dict[str, Any]) -> None:
     """Where the reference's RangeEmbedding/SimpleEmbedding asserts fail, we raise LabelError in
     words; where they pass, we accept the labels."""
-    from engine.prior import LabelError
+    from engine.model.prior import LabelError
 
     kind = "prior_1b_lyrics"
     prior = _our_prior(kind, ref)
@@ -234,7 +234,7 @@ def test_load_model_from_files_of_the_original_training_code(ref: dict[str, Any]
 def test_attention_order_matches_reference() -> None:
     from jukebox_infer.transformer.transformer import Transformer as RefTransformer
 
-    from engine.attention import layer_kinds
+    from engine.model.attention import layer_kinds
 
     for order in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12):
         with _quiet(), torch.device("meta"):

@@ -22,7 +22,7 @@ from db.audio import ffmpeg
 from db.settings import get_settings
 from engine.audio import probe
 from engine.cli import register
-from engine.pipeline import codes_from_npz
+from engine.sampling.pipeline import codes_from_npz
 from tests.audio_fixtures import lying_flac
 from tests.pipeline_fixtures import write_tiny_model
 
@@ -266,9 +266,9 @@ def test_bad_requests_are_said_in_words(
     res = runner.invoke(app, [*_args(model_dir, tmp_path / "c"), "--lyrics-file", str(tmp_path / "none.txt")])
     assert res.exit_code == 2 and "use --lyrics or --lyrics-file, not both" in res.output
 
-    import engine.config
+    import engine.model.config
 
-    monkeypatch.setattr(engine.config, "DEMO_DIR", tmp_path / "no-demo-here")
+    monkeypatch.setattr(engine.model.config, "DEMO_DIR", tmp_path / "no-demo-here")
     args = _args(model_dir, tmp_path / "d")
     args[args.index("--model") + 1] = "demo"
     res = runner.invoke(app, args)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import PRESETS, CustomLabels, tiny_config
-from engine.labels import (
+from engine.model.config import PRESETS, CustomLabels, tiny_config
+from engine.model.labels import (
     IDS_DIR,
     VOCAB_V2,
     VOCAB_V3,
@@ -187,7 +187,7 @@ def test_labels_for_models_without_torch(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"model\.json"):
         labels_for_model(tmp_path / "nowhere")
     code = (
-        "import sys, engine.labels as L; L.labels_for_model('1b_lyrics').artist_id('the beatles'); "
+        "import sys, engine.model.labels as L; L.labels_for_model('1b_lyrics').artist_id('the beatles'); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import labels
+from engine.model import labels
 from lyrics.budget import WINDOWS, budget_for
 from lyrics.errors import LyricsInputError
 from lyrics.fit import allowed_marks, alphabet, fit_lyrics

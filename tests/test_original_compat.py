@@ -25,10 +25,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoints import CheckpointError, read_checkpoint
-from engine.config import PriorConfig, VQVAEConfig
-from engine.model import load_model
-from engine.sample import NoiseKey, Plan, SamplingSettings, pick_tokens, run_plan
+from engine.model.checkpoints import CheckpointError, read_checkpoint
+from engine.model.config import PriorConfig, VQVAEConfig
+from engine.model.jukebox import load_model
+from engine.sampling.noise import NoiseKey, pick_tokens
+from engine.sampling.sample import Plan, SamplingSettings, run_plan
 from tests.engine_reference import (
     SMALL_PRIORS,
     SMALL_VQVAE,
@@ -362,7 +363,8 @@ def test_two_level_model_fine_tunes_with_the_training_command(
     two_level: dict[str, Any], tmp_path: Path
 ) -> None:
     """`jukebot train prior|upsampler --config FOLDER --init-from FOLDER` on the original's files."""
-    from engine.train import TrainError, train
+    from engine.training.errors import TrainError
+    from engine.training.train import train
     from tests.test_train import make_folder
 
     folder = two_level["folder"]
@@ -391,8 +393,8 @@ def test_summary_attention_orders_match_the_original(order: int, two_level: dict
     ref = build_reference_prior(hps, two_level["vqvae"])
     randomize_(ref, seed=20 + order)
     vq_cfg = VQVAEConfig.from_hparams(SMALL_VQVAE_2)
-    from engine.checkpoints import load_into
-    from engine.prior import JukeboxPrior
+    from engine.model.checkpoints import load_into
+    from engine.model.prior import JukeboxPrior
 
     path = save_like_original(ref, hps, two_level["folder"].parent / f"order_{order}.pth.tar")
     ours = JukeboxPrior(PriorConfig.from_hparams(hps, l_bins=64, levels=2), vq_cfg)
@@ -415,7 +417,7 @@ def test_two_level_model_makes_a_song_and_continues_it_through_the_song_runner(
     two_level: dict[str, Any],
 ) -> None:
     """Drafts at the top level (1), upsampling of the levels below, a continuation of the clip."""
-    from engine.pipeline import (
+    from engine.sampling.pipeline import (
         Engine,
         Prompt,
         SongRequest,

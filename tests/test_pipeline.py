@@ -1,4 +1,4 @@
-"""engine.pipeline with a tiny random-weight model: drafts, upsampling, primes, decoding, labels."""
+"""engine.sampling.pipeline with a tiny random-weight model: drafts, upsampling, primes, decoding, labels."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.pipeline import (
+from engine.sampling.pipeline import (
     Engine,
     PipelineError,
     Prompt,
@@ -21,8 +21,8 @@ from engine.pipeline import (
     make_drafts,
     upsample,
 )
-from engine.sample import SamplingSettings
-from engine.windows import Window
+from engine.sampling.sample import SamplingSettings
+from engine.sampling.windows import Window
 from tests.pipeline_fixtures import write_tiny_model
 
 

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress
 
-from engine.progress_line import clock, fit_line, fitting_column
+from engine.commands.progress_line import clock, fit_line, fitting_column
 
 STAGE = "continuing (level 2)"  # the longest stage name
 
@@ -52,7 +52,7 @@ def test_parts_are_dropped_whole_in_priority_order() -> None:
 def test_the_training_bar_keeps_its_step_counts_whole(width: int) -> None:
     from tqdm import tqdm
 
-    from engine.train import TRAIN_BAR_FORMAT
+    from engine.training.report import TRAIN_BAR_FORMAT
 
     out = io.StringIO()
     bar = tqdm(total=8192, initial=861, desc="vqvae", ncols=width, file=out, bar_format=TRAIN_BAR_FORMAT)

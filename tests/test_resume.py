@@ -17,7 +17,7 @@ from db.database import Database
 from db.models import Job
 from db.queue import LeaseLost, claim, enqueue, get_job
 from db.storage import Storage
-from engine.resume import (
+from engine.sampling.resume import (
     Checkpoint,
     CheckpointError,
     FileCheckpointer,
@@ -27,7 +27,7 @@ from engine.resume import (
     loads,
     resumable_run,
 )
-from engine.sample import Hooks, Progress, SamplingStopped, run_plan
+from engine.sampling.sample import Hooks, Progress, SamplingStopped, run_plan
 from tests.pipeline_fixtures import CPU, TinyLabels, empty_codes, tiny_model_config, tiny_plan, tiny_priors
 
 FIXTURES = Path(__file__).with_name("pipeline_fixtures.py")

@@ -1,4 +1,4 @@
-"""engine.sample: the noise, the token picking, and the window loop.
+"""engine.sampling.sample: the noise, the token picking, and the window loop.
 
 The loop tests here use `CountingPrior`, a small deterministic stand-in for a prior: its logits are
 a fixed function of the whole window so far, the level-above codes and the labels, computed by
@@ -17,21 +17,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from engine.sample import (
-    Hooks,
-    NoiseKey,
-    Plan,
-    Progress,
-    SamplingSettings,
-    SamplingStopped,
-    filter_logits,
-    gumbel,
-    mix32,
-    mix32_int,
-    pick_tokens,
-    run_plan,
-)
-from engine.windows import Window
+from engine.sampling.noise import NoiseKey, filter_logits, gumbel, mix32, mix32_int, pick_tokens
+from engine.sampling.sample import Hooks, Plan, Progress, SamplingSettings, SamplingStopped, run_plan
+from engine.sampling.windows import Window
 
 CPU = torch.device("cpu")
 
@@ -328,9 +316,9 @@ def test_bad_codes_are_refused() -> None:
 def test_cached_fast_path_picks_what_the_slow_exact_path_picks(lyrics: str) -> None:
     """Prefill + cached decode_step against a full recompute per token (`ExactPrior`), with the
     same noise, on every level of a tiny model of each lyrics kind: the same tokens."""
-    from engine.config import tiny_config
-    from engine.prior import JukeboxPrior
-    from engine.sample import ExactPrior
+    from engine.model.config import tiny_config
+    from engine.model.prior import JukeboxPrior
+    from engine.sampling.sample import ExactPrior
     from tests.pipeline_fixtures import TinyLabels, empty_codes, tiny_plan
 
     config = tiny_config("exact", lyrics=lyrics, n_ctx=32, width=32, depth=2, heads=2, blocks=4)  # type: ignore[arg-type]

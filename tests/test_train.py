@@ -1,4 +1,4 @@
-"""Training (engine/train.py): every part trains on a tiny labelled folder, writes original-format
+"""Training (engine/training/train.py): every part trains on a tiny labelled folder, writes original-format
 checkpoints that our loader and the original code read, resumes exactly after SIGKILL, skips bad
 files with a message, and refuses bad requests in words."""
 
@@ -19,8 +19,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.config import CustomLabels, ModelConfig, tiny_config
-from engine.train import TrainError, train
+from engine.model.config import CustomLabels, ModelConfig, tiny_config
+from engine.training.errors import TrainError
+from engine.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 22050
@@ -35,7 +36,7 @@ def _tone(seconds: float, f0: float, seed: int) -> np.ndarray:
 
 
 def make_folder(root: Path, n: int = 6, seconds: float = 2.0) -> Path:
-    """A corpus-format folder: audio/*.flac + labels.csv (engine/corpus.py's columns)."""
+    """A corpus-format folder: audio/*.flac + labels.csv (engine/training/corpus.py's columns)."""
     (root / "audio").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
@@ -94,9 +95,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data: Path, config_file: P
 
 
 def test_every_part_writes_original_format_files_our_loader_reads(trained: Path) -> None:
-    from engine.checkpoints import read_checkpoint
-    from engine.config import PriorConfig, VQVAEConfig
-    from engine.model import load_model
+    from engine.model.checkpoints import read_checkpoint
+    from engine.model.config import PriorConfig, VQVAEConfig
+    from engine.model.jukebox import load_model
 
     model = load_model(trained)
     assert all(p is not None for p in model.priors)
@@ -118,7 +119,7 @@ def test_every_part_writes_original_format_files_our_loader_reads(trained: Path)
 
 def test_the_original_code_builds_from_our_hps_and_loads_our_state_dicts(trained: Path) -> None:
     pytest.importorskip("jukebox_infer")
-    from engine.checkpoints import read_checkpoint
+    from engine.model.checkpoints import read_checkpoint
     from tests.engine_reference import build_reference_prior, build_reference_vqvae, cpu_reference
 
     vq = read_checkpoint(trained / "vqvae.pth.tar")
@@ -130,7 +131,7 @@ def test_the_original_code_builds_from_our_hps_and_loads_our_state_dicts(trained
     ref.load_state_dict(ck["model"], strict=True)  # every key and shape the original expects
 
     # Same decode as ours from the same codes.
-    from engine.model import load_model
+    from engine.model.jukebox import load_model
 
     ours = load_model(trained)
     z = torch.randint(0, 64, (1, 32))
@@ -152,7 +153,7 @@ def test_loss_curves_and_logs_are_written(trained: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.train", *args],
+        [sys.executable, "-m", "engine.cli", "train", *args],
         cwd=ROOT,
         text=True,
         stderr=subprocess.PIPE,

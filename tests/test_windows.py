@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from engine.windows import (
+from engine.sampling.windows import (
     DEFAULT_HOP_FRACTIONS,
     Window,
     get_starts,

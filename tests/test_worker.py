@@ -25,8 +25,9 @@ from db.models import Clip, Draft, Job, SongStatus, utcnow
 from db.settings import Settings
 from db.storage import Storage
 from engine.audio import probe
-from engine.pipeline import Engine, codes_from_npz, make_drafts
-from engine.worker import DeviceBusy, Worker, WorkerOptions, device_lock, request_from_song
+from engine.sampling.pipeline import Engine, codes_from_npz, make_drafts
+from engine.serving.device import DeviceBusy, device_lock
+from engine.serving.worker import Worker, WorkerOptions, request_from_song
 from tests.pipeline_fixtures import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,9 +102,8 @@ def test_draft_upsample_and_continue(
     assert repo.song_by_id(db, song_id).status == SongStatus.drafting  # type: ignore[union-attr]
     sr = worker.engine_for(str(model_dir)).sample_rate
     for d in drafts:
-        assert d.audio_key == f"songs/{song_id}/drafts/{d.index}.wav" and d.codes_key.endswith(
-            f"{d.index}.npy"
-        )
+        assert d.audio_key == f"songs/{song_id}/draft-{d.index + 1}.wav"
+        assert d.codes_key == f"songs/{song_id}/draft-{d.index + 1}.npy"
         audio, rate = soundfile.read(io.BytesIO(storage.read_bytes(d.audio_key)))
         assert (
             rate == sr
@@ -247,7 +247,7 @@ def test_sigterm_gives_the_job_back_and_the_resumed_run_is_exact(
     job_id = queue.enqueue(db, "draft", {"song_id": song_id}, song_id=song_id)
     code = (
         f"import sys, torch; torch.set_num_threads(1); sys.path.insert(0, {str(ROOT)!r});"
-        "from db.settings import Settings; from engine.worker import Worker, WorkerOptions;"
+        "from db.settings import Settings; from engine.serving.worker import Worker, WorkerOptions;"
         f"s = Settings(database_url={sqlite_url!r}, storage_url={str(storage.root)!r}, heartbeat_seconds=0.1, poll_seconds=0.1, _env_file=None);"
         f"sys.exit(Worker(s, WorkerOptions(device='cpu', model={str(model_dir)!r}, once=True, threads=1)).run())"
     )

@@ -16,8 +16,8 @@ from db import queue, repo
 from db.database import Database
 from db.settings import Settings
 from db.storage import Storage
-from engine.pipeline import Engine, make_drafts
-from engine.worker import Worker, WorkerOptions, request_from_song
+from engine.sampling.pipeline import Engine, make_drafts
+from engine.serving.worker import Worker, WorkerOptions, request_from_song
 from tests.pipeline_fixtures import write_tiny_model
 
 

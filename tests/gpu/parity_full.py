@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.config import PRESETS, PriorConfig, VQVAEConfig
-from engine.labels import Labeller, released_labels
-from engine.prior import JukeboxPrior
-from engine.vqvae import VQVAE
+from engine.model.config import PRESETS, PriorConfig, VQVAEConfig
+from engine.model.labels import Labeller, released_labels
+from engine.model.prior import JukeboxPrior
+from engine.model.vqvae import VQVAE
 from tests.engine_reference import (
     LEVEL_OF,
     SMALL_PRIORS,

@@ -21,9 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.config import PriorConfig, VQVAEConfig
-from engine.prior import JukeboxPrior
-from engine.sample import NoiseKey, Plan, SamplingSettings, run_plan
+from engine.model.config import PriorConfig, VQVAEConfig
+from engine.model.prior import JukeboxPrior
+from engine.sampling.noise import NoiseKey
+from engine.sampling.sample import Plan, SamplingSettings, run_plan
 from tests.engine_reference import randomize_
 
 VQ = VQVAEConfig(

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.attention import (
+from engine.model.attention import (
     CROSS,
     Conv1D,
     FactoredAttention,
@@ -147,7 +147,7 @@ class Transformer(nn.Module):
         self, x: Tensor, s: Tensor, cache: list[LayerCache], block_step: BlockStep | None = None
     ) -> Tensor:
         """One position per row. `block_step` runs one block (default `ResAttnBlock.step`); the fast
-        decoder passes a compiled version of the same function (engine.graphs)."""
+        decoder passes a compiled version of the same function (engine.sampling.graphs)."""
         masks = step_masks(set(self.kinds), s, self.geo, dtype=self.layers[0].attn.c_attn.w.dtype)
         run = block_step or ResAttnBlock.step
         for layer, lc in zip(self.layers, cache, strict=True):

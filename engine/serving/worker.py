@@ -16,7 +16,7 @@ Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.p
   `prime_key` (an uploaded audio file: its first `prime_seconds`). The prime's codes of all levels
   are kept at `songs/{id}/prime.npz` for the upsample. `seconds` is the new music after the prime.
 - `upsample` {"song_id", "draft_id"}: levels 1 and 0 for that draft. Writes `songs/{id}/final.wav`,
-  `final.mp3` and `codes.npz` (all three levels, see engine.pipeline.codes_to_npz), one Clip row;
+  `final.mp3` and `codes.npz` (all three levels, see engine.sampling.pipeline.codes_to_npz), one Clip row;
   result {"clip_id"}. Song -> upsampling.
 - Progress (heartbeat): {"stage", "level", "done", "total", "percent", "tokens_per_second",
   "eta_seconds"}; stage is "loading model", "drafts (level 2)", "upsampling level 1",
@@ -29,21 +29,12 @@ Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.p
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import io
 import logging
-import os
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from db import lifecycle, queue, repo
 from db.database import Database
@@ -51,6 +42,8 @@ from db.migrate import open_database
 from db.models import JobKind, Song, SongStatus
 from db.settings import Settings, get_settings
 from db.storage import Storage, get_storage
+from engine.serving.device import default_threads, device_lock, resolve_device, resolve_dtype
+from engine.serving.heartbeat import Heartbeat, ProgressTracker
 
 log = logging.getLogger("jukebot.worker")
 
@@ -59,10 +52,6 @@ ALL_KINDS = (JobKind.draft.value, JobKind.upsample.value, JobKind.continue_.valu
 
 class PermanentError(Exception):
     """The job cannot succeed on any worker; its message is for the musician."""
-
-
-class DeviceBusy(RuntimeError):
-    pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,140 +71,9 @@ class WorkerOptions:
     tokens_every: int = 64  # progress granularity inside a window
     checkpoint_seconds: float = 0.0  # 0: a checkpoint after every window; else at most this often
     idle_exit_seconds: float | None = None  # exit after this long without work (tests, batch use)
-    batch_jobs: int = 1  # jobs decoded together in one batch (engine.batching); 1: one job at a time
+    batch_jobs: int = 1  # jobs decoded together in one batch (engine.sampling.batching); 1: one job at a time
     batch_rows: int | None = None  # rows of that batch (default: 3 per job)
     batch_memory_gb: float | None = None  # decode memory (KV caches) for the batch (default: 70% of free)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}: no CUDA GPU is visible to this process")
-    return device
-
-
-def default_threads(device: str) -> int | None:
-    """torch threads when none are asked for: 1 on a CPU, torch's own choice on a GPU. Sampling
-    is a loop of one-token steps of small matrices, where a second thread mostly waits for the
-    first: on the 2-core CI machine one thread is as fast when idle and far faster while other
-    processes share the CPU (79 s against 132-163 s for the demo's 10 s song, docs/BENCHMARKS.md).
-    `--threads N` overrides it."""
-    return 1 if device == "cpu" else None
-
-
-def resolve_dtype(name: str, device: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in table:
-        raise ValueError(f"unknown dtype {name!r}: use one of {', '.join(table)}")
-    return table[name]
-
-
-@contextlib.contextmanager
-def device_lock(device: str) -> Iterator[None]:
-    """One worker per GPU on this host: an exclusive lock file per CUDA device."""
-    if not device.startswith("cuda"):
-        yield
-        return
-    index = device.split(":", 1)[1] if ":" in device else "0"
-    path = Path(tempfile.gettempdir()) / f"jukebot-worker-cuda{index}.lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            other = f.read().strip() or "?"
-            raise DeviceBusy(
-                f"another jukebot worker (pid {other}) already uses {device} on this machine; "
-                "run one worker per GPU"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-class ProgressTracker:
-    """The latest progress, written by the sampler's callbacks, read by the heartbeat thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._data: dict[str, Any] = {"stage": "starting"}
-
-    def stage(self, name: str, **extra: Any) -> None:
-        with self._lock:
-            self._data = {"stage": name, **extra}
-
-    def tokens(self, stage: str, p: Any) -> None:
-        data = {
-            "stage": stage,
-            "level": p.level,
-            "done": p.done,
-            "total": p.total,
-            "percent": round(p.percent, 2),
-            "tokens_per_second": round(p.tokens_per_second, 2),
-            "eta_seconds": None if p.eta_seconds is None else round(p.eta_seconds, 1),
-            "window": p.window,
-            "windows": p.windows,
-        }
-        with self._lock:
-            self._data = data
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._data)
-
-
-class Heartbeat:
-    """Extends the lease every `interval` seconds with the latest progress, from a thread.
-    Remembers a cancel request and a lost lease for the sampling loop to see between windows."""
-
-    def __init__(self, db: Database, lease: queue.Lease, tracker: ProgressTracker, interval: float) -> None:
-        self.db, self.lease, self.tracker, self.interval = db, lease, tracker, interval
-        self.cancel = threading.Event()
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-job-{lease.job_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self.beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop beating (before the job's final write: a beat after completion would be refused)."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
-
-    def beat(self) -> None:
-        try:
-            if queue.heartbeat(self.db, self.lease, self.tracker.snapshot()):
-                self.cancel.set()
-        except queue.LeaseLost as e:
-            log.warning("%s", e)
-            self.lost.set()
-        except Exception as e:  # the database is down for a moment: try again next time
-            log.warning("heartbeat for job %s failed: %s", self.lease.job_id, e)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            if self.lost.is_set():
-                return
-            self.beat()
 
 
 def request_from_song(song: Song, sampling: Any = None) -> Any:
@@ -223,9 +81,9 @@ def request_from_song(song: Song, sampling: Any = None) -> Any:
     (`engine.sampling`, from its sampling.json; the original's temperatures when None): it sets the
     upsamplers' temperatures always, and the drafts' unless the song has its own
     (`song.temperature` > 0; 0 means "not chosen")."""
-    from engine.config import SamplingDefaults
-    from engine.pipeline import SongRequest
-    from engine.sample import SamplingSettings
+    from engine.model.config import SamplingDefaults
+    from engine.sampling.pipeline import SongRequest
+    from engine.sampling.sample import SamplingSettings
 
     defaults: SamplingDefaults = sampling if sampling is not None else SamplingDefaults()
     chosen = float(song.temperature) if song.temperature and song.temperature > 0 else None
@@ -237,19 +95,6 @@ def request_from_song(song: Song, sampling: Any = None) -> Any:
         seed=int(song.seed),
         settings=SamplingSettings(temperatures=defaults.resolve(top=chosen)),
     )
-
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(a, dtype=np.int32), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _npy_load(data: bytes, name: str) -> np.ndarray:
-    try:
-        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.int64)
-    except Exception as e:
-        raise PermanentError(f"the stored draft codes ({name}) are damaged") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,10 +193,10 @@ class Worker:
     def _run_batched(self) -> int:
         """Several jobs at once, each in a thread running the usual `run_job` (its own lease,
         heartbeats, checkpoints and fenced writes), their windows decoded in one shared batch
-        (engine.batching): a job joins and leaves between windows. Jobs claimed while others run
+        (engine.sampling.batching): a job joins and leaves between windows. Jobs claimed while others run
         are of the same kind, so the batch samples one level. Assumes every job uses the
         worker's model (the usual setup)."""
-        from engine.batching import BatchScheduler, use_scheduler
+        from engine.sampling.batching import BatchScheduler, use_scheduler
 
         opts = self.options
         sched = BatchScheduler(
@@ -400,7 +245,7 @@ class Worker:
         """The resident model set; switching to another model drops the previous one."""
         if self._engine is not None and self._engine_name == name:
             return self._engine
-        from engine.pipeline import Engine
+        from engine.sampling.pipeline import Engine
 
         if self._engine is not None:
             self._engine = None
@@ -423,7 +268,7 @@ class Worker:
     # -- one job --------------------------------------------------------------------------------
     def run_job(self, lease: queue.Lease) -> str:
         """Run a claimed job to an outcome: succeeded, failed, released, cancelled or lost."""
-        from engine.sample import SamplingStopped
+        from engine.sampling.sample import SamplingStopped
 
         tracker = ProgressTracker()
         tracker.stage("loading model")
@@ -470,13 +315,16 @@ class Worker:
 
     def _failed(self, lease: queue.Lease, e: BaseException) -> str:
         from engine.audio import AudioError
-        from engine.checkpoints import DownloadError
-        from engine.config import ConfigError
-        from engine.labels import LabelsError
-        from engine.pipeline import PipelineError
-        from engine.prior import LabelError
+        from engine.model.checkpoints import DownloadError
+        from engine.model.config import ConfigError
+        from engine.model.labels import LabelsError
+        from engine.model.prior import LabelError
+        from engine.sampling.pipeline import PipelineError
+        from engine.sampling.song import SongError
 
-        permanent = isinstance(e, PermanentError | PipelineError | AudioError | LabelsError | LabelError)
+        permanent = isinstance(
+            e, PermanentError | PipelineError | SongError | AudioError | LabelsError | LabelError
+        )
         if isinstance(e, ConfigError) and not isinstance(e, DownloadError):
             permanent = True
         if permanent:
@@ -492,8 +340,8 @@ class Worker:
             return "lost"
 
     def _hooks(self, job: _Job, primed: bool) -> Any:
-        from engine.pipeline import stage_name
-        from engine.sample import Hooks
+        from engine.sampling.pipeline import stage_name
+        from engine.sampling.sample import Hooks
 
         def on_tokens(p: Any) -> None:
             job.tracker.tokens(stage_name(p.level, primed=primed), p)
@@ -538,7 +386,7 @@ class Worker:
     # -- prompts --------------------------------------------------------------------------------
     def _prompt(self, engine: Any, song: Song) -> Any:
         from engine.audio import AudioError, load_audio
-        from engine.pipeline import PipelineError, Prompt
+        from engine.sampling.pipeline import PipelineError, Prompt
 
         assert song.id is not None
         prime_key = f"songs/{song.id}/prime.npz"
@@ -582,16 +430,27 @@ class Worker:
             prompt = Prompt.from_audio(engine, audio, source="the uploaded audio")
         else:
             raise PipelineError("a continuation needs a clip or an uploaded audio file to continue from")
-        from engine.pipeline import codes_to_npz
+        from engine.sampling.pipeline import codes_to_npz
 
         self.storage.write_bytes(prime_key, codes_to_npz(prompt.codes, {"source": prompt.source}))
         return prompt
 
     # -- drafts ---------------------------------------------------------------------------------
+    def _runner(self, job: _Job, engine: Any, primed: bool) -> Any:
+        """The song runner writing to `songs/<id>/` in the storage, checkpoints fenced by the lease."""
+        from engine.sampling.song import SongRunner, StorageFiles
+
+        files = StorageFiles(self.storage, f"songs/{job.song.id}", self.db, job.lease)
+        return SongRunner(
+            engine,
+            files,
+            hooks=lambda _primed: self._hooks(job, primed),
+            on_stage=job.tracker.stage,
+            checkpoint_every=self.options.checkpoint_seconds,
+        )
+
     def _drafts(self, job: _Job, *, primed: bool) -> dict[str, Any]:
-        from engine.audio import wav_bytes
-        from engine.pipeline import make_drafts, stage_name
-        from engine.resume import JobCheckpointer
+        from engine.sampling.song import DRAFTS_STAGE
 
         song, lease = job.song, job.lease
         assert song.id is not None
@@ -599,42 +458,27 @@ class Worker:
         request = request_from_song(song, engine.sampling)
         prompt = self._prompt(engine, song) if primed else None
         self._set_status(job, SongStatus.drafting)
-        job.tracker.stage(stage_name(2))
-        job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="drafts")
-        drafts = make_drafts(
-            engine,
-            request,
-            int(song.n_drafts),
-            prompt=prompt,
-            checkpointer=job.checkpointer,
-            hooks=self._hooks(job, primed),
-            decode=False,
-            checkpoint_every=self.options.checkpoint_seconds,
+        runner = self._runner(job, engine, primed)
+        job.checkpointer = runner.checkpointer(DRAFTS_STAGE)
+        drafts = runner.drafts(
+            request, int(song.n_drafts), max_drafts=self.settings.max_drafts, prompt=prompt
         )
-        job.tracker.stage("decoding")
-        previews = engine.decode(drafts.codes, 2)
-        job.tracker.stage("saving")
-        seconds = drafts.sample_length / engine.sample_rate
-        keys = []
-        for i in range(drafts.codes.shape[0]):
-            audio_key, codes_key = f"songs/{song.id}/drafts/{i}.wav", f"songs/{song.id}/drafts/{i}.npy"
-            self.storage.write_bytes(audio_key, wav_bytes(previews[i], engine.sample_rate))
-            self.storage.write_bytes(codes_key, _npy_bytes(drafts.codes[i]))
-            keys.append((audio_key, codes_key))
         job.heartbeat.stop()
+        base = f"songs/{song.id}"
         with queue.fenced(self.db, lease) as s:
-            ids = [repo.add_draft(s, song.id, i, a, c, seconds=seconds).id for i, (a, c) in enumerate(keys)]
-            result = {"draft_ids": ids, "seconds": seconds, "notes": drafts.notes}
+            ids = [
+                repo.add_draft(s, song.id, i, f"{base}/{a}", f"{base}/{c}", seconds=drafts.seconds).id
+                for i, (a, c) in enumerate(drafts.names)
+            ]
+            result = {"draft_ids": ids, "seconds": drafts.seconds, "notes": drafts.notes}
             queue.complete(self.db, lease, result, session=s)
-        job.checkpointer.cleanup()
+        runner.finished(DRAFTS_STAGE)
         return result
 
     # -- upsample -------------------------------------------------------------------------------
     def _upsample(self, job: _Job) -> dict[str, Any]:
         from db.models import Draft
-        from engine.audio import mp3_bytes, wav_bytes
-        from engine.pipeline import codes_to_npz, upsample
-        from engine.resume import JobCheckpointer
+        from engine.sampling.song import CODES, FINAL_MP3, FINAL_WAV, upsample_stage
 
         song, lease = job.song, job.lease
         assert song.id is not None
@@ -643,60 +487,37 @@ class Worker:
             draft = s.get(Draft, int(draft_id)) if draft_id is not None else None
         if draft is None or draft.song_id != song.id:
             raise PermanentError(f"draft {draft_id} of song {song.id} does not exist")
-        try:
-            top = _npy_load(self.storage.read_bytes(draft.codes_key), draft.codes_key)
-        except FileNotFoundError:
-            raise PermanentError(f"the codes of draft {draft.index + 1} are missing from storage") from None
+        base = f"songs/{song.id}"
+        if not draft.codes_key.startswith(f"{base}/"):
+            raise PermanentError(f"the codes of draft {draft.index + 1} are not where this song keeps them")
         engine = self.engine_for(song.model or self.model_name)
         request = request_from_song(song, engine.sampling)
         primed = song.parent_clip_id is not None or song.prime_key is not None
         prompt = self._prompt(engine, song) if primed else None
         self._set_status(job, SongStatus.upsampling)
-        job.tracker.stage("upsampling level 1")
-        job.checkpointer = JobCheckpointer(self.db, self.storage, lease, stage="upsample")
-        final = upsample(
-            engine,
+        runner = self._runner(job, engine, primed)
+        pick = draft.index + 1
+        job.checkpointer = runner.checkpointer(upsample_stage(pick))
+        final = runner.upsample(
             request,
-            top,
-            draft_index=draft.index,
+            pick,
             prompt=prompt,
-            checkpointer=job.checkpointer,
-            hooks=self._hooks(job, primed),
-            decode=False,
-            checkpoint_every=self.options.checkpoint_seconds,
-        )
-        job.tracker.stage("decoding")
-        audio = engine.decode(final.codes[0], 0, chunk_tokens=1 << 20)[0]
-        job.tracker.stage("saving")
-        base = f"songs/{song.id}"
-        seconds = final.sample_length / engine.sample_rate
-        self.storage.write_bytes(f"{base}/final.wav", wav_bytes(audio, engine.sample_rate))
-        self.storage.write_bytes(f"{base}/final.mp3", mp3_bytes(audio, engine.sample_rate))
-        self.storage.write_bytes(
-            f"{base}/codes.npz",
-            codes_to_npz(
-                final.codes,
-                {
-                    "model": engine.name,
-                    "sample_rate": engine.sample_rate,
-                    "song_id": song.id,
-                    "draft_id": draft.id,
-                },
-            ),
+            meta={"song_id": song.id, "draft_id": draft.id},
+            draft_codes_name=draft.codes_key.removeprefix(f"{base}/"),
         )
         job.heartbeat.stop()
         with queue.fenced(self.db, lease) as s:
             clip = repo.add_clip(
                 s,
                 song.id,
-                f"{base}/final.wav",
-                f"{base}/codes.npz",
-                mp3_key=f"{base}/final.mp3",
-                seconds=seconds,
+                f"{base}/{FINAL_WAV}",
+                f"{base}/{CODES}",
+                mp3_key=f"{base}/{FINAL_MP3}",
+                seconds=final.seconds,
             )
-            result = {"clip_id": clip.id, "seconds": seconds}
+            result = {"clip_id": clip.id, "seconds": final.seconds}
             queue.complete(self.db, lease, result, session=s)
-        job.checkpointer.cleanup()
+        runner.finished(upsample_stage(pick))
         return result
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import VQVAEConfig
+from engine.model.config import VQVAEConfig
 
 
 class ResConv1DBlock(nn.Module):

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.attention import Conv1D, Geometry, LayerCache
-from engine.config import ConditionerConfig, PriorConfig, VQVAEConfig
-from engine.transformer import ARSpec, AutoregressiveTransformer, BlockStep, LayerNorm
-from engine.vqvae import DecoderConvBock
+from engine.model.attention import Conv1D, Geometry, LayerCache
+from engine.model.config import ConditionerConfig, PriorConfig, VQVAEConfig
+from engine.model.transformer import ARSpec, AutoregressiveTransformer, BlockStep, LayerNorm
+from engine.model.vqvae import DecoderConvBock
 
 
 class LabelError(ValueError):
@@ -351,7 +351,7 @@ class JukeboxPrior(nn.Module):
     def get_cond(self, labels_y: Tensor | None, upper_codes: Tensor | None = None) -> Cond:
         """Conditioning for one window.
 
-        labels_y: [B, 4 + max_bow_genre_size + n_tokens] from `engine.labels.Labeller.window_y`
+        labels_y: [B, 4 + max_bow_genre_size + n_tokens] from `engine.model.labels.Labeller.window_y`
             (total length, this window's offset and length in raw samples, artist, genres, lyric
             characters of this window). None for a model without labels.
         upper_codes: [B, n_ctx // cond_downsample] codes of the level above covering this window

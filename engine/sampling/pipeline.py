@@ -5,7 +5,7 @@
     final = upsample(engine, request, drafts.codes[k], draft_index=k)   # levels 1 and 0
     # continuation: the same two steps with `prompt=Prompt.from_clip_codes(...)` or `from_audio(...)`
 
-Every step takes a `Checkpointer` (engine.resume) and `Hooks` (engine.sample): the worker passes
+Every step takes a `Checkpointer` (engine.sampling.resume) and `Hooks` (engine.sampling.sample): the worker passes
 fenced job checkpoints, the command line its own files.
 
 Temperatures: `engine.sampling_settings(temperature=..., upsample_temperature=...)` gives the
@@ -31,15 +31,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.labels import Labeller, LabelsError, SongLabels
-from engine.resume import Checkpointer, request_digest, resumable_run
-from engine.sample import Hooks, NoiseKey, Plan, SamplingSettings, run_plan
-from engine.windows import DEFAULT_HOP_FRACTIONS, Window, round_sample_length, tokens_per_level
+from engine.model.labels import Labeller, LabelsError, SongLabels
+from engine.sampling.noise import NoiseKey
+from engine.sampling.resume import Checkpointer, request_digest, resumable_run
+from engine.sampling.sample import Hooks, Plan, SamplingSettings, run_plan
+from engine.sampling.windows import DEFAULT_HOP_FRACTIONS, Window, round_sample_length, tokens_per_level
 
 if TYPE_CHECKING:
-    from engine.config import ModelConfig, SamplingDefaults
-    from engine.model import JukeboxModel
-    from engine.prior import JukeboxPrior
+    from engine.model.config import ModelConfig, SamplingDefaults
+    from engine.model.jukebox import JukeboxModel
+    from engine.model.prior import JukeboxPrior
 
 log = logging.getLogger("jukebot.pipeline")
 
@@ -175,7 +176,7 @@ class Engine:
         settings: Any = None,
         progress: bool = True,
     ) -> Engine:
-        from engine.model import load_model
+        from engine.model.jukebox import load_model
 
         model = load_model(
             name_or_path,
@@ -457,7 +458,7 @@ def upsample(
 ) -> Final:
     """The levels below the top (1 and 0) for one draft's top-level codes, then the final audio.
     With a prompt, its lower-level codes are kept and only the rest is sampled. `checkpoint_every` > 0 saves
-    checkpoints at most that often (see engine.resume.resumable_run)."""
+    checkpoints at most that often (see engine.sampling.resume.resumable_run)."""
     top = np.asarray(level2, dtype=np.int64)
     top = top[None] if top.ndim == 1 else top
     if top.shape[0] != 1:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import ConfigError
+from engine.model.config import ConfigError
 
 DENSE, BLOCK, TRANSPOSE, PREV, SUMMARY, SUMMARY_SPREAD, CROSS, PRIME = range(8)
 KIND_NAMES = {
@@ -183,14 +183,14 @@ class Conv1D(nn.Module):
         if s > 1 and x2.shape[0] <= SPLIT_K_MAX_ROWS and self.n_in % s == 0:
             # A few rows (a decode step): one GEMM of [rows x n_in] x [n_in x n_out] keeps only
             # n_out / 64 multiprocessors busy reading the weight; s partial products over slices of
-            # n_in run s times as many, and the sum fuses into whatever follows (engine.graphs).
+            # n_in run s times as many, and the sum fuses into whatever follows (engine.sampling.graphs).
             k = self.n_in // s
             part = torch.bmm(x2.view(-1, s, k).transpose(0, 1), self.w.reshape(s, k, self.n_out))
             return (part.float().sum(0) + self.b.float()).to(self.w.dtype).view(*x.shape[:-1], self.n_out)
         return torch.addmm(self.b, x2, self.w).view(*x.shape[:-1], self.n_out)
 
 
-# Split-K for few-row products (engine.graphs sets it for a compiled decode step; 1 = off).
+# Split-K for few-row products (engine.sampling.graphs sets it for a compiled decode step; 1 = off).
 SPLIT_K = 1
 SPLIT_K_MAX_ROWS = 16
 

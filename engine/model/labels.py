@@ -21,7 +21,7 @@ from pathlib import Path
 
 from unidecode import unidecode
 
-from engine.config import PRESETS, CustomLabels, ModelConfig, PriorConfig, resolve_model_dir
+from engine.model.config import PRESETS, CustomLabels, ModelConfig, PriorConfig, resolve_model_dir
 
 IDS_DIR = Path(__file__).parent / "data" / "ids"
 VOCAB_V2 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:;!?-+'\"()[] \t\n"

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.attention import CROSS, PRIME
-from engine.labels import Labeller, SongLabels
-from engine.prior import Cond, JukeboxPrior
-from engine.windows import get_starts
+from engine.model.attention import CROSS, PRIME
+from engine.model.labels import Labeller, SongLabels
+from engine.model.prior import Cond, JukeboxPrior
+from engine.sampling.windows import get_starts
 
 
 class AlignmentError(ValueError):

@@ -5,10 +5,10 @@
     model.load_level(0)      # later, to upsample; model.unload_level(2) frees the top prior
 
 Sources: a released name (`5b`, `5b_lyrics`, `1b_lyrics`: OpenAI's files, fetched through
-`engine.checkpoints`), `demo` (the shipped demo model), or a folder with `model.json` (our config)
+`engine.model.checkpoints`), `demo` (the shipped demo model), or a folder with `model.json` (our config)
 and/or original-format files `vqvae.pth.tar`, `prior_level_{0,1,2}.pth.tar` (configs then come
 from the `hps` the original training code stored in them). A folder may add `sampling.json`, its
-recommended sampling temperatures per level (engine.config.SamplingDefaults; `model.sampling`).
+recommended sampling temperatures per level (engine.model.config.SamplingDefaults; `model.sampling`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.checkpoints import CheckpointError, fetch_released, hparams_of, load_into, read_checkpoint
-from engine.config import (
+from engine.model.checkpoints import CheckpointError, fetch_released, hparams_of, load_into, read_checkpoint
+from engine.model.config import (
     PRESETS,
     ConfigError,
     ModelConfig,
@@ -32,8 +32,8 @@ from engine.config import (
     resolve_model_dir,
     sampling_defaults,
 )
-from engine.prior import JukeboxPrior
-from engine.vqvae import VQVAE
+from engine.model.prior import JukeboxPrior
+from engine.model.vqvae import VQVAE
 
 PARTS = ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2")  # the released models' files
 

@@ -1,7 +1,7 @@
 """Our configs as the ORIGINAL hparam names, for the `hps` stored in checkpoints we write.
 
 The inverse of `VQVAEConfig.from_hparams` / `PriorConfig.from_hparams`, so a folder of files we
-trained loads through `engine.model.load_model` with or without `model.json`, and the original
+trained loads through `engine.model.jukebox.load_model` with or without `model.json`, and the original
 code's `make_vqvae` / `make_prior` build the same modules from the stored `hps`. Prior `hps` hold
 the VQ-VAE's hparams too, as the original's merged `Hyperparams` do. Everything is a plain JSON
 type so `torch.load(weights_only=True)` reads it. Torch-free.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from engine.config import ModelConfig, PriorConfig, VQVAEConfig
+from engine.model.config import ModelConfig, PriorConfig, VQVAEConfig
 
 
 def vqvae_hparams(c: VQVAEConfig) -> dict[str, Any]:

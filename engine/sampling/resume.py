@@ -3,7 +3,7 @@
 A checkpoint holds everything a run depends on besides the model weights: the codes of every level
 so far, the plan (levels, lengths, windows, seed, noise stream, sampler settings), the position
 (level, window) and caller facts (`extra`, e.g. the job's request). The sampler's randomness is
-counter-based (see `engine.sample`), so the seed IS the RNG state: reloading the codes and running
+counter-based (see `engine.sampling.sample`), so the seed IS the RNG state: reloading the codes and running
 the same plan skips the finished windows and continues with exactly the noise the uninterrupted
 run would have used.
 
@@ -36,12 +36,12 @@ if TYPE_CHECKING:
 
     from db.database import Database
     from db.queue import Lease
-    from engine.sample import Hooks, LabelFn, Plan, PriorLike, Progress
+    from engine.sampling.sample import Hooks, LabelFn, Plan, PriorLike, Progress
 
 log = logging.getLogger("jukebot.resume")
 
 FORMAT_VERSION = 1
-NOISE_KIND = "counter-hash-v1"  # engine.sample's noise; a checkpoint of another kind cannot resume
+NOISE_KIND = "counter-hash-v1"  # engine.sampling.sample's noise; a checkpoint of another kind cannot resume
 
 
 class CheckpointError(ValueError):
@@ -68,7 +68,7 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def plan(self) -> Plan:
-        from engine.sample import Plan
+        from engine.sampling.sample import Plan
 
         return Plan.from_dict(self.plan_dict)
 
@@ -283,7 +283,7 @@ def resumable_run(
     a hard kill loses up to that much work. Resuming stays exact either way."""
     import time
 
-    from engine.sample import Hooks, run_plan
+    from engine.sampling.sample import Hooks, run_plan
 
     hooks = hooks or Hooks()
     ckpt = checkpointer.load(plan, extra)

@@ -8,7 +8,7 @@ decodes with its own decoder; the loss sums over levels:
 The codebooks are not trained by gradients: each step moves every code towards the mean of the
 encoder outputs assigned to it (an exponential moving average with `mu`), and a code that has
 gone unused (EMA count below `threshold`) is restarted at a random encoder output of the batch.
-The inference module (`engine.vqvae.BottleneckBlock`) holds only the codebook `k`, so the EMA
+The inference module (`engine.model.vqvae.BottleneckBlock`) holds only the codebook `k`, so the EMA
 sums `k_sum`/`k_elem` live in `CodebookEMA`, which is saved with the training state (the model's
 state-dict keys stay the original ones).
 """
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.losses import lmix_loss, multispectral_loss, spectral_convergence
-from engine.vqvae import VQVAE, BottleneckBlock, Decoder, Encoder
+from engine.model.vqvae import VQVAE, BottleneckBlock, Decoder, Encoder
+from engine.training.losses import lmix_loss, multispectral_loss, spectral_convergence
 
 
 @dataclass

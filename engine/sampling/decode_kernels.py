@@ -16,7 +16,7 @@ partial results combined in the prologue of the output projection:
     4. LayerNorm_1 + c_fc + bias + quick GELU
     5. c_proj + bias, h = x1 + m
 
-Numerics follow the reference step (engine.transformer.ResAttnBlock.step): LayerNorm in float32,
+Numerics follow the reference step (engine.model.transformer.ResAttnBlock.step): LayerNorm in float32,
 each product's input and output rounded to the weights' dtype, accumulation in float32, the
 residual stream in float32. On a machine without a GPU the kernels run in Triton's interpreter
 (`TRITON_INTERPRET=1`), which is how the tests check them against the reference on the CPU.
@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from engine.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, LayerCache
+from engine.model.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, LayerCache
 
 MAX_ROWS = 8  # beyond this the tensor cores of a GEMM pay off: the compiled step is used
 MAX_K = 2048  # inputs per product held in registers (1b_lyrics and the upsamplers; not 5b's 4800)
@@ -322,7 +322,7 @@ def relayout(module: torch.nn.Module) -> None:
     """Store every Conv1D weight of `module` transposed in memory (same shape [n_in, n_out], same
     values; strides (1, n_in)). The GEMV reads whole input rows; cuBLAS reads either layout at
     the same speed, so the prefill is unaffected."""
-    from engine.attention import Conv1D
+    from engine.model.attention import Conv1D
 
     with torch.no_grad():
         for mod in module.modules():

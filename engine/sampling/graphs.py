@@ -1,12 +1,12 @@
 """How the one-token decode step is built: eager, captured in a CUDA graph, or compiled and captured.
 
-The sampling loop (engine.batching.DecodeLoop) calls `advance()` once per token. What that call
+The sampling loop (engine.sampling.batching.DecodeLoop) calls `advance()` once per token. What that call
 runs is decided here, once per decoder:
 
 - ``eager``: the Python step as written (CPU, and the fallback everywhere).
 - ``graph``: the same eager step recorded once into a `torch.cuda.CUDAGraph` and replayed: one
   launch per token instead of ~2,000 (the original code is launch-bound: 69 ms per step).
-- ``fused``: every transformer block's step is five Triton kernels (engine.decode_kernels: the
+- ``fused``: every transformer block's step is five Triton kernels (engine.sampling.decode_kernels: the
   LayerNorm, GEMV, bias, GELU and residual of each product in one kernel, GEMVs that keep every
   multiprocessor reading weights, a split-key one-query attention), the token pick compiled, and
   the whole step recorded into a CUDA graph. For up to `decode_kernels.MAX_ROWS` rows; a
@@ -73,7 +73,7 @@ def inductor_flags() -> frozenset[str]:
     (epilogue fusion) benchmarked against cuBLAS, `math` attention decomposed into plain ops
     that Inductor fuses (instead of an SDPA kernel), `efficient` the memory-efficient SDPA kernel
     (else plain ops) instead of the default choice (cuDNN's, slow for one query), `splitk` the
-    decode step's weight products split 4 ways along their inputs (engine.attention.Conv1D)."""
+    decode step's weight products split 4 ways along their inputs (engine.model.attention.Conv1D)."""
     raw = os.environ.get("JUKEBOT_INDUCTOR", "")
     flags = frozenset(f.strip() for f in raw.split(",") if f.strip() and f.strip() != "default")
     unknown = flags - {"cd", "autotune", "math", "efficient", "splitk"}
@@ -129,7 +129,7 @@ def attention_context() -> contextlib.AbstractContextManager[Any]:
 
 @contextlib.contextmanager
 def _split_k(s: int) -> Any:
-    import engine.attention as attention
+    import engine.model.attention as attention
 
     saved = attention.SPLIT_K
     attention.SPLIT_K = s

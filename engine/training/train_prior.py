@@ -2,7 +2,7 @@
 
 Each clip of the corpus is encoded once at every level (`ClipCodes`). A batch is `batch_size`
 random windows of `n_ctx` tokens of the level being trained, each with:
-- the label vector y the sampler builds too (`engine.labels.Labeller.window_y`): the piece's total
+- the label vector y the sampler builds too (`engine.model.labels.Labeller.window_y`): the piece's total
   length, the window's offset in the piece and its length in raw samples, the artist and genre ids
   and, for lyrics models, the window's lyric characters by the original's linear alignment;
 - for an upsampler, the codes of the level above that cover the same audio (windows start on a
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.labels import get_relevant_lyric_tokens
-from engine.prior import JukeboxPrior
+from engine.model.labels import get_relevant_lyric_tokens
+from engine.model.prior import JukeboxPrior
 
 
 @dataclass

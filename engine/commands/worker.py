@@ -1,0 +1,73 @@
+"""`jukebot worker`: the GPU worker (engine.serving.worker) from the command line."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from engine.commands.output import fail
+
+# ---------------------------------------------------------------------------------------------
+# worker
+
+
+def worker_command(
+    device: str | None = typer.Option(
+        None, "--device", help="auto | cpu | cuda | cuda:N (one worker per GPU)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model to keep loaded (default JUKEBOT_MODEL)."
+    ),
+    once: bool = typer.Option(False, "--once", help="Run one job (if any) and exit."),
+    kinds: str = typer.Option(
+        "draft,upsample,continue", "--kinds", help="Job kinds to take, comma-separated."
+    ),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (priors)."),
+    swap_levels: bool = typer.Option(False, "--swap-levels", help="Keep one prior in GPU memory at a time."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch. Default: 1 on a CPU, torch's choice on a GPU."
+    ),
+    checkpoint_seconds: float = typer.Option(
+        0.0, "--checkpoint-seconds", help="Checkpoint at most this often (0: after every window)."
+    ),
+    batch_jobs: int = typer.Option(
+        1, "--batch-jobs", min=1, help="Run up to N jobs at once, their windows decoded in one batch."
+    ),
+    batch_memory_gb: float | None = typer.Option(
+        None, "--batch-memory-gb", help="GPU memory for the batch's KV caches (default: 70% of what is free)."
+    ),
+) -> None:
+    from db.database import DatabaseUnavailable
+    from db.settings import get_settings
+    from db.storage import StorageUnavailable
+    from engine.model.checkpoints import CheckpointError as ModelFileError
+    from engine.model.config import ConfigError
+    from engine.serving.device import DeviceBusy
+    from engine.serving.worker import ALL_KINDS, Worker, WorkerOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    unknown = [k for k in wanted if k not in ALL_KINDS]
+    if unknown or not wanted:
+        raise fail(
+            f"--kinds: unknown job kind(s) {', '.join(unknown) or '(none)'}; use {', '.join(ALL_KINDS)}"
+        )
+    settings = get_settings()
+    options = WorkerOptions(
+        device=device or settings.device,
+        model=model,
+        kinds=wanted,
+        once=once,
+        dtype=dtype,
+        swap_levels=swap_levels,
+        threads=threads,
+        checkpoint_seconds=checkpoint_seconds,
+        batch_jobs=batch_jobs,
+        batch_memory_gb=batch_memory_gb,
+    )
+    try:
+        code = Worker(settings, options).run()
+    except (DeviceBusy, ConfigError, ModelFileError, DatabaseUnavailable, StorageUnavailable) as e:
+        raise fail(str(e)) from None
+    raise typer.Exit(code)

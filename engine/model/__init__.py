@@ -1,0 +1,1 @@
+"""The Jukebox model: configs, labels, VQ-VAE, priors, transformer, checkpoint loading."""

@@ -1,0 +1,1 @@
+"""Sampling: the window schedule, the token loop, batching, exact resume, the song pipeline."""

@@ -1,0 +1,1 @@
+"""Serving: the GPU worker that claims jobs from the queue."""

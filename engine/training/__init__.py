@@ -1,0 +1,1 @@
+"""Training: the demo corpus, datasets, losses and the training loops."""
