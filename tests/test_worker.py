@@ -285,3 +285,27 @@ def test_one_worker_per_gpu() -> None:
         pass
     with device_lock("cpu"), device_lock("cpu"):  # CPU workers are not limited
         pass
+
+
+def test_an_idle_worker_rescues_jobs_whose_worker_died(
+    db: Database, storage: Storage, settings: Settings, model_dir: Path
+) -> None:
+    """Reliability issue, defect 6: `queue.reclaim_expired` ran only in tests, so a job cancelled
+    while its worker was dead, or lost more than `max_reclaims` times, stayed `running` forever and
+    held its member's and its server's slots. Every worker now runs the rescue while it waits."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    settings = _settings(settings)
+    cancelled = queue.enqueue(db, "draft", {"song_id": None})
+    lost = queue.enqueue(db, "draft", {"song_id": None}, max_reclaims=0)
+    for _ in range(2):
+        assert queue.claim(db, ["draft"], "a-worker-that-dies", 60) is not None
+    assert queue.cancel(db, cancelled) == queue.CancelResult.requested  # while its worker was alive
+    with db.write() as s:  # ...then both workers were SIGKILLed and their leases ran out
+        s.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    worker = _worker(db, storage, settings, model_dir, once=False, idle_exit_seconds=0.5)
+    assert worker.run() == 0
+    assert _job(db, cancelled).status == "cancelled"
+    assert _job(db, lost).status == "failed" and "lost" in (_job(db, lost).last_error or "")

@@ -134,6 +134,7 @@ class Worker:
         self._engine: Any = None
         self._engine_name: str | None = None
         self.terminating = threading.Event()
+        self._rescued_at = float("-inf")  # monotonic time of the last stalled-job rescue
         self.jobs_done = 0
         self.batch_stats: dict[str, int] = {}
 
@@ -172,6 +173,7 @@ class Worker:
                         and time.monotonic() - idle_since > self.options.idle_exit_seconds
                     ):
                         return 0
+                    self.rescue_stalled()
                     queue.wait_for_work(self.db, list(self.options.kinds), timeout=self.settings.poll_seconds)
                     continue
                 self.run_job(lease)
@@ -179,6 +181,17 @@ class Worker:
                 if self.options.once:
                     break
         return 0
+
+    def rescue_stalled(self) -> None:
+        """While idle, end or requeue the jobs whose worker died (`queue.reclaim_expired`; safe when
+        every worker and the bot run it), at most once a heartbeat interval."""
+        now = time.monotonic()
+        if now - self._rescued_at < self.settings.heartbeat_seconds:
+            return
+        self._rescued_at = now
+        moved = queue.reclaim_expired(self.db)
+        if moved:
+            log.info("rescued %d job(s) whose worker stopped answering", moved)
 
     def _batch_budget(self) -> int:
         if self.options.batch_memory_gb is not None:
@@ -235,6 +248,7 @@ class Worker:
                         and time.monotonic() - idle_since > opts.idle_exit_seconds
                     ):
                         break
+                    self.rescue_stalled()
                     queue.wait_for_work(self.db, list(opts.kinds), timeout=self.settings.poll_seconds)
                 else:
                     time.sleep(min(0.2, self.settings.poll_seconds))
