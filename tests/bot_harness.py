@@ -288,7 +288,9 @@ def env_for(settings: Settings) -> dict[str, str]:
 async def make_studio(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
 ) -> AsyncIterator[Studio]:
-    fake = await FakeDiscord().start()
+    overrides = dict(overrides)
+    # "fake_limits": DiscordLimits for the fake (a looser rule while the bot is known to break it).
+    fake = await FakeDiscord(limits=overrides.pop("fake_limits", None)).start()
     settings = studio_settings(database_url, str(tmp_path / "storage"), fake, **overrides)
     env = env_for(settings)
     # The queue reads a few settings through get_settings() (env): keep this process in step.

@@ -24,165 +24,75 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-DISCORD_EPOCH_MS = 1420070400000
-DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's default per-file limit since 2025-01
-MANAGE_GUILD = 1 << 5
-ADMINISTRATOR = 1 << 3
-EVERYONE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 31)  # view channel, send messages, use app commands
+from tests.fakes.discord_limits import (
+    DiscordLimits,
+    RateBuckets,
+    RouteLimit,
+    Verdict,
+    is_interaction_endpoint,
+    message_problem,
+    rate_limited_body,
+    route_of,
+)
+from tests.fakes.discord_model import (
+    ADMINISTRATOR,
+    APPLICATION_COMMAND,
+    AUTOCOMPLETE,
+    CB_AUTOCOMPLETE,
+    CB_DEFER,
+    CB_MESSAGE,
+    CB_MODAL,
+    CB_UPDATE,
+    DEFAULT_SIZE_LIMIT,
+    DISCORD_EPOCH_MS,
+    EPHEMERAL,
+    EVERYONE_PERMISSIONS,
+    MESSAGE_COMPONENT,
+    MODAL_SUBMIT,
+    OPT_ATTACHMENT,
+    OPT_CHANNEL,
+    OPT_GROUP,
+    OPT_INTEGER,
+    OPT_NUMBER,
+    OPT_ROLE,
+    OPT_STRING,
+    OPT_SUB,
+    FakeDiscordError,
+    FakeInteraction,
+    HostedFile,
+    RestCall,
+    _error,
+    _guess_type,
+    _json_response,
+    _message_text,
+    _now_iso,
+    _with_component_ids,
+    buttons,
+    custom_ids,
+)
 
-# Interaction types
-PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 1, 2, 3, 4, 5
-# Interaction callback types
-CB_MESSAGE, CB_DEFER, CB_DEFER_UPDATE, CB_UPDATE, CB_AUTOCOMPLETE, CB_MODAL = 4, 5, 6, 7, 8, 9
-# Application command option types
-OPT_SUB, OPT_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN, OPT_NUMBER, OPT_ATTACHMENT = 1, 2, 3, 4, 5, 10, 11
-OPT_CHANNEL, OPT_ROLE = 7, 8
-EPHEMERAL = 1 << 6
-
-
-class FakeDiscordError(AssertionError):
-    """The test asked the fake for something Discord would refuse."""
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _json_response(data: Any, status: int = 200) -> web.Response:
-    # Exactly "application/json": discord.py's json_or_text() compares the header with ==.
-    return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
-    )
-
-
-def _error(status: int, code: int, message: str) -> web.Response:
-    return _json_response({"code": code, "message": message}, status)
-
-
-@dataclass
-class RestCall:
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any
-    files: list[tuple[str, bytes]]
-    auth: str | None
-    at: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class HostedFile:
-    data: bytes | None  # None: never served (e.g. an upload that claims to be huge)
-    content_type: str
-    downloads: int = 0
-
-
-@dataclass
-class FakeInteraction:
-    """One interaction a member triggered, with everything the bot answered to it."""
-
-    id: int
-    token: str
-    type: int
-    user_id: int
-    channel_id: int
-    guild_id: int
-    payload: dict[str, Any]
-    callbacks: list[dict[str, Any]] = field(default_factory=list)
-    original: dict[str, Any] | None = None  # the message created by the response (if any)
-    followups: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def callback_types(self) -> list[int]:
-        return [c["type"] for c in self.callbacks]
-
-    @property
-    def choices(self) -> list[dict[str, Any]]:
-        for cb in self.callbacks:
-            if cb["type"] == CB_AUTOCOMPLETE:
-                return list(cb.get("data", {}).get("choices", []))
-        raise FakeDiscordError("no autocomplete answer")
-
-    @property
-    def modal(self) -> dict[str, Any] | None:
-        for cb in self.callbacks:
-            if cb["type"] == CB_MODAL:
-                return dict(cb["data"])
-        return None
-
-    def replies(self) -> list[dict[str, Any]]:
-        """Messages the member sees as answers: the original response (as edited) and followups."""
-        out = []
-        if self.original is not None:
-            out.append(self.original)
-        out.extend(self.followups)
-        return out
-
-    def text(self) -> str:
-        """All the text the member was shown in answer (content and embeds), joined."""
-        parts: list[str] = []
-        for cb in self.callbacks:
-            if cb["type"] == CB_UPDATE:  # CB_MESSAGE content is in self.original
-                parts.append(_message_text(cb.get("data") or {}))
-        for m in self.replies():
-            parts.append(_message_text(m))
-        return "\n".join(p for p in parts if p)
-
-    def is_ephemeral(self) -> bool:
-        for cb in self.callbacks:
-            if cb["type"] in (CB_MESSAGE, CB_DEFER) and (cb.get("data") or {}).get("flags", 0) & EPHEMERAL:
-                return True
-        return False
-
-
-def _message_text(m: dict[str, Any]) -> str:
-    parts = [m.get("content") or ""]
-    for e in m.get("embeds") or []:
-        parts.append(e.get("title") or "")
-        parts.append(e.get("description") or "")
-        for f in e.get("fields") or []:
-            parts.append(f"{f.get('name', '')}: {f.get('value', '')}")
-        if e.get("footer"):
-            parts.append(e["footer"].get("text", ""))
-    return "\n".join(p for p in parts if p)
-
-
-def custom_ids(message: dict[str, Any]) -> list[str]:
-    """Every custom_id of the buttons/selects on a message, in order."""
-    out: list[str] = []
-
-    def walk(components: list[dict[str, Any]]) -> None:
-        for c in components:
-            if "custom_id" in c:
-                out.append(c["custom_id"])
-            walk(c.get("components") or [])
-
-    walk(message.get("components") or [])
-    return out
-
-
-def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-
-    def walk(components: list[dict[str, Any]]) -> None:
-        for c in components:
-            if c.get("type") == 2:
-                out.append(c)
-            walk(c.get("components") or [])
-
-    walk(message.get("components") or [])
-    return out
+__all__ = [
+    "DiscordLimits",
+    "FakeDiscord",
+    "FakeDiscordError",
+    "FakeInteraction",
+    "RouteLimit",
+    "buttons",
+    "custom_ids",
+]
 
 
 class FakeDiscord:
-    def __init__(self, *, token: str = "fake-bot-token") -> None:
+    def __init__(self, *, token: str = "fake-bot-token", limits: DiscordLimits | None = None) -> None:
         self.token = token
+        self.limits = limits or DiscordLimits()
+        self.buckets = RateBuckets()
+        self.rate_limited = 0  # 429s answered: a test can assert the bot never hit one
+        self.rate_limited_calls: list[RestCall] = []
         self._ids = itertools.count(1)
         self.app_id = self.snowflake()
         self.bot_user = {
@@ -208,6 +118,7 @@ class FakeDiscord:
         self._by_token: dict[str, FakeInteraction] = {}
         self.files: dict[str, HostedFile] = {}
         self.identifies = 0
+        self.late_callbacks: list[FakeInteraction] = []  # answered 10062: past the 3 s deadline
         self.fail_next: list[tuple[Callable[[str, str], bool], int, int, str]] = []
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
@@ -308,10 +219,31 @@ class FakeDiscord:
         return gid
 
     def add_channel(self, guild_id: int, name: str) -> int:
+        """A text channel. Added after the bot connected, the bot has not cached it (no
+        CHANNEL_CREATE is sent): interactions there must carry all it needs."""
         cid = self.snowflake()
         self.guilds[guild_id]["channels"][cid] = {"name": name}
         self.channel_guild[cid] = guild_id
         return cid
+
+    def channel_payload(self, channel_id: int) -> dict[str, Any]:
+        """A guild text channel as Discord sends it (in GUILD_CREATE, GET and interactions)."""
+        gid = self.channel_guild[channel_id]
+        channels = self.guilds[gid]["channels"]
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(gid),
+            "name": channels[channel_id]["name"],
+            "position": list(channels).index(channel_id),
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
 
     def channel(self, guild_id: int, name: str) -> int:
         for cid, ch in self.guilds[guild_id]["channels"].items():
@@ -388,19 +320,7 @@ class FakeDiscord:
             "icon": None,
             "owner_id": str(g["owner_id"]),
             "roles": [self._role_payload(rid) for rid in g["roles"]],
-            "channels": [
-                {
-                    "id": str(cid),
-                    "type": 0,
-                    "name": ch["name"],
-                    "position": i,
-                    "permission_overwrites": [],
-                    "guild_id": str(gid),
-                    "nsfw": False,
-                    "parent_id": None,
-                }
-                for i, (cid, ch) in enumerate(g["channels"].items())
-            ],
+            "channels": [self.channel_payload(cid) for cid in g["channels"]],
             "members": [self._member_payload(gid, uid) for uid in g["members"]],
             "emojis": [],
             "stickers": [],
@@ -545,12 +465,9 @@ class FakeDiscord:
             "version": 1,
             "guild_id": str(gid),
             "channel_id": str(channel_id),
-            "channel": {
-                "id": str(channel_id),
-                "type": 0,
-                "guild_id": str(gid),
-                "name": g["channels"][channel_id]["name"],
-            },
+            # Complete, as Discord sends it: discord.py builds the channel from it when the
+            # channel is not in its cache (TextChannel needs 'position').
+            "channel": {**self.channel_payload(channel_id), "permissions": str((1 << 53) - 1)},
             "member": self._member_payload(gid, user_id, with_permissions=True),
             "app_permissions": str((1 << 53) - 1),
             "locale": "en-US",
@@ -794,6 +711,15 @@ class FakeDiscord:
             if int(m["channel_id"]) == channel_id and mid not in self.deleted
         ]
 
+    def post_buttons(self, channel_id: int, ids: tuple[str, ...], content: str = "") -> int:
+        """A message from the bot with one button per custom id, as if the bot had posted it
+        (for tests of the fake and of one interaction at a time)."""
+        row = {"type": 1, "components": [{"type": 2, "style": 1, "label": i, "custom_id": i} for i in ids]}
+        msg = self._message(channel_id, {"content": content, "components": [row]}, [])
+        self.messages[int(msg["id"])] = msg
+        self.edits[int(msg["id"])] = [msg]
+        return int(msg["id"])
+
     def delete_message(self, message_id: int) -> None:
         """A moderator deletes a message in the client."""
         self.deleted.add(message_id)
@@ -914,13 +840,55 @@ class FakeDiscord:
         )
         self.calls.append(call)
         try:
-            for i, (match, status, code, message) in enumerate(self.fail_next):
-                if match(request.method, path):
-                    del self.fail_next[i]
-                    return _error(status, code, message)
-            return await self._route(request.method, path, body, files, call)
+            verdict = self._rate_limit(request.method, path)
+            if verdict is not None and not verdict.allowed:
+                self.rate_limited += 1
+                self.rate_limited_calls.append(call)
+                response = _json_response(
+                    rate_limited_body(verdict.retry_after, is_global=verdict.is_global), 429
+                )
+            else:
+                response = self._failure(request.method, path) or await self._route(
+                    request.method, path, body, files, call
+                )
+            if verdict is not None:
+                response.headers.update(verdict.headers)
+            # discord.py treats a 429 without Via as a Cloudflare ban; Discord's answers carry it.
+            response.headers["Via"] = "1.1 google"
+            return response
         finally:
             await self._notify()
+
+    def _failure(self, method: str, path: str) -> web.Response | None:
+        for i, (match, status, code, message) in enumerate(self.fail_next):
+            if match(method, path):
+                del self.fail_next[i]
+                return _error(status, code, message)
+        return None
+
+    def _rate_limit(self, method: str, path: str) -> Verdict | None:
+        """The bucket's verdict for this request (None: a route the fake does not limit)."""
+        seg = path.strip("/").split("/")
+        if not is_interaction_endpoint(seg):
+            per_second = RouteLimit(self.limits.global_per_second, 1.0)
+            overall = self.buckets.take("global", "bot", per_second)
+            if not overall.allowed:
+                headers = {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"}
+                headers["Retry-After"] = overall.headers["Retry-After"]
+                return Verdict(False, headers, overall.retry_after, is_global=True)
+        route = route_of(method, seg, self.limits)
+        if route is None:
+            return None
+        return self.buckets.take(*route)
+
+    def _file_limit(self, channel_id: int) -> int:
+        return int(self.guilds[self.channel_guild[channel_id]]["attachment_size_limit"])
+
+    def _refuse_message(
+        self, channel_id: int, body: Any, files: list[tuple[str, bytes]]
+    ) -> web.Response | None:
+        problem = message_problem(body, files, self.limits, self._file_limit(channel_id))
+        return None if problem is None else _json_response(problem[1], problem[0])
 
     def _bot_auth(self, call: RestCall) -> bool:
         return call.auth == f"Bot {self.token}"
@@ -975,18 +943,7 @@ class FakeDiscord:
             gid = self.channel_guild.get(cid)
             if gid is None:
                 return _error(404, 10003, "Unknown Channel")
-            return _json_response(
-                {
-                    "id": str(cid),
-                    "type": 0,
-                    "guild_id": str(gid),
-                    "name": self.guilds[gid]["channels"][cid]["name"],
-                    "position": 0,
-                    "permission_overwrites": [],
-                    "nsfw": False,
-                    "parent_id": None,
-                }
-            )
+            return _json_response(self.channel_payload(cid))
         return _error(404, 0, f"404: Not Found ({method} {path} is not in the fake)")
 
     def _commands(self, method: str, seg: list[str], body: Any) -> web.Response:
@@ -1023,11 +980,9 @@ class FakeDiscord:
             return _error(404, 10003, "Unknown Channel")
         if not rest:
             if method == "POST":
-                if not _within_limits(body, files):
-                    return _error(400, 50035, "Invalid Form Body")
-                limit = self.guilds[self.channel_guild[channel_id]]["attachment_size_limit"]
-                if any(len(d) > limit for _, d in files):
-                    return _error(413, 40005, "Request entity too large")
+                refused = self._refuse_message(channel_id, body, files)
+                if refused is not None:
+                    return refused
                 msg = self._message(channel_id, body or {}, files)
                 self.messages[int(msg["id"])] = msg
                 self.edits[int(msg["id"])] = [msg]
@@ -1048,6 +1003,9 @@ class FakeDiscord:
         if method == "PATCH":
             if found["author"]["id"] != self.bot_user["id"]:
                 return _error(403, 50005, "Cannot edit a message authored by another user")
+            refused = self._refuse_message(channel_id, body, files)
+            if refused is not None:
+                return refused
             return _json_response(self._edit(mid, body or {}, files))
         return _error(405, 0, "method not allowed")
 
@@ -1074,9 +1032,18 @@ class FakeDiscord:
             return _error(404, 10062, "Unknown interaction")
         if ix.callbacks:
             return _error(400, 40060, "Interaction has already been acknowledged.")
-        ix.callbacks.append(body)
+        if time.monotonic() - ix.created_at > self.limits.interaction_deadline:
+            # Past the 3 s deadline Discord has already told the member "the application did
+            # not respond" and invalidated the token.
+            self.late_callbacks.append(ix)
+            return _error(404, 10062, "Unknown interaction")
         ctype = body["type"]
         data = body.get("data") or {}
+        if ctype in (CB_MESSAGE, CB_UPDATE):
+            refused = self._refuse_message(ix.channel_id, data, files)
+            if refused is not None:
+                return refused
+        ix.callbacks.append(body)
         result: dict[str, Any] = {"interaction": {"id": str(iid), "type": ix.type}}
         if ctype in (CB_MESSAGE, CB_DEFER):
             msg = self._message(
@@ -1112,6 +1079,17 @@ class FakeDiscord:
         ix = self._by_token.get(seg[2])
         if ix is None or seg[1] != str(self.app_id):
             return _error(401, 50027, "Invalid Webhook Token")
+        age = time.monotonic() - ix.created_at
+        if age > self.limits.interaction_token_seconds:
+            return _error(401, 50027, "Invalid Webhook Token")
+        if not ix.callbacks:
+            # Followups and edits need an acknowledged interaction; an unanswered one past its
+            # deadline has no webhook at all.
+            return _error(404, 10015, "Unknown Webhook")
+        if method in ("POST", "PATCH"):
+            refused = self._refuse_message(ix.channel_id, body, files)
+            if refused is not None:
+                return refused
         if len(seg) == 3 and method == "POST":
             msg = self._message(ix.channel_id, body or {}, files, interaction=ix)
             ix.followups.append(msg)
@@ -1146,29 +1124,3 @@ class FakeDiscord:
                     ix.followups = [edited if m["id"] == which else m for m in ix.followups]
                 return _json_response(edited)
         return _error(404, 0, "404: Not Found")
-
-
-def _with_component_ids(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # Discord echoes components back; discord.py reads them from the message on a click.
-    return json.loads(json.dumps(components))
-
-
-def _within_limits(body: Any, files: list[tuple[str, bytes]]) -> bool:
-    body = body or {}
-    if len(body.get("content") or "") > 2000:
-        return False
-    if len(files) > 10:
-        return False
-    return sum(len(d) for _, d in files) <= 25 * 1024 * 1024 + 1024  # Discord's request-size cap
-
-
-def _guess_type(filename: str) -> str:
-    ext = filename.rsplit(".", 1)[-1].lower()
-    return {
-        "wav": "audio/x-wav",
-        "mp3": "audio/mpeg",
-        "ogg": "audio/ogg",
-        "opus": "audio/ogg",
-        "png": "image/png",
-        "txt": "text/plain",
-    }.get(ext, "application/octet-stream")
