@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -316,6 +317,10 @@ async def make_studio(
         studio.stop_workers()
         await studio.stop_bot()
         await fake.stop()
+        if fake.rate_limited:
+            # Not a failure (discord.py waits and retries), but the bot broke Discord's rate limits.
+            routes = sorted({f"{c.method} {c.path}" for c in fake.rate_limited_calls})
+            warnings.warn(f"the fake Discord answered {fake.rate_limited} 429s: {routes}", stacklevel=1)
         db.dispose()
         get_settings.cache_clear()
 
