@@ -321,6 +321,8 @@ async def make_studio(
             # Not a failure (discord.py waits and retries), but the bot broke Discord's rate limits.
             routes = sorted({f"{c.method} {c.path}" for c in fake.rate_limited_calls})
             warnings.warn(f"the fake Discord answered {fake.rate_limited} 429s: {routes}", stacklevel=1)
+        if fake.buckets_exhausted:
+            warnings.warn(f"the bot used up {fake.buckets_exhausted} rate-limit buckets", stacklevel=1)
         db.dispose()
         get_settings.cache_clear()
 

@@ -128,6 +128,34 @@ async def test_the_fake_answers_429_with_retry_after_and_the_headers(lab: Client
     assert c.fake.rate_limited == 1
 
 
+async def test_the_global_limit_answers_429_with_global_true() -> None:
+    import aiohttp
+
+    c = await start(DiscordLimits(global_per_second=3))
+    try:
+        await asyncio.sleep(1.0)  # the client's own start-up requests leave the window
+        statuses, body = [], {}
+        async with aiohttp.ClientSession() as http:
+            for _ in range(4):
+                async with http.get(f"{c.fake.api_base}/users/@me", headers=_auth(c)) as r:
+                    statuses.append(r.status)
+                    body = await r.json()
+                    headers = dict(r.headers)
+        assert statuses == [200, 200, 200, 429]
+        assert body["global"] is True and headers["X-RateLimit-Global"] == "true"
+    finally:
+        await c.bot.close()
+        await c.fake.stop()
+
+
+async def test_a_used_up_bucket_is_counted(lab: Client) -> None:
+    c = lab
+    channel = c.bot.get_partial_messageable(c.channel)
+    for i in range(5):
+        await channel.send(str(i))
+    assert c.fake.buckets_exhausted == 1 and c.fake.rate_limited == 0
+
+
 async def test_buckets_are_per_channel(lab: Client) -> None:
     c = lab
     other = c.fake.add_channel(c.guild, "other")
@@ -161,6 +189,31 @@ async def test_a_callback_after_the_deadline_gets_10062_but_followups_work_for_a
         quick = await c.fake.click(c.member, post, "quick")
         await c.fake.wait_for(lambda: quick.followups, 5, "a followup")
         assert [m["content"] for m in quick.followups] == ["done"]
+    finally:
+        await c.bot.close()
+        await c.fake.stop()
+
+
+async def test_followups_stop_working_when_the_token_expires() -> None:
+    c = await start(DiscordLimits(interaction_token_seconds=0.5))
+    try:
+        results: list[Any] = []
+
+        async def answer_then_follow_up_late(interaction: discord.Interaction[Any]) -> None:
+            await interaction.response.defer()
+            await interaction.followup.send("in time")
+            await asyncio.sleep(0.6)
+            try:
+                await interaction.followup.send("too late")
+            except discord.HTTPException as e:
+                results.append(e)
+
+        c.on_interaction.append(answer_then_follow_up_late)
+        post = c.fake.post_buttons(c.channel, ("go",))
+        ix = await c.fake.click(c.member, post, "go")
+        await c.fake.wait_for(lambda: results, 5, "the late followup to fail")
+        assert results[0].status == 401 and results[0].code == 50027
+        assert [m["content"] for m in ix.followups] == ["in time"]
     finally:
         await c.bot.close()
         await c.fake.stop()

@@ -79,6 +79,9 @@ class FakeDiscord(MembersActing):
         self.buckets = RateBuckets()
         self.rate_limited = 0  # 429s answered: a test can assert the bot never hit one
         self.rate_limited_calls: list[RestCall] = []
+        # Answers that used a bucket's last request (Remaining: 0): discord.py then holds the
+        # route's next requests back until the reset, so the bot's later edits queue up.
+        self.buckets_exhausted = 0
         self._ids = itertools.count(1)
         self.app_id = self.snowflake()
         self.bot_user = {
@@ -582,6 +585,8 @@ class FakeDiscord(MembersActing):
                 )
             if verdict is not None:
                 response.headers.update(verdict.headers)
+                if verdict.allowed and verdict.headers.get("X-RateLimit-Remaining") == "0":
+                    self.buckets_exhausted += 1
             # discord.py treats a 429 without Via as a Cloudflare ban; Discord's answers carry it.
             response.headers["Via"] = "1.1 google"
             return response
