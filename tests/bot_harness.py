@@ -322,7 +322,10 @@ async def make_studio(
             routes = sorted({f"{c.method} {c.path}" for c in fake.rate_limited_calls})
             warnings.warn(f"the fake Discord answered {fake.rate_limited} 429s: {routes}", stacklevel=1)
         if fake.buckets_exhausted:
-            warnings.warn(f"the bot used up {fake.buckets_exhausted} rate-limit buckets", stacklevel=1)
+            routes = sorted({f"{c.method} {c.path}" for c in fake.exhausted_calls})
+            warnings.warn(
+                f"the bot used up {fake.buckets_exhausted} rate-limit buckets: {routes}", stacklevel=1
+            )
         db.dispose()
         get_settings.cache_clear()
 

@@ -82,6 +82,7 @@ class FakeDiscord(MembersActing):
         # Answers that used a bucket's last request (Remaining: 0): discord.py then holds the
         # route's next requests back until the reset, so the bot's later edits queue up.
         self.buckets_exhausted = 0
+        self.exhausted_calls: list[RestCall] = []
         self._ids = itertools.count(1)
         self.app_id = self.snowflake()
         self.bot_user = {
@@ -587,6 +588,7 @@ class FakeDiscord(MembersActing):
                 response.headers.update(verdict.headers)
                 if verdict.allowed and verdict.headers.get("X-RateLimit-Remaining") == "0":
                     self.buckets_exhausted += 1
+                    self.exhausted_calls.append(call)
             # discord.py treats a 429 without Via as a Cloudflare ban; Discord's answers carry it.
             response.headers["Via"] = "1.1 google"
             return response
