@@ -303,3 +303,17 @@ def _bytes(n: int) -> Any:
     import io
 
     return io.BytesIO(b"\0" * n)
+
+
+async def test_no_rate_limits_lets_a_burst_through_but_keeps_the_size_rules() -> None:
+    c = await start(DiscordLimits.no_rate_limits())
+    try:
+        channel = c.bot.get_partial_messageable(c.channel)
+        await asyncio.gather(*(channel.send(str(i)) for i in range(12)))
+        assert c.fake.rate_limited == 0 and c.fake.buckets_exhausted == 0
+        with pytest.raises(discord.HTTPException) as sent:
+            await channel.send("x" * 2001)
+        assert sent.value.code == 50035
+    finally:
+        await c.bot.close()
+        await c.fake.stop()

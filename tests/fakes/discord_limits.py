@@ -41,6 +41,19 @@ class DiscordLimits:
     files_per_message: int = 10
     request_bytes: int = 25 * MIB  # the whole upload; each file also within the guild's limit
 
+    @classmethod
+    def no_rate_limits(cls) -> DiscordLimits:
+        """Discord's size rules and deadlines, but no rate limits: for a benchmark of the bot's own
+        latency, which would otherwise measure Discord's pacing."""
+        unlimited = RouteLimit(10**9, 1.0)
+        return cls(
+            message_create=unlimited,
+            message_edit=unlimited,
+            message_delete=unlimited,
+            webhook=unlimited,
+            global_per_second=10**9,
+        )
+
 
 @dataclass
 class Verdict:
