@@ -12,6 +12,15 @@ can wait on what a member would see. Attachments the bot uploads are kept and se
 ``/attachments/...``; a test can also host attachments (e.g. an upload that claims 200 MB) and check
 whether the bot ever downloaded them.
 
+It enforces Discord's limits (tests/fakes/discord_limits.py; pass ``limits=`` to change them):
+rate-limit buckets per route answered with 429, the 3-second interaction deadline, message sizes.
+``fake.rate_limited`` counts the 429s it answered, ``fake.buckets_exhausted`` the answers that used
+a bucket's last request (discord.py then holds that route's next requests back).
+
+Modules: this one (server, world, REST routes, gateway), discord_members.py (members acting:
+commands, clicks, modals), discord_model.py (constants, recorded calls and interactions, message
+helpers), discord_limits.py (the rules).
+
 One fake per test: discord.py's base URLs are module-global class attributes, set by the bot from
 its settings (``discord_api_base`` / ``discord_gateway_url``).
 """
