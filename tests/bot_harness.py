@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -288,7 +289,9 @@ def env_for(settings: Settings) -> dict[str, str]:
 async def make_studio(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
 ) -> AsyncIterator[Studio]:
-    fake = await FakeDiscord().start()
+    overrides = dict(overrides)
+    # "fake_limits": DiscordLimits for the fake (a looser rule while the bot is known to break it).
+    fake = await FakeDiscord(limits=overrides.pop("fake_limits", None)).start()
     settings = studio_settings(database_url, str(tmp_path / "storage"), fake, **overrides)
     env = env_for(settings)
     # The queue reads a few settings through get_settings() (env): keep this process in step.
@@ -314,6 +317,15 @@ async def make_studio(
         studio.stop_workers()
         await studio.stop_bot()
         await fake.stop()
+        if fake.rate_limited:
+            # Not a failure (discord.py waits and retries), but the bot broke Discord's rate limits.
+            routes = sorted({f"{c.method} {c.path}" for c in fake.rate_limited_calls})
+            warnings.warn(f"the fake Discord answered {fake.rate_limited} 429s: {routes}", stacklevel=1)
+        if fake.buckets_exhausted:
+            routes = sorted({f"{c.method} {c.path}" for c in fake.exhausted_calls})
+            warnings.warn(
+                f"the bot used up {fake.buckets_exhausted} rate-limit buckets: {routes}", stacklevel=1
+            )
         db.dispose()
         get_settings.cache_clear()
 

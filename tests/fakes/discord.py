@@ -12,6 +12,15 @@ can wait on what a member would see. Attachments the bot uploads are kept and se
 ``/attachments/...``; a test can also host attachments (e.g. an upload that claims 200 MB) and check
 whether the bot ever downloaded them.
 
+It enforces Discord's limits (tests/fakes/discord_limits.py; pass ``limits=`` to change them):
+rate-limit buckets per route answered with 429, the 3-second interaction deadline, message sizes.
+``fake.rate_limited`` counts the 429s it answered, ``fake.buckets_exhausted`` the answers that used
+a bucket's last request (discord.py then holds that route's next requests back).
+
+Modules: this one (server, world, REST routes, gateway), discord_members.py (members acting:
+commands, clicks, modals), discord_model.py (constants, recorded calls and interactions, message
+helpers), discord_limits.py (the rules).
+
 One fake per test: discord.py's base URLs are module-global class attributes, set by the bot from
 its settings (``discord_api_base`` / ``discord_gateway_url``).
 """
@@ -24,165 +33,65 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-DISCORD_EPOCH_MS = 1420070400000
-DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's default per-file limit since 2025-01
-MANAGE_GUILD = 1 << 5
-ADMINISTRATOR = 1 << 3
-EVERYONE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 31)  # view channel, send messages, use app commands
+from tests.fakes.discord_limits import (
+    DiscordLimits,
+    RateBuckets,
+    RouteLimit,
+    Verdict,
+    is_interaction_endpoint,
+    message_problem,
+    rate_limited_body,
+    route_of,
+)
+from tests.fakes.discord_members import MembersActing
+from tests.fakes.discord_model import (
+    ADMINISTRATOR,
+    CB_DEFER,
+    CB_MESSAGE,
+    CB_UPDATE,
+    DEFAULT_SIZE_LIMIT,
+    DISCORD_EPOCH_MS,
+    EPHEMERAL,
+    EVERYONE_PERMISSIONS,
+    FakeDiscordError,
+    FakeInteraction,
+    HostedFile,
+    RestCall,
+    _error,
+    _guess_type,
+    _json_response,
+    _now_iso,
+    _with_component_ids,
+    buttons,
+    custom_ids,
+)
 
-# Interaction types
-PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 1, 2, 3, 4, 5
-# Interaction callback types
-CB_MESSAGE, CB_DEFER, CB_DEFER_UPDATE, CB_UPDATE, CB_AUTOCOMPLETE, CB_MODAL = 4, 5, 6, 7, 8, 9
-# Application command option types
-OPT_SUB, OPT_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN, OPT_NUMBER, OPT_ATTACHMENT = 1, 2, 3, 4, 5, 10, 11
-OPT_CHANNEL, OPT_ROLE = 7, 8
-EPHEMERAL = 1 << 6
-
-
-class FakeDiscordError(AssertionError):
-    """The test asked the fake for something Discord would refuse."""
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _json_response(data: Any, status: int = 200) -> web.Response:
-    # Exactly "application/json": discord.py's json_or_text() compares the header with ==.
-    return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
-    )
-
-
-def _error(status: int, code: int, message: str) -> web.Response:
-    return _json_response({"code": code, "message": message}, status)
-
-
-@dataclass
-class RestCall:
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any
-    files: list[tuple[str, bytes]]
-    auth: str | None
-    at: float = field(default_factory=time.monotonic)
+__all__ = [
+    "DiscordLimits",
+    "FakeDiscord",
+    "FakeDiscordError",
+    "FakeInteraction",
+    "RouteLimit",
+    "buttons",
+    "custom_ids",
+]
 
 
-@dataclass
-class HostedFile:
-    data: bytes | None  # None: never served (e.g. an upload that claims to be huge)
-    content_type: str
-    downloads: int = 0
-
-
-@dataclass
-class FakeInteraction:
-    """One interaction a member triggered, with everything the bot answered to it."""
-
-    id: int
-    token: str
-    type: int
-    user_id: int
-    channel_id: int
-    guild_id: int
-    payload: dict[str, Any]
-    callbacks: list[dict[str, Any]] = field(default_factory=list)
-    original: dict[str, Any] | None = None  # the message created by the response (if any)
-    followups: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def callback_types(self) -> list[int]:
-        return [c["type"] for c in self.callbacks]
-
-    @property
-    def choices(self) -> list[dict[str, Any]]:
-        for cb in self.callbacks:
-            if cb["type"] == CB_AUTOCOMPLETE:
-                return list(cb.get("data", {}).get("choices", []))
-        raise FakeDiscordError("no autocomplete answer")
-
-    @property
-    def modal(self) -> dict[str, Any] | None:
-        for cb in self.callbacks:
-            if cb["type"] == CB_MODAL:
-                return dict(cb["data"])
-        return None
-
-    def replies(self) -> list[dict[str, Any]]:
-        """Messages the member sees as answers: the original response (as edited) and followups."""
-        out = []
-        if self.original is not None:
-            out.append(self.original)
-        out.extend(self.followups)
-        return out
-
-    def text(self) -> str:
-        """All the text the member was shown in answer (content and embeds), joined."""
-        parts: list[str] = []
-        for cb in self.callbacks:
-            if cb["type"] == CB_UPDATE:  # CB_MESSAGE content is in self.original
-                parts.append(_message_text(cb.get("data") or {}))
-        for m in self.replies():
-            parts.append(_message_text(m))
-        return "\n".join(p for p in parts if p)
-
-    def is_ephemeral(self) -> bool:
-        for cb in self.callbacks:
-            if cb["type"] in (CB_MESSAGE, CB_DEFER) and (cb.get("data") or {}).get("flags", 0) & EPHEMERAL:
-                return True
-        return False
-
-
-def _message_text(m: dict[str, Any]) -> str:
-    parts = [m.get("content") or ""]
-    for e in m.get("embeds") or []:
-        parts.append(e.get("title") or "")
-        parts.append(e.get("description") or "")
-        for f in e.get("fields") or []:
-            parts.append(f"{f.get('name', '')}: {f.get('value', '')}")
-        if e.get("footer"):
-            parts.append(e["footer"].get("text", ""))
-    return "\n".join(p for p in parts if p)
-
-
-def custom_ids(message: dict[str, Any]) -> list[str]:
-    """Every custom_id of the buttons/selects on a message, in order."""
-    out: list[str] = []
-
-    def walk(components: list[dict[str, Any]]) -> None:
-        for c in components:
-            if "custom_id" in c:
-                out.append(c["custom_id"])
-            walk(c.get("components") or [])
-
-    walk(message.get("components") or [])
-    return out
-
-
-def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-
-    def walk(components: list[dict[str, Any]]) -> None:
-        for c in components:
-            if c.get("type") == 2:
-                out.append(c)
-            walk(c.get("components") or [])
-
-    walk(message.get("components") or [])
-    return out
-
-
-class FakeDiscord:
-    def __init__(self, *, token: str = "fake-bot-token") -> None:
+class FakeDiscord(MembersActing):
+    def __init__(self, *, token: str = "fake-bot-token", limits: DiscordLimits | None = None) -> None:
         self.token = token
+        self.limits = limits or DiscordLimits()
+        self.buckets = RateBuckets()
+        self.rate_limited = 0  # 429s answered: a test can assert the bot never hit one
+        self.rate_limited_calls: list[RestCall] = []
+        # Answers that used a bucket's last request (Remaining: 0): discord.py then holds the
+        # route's next requests back until the reset, so the bot's later edits queue up.
+        self.buckets_exhausted = 0
+        self.exhausted_calls: list[RestCall] = []
         self._ids = itertools.count(1)
         self.app_id = self.snowflake()
         self.bot_user = {
@@ -208,6 +117,7 @@ class FakeDiscord:
         self._by_token: dict[str, FakeInteraction] = {}
         self.files: dict[str, HostedFile] = {}
         self.identifies = 0
+        self.late_callbacks: list[FakeInteraction] = []  # answered 10062: past the 3 s deadline
         self.fail_next: list[tuple[Callable[[str, str], bool], int, int, str]] = []
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
@@ -308,10 +218,31 @@ class FakeDiscord:
         return gid
 
     def add_channel(self, guild_id: int, name: str) -> int:
+        """A text channel. Added after the bot connected, the bot has not cached it (no
+        CHANNEL_CREATE is sent): interactions there must carry all it needs."""
         cid = self.snowflake()
         self.guilds[guild_id]["channels"][cid] = {"name": name}
         self.channel_guild[cid] = guild_id
         return cid
+
+    def channel_payload(self, channel_id: int) -> dict[str, Any]:
+        """A guild text channel as Discord sends it (in GUILD_CREATE, GET and interactions)."""
+        gid = self.channel_guild[channel_id]
+        channels = self.guilds[gid]["channels"]
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(gid),
+            "name": channels[channel_id]["name"],
+            "position": list(channels).index(channel_id),
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
 
     def channel(self, guild_id: int, name: str) -> int:
         for cid, ch in self.guilds[guild_id]["channels"].items():
@@ -388,19 +319,7 @@ class FakeDiscord:
             "icon": None,
             "owner_id": str(g["owner_id"]),
             "roles": [self._role_payload(rid) for rid in g["roles"]],
-            "channels": [
-                {
-                    "id": str(cid),
-                    "type": 0,
-                    "name": ch["name"],
-                    "position": i,
-                    "permission_overwrites": [],
-                    "guild_id": str(gid),
-                    "nsfw": False,
-                    "parent_id": None,
-                }
-                for i, (cid, ch) in enumerate(g["channels"].items())
-            ],
+            "channels": [self.channel_payload(cid) for cid in g["channels"]],
             "members": [self._member_payload(gid, uid) for uid in g["members"]],
             "emojis": [],
             "stickers": [],
@@ -525,266 +444,6 @@ class FakeDiscord:
             raise FakeDiscordError("the bot is not connected to the gateway")
         await self._dispatch_on(self._ws, event, data)
 
-    # ---------------------------------------------------------------- members acting
-
-    def _interaction_base(
-        self, itype: int, user_id: int, channel_id: int, data: dict[str, Any]
-    ) -> FakeInteraction:
-        gid = self.channel_guild[channel_id]
-        g = self.guilds[gid]
-        if user_id not in g["members"]:
-            raise FakeDiscordError("the user is not a member of this guild")
-        iid = self.snowflake()
-        token = f"itoken-{iid}"
-        payload = {
-            "id": str(iid),
-            "application_id": str(self.app_id),
-            "type": itype,
-            "data": data,
-            "token": token,
-            "version": 1,
-            "guild_id": str(gid),
-            "channel_id": str(channel_id),
-            "channel": {
-                "id": str(channel_id),
-                "type": 0,
-                "guild_id": str(gid),
-                "name": g["channels"][channel_id]["name"],
-            },
-            "member": self._member_payload(gid, user_id, with_permissions=True),
-            "app_permissions": str((1 << 53) - 1),
-            "locale": "en-US",
-            "guild_locale": "en-US",
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": str(gid)},
-            "context": 0,
-            "attachment_size_limit": g["attachment_size_limit"],  # required since discord.py 2.6
-        }
-        ix = FakeInteraction(
-            id=iid,
-            token=token,
-            type=itype,
-            user_id=user_id,
-            channel_id=channel_id,
-            guild_id=gid,
-            payload=payload,
-        )
-        self.interactions[iid] = ix
-        self._by_token[token] = ix
-        return ix
-
-    def _find_command(self, name: str, guild_id: int, ctype: int = 1) -> dict[str, Any]:
-        for cmd in [*self.guild_commands.get(guild_id, []), *self.global_commands]:
-            if cmd["name"] == name and cmd.get("type", 1) == ctype:
-                return cmd
-        raise FakeDiscordError(f"no synced command {name!r} (type {ctype})")
-
-    def _build_options(
-        self,
-        definition: dict[str, Any],
-        path: list[str],
-        values: dict[str, Any],
-        focused: str | None,
-        resolved: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        if path:
-            sub = next((o for o in definition.get("options", []) if o["name"] == path[0]), None)
-            if sub is None or sub["type"] not in (OPT_SUB, OPT_GROUP):
-                raise FakeDiscordError(f"no subcommand {path[0]!r}")
-            return [
-                {
-                    "type": sub["type"],
-                    "name": sub["name"],
-                    "options": self._build_options(sub, path[1:], values, focused, resolved),
-                }
-            ]
-        opts = {o["name"]: o for o in definition.get("options", [])}
-        for name in values:
-            if name not in opts:
-                raise FakeDiscordError(f"the command has no option {name!r}")
-        if focused is None:
-            for o in opts.values():
-                if o.get("required") and o["name"] not in values:
-                    raise FakeDiscordError(f"Discord requires option {o['name']!r}")
-        out: list[dict[str, Any]] = []
-        for name, value in values.items():
-            o = opts[name]
-            t = o["type"]
-            entry: dict[str, Any] = {"name": name, "type": t}
-            if t == OPT_ATTACHMENT:
-                resolved.setdefault("attachments", {})[value["id"]] = value
-                entry["value"] = value["id"]
-            elif t == OPT_CHANNEL:
-                gid = self.channel_guild[int(value)]
-                resolved.setdefault("channels", {})[str(value)] = {
-                    "id": str(value),
-                    "type": 0,
-                    "name": self.guilds[gid]["channels"][int(value)]["name"],
-                    "permissions": str((1 << 53) - 1),
-                    "guild_id": str(gid),
-                    "parent_id": None,
-                }
-                entry["value"] = str(value)
-            elif t == OPT_ROLE:
-                role = self._role_payload(int(value))
-                resolved.setdefault("roles", {})[str(value)] = role
-                entry["value"] = str(value)
-            elif name == focused:
-                entry["value"] = str(value)  # autocomplete sends the partial text as typed
-                entry["focused"] = True
-            else:
-                # Discord's client enforces types and min/max (client-side only).
-                if t == OPT_INTEGER:
-                    value = int(value)
-                elif t == OPT_NUMBER:
-                    value = float(value)
-                elif t == OPT_STRING:
-                    value = str(value)
-                    if "max_length" in o and len(value) > o["max_length"]:
-                        raise FakeDiscordError(f"Discord's client caps {name!r} at {o['max_length']} chars")
-                if t in (OPT_INTEGER, OPT_NUMBER):
-                    if "min_value" in o and value < o["min_value"]:
-                        raise FakeDiscordError(f"Discord's client refuses {name}={value} < {o['min_value']}")
-                    if "max_value" in o and value > o["max_value"]:
-                        raise FakeDiscordError(f"Discord's client refuses {name}={value} > {o['max_value']}")
-                entry["value"] = value
-            out.append(entry)
-        return out
-
-    async def command(
-        self,
-        user_id: int,
-        channel_id: int,
-        name: str,
-        options: dict[str, Any] | None = None,
-        *,
-        focused: str | None = None,
-    ) -> FakeInteraction:
-        """A member runs a slash command (``name`` may be 'mod channels' for a subcommand).
-
-        With ``focused`` it is an autocomplete request for that option instead."""
-        parts = name.split()
-        gid = self.channel_guild[channel_id]
-        cmd = self._find_command(parts[0], gid)
-        resolved: dict[str, Any] = {}
-        data: dict[str, Any] = {
-            "id": cmd["id"],
-            "name": cmd["name"],
-            "type": 1,
-            "options": self._build_options(cmd, parts[1:], options or {}, focused, resolved),
-        }
-        if cmd.get("guild_id"):
-            data["guild_id"] = cmd["guild_id"]
-        if resolved:
-            data["resolved"] = resolved
-        ix = self._interaction_base(
-            AUTOCOMPLETE if focused else APPLICATION_COMMAND, user_id, channel_id, data
-        )
-        await self.dispatch("INTERACTION_CREATE", ix.payload)
-        return ix
-
-    async def autocomplete(
-        self,
-        user_id: int,
-        channel_id: int,
-        name: str,
-        options: dict[str, Any],
-        focused: str,
-        timeout: float = 5.0,
-    ) -> list[dict[str, Any]]:
-        ix = await self.command(user_id, channel_id, name, options, focused=focused)
-        await self.wait_for(lambda: CB_AUTOCOMPLETE in ix.callback_types, timeout, "autocomplete answer")
-        return ix.choices
-
-    async def message_command(self, user_id: int, message_id: int, name: str) -> FakeInteraction:
-        """A member uses a message context-menu command on a message."""
-        msg = self.messages[message_id]
-        channel_id = int(msg["channel_id"])
-        gid = self.channel_guild[channel_id]
-        cmd = self._find_command(name, gid, ctype=3)
-        data = {
-            "id": cmd["id"],
-            "name": name,
-            "type": 3,
-            "target_id": str(message_id),
-            "resolved": {"messages": {str(message_id): msg}},
-        }
-        ix = self._interaction_base(APPLICATION_COMMAND, user_id, channel_id, data)
-        await self.dispatch("INTERACTION_CREATE", ix.payload)
-        return ix
-
-    async def click(
-        self, user_id: int, message_id: int, custom_id: str, *, seen: dict[str, Any] | None = None
-    ) -> FakeInteraction:
-        """A member presses a button on a message. `seen`: the version of the message the member's
-        client still shows (a client that has not caught up with an edit yet)."""
-        if message_id in self.deleted:
-            raise FakeDiscordError("the message was deleted")
-        msg = seen or self.messages[message_id]
-        if custom_id not in custom_ids(msg):
-            raise FakeDiscordError(f"no component {custom_id!r} on message {message_id}: {custom_ids(msg)}")
-        button = next(b for b in buttons(msg) if b.get("custom_id") == custom_id)
-        if button.get("disabled"):
-            raise FakeDiscordError(f"button {custom_id!r} is disabled; Discord would not send the click")
-        data = {"custom_id": custom_id, "component_type": 2}
-        ix = self._interaction_base(MESSAGE_COMPONENT, user_id, int(msg["channel_id"]), data)
-        ix.payload["message"] = msg
-        await self.dispatch("INTERACTION_CREATE", ix.payload)
-        return ix
-
-    async def submit_modal(
-        self, user_id: int, opened_by: FakeInteraction, values: dict[str, str]
-    ) -> FakeInteraction:
-        """A member fills in the modal the bot opened in answer to ``opened_by`` and submits it."""
-        modal = opened_by.modal
-        if modal is None:
-            raise FakeDiscordError("no modal was opened")
-        rows = []
-        for row in modal["components"]:
-            comps = []
-            for c in row.get("components", [row.get("component")] if row.get("component") else []):
-                if c is None:
-                    continue
-                comps.append(
-                    {
-                        "type": c["type"],
-                        "custom_id": c["custom_id"],
-                        "value": values.get(c["custom_id"], c.get("value", "")),
-                    }
-                )
-            if row.get("type") == 18:  # label component (components v2 modals)
-                rows.append({"type": 18, "component": comps[0]})
-            else:
-                rows.append({"type": 1, "components": comps})
-        data = {"custom_id": modal["custom_id"], "components": rows}
-        ix = self._interaction_base(MODAL_SUBMIT, user_id, opened_by.channel_id, data)
-        if opened_by.type == MESSAGE_COMPONENT:
-            ix.payload["message"] = opened_by.payload["message"]
-        await self.dispatch("INTERACTION_CREATE", ix.payload)
-        return ix
-
-    async def answered(self, ix: FakeInteraction, timeout: float = 5.0) -> FakeInteraction:
-        """Wait until the bot sent the first response to an interaction."""
-        await self.wait_for(lambda: ix.callbacks, timeout, f"a response to interaction {ix.id}")
-        return ix
-
-    async def settled(self, ix: FakeInteraction, timeout: float = 10.0) -> FakeInteraction:
-        """Wait until the interaction has a visible answer: a message, an edited deferred
-        response, a followup, a modal or an autocomplete result."""
-
-        def done() -> bool:
-            types = ix.callback_types
-            if any(t in (CB_MESSAGE, CB_UPDATE, CB_MODAL, CB_AUTOCOMPLETE) for t in types):
-                return True
-            if ix.followups:
-                return True
-            return ix.original is not None and bool(
-                _message_text(ix.original) or ix.original.get("attachments")
-            )
-
-        await self.wait_for(done, timeout, f"an answer to interaction {ix.id}")
-        return ix
-
     # ---------------------------------------------------------------- what members see
 
     def channel_messages(self, channel_id: int) -> list[dict[str, Any]]:
@@ -793,6 +452,15 @@ class FakeDiscord:
             for mid, m in self.messages.items()
             if int(m["channel_id"]) == channel_id and mid not in self.deleted
         ]
+
+    def post_buttons(self, channel_id: int, ids: tuple[str, ...], content: str = "") -> int:
+        """A message from the bot with one button per custom id, as if the bot had posted it
+        (for tests of the fake and of one interaction at a time)."""
+        row = {"type": 1, "components": [{"type": 2, "style": 1, "label": i, "custom_id": i} for i in ids]}
+        msg = self._message(channel_id, {"content": content, "components": [row]}, [])
+        self.messages[int(msg["id"])] = msg
+        self.edits[int(msg["id"])] = [msg]
+        return int(msg["id"])
 
     def delete_message(self, message_id: int) -> None:
         """A moderator deletes a message in the client."""
@@ -914,13 +582,58 @@ class FakeDiscord:
         )
         self.calls.append(call)
         try:
-            for i, (match, status, code, message) in enumerate(self.fail_next):
-                if match(request.method, path):
-                    del self.fail_next[i]
-                    return _error(status, code, message)
-            return await self._route(request.method, path, body, files, call)
+            verdict = self._rate_limit(request.method, path)
+            if verdict is not None and not verdict.allowed:
+                self.rate_limited += 1
+                self.rate_limited_calls.append(call)
+                response = _json_response(
+                    rate_limited_body(verdict.retry_after, is_global=verdict.is_global), 429
+                )
+            else:
+                response = self._failure(request.method, path) or await self._route(
+                    request.method, path, body, files, call
+                )
+            if verdict is not None:
+                response.headers.update(verdict.headers)
+                if verdict.allowed and verdict.headers.get("X-RateLimit-Remaining") == "0":
+                    self.buckets_exhausted += 1
+                    self.exhausted_calls.append(call)
+            # discord.py treats a 429 without Via as a Cloudflare ban; Discord's answers carry it.
+            response.headers["Via"] = "1.1 google"
+            return response
         finally:
             await self._notify()
+
+    def _failure(self, method: str, path: str) -> web.Response | None:
+        for i, (match, status, code, message) in enumerate(self.fail_next):
+            if match(method, path):
+                del self.fail_next[i]
+                return _error(status, code, message)
+        return None
+
+    def _rate_limit(self, method: str, path: str) -> Verdict | None:
+        """The bucket's verdict for this request (None: a route the fake does not limit)."""
+        seg = path.strip("/").split("/")
+        if not is_interaction_endpoint(seg):
+            per_second = RouteLimit(self.limits.global_per_second, 1.0)
+            overall = self.buckets.take("global", "bot", per_second)
+            if not overall.allowed:
+                headers = {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"}
+                headers["Retry-After"] = overall.headers["Retry-After"]
+                return Verdict(False, headers, overall.retry_after, is_global=True)
+        route = route_of(method, seg, self.limits)
+        if route is None:
+            return None
+        return self.buckets.take(*route)
+
+    def _file_limit(self, channel_id: int) -> int:
+        return int(self.guilds[self.channel_guild[channel_id]]["attachment_size_limit"])
+
+    def _refuse_message(
+        self, channel_id: int, body: Any, files: list[tuple[str, bytes]]
+    ) -> web.Response | None:
+        problem = message_problem(body, files, self.limits, self._file_limit(channel_id))
+        return None if problem is None else _json_response(problem[1], problem[0])
 
     def _bot_auth(self, call: RestCall) -> bool:
         return call.auth == f"Bot {self.token}"
@@ -975,18 +688,7 @@ class FakeDiscord:
             gid = self.channel_guild.get(cid)
             if gid is None:
                 return _error(404, 10003, "Unknown Channel")
-            return _json_response(
-                {
-                    "id": str(cid),
-                    "type": 0,
-                    "guild_id": str(gid),
-                    "name": self.guilds[gid]["channels"][cid]["name"],
-                    "position": 0,
-                    "permission_overwrites": [],
-                    "nsfw": False,
-                    "parent_id": None,
-                }
-            )
+            return _json_response(self.channel_payload(cid))
         return _error(404, 0, f"404: Not Found ({method} {path} is not in the fake)")
 
     def _commands(self, method: str, seg: list[str], body: Any) -> web.Response:
@@ -1023,11 +725,9 @@ class FakeDiscord:
             return _error(404, 10003, "Unknown Channel")
         if not rest:
             if method == "POST":
-                if not _within_limits(body, files):
-                    return _error(400, 50035, "Invalid Form Body")
-                limit = self.guilds[self.channel_guild[channel_id]]["attachment_size_limit"]
-                if any(len(d) > limit for _, d in files):
-                    return _error(413, 40005, "Request entity too large")
+                refused = self._refuse_message(channel_id, body, files)
+                if refused is not None:
+                    return refused
                 msg = self._message(channel_id, body or {}, files)
                 self.messages[int(msg["id"])] = msg
                 self.edits[int(msg["id"])] = [msg]
@@ -1048,6 +748,9 @@ class FakeDiscord:
         if method == "PATCH":
             if found["author"]["id"] != self.bot_user["id"]:
                 return _error(403, 50005, "Cannot edit a message authored by another user")
+            refused = self._refuse_message(channel_id, body, files)
+            if refused is not None:
+                return refused
             return _json_response(self._edit(mid, body or {}, files))
         return _error(405, 0, "method not allowed")
 
@@ -1074,9 +777,18 @@ class FakeDiscord:
             return _error(404, 10062, "Unknown interaction")
         if ix.callbacks:
             return _error(400, 40060, "Interaction has already been acknowledged.")
-        ix.callbacks.append(body)
+        if time.monotonic() - ix.created_at > self.limits.interaction_deadline:
+            # Past the 3 s deadline Discord has already told the member "the application did
+            # not respond" and invalidated the token.
+            self.late_callbacks.append(ix)
+            return _error(404, 10062, "Unknown interaction")
         ctype = body["type"]
         data = body.get("data") or {}
+        if ctype in (CB_MESSAGE, CB_UPDATE):
+            refused = self._refuse_message(ix.channel_id, data, files)
+            if refused is not None:
+                return refused
+        ix.callbacks.append(body)
         result: dict[str, Any] = {"interaction": {"id": str(iid), "type": ix.type}}
         if ctype in (CB_MESSAGE, CB_DEFER):
             msg = self._message(
@@ -1112,6 +824,17 @@ class FakeDiscord:
         ix = self._by_token.get(seg[2])
         if ix is None or seg[1] != str(self.app_id):
             return _error(401, 50027, "Invalid Webhook Token")
+        age = time.monotonic() - ix.created_at
+        if age > self.limits.interaction_token_seconds:
+            return _error(401, 50027, "Invalid Webhook Token")
+        if not ix.callbacks:
+            # Followups and edits need an acknowledged interaction; an unanswered one past its
+            # deadline has no webhook at all.
+            return _error(404, 10015, "Unknown Webhook")
+        if method in ("POST", "PATCH"):
+            refused = self._refuse_message(ix.channel_id, body, files)
+            if refused is not None:
+                return refused
         if len(seg) == 3 and method == "POST":
             msg = self._message(ix.channel_id, body or {}, files, interaction=ix)
             ix.followups.append(msg)
@@ -1146,29 +869,3 @@ class FakeDiscord:
                     ix.followups = [edited if m["id"] == which else m for m in ix.followups]
                 return _json_response(edited)
         return _error(404, 0, "404: Not Found")
-
-
-def _with_component_ids(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # Discord echoes components back; discord.py reads them from the message on a click.
-    return json.loads(json.dumps(components))
-
-
-def _within_limits(body: Any, files: list[tuple[str, bytes]]) -> bool:
-    body = body or {}
-    if len(body.get("content") or "") > 2000:
-        return False
-    if len(files) > 10:
-        return False
-    return sum(len(d) for _, d in files) <= 25 * 1024 * 1024 + 1024  # Discord's request-size cap
-
-
-def _guess_type(filename: str) -> str:
-    ext = filename.rsplit(".", 1)[-1].lower()
-    return {
-        "wav": "audio/x-wav",
-        "mp3": "audio/mpeg",
-        "ogg": "audio/ogg",
-        "opus": "audio/ogg",
-        "png": "image/png",
-        "txt": "text/plain",
-    }.get(ext, "application/octet-stream")
