@@ -27,7 +27,13 @@ SONGS = 4  # max_running_per_guild
 
 @pytest.fixture
 def studio_overrides() -> dict[str, Any]:
-    return {"status_edit_seconds": 3.0, "bot_watch_seconds": 0.1, "max_running_per_guild": SONGS}
+    # Heartbeats every 30 s: the songs' "worker" (this test) is alive between its progress reports.
+    return {
+        "status_edit_seconds": 3.0,
+        "bot_watch_seconds": 0.1,
+        "max_running_per_guild": SONGS,
+        "heartbeat_seconds": 30.0,
+    }
 
 
 def max_in_any_window(times: list[float], window: float) -> int:
@@ -35,11 +41,6 @@ def max_in_any_window(times: list[float], window: float) -> int:
     return max((sum(1 for u in times if t <= u < t + window) for t in times), default=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #14 defect 16: the bot paces each song alone (status_edit_seconds), not the "
-    "channel; wire bot/edit_pacing.py into the status refresher, then drop this mark",
-)
 async def test_songs_in_one_channel_share_the_edit_budget(sqlite_studio: Studio) -> None:
     studio, fake = sqlite_studio, sqlite_studio.fake
     await studio.start_bot()
@@ -83,4 +84,37 @@ async def test_songs_in_one_channel_share_the_edit_budget(sqlite_studio: Studio)
     assert fake.rate_limited == 0
     assert max_in_any_window(edit_times, budget.channel_window) <= budget.channel_edits, (
         f"{len(edit_times)} status edits, {fake.buckets_exhausted} used-up buckets"
+    )
+
+
+async def test_the_status_says_waiting_for_a_worker_as_soon_as_heartbeats_stop(sqlite_studio: Studio) -> None:
+    """Defect 16: after a worker died, the status kept its last percent and ETA until the lease ran
+    out (up to 5 minutes). Three missed heartbeats are enough to say so."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db.models import Job, utcnow
+
+    studio = sqlite_studio
+    await studio.start_bot()
+    ix = await studio.run("alice", "generate", {"artist": "abba", "genre": "pop", "seconds": 2})
+    m = re.search(r"Song #(\d+)", ix.text())
+    assert m, ix.text()
+    sid = int(m[1])
+    status = await studio.until(lambda: studio.message_with(f"jb:cancel:{sid}"), "a status message")
+    lease = await studio.run_db(queue.claim, studio.db, [JobKind.draft], "in-test", 300)
+    assert lease is not None
+    await studio.run_db(queue.heartbeat, studio.db, lease, {"stage": "drafting", "percent": 40})
+    await studio.until(lambda: "40%" in studio.fake.messages[int(status["id"])]["content"], "the progress")
+
+    def worker_dies() -> None:  # no more heartbeats; the lease itself still has minutes to run
+        with studio.db.write() as s:
+            s.execute(update(Job).values(heartbeat_at=utcnow() - timedelta(minutes=2)))
+
+    await studio.run_db(worker_dies)
+    await studio.until(
+        lambda: "Waiting for a worker" in studio.fake.messages[int(status["id"])]["content"],
+        "the status to say the worker is gone",
+        timeout=20,
     )

@@ -133,6 +133,7 @@ class SongPipeline:
                 log.exception(
                     "error %s while handling %s for song %s", new_error_id(), work.action, work.song_id
                 )
+        await self.board.flush()  # the status edits the channels' budgets allow now
 
     async def handle(self, work: Work) -> None:
         if work.action == Action.progress:

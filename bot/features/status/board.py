@@ -22,9 +22,10 @@ from bot.core.posting import NO_PINGS
 from bot.core.replies import reply
 from bot.core.rows import set_status_message
 from bot.core.text import message_url
+from bot.edit_pacing import EditPacer, PacingRules, worker_gone_quiet
 from bot.errors import UserError
 from db import lifecycle, queue
-from db.models import Clip, Draft, Job, Song, SongStatus, User, utcnow
+from db.models import Clip, Draft, Job, JobStatus, Song, SongStatus, User, utcnow
 
 from .render import Snapshot, is_final, render, shows_cancel
 
@@ -39,7 +40,9 @@ class StatusBoard:
         self.bot = bot
         self.view_for = view_for
         self._rendered: dict[int, tuple[str, bool]] = {}
-        self._edited_at: dict[int, float] = {}
+        # Discord allows ~5 edits per 5 s per channel, shared by every song there: edits wait their
+        # turn in the pacer, and the one that goes out renders the latest state (issue #14, 16).
+        self.pacer = EditPacer(PacingRules(song_interval=bot.settings.status_edit_seconds))
         self._cancel_hooks: list[CancelHook] = []
 
     def on_cancelled(self, hook: CancelHook) -> None:
@@ -52,6 +55,7 @@ class StatusBoard:
     def snapshot(self, song_id: int) -> Snapshot:
         """Everything the status message shows, read in one go (runs in a thread)."""
         db, settings = self.bot.db, self.bot.settings
+        now = utcnow()
         with db.read() as s:
             song = s.get(Song, song_id)
             if song is None:
@@ -83,7 +87,10 @@ class StatusBoard:
             drafts_url=drafts_url,
             clip_url=clip_url,
             winner_index=winner.index if winner is not None else None,
-            now=utcnow(),
+            now=now,
+            worker_quiet=job is not None
+            and job.status == JobStatus.running
+            and worker_gone_quiet(job.heartbeat_at, settings.heartbeat_seconds, now),
         )
 
     async def post_status(self, song_id: int) -> str | None:
@@ -104,11 +111,29 @@ class StatusBoard:
             return None
         await self.bot.to_thread(set_status_message, self.bot.db, song_id, msg.id)
         self._rendered[song_id] = (content, shows_cancel(snap))
-        self._edited_at[song_id] = time.monotonic()
+        self.pacer.sent(song_id, song.channel_id, time.monotonic())
         return message_url(song.guild_id, song.channel_id, msg.id)
 
     async def refresh_status(self, song_id: int, *, force: bool = False) -> None:
-        """Edit the status message if what it should show changed (throttled unless forced)."""
+        """Ask for the status message to show the song's latest state. The edit goes out when the
+        channel's budget and the song's interval allow (`flush`, every watcher tick); `force` (a
+        change of stage) tries at once, within the same budget."""
+        snap = await self.bot.to_thread(self.snapshot, song_id)
+        song = snap.song
+        if song.status_message_id is None or song.channel_id is None:
+            return
+        if self._rendered.get(song_id) == (render(snap), shows_cancel(snap)):
+            return
+        self.pacer.want(song_id, song.channel_id, time.monotonic())
+        if force:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Make the edits the pacer allows now, each rendering its song's latest state."""
+        for song_id in self.pacer.due(time.monotonic()):
+            await self._edit(song_id)
+
+    async def _edit(self, song_id: int) -> None:
         snap = await self.bot.to_thread(self.snapshot, song_id)
         song = snap.song
         if song.status_message_id is None or song.channel_id is None:
@@ -116,9 +141,6 @@ class StatusBoard:
         content = render(snap)
         cancel = shows_cancel(snap)
         if self._rendered.get(song_id) == (content, cancel):
-            return
-        last = self._edited_at.get(song_id, 0.0)
-        if not force and time.monotonic() - last < self.bot.settings.status_edit_seconds:
             return
         channel = self.bot.poster.channel(song.channel_id, song.guild_id)
         message = channel.get_partial_message(song.status_message_id)
@@ -138,14 +160,13 @@ class StatusBoard:
             await self.bot.to_thread(set_status_message, self.bot.db, song_id, None)
             return
         self._rendered[song_id] = (content, cancel)
-        self._edited_at[song_id] = time.monotonic()
         if is_final(song):
             self._forget(song_id)
 
     def _forget(self, song_id: int) -> None:
         """A finished song needs nothing kept in memory any more."""
         self._rendered.pop(song_id, None)
-        self._edited_at.pop(song_id, None)
+        self.pacer.forget(song_id)
         self.bot.locks.forget(song_id)
 
     # ------------------------------------------------------------------ endings

@@ -24,6 +24,7 @@ class Snapshot:
     clip_url: str | None = None
     winner_index: int | None = None  # 0-based draft index
     now: datetime | None = None
+    worker_quiet: bool = False  # the running job's worker stopped sending heartbeats
 
 
 def bar(percent: float) -> str:
@@ -102,7 +103,15 @@ def render(snap: Snapshot) -> str:
     elif job.status == JobStatus.running:
         if snap.winner_index is not None and job.kind == "upsample":
             lines.append(f"🏆 Draft {snap.winner_index + 1} won the vote.")
-        lines.append(progress_line(job, now))
+        if snap.worker_quiet:
+            # Not the last percent and ETA until the lease runs out: the worker is gone, and the
+            # job resumes from its last saved window when another worker takes it.
+            lines.append(
+                "⏳ Waiting for a worker: the one making this song stopped answering. "
+                "It will carry on from where it stopped."
+            )
+        else:
+            lines.append(progress_line(job, now))
     elif job.status == JobStatus.succeeded:
         lines.append("📤 Finished rendering; posting it now…")
     return "\n".join(lines)
