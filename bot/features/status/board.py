@@ -118,7 +118,7 @@ class StatusBoard:
         if self._rendered.get(song_id) == (content, cancel):
             return
         last = self._edited_at.get(song_id, 0.0)
-        if not force and time.monotonic() - last < self.bot.settings.status_edit_seconds:
+        if not force and time.monotonic() - last < self.bot.settings.discord.status_edit_seconds:
             return
         channel = self.bot.poster.channel(song.channel_id, song.guild_id)
         message = channel.get_partial_message(song.status_message_id)
