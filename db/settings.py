@@ -113,6 +113,10 @@ class _NestedSource(PydanticBaseSettingsSource):
         return nest_flat_names(self.inner())
 
 
+class SettingsError(ValueError):
+    """A setting has a bad value; the message is one line that names its environment variable."""
+
+
 def _describe(error: ErrorDetails) -> str:
     loc = error["loc"]
     message = (
@@ -184,4 +188,8 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as e:
+        reasons = "; ".join(str(err["ctx"]["error"]) if "ctx" in err else err["msg"] for err in e.errors())
+        raise SettingsError(f"bad setting: {reasons}") from None

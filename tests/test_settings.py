@@ -179,3 +179,20 @@ def test_secrets_never_show_in_errors(clean_env: pytest.MonkeyPatch) -> None:
 def test_valid_devices_pass() -> None:
     for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
         assert Settings(device=device, _env_file=None).engine.device == device  # type: ignore[call-arg]
+
+
+def test_cli_reports_a_bad_setting_in_one_line(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    clean_env.setenv("JUKEBOT_X_VIDEO_SIZE", "big")
+    clean_env.setenv("JUKEBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'j.db'}")
+    clean_env.setenv("PYTHONPATH", str(repo))
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "db", "upgrade"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "jukebot: bad setting: JUKEBOT_X_VIDEO_SIZE must look like 1280x720 (WIDTHxHEIGHT in pixels), not 'big'"
+    ]
