@@ -103,7 +103,7 @@ async def interaction(model: str, n_songs: int) -> None:
         alice = fake.add_user("alice")
         fake.add_member(guild, alice)
         studio = Studio(
-            fake, settings, db, Storage(settings.storage_url), guild, channel, {"alice": alice}, 0, {}
+            fake, settings, db, Storage(settings.storage.storage_url), guild, channel, {"alice": alice}, 0, {}
         )
         bot = await studio.start_bot(scheduler_factory=_memory_scheduler)
         await bot.watcher.stop()  # measured by hand below

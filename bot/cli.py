@@ -9,6 +9,7 @@ import typer
 
 from db.cli import app as db_app
 from db.cli import doctor
+from db.settings import SettingsError
 from engine.cli import register as register_engine
 from lyrics.cli import register as register_lyrics
 from publisher.cli import app as publish_app
@@ -36,5 +37,14 @@ def bot_command(
     raise typer.Exit(run_bot(start_worker=not no_worker, sync_commands=sync_commands))
 
 
+def main() -> None:
+    """The `jukebot` command: a bad setting is one line on stderr, not a traceback."""
+    try:
+        app()
+    except SettingsError as e:
+        typer.echo(f"jukebot: {e}", err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

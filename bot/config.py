@@ -62,9 +62,9 @@ def parse_timezone(value: str) -> str:
 
 
 def merge(settings: Settings, guild_id: int, row: GuildConfig | None) -> GuildSettings:
-    def pick(name: str) -> Any:
+    def pick(name: str, default: Any) -> Any:
         value = getattr(row, name, None) if row is not None else None
-        return getattr(settings, name) if value is None else value
+        return default if value is None else value
 
     return GuildSettings(
         guild_id=guild_id,
@@ -73,13 +73,13 @@ def merge(settings: Settings, guild_id: int, row: GuildConfig | None) -> GuildSe
         daily_channel_id=row.daily_channel_id if row else None,
         mod_channel_id=row.mod_channel_id if row else None,
         moderator_role_id=row.moderator_role_id if row else None,
-        songs_per_day=int(pick("songs_per_day")),
+        songs_per_day=int(pick("songs_per_day", settings.limits.songs_per_day)),
         max_running=int(
-            row.max_running if row and row.max_running is not None else settings.max_running_per_guild
+            row.max_running if row and row.max_running is not None else settings.limits.max_running_per_guild
         ),
-        vote_window_minutes=float(pick("vote_window_minutes")),
-        daily_time=str(pick("daily_time")),
-        timezone=str(pick("timezone")),
+        vote_window_minutes=float(pick("vote_window_minutes", settings.schedule.vote_window_minutes)),
+        daily_time=str(pick("daily_time", settings.schedule.daily_time)),
+        timezone=str(pick("timezone", settings.schedule.timezone)),
         daily_allow_unvoted=bool(row.daily_allow_unvoted) if row else False,
     )
 

@@ -59,36 +59,36 @@ def run_bot(start_worker: bool, sync_commands: bool) -> int:
 
     setup_logging()
     settings = get_settings()
-    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
+    if settings.discord.token is None or not settings.discord.token.get_secret_value().strip():
         log.error(
             "No Discord bot token: set JUKEBOT_DISCORD_TOKEN (Discord developer portal → your app → Bot)."
         )
         return 2
     try:
-        load_labels(settings.model)  # the artist/genre lists the commands offer (no weights, no torch)
+        load_labels(settings.engine.model)  # the artist/genre lists the commands offer (no weights, no torch)
     except (OSError, ValueError) as exc:
         log.error(
             "Cannot read the artist and genre lists of the model %r: %s. Check JUKEBOT_MODEL "
             "(demo, 1b_lyrics, 5b_lyrics, 5b, or a model folder with model.json).",
-            settings.model,
+            settings.engine.model,
             exc,
         )
         return 2
     try:
-        db = open_database(settings.database_url, upgrade=True)
+        db = open_database(settings.storage.database_url, upgrade=True)
         storage = get_storage(settings)
     except (DatabaseUnavailable, StorageUnavailable) as exc:
         log.error("%s", exc)
         return 2
     worker: WorkerProcess | None = None
-    if start_worker and settings.start_worker and db.dialect == "sqlite":
+    if start_worker and settings.discord.start_worker and db.dialect == "sqlite":
         worker = WorkerProcess()
         worker.start()
     bot = JukeBot(settings, db, storage, sync_commands=sync_commands)
     bot.worker_process = worker
     code = 0
     try:
-        asyncio.run(serve(bot, settings.discord_token.get_secret_value()))
+        asyncio.run(serve(bot, settings.discord.token.get_secret_value()))
     except discord.LoginFailure:
         log.error(
             "Discord refused the bot token. Check JUKEBOT_DISCORD_TOKEN (reset it in the developer portal)."

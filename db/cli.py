@@ -41,7 +41,7 @@ def upgrade_command(
     from db.database import Database, DatabaseUnavailable
 
     try:
-        db = Database(database_url or _settings().database_url)
+        db = Database(database_url or _settings().storage.database_url)
         try:
             db.ping()
             reached = migrate.upgrade(db, revision)
@@ -59,7 +59,7 @@ def current_command(database_url: str | None = _URL_OPTION) -> None:
     from db.database import Database, DatabaseUnavailable
 
     try:
-        db = Database(database_url or _settings().database_url)
+        db = Database(database_url or _settings().storage.database_url)
         try:
             db.ping()
             current = migrate.current_revision(db)
@@ -111,7 +111,7 @@ def check_database(settings: Settings) -> Check:
     from db.migrate import head_revision, open_database
 
     try:
-        db = open_database(settings.database_url, upgrade=False)
+        db = open_database(settings.storage.database_url, upgrade=False)
     except DatabaseUnavailable as exc:
         fix = (
             "Run `jukebot db upgrade`."
@@ -121,7 +121,9 @@ def check_database(settings: Settings) -> Check:
         return Check("database", Status.fail, str(exc), fix)
     db.dispose()
     return Check(
-        "database", Status.ok, f"{mask_url(settings.database_url)} at revision {head_revision()} (newest)"
+        "database",
+        Status.ok,
+        f"{mask_url(settings.storage.database_url)} at revision {head_revision()} (newest)",
     )
 
 
@@ -138,7 +140,7 @@ def check_storage(settings: Settings) -> Check:
                 return Check(
                     "storage",
                     Status.fail,
-                    f"{settings.storage_url}: a file read back differently.",
+                    f"{settings.storage.storage_url}: a file read back differently.",
                     "Check the storage.",
                 )
         finally:
@@ -149,7 +151,7 @@ def check_storage(settings: Settings) -> Check:
         return Check(
             "storage",
             Status.fail,
-            f"{settings.storage_url}: writing a test file failed: {exc}",
+            f"{settings.storage.storage_url}: writing a test file failed: {exc}",
             "Check permissions and free space.",
         )
     return Check("storage", Status.ok, f"{storage.url} (write, read and delete work)")
@@ -229,7 +231,7 @@ def _present(*secrets: SecretStr | None) -> bool:
 def check_credentials(settings: Settings) -> list[Check]:
     """Which credentials are set (never their values) and which features that turns on or off."""
     checks = []
-    if _present(settings.discord_token):
+    if _present(settings.discord.token):
         checks.append(Check("discord", Status.ok, "JUKEBOT_DISCORD_TOKEN is set"))
     else:
         checks.append(
@@ -240,8 +242,8 @@ def check_credentials(settings: Settings) -> list[Check]:
                 "Create a bot at https://discord.com/developers/applications and set JUKEBOT_DISCORD_TOKEN.",
             )
         )
-    if _present(settings.openai_api_key) or settings.openai_base_url:
-        where = settings.openai_base_url or "api.openai.com"
+    if _present(settings.lyrics.openai_api_key) or settings.lyrics.openai_base_url:
+        where = settings.lyrics.openai_base_url or "api.openai.com"
         checks.append(Check("lyrics", Status.ok, f"lyrics drafting on ({where})"))
     else:
         checks.append(
@@ -253,12 +255,12 @@ def check_credentials(settings: Settings) -> list[Check]:
             )
         )
     x_oauth1 = _present(
-        settings.x_consumer_key,
-        settings.x_consumer_secret,
-        settings.x_access_token,
-        settings.x_access_token_secret,
+        settings.x.consumer_key,
+        settings.x.consumer_secret,
+        settings.x.access_token,
+        settings.x.access_token_secret,
     )
-    if x_oauth1 or _present(settings.x_client_id):
+    if x_oauth1 or _present(settings.x.client_id):
         checks.append(
             Check(
                 "x",
@@ -275,7 +277,7 @@ def check_credentials(settings: Settings) -> list[Check]:
                 "Set JUKEBOT_X_CONSUMER_KEY/SECRET and JUKEBOT_X_ACCESS_TOKEN/SECRET (or JUKEBOT_X_CLIENT_ID and run `jukebot publish auth x`).",
             )
         )
-    if _present(settings.soundcloud_client_id, settings.soundcloud_client_secret):
+    if _present(settings.soundcloud.client_id, settings.soundcloud.client_secret):
         checks.append(
             Check(
                 "soundcloud",
@@ -304,7 +306,7 @@ def check_private_files(settings: Settings) -> Check:
     from db.private_files import loose_modes
     from db.secrets import SecretsError, key_file_for, token_cipher
 
-    url = make_url(settings.database_url) if "://" in settings.database_url else None
+    url = make_url(settings.storage.database_url) if "://" in settings.storage.database_url else None
     db_file = (
         Path(url.database).expanduser().resolve()
         if url is not None
@@ -315,9 +317,9 @@ def check_private_files(settings: Settings) -> Check:
     paths: list[Path] = []
     if db_file is not None:
         paths += [db_file.parent, db_file, *(db_file.with_name(db_file.name + s) for s in ("-wal", "-shm"))]
-    if "://" not in settings.storage_url:
-        paths.append(Path(settings.storage_url).expanduser().resolve())
-    key = settings.token_key
+    if "://" not in settings.storage.storage_url:
+        paths.append(Path(settings.storage.storage_url).expanduser().resolve())
+    key = settings.publish.token_key
     if key is None:
         paths.append(key_file_for(db_file))
     loose = loose_modes(paths)

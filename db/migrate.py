@@ -216,7 +216,7 @@ def open_database(url: str | None = None, *, upgrade: bool = True) -> Database:
     if url is None:
         from db.settings import get_settings
 
-        url = get_settings().database_url
+        url = get_settings().storage.database_url
     db = Database(url)
     try:
         db.ping()

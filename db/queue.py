@@ -213,9 +213,9 @@ def enqueue(
         "priority": priority,
         "run_at": run_at if run_at is not None else _now(db),
         "attempts": 0,
-        "max_attempts": max_attempts if max_attempts is not None else settings.max_attempts,
+        "max_attempts": max_attempts if max_attempts is not None else settings.queue.max_attempts,
         "reclaims": 0,
-        "max_reclaims": max_reclaims if max_reclaims is not None else settings.max_reclaims,
+        "max_reclaims": max_reclaims if max_reclaims is not None else settings.queue.max_reclaims,
         "lease_token": 0,
         "cancel_requested": False,
         "progress": {},
@@ -695,7 +695,7 @@ def wait_for_work(db: Database, kinds: Kinds, timeout: float, *, poll_seconds: f
     if poll_seconds is None:
         from db.settings import get_settings
 
-        poll_seconds = get_settings().poll_seconds
+        poll_seconds = get_settings().queue.poll_seconds
     listener: _Listener | None = None
     if db.dialect == "postgresql":
         try:

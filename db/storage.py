@@ -187,4 +187,4 @@ def get_storage(settings: Settings | None = None) -> Storage:
         from db.settings import get_settings
 
         settings = get_settings()
-    return Storage(settings.storage_url)
+    return Storage(settings.storage.storage_url)

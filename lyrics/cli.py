@@ -42,7 +42,9 @@ def lyrics_command(
     settings = get_settings()
     try:
         if written is not None:
-            asyncio.run(_check_written(written, seconds if seconds is not None else settings.default_seconds))
+            asyncio.run(
+                _check_written(written, seconds if seconds is not None else settings.limits.default_seconds)
+            )
         else:
             asyncio.run(
                 _draft(

@@ -46,18 +46,18 @@ class MalformedReply(Exception):
 def make_client(settings: Settings, *, need_model: bool = True) -> AsyncOpenAI:
     """An AsyncOpenAI for the configured server. Raises LyricsUnavailable when drafting is not set up
     (no model; or OpenAI itself with no key). `need_model=False` is for the moderation endpoint."""
-    if need_model and not (settings.lyrics_model or "").strip():
+    if need_model and not (settings.lyrics.model or "").strip():
         raise LyricsUnavailable(NOT_CONFIGURED)
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-    if not key and not settings.openai_base_url:
+    key = settings.lyrics.openai_api_key.get_secret_value() if settings.lyrics.openai_api_key else ""
+    if not key and not settings.lyrics.openai_base_url:
         raise LyricsUnavailable(NO_KEY)
     from openai import AsyncOpenAI
 
     return AsyncOpenAI(
         api_key=key or PLACEHOLDER_KEY,
-        base_url=settings.openai_base_url or None,
+        base_url=settings.lyrics.openai_base_url or None,
         max_retries=0,
-        timeout=settings.lyrics_timeout,
+        timeout=settings.lyrics.timeout,
     )
 
 
@@ -72,9 +72,9 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
         return cls(
-            attempts=max(1, settings.lyrics_attempts),
-            timeout=settings.lyrics_timeout,
-            max_retry_after=settings.lyrics_max_retry_after,
+            attempts=max(1, settings.lyrics.attempts),
+            timeout=settings.lyrics.timeout,
+            max_retry_after=settings.lyrics.max_retry_after,
         )
 
 

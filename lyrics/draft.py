@@ -82,7 +82,7 @@ class DraftStream:
         self.request = request
         self.settings = settings or get_settings()
         self.policy = RetryPolicy.from_settings(self.settings)
-        self.model = (self.settings.lyrics_model or "").strip()
+        self.model = (self.settings.lyrics.model or "").strip()
         self.stream = stream
         self.attempt = 0
         self.retry_reason: str | None = None  # why the current attempt is not the first, in words

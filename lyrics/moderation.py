@@ -1,10 +1,10 @@
 """Moderation of drafted and written lyrics.
 
 Two layers, both optional:
-- the server's own blocklist (`settings.lyrics_blocklist`): whole words or phrases, any case. It is
+- the server's own blocklist (`settings.lyrics.blocklist`): whole words or phrases, any case. It is
   local and free, so it applies whenever it is set, with or without the endpoint;
 - the moderation endpoint (`moderations.create` on the configured OpenAI-compatible server) when
-  `settings.moderation` is on. A moderator switched it on on purpose, so if the endpoint cannot be
+  `settings.lyrics.moderation` is on. A moderator switched it on on purpose, so if the endpoint cannot be
   reached the lyrics are held back (ModerationUnavailable) rather than waved through.
 """
 
@@ -90,7 +90,7 @@ async def moderate(
 ) -> ModerationResult:
     """Check `text` against the blocklist, then (when switched on) the moderation endpoint.
     Raises ModerationUnavailable if the endpoint is on but cannot be used."""
-    hits = blocklist_hits(text, settings.lyrics_blocklist)
+    hits = blocklist_hits(text, settings.lyrics.blocklist)
     if hits:
         shown = ", ".join(f'"{mask(h.entry)}" on line {h.line}' for h in hits[:3])
         more = f" and {len(hits) - 3} more" if len(hits) > 3 else ""
@@ -101,7 +101,7 @@ async def moderate(
             source="blocklist",
             categories=tuple(mask(h.entry) for h in hits),
         )
-    if not settings.moderation:
+    if not settings.lyrics.moderation:
         return ModerationResult(allowed=True)
 
     own = client is None

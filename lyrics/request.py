@@ -64,10 +64,13 @@ def make_request(
             f"The lyrics prompt is {len(prompt):,} characters; please keep it under {MAX_PROMPT_CHARS:,}."
         )
     if seconds is None:
-        seconds = settings.default_seconds
-    if not math.isfinite(seconds) or not settings.min_seconds <= seconds <= settings.max_seconds:
+        seconds = settings.limits.default_seconds
+    if (
+        not math.isfinite(seconds)
+        or not settings.limits.min_seconds <= seconds <= settings.limits.max_seconds
+    ):
         raise LyricsInputError(
-            f"Length must be between {settings.min_seconds:g} and {settings.max_seconds:g} seconds "
+            f"Length must be between {settings.limits.min_seconds:g} and {settings.limits.max_seconds:g} seconds "
             f"(you asked for {seconds:g})."
         )
     return LyricsRequest(
@@ -77,7 +80,7 @@ def make_request(
         genre=_hint("genre", genre),
         language=_hint("language", language),
         mood=_hint("mood", mood),
-        engine_model=settings.model,
+        engine_model=settings.engine.model,
     )
 
 

@@ -24,11 +24,11 @@ async def prepare_lyrics(
     Raises LyricsInputError (too long to even read, or nothing singable), LyricsRejected (moderation
     said no, with the reason) or ModerationUnavailable. The notes say what was changed."""
     settings = settings or get_settings()
-    if len(text) > settings.max_lyrics_chars:
+    if len(text) > settings.limits.max_lyrics_chars:
         raise LyricsInputError(
-            f"These lyrics are {len(text):,} characters; the most I take is {settings.max_lyrics_chars:,}. "
+            f"These lyrics are {len(text):,} characters; the most I take is {settings.limits.max_lyrics_chars:,}. "
             "A clip only sings about 21 characters a second, so a verse and a chorus are plenty."
         )
-    fitted = fit_lyrics(text, seconds, engine_model=engine_model or settings.model)
+    fitted = fit_lyrics(text, seconds, engine_model=engine_model or settings.engine.model)
     await check_lyrics(fitted.lyrics, settings=settings, drafted=False, sleep=sleep)
     return fitted

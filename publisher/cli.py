@@ -49,7 +49,7 @@ def _open() -> tuple[Settings, Database]:
 
     settings = get_settings()
     try:
-        return settings, open_database(settings.database_url)
+        return settings, open_database(settings.storage.database_url)
     except DatabaseUnavailable as exc:
         raise _fail(str(exc)) from None
 
@@ -72,7 +72,7 @@ def _login(
     from publisher.tokens import save_token
 
     pkce = make_pkce()
-    redirect = settings.oauth_redirect_uri
+    redirect = settings.publish.oauth_redirect_uri
     url = authorize_url(
         authorize_endpoint, client_id=oauth.client_id, redirect_uri=redirect, pkce=pkce, scope=scope
     )
@@ -121,7 +121,7 @@ def auth_soundcloud(code: str | None = _CODE, no_listen: bool = _NO_LISTEN) -> N
             db,
             "soundcloud",
             oauth,
-            f"{settings.soundcloud_auth_base.rstrip('/')}/authorize",
+            f"{settings.soundcloud.auth_base.rstrip('/')}/authorize",
             "",
             code,
             no_listen,
@@ -151,16 +151,16 @@ def auth_x(
                 oauth = x_oauth(settings)
             except PublishError as exc:
                 raise _fail(exc.message) from None
-            _login(settings, db, "x", oauth, settings.x_authorize_url, X_SCOPES, code, no_listen)
+            _login(settings, db, "x", oauth, settings.x.authorize_url, X_SCOPES, code, no_listen)
 
         async def whoami() -> str:
             async with httpx.AsyncClient(timeout=30) as http:
                 tokens = (
                     TokenManager(db, "x", x_oauth(settings), http, label="X")
-                    if settings.x_client_id
+                    if settings.x.client_id
                     else None
                 )
-                client = XClient(settings.x_api_base, x_auth_from_settings(settings, tokens), http)
+                client = XClient(settings.x.api_base, x_auth_from_settings(settings, tokens), http)
                 return (await client.me()).username
 
         try:

@@ -49,11 +49,6 @@ class Platform(Protocol):
     async def find(self, marker: str, since: datetime) -> Remote | None: ...
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    w, _, h = text.lower().partition("x")
-    return int(w), int(h)
-
-
 def _clip_source(storage: Storage, clip: Clip) -> render.AudioSource:
     local = storage.local_path(clip.audio_key)
     if local is not None and local.is_file():
@@ -71,30 +66,25 @@ async def _cached_render(storage: Storage, key: str, make: Any) -> bytes:
 
 
 def x_render_key(settings: Settings, clip_id: int | None) -> str:
-    return f"publications/clip-{clip_id}/x-{settings.x_video_size}-{settings.x_video_style}.mp4"
-
-
-def soundcloud_format(settings: Settings) -> render.AudioFormat:
-    fmt = settings.soundcloud_format
-    return fmt if fmt in ("flac", "mp3", "opus", "wav") else "flac"  # type: ignore[return-value]
+    return f"publications/clip-{clip_id}/x-{settings.x.video_size}-{settings.x.video_style}.mp4"
 
 
 def soundcloud_render_key(settings: Settings, clip_id: int | None) -> str:
-    return f"publications/clip-{clip_id}/soundcloud.{render.AUDIO_EXTENSIONS[soundcloud_format(settings)]}"
+    return f"publications/clip-{clip_id}/soundcloud.{render.AUDIO_EXTENSIONS[settings.soundcloud.format]}"
 
 
 def x_configured(settings: Settings) -> bool:
     keys = (
-        settings.x_consumer_key,
-        settings.x_consumer_secret,
-        settings.x_access_token,
-        settings.x_access_token_secret,
+        settings.x.consumer_key,
+        settings.x.consumer_secret,
+        settings.x.access_token,
+        settings.x.access_token_secret,
     )
-    return all(k is not None and k.get_secret_value() for k in keys) or settings.x_client_id is not None
+    return all(k is not None and k.get_secret_value() for k in keys) or settings.x.client_id is not None
 
 
 def soundcloud_configured(settings: Settings) -> bool:
-    return settings.soundcloud_client_id is not None
+    return settings.soundcloud.client_id is not None
 
 
 def enabled_platforms(settings: Settings) -> list[str]:
@@ -104,12 +94,12 @@ def enabled_platforms(settings: Settings) -> list[str]:
 
 
 def x_oauth(settings: Settings) -> OAuthClient:
-    if settings.x_client_id is None:
+    if settings.x.client_id is None:
         raise NotConfigured("X OAuth 2.0 needs JUKEBOT_X_CLIENT_ID.")
-    secret = settings.x_client_secret
+    secret = settings.x.client_secret
     return OAuthClient(
-        token_url=f"{settings.x_api_base.rstrip('/')}/2/oauth2/token",
-        client_id=settings.x_client_id.get_secret_value(),
+        token_url=f"{settings.x.api_base.rstrip('/')}/2/oauth2/token",
+        client_id=settings.x.client_id.get_secret_value(),
         client_secret=secret.get_secret_value() if secret is not None else None,
     )
 
@@ -126,20 +116,20 @@ class XPlatform:
         *,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        tokens = TokenManager(db, "x", x_oauth(settings), http, label="X") if settings.x_client_id else None
+        tokens = TokenManager(db, "x", x_oauth(settings), http, label="X") if settings.x.client_id else None
         self.client = XClient(
-            settings.x_api_base,
+            settings.x.api_base,
             x_auth_from_settings(settings, tokens),
             http,
-            chunk_bytes=settings.x_upload_chunk_bytes,
-            rate_limit_max_wait=settings.publish_rate_limit_wait,
+            chunk_bytes=settings.x.upload_chunk_bytes,
+            rate_limit_max_wait=settings.publish.rate_limit_wait,
             sleep=sleep,
         )
         self.settings = settings
         self.storage = storage
 
     def caption(self, info: CaptionInfo) -> str:
-        return x_caption(info, self.settings.caption_templates)
+        return x_caption(info, self.settings.publish.caption_templates)
 
     def _render(self, clip: Clip, info: CaptionInfo) -> bytes:
         footer = " · ".join(p for p in (info.channel_tag, info.licence) if p)
@@ -150,9 +140,11 @@ class XPlatform:
             requester=info.requester,
             footer=footer,
         )
-        style: render.VideoStyle = "spectrum" if self.settings.x_video_style == "spectrum" else "waves"
         return render.render_x_video(
-            _clip_source(self.storage, clip), card, style=style, size=_parse_size(self.settings.x_video_size)
+            _clip_source(self.storage, clip),
+            card,
+            style=self.settings.x.video_style,
+            size=self.settings.x.video_size,
         )
 
     async def publish(self, clip: Clip, info: CaptionInfo, caption: str) -> Remote:
@@ -184,32 +176,27 @@ class SoundCloudPlatform:
     ) -> None:
         tokens = TokenManager(db, "soundcloud", soundcloud_oauth(settings), http, label="SoundCloud")
         self.client = SoundCloudClient(
-            settings.soundcloud_api_base,
+            settings.soundcloud.api_base,
             tokens,
             http,
-            rate_limit_max_wait=settings.publish_rate_limit_wait,
+            rate_limit_max_wait=settings.publish.rate_limit_wait,
             sleep=sleep,
         )
         self.settings = settings
         self.storage = storage
 
     def caption(self, info: CaptionInfo) -> str:
-        return soundcloud_text(info, self.settings.caption_templates).title
+        return soundcloud_text(info, self.settings.publish.caption_templates).title
 
     async def publish(self, clip: Clip, info: CaptionInfo, caption: str) -> Remote:
-        fmt = soundcloud_format(self.settings)
+        fmt = self.settings.soundcloud.format
         tags = {"title": info.title, "artist": "jukebot", "comment": info.style}
 
         def make() -> bytes:
             return render.render_audio(_clip_source(self.storage, clip), fmt, tags=tags).data
 
         audio = await _cached_render(self.storage, soundcloud_render_key(self.settings, clip.id), make)
-        text = soundcloud_text(info, self.settings.caption_templates)
-        sharing = (
-            self.settings.soundcloud_sharing
-            if self.settings.soundcloud_sharing in ("public", "private")
-            else "public"
-        )
+        text = soundcloud_text(info, self.settings.publish.caption_templates)
         track = await self.client.upload_track(
             audio=audio,
             filename=f"jukebot-clip-{clip.id}.{render.AUDIO_EXTENSIONS[fmt]}",
@@ -217,7 +204,7 @@ class SoundCloudPlatform:
             title=caption,
             description=text.description,
             tag_list=text.tag_list,
-            sharing=sharing,
+            sharing=self.settings.soundcloud.sharing,
         )
         return Remote(track.id, track.url)
 

@@ -89,7 +89,7 @@ def load_clip_context(db: Database, clip_id: int, settings: Settings) -> ClipCon
         lyrics=song.lyrics if song else "",
         requester=user.name if user else "",
         model=song.model if song else "demo",
-        channel_tag=settings.channel_tag,
+        channel_tag=settings.publish.channel_tag,
     )
     return ClipContext(clip=clip, info=info, link=clip_link(clip, song))
 
@@ -121,14 +121,14 @@ class Runner:
     async def leased(self, held: state.Claim, work: Awaitable[T]) -> T:
         """Run `work` (an upload, a look-up) while renewing the lease; a lost lease cancels it."""
         task = asyncio.ensure_future(work)
-        lease = self.settings.publish_lease_seconds
+        lease = self.settings.publish.lease_seconds
 
         def renew() -> bool:
             return state.heartbeat(self.db, held, self.clock(), lease)
 
         try:
             while True:
-                done, _ = await asyncio.wait({task}, timeout=self.settings.publish_heartbeat_seconds)
+                done, _ = await asyncio.wait({task}, timeout=self.settings.publish.heartbeat_seconds)
                 if task in done:
                     return task.result()
                 if not await asyncio.to_thread(renew):
@@ -168,7 +168,7 @@ class Runner:
             publication_id,
             now,
             owner=self.owner,
-            lease_seconds=self.settings.publish_lease_seconds,
+            lease_seconds=self.settings.publish.lease_seconds,
         )
         if held is None:
             return None  # not due any more, or another runner has it
@@ -253,7 +253,7 @@ class Runner:
         pub = held.publication
         now = max(self.now, utcnow())
         if exc.outcome is Outcome.unclear:
-            check_at = now + timedelta(seconds=self.settings.publish_reconcile_seconds)
+            check_at = now + timedelta(seconds=self.settings.publish.reconcile_seconds)
             await asyncio.to_thread(state.finish_unconfirmed, self.db, held, exc.message, check_at)
             await self.tell(
                 pub,
@@ -266,13 +266,13 @@ class Runner:
             wait = (
                 AUTH_RECHECK
                 if exc.outcome is Outcome.auth
-                else timedelta(seconds=self.settings.publish_reconcile_seconds)
+                else timedelta(seconds=self.settings.publish.reconcile_seconds)
             )
             await asyncio.to_thread(state.finish_unconfirmed, self.db, held, exc.message, now + wait)
             await self.tell(pub, ctx, f"could not check whether it was posted: {exc.message}")
             return self._result(held, PublicationState.unconfirmed, exc.message)
         if exc.outcome is Outcome.retry and pub.attempts < pub.max_attempts:
-            at = exc.retry_at or now + state.backoff(pub.attempts, self.settings.publish_retry_seconds)
+            at = exc.retry_at or now + state.backoff(pub.attempts, self.settings.publish.retry_seconds)
             await asyncio.to_thread(state.finish_retry, self.db, held, exc.message, at)
             await self.tell(
                 pub,
@@ -320,7 +320,7 @@ async def run_due_publications(
     lease_now = await asyncio.to_thread(state.clock, db)
     now = max(now or lease_now, lease_now)
     wanted = list(platforms) if platforms is not None else None
-    timeout = httpx.Timeout(settings.publish_http_timeout, connect=min(10.0, settings.publish_http_timeout))
+    timeout = httpx.Timeout(settings.publish.http_timeout, connect=min(10.0, settings.publish.http_timeout))
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
         runner = Runner(db, storage, settings, notify, http, sleep=sleep, skew=now - lease_now)
         await runner.recover(now)

@@ -8,7 +8,7 @@ claim lets exactly one runner send each row. A double fire, an overlapping sweep
 middle therefore cannot double-post.
 
 Jobs:
-- `publish:<platform>` at `settings.publish_times[platform]` (HH:MM in `settings.timezone`):
+- `publish:<platform>` at `settings.publish.times[platform]` (HH:MM in `settings.schedule.timezone`):
   schedule the recently featured clips not yet scheduled for that platform, then run the due ones.
 - `publish:sweep` every few minutes: retries whose time has come, unconfirmed rows due a check,
   rows left `publishing` by a crash.
@@ -82,10 +82,10 @@ def parse_hhmm(text: str) -> time:
 def next_publish_time(settings: Settings, platform: str, after: datetime | None = None) -> datetime:
     """The next configured upload time for `platform` (now, if it has none configured)."""
     after = after or utcnow()
-    hhmm = settings.publish_times.get(platform)
+    hhmm = settings.publish.times.get(platform)
     if not hhmm:
         return after
-    tz = ZoneInfo(settings.timezone)
+    tz = ZoneInfo(settings.schedule.timezone)
     at = parse_hhmm(hhmm)
     local = after.astimezone(tz)
     candidate = datetime.combine(local.date(), at, tzinfo=tz)
@@ -122,7 +122,7 @@ def schedule_clip(
         times = {p: when or next_publish_time(settings, p) for p in names}
     if not times:
         return []
-    return state.insert_publications(db, clip_id, times, max_attempts=settings.publish_max_attempts)
+    return state.insert_publications(db, clip_id, times, max_attempts=settings.publish.max_attempts)
 
 
 def schedule_featured(
@@ -131,8 +131,8 @@ def schedule_featured(
     """Rows (due now) for clips featured in the last `publish_featured_days` days that have none yet for
     `platform`: belt and braces for a daily pick whose schedule_clip call was lost."""
     now = now or utcnow()
-    first_day = now.astimezone(ZoneInfo(settings.timezone)).date() - timedelta(
-        days=max(0, settings.publish_featured_days - 1)
+    first_day = now.astimezone(ZoneInfo(settings.schedule.timezone)).date() - timedelta(
+        days=max(0, settings.publish.featured_days - 1)
     )
     already = select(col(Publication.clip_id)).where(col(Publication.platform) == platform)
     with db.read() as s:
@@ -147,7 +147,7 @@ def schedule_featured(
     ids: list[int] = []
     for clip_id in clip_ids:
         ids += state.insert_publications(
-            db, int(clip_id), {platform: now}, max_attempts=settings.publish_max_attempts
+            db, int(clip_id), {platform: now}, max_attempts=settings.publish.max_attempts
         )
     return ids
 
@@ -158,7 +158,7 @@ async def fire_publications(platform: str) -> list[RunResult]:
     if ctx is None:
         log.error("publish job for %s fired before publisher.scheduler.configure()", platform)
         return []
-    if platform not in enabled_platforms(ctx.settings) or platform not in ctx.settings.publish_times:
+    if platform not in enabled_platforms(ctx.settings) or platform not in ctx.settings.publish.times:
         log.info("publish job for %s skipped: not configured any more", platform)
         return []
     await asyncio.to_thread(schedule_featured, ctx.db, ctx.settings, platform)
@@ -184,13 +184,13 @@ def build_scheduler(
     """An AsyncIOScheduler with the upload jobs, its job store in our database. Start it inside the
     running event loop (e.g. discord.py's `setup_hook`): `scheduler.start()`."""
     configure(db, storage or get_storage(settings), settings, notify)
-    tz = ZoneInfo(settings.timezone)
+    tz = ZoneInfo(settings.schedule.timezone)
     scheduler = AsyncIOScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename=JOBS_TABLE)},
         job_defaults={"coalesce": True, "misfire_grace_time": MISFIRE_GRACE_SECONDS, "max_instances": 1},
         timezone=tz,
     )
-    for platform, hhmm in sorted(settings.publish_times.items()):
+    for platform, hhmm in sorted(settings.publish.times.items()):
         if platform not in PLATFORMS:
             log.warning("publish_times names %r, which jukebot does not publish to", platform)
             continue

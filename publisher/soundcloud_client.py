@@ -62,16 +62,16 @@ def _track(body: dict[str, Any]) -> Track:
 
 
 def soundcloud_oauth(settings: Any) -> OAuthClient:
-    if settings.soundcloud_client_id is None:
+    if settings.soundcloud.client_id is None:
         raise PublishError(
             "SoundCloud is not configured: set JUKEBOT_SOUNDCLOUD_CLIENT_ID and "
             "JUKEBOT_SOUNDCLOUD_CLIENT_SECRET, then run `jukebot publish auth soundcloud`.",
             Outcome.auth,
         )
-    secret = settings.soundcloud_client_secret
+    secret = settings.soundcloud.client_secret
     return OAuthClient(
-        token_url=f"{settings.soundcloud_auth_base.rstrip('/')}/oauth/token",
-        client_id=settings.soundcloud_client_id.get_secret_value(),
+        token_url=f"{settings.soundcloud.auth_base.rstrip('/')}/oauth/token",
+        client_id=settings.soundcloud.client_id.get_secret_value(),
         client_secret=secret.get_secret_value() if secret is not None else None,
     )
 

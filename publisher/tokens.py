@@ -51,7 +51,7 @@ class StoredToken:
 
 def cipher(db: Database) -> TokenCipher:
     """How this database's logins are encrypted (key: JUKEBOT_TOKEN_KEY, else the one beside the data)."""
-    key = get_settings().token_key
+    key = get_settings().publish.token_key
     return token_cipher(db.sqlite_file, key.get_secret_value() if key is not None else None)
 
 

@@ -329,15 +329,15 @@ def _data(response: httpx.Response) -> dict[str, Any]:
 def x_auth_from_settings(settings: Any, tokens: TokenManager | None) -> XAuth:
     """OAuth 1.0a when all four keys are set; else OAuth 2.0 with the stored user token."""
     keys = (
-        settings.x_consumer_key,
-        settings.x_consumer_secret,
-        settings.x_access_token,
-        settings.x_access_token_secret,
+        settings.x.consumer_key,
+        settings.x.consumer_secret,
+        settings.x.access_token,
+        settings.x.access_token_secret,
     )
     if all(k is not None and k.get_secret_value() for k in keys):
         ck, cs, at, ats = (k.get_secret_value() for k in keys)
         return OAuth1UserAuth(ck, cs, at, ats)
-    if settings.x_client_id is not None and tokens is not None:
+    if settings.x.client_id is not None and tokens is not None:
         return OAuth2UserAuth(tokens)
     raise NotConfigured(
         "X is not configured: set JUKEBOT_X_CONSUMER_KEY/SECRET and JUKEBOT_X_ACCESS_TOKEN/SECRET, "

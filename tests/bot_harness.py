@@ -71,9 +71,9 @@ class Studio:
             if scheduler_factory is False
             else (scheduler_factory or _memory_scheduler),
         )  # type: ignore[arg-type]
-        assert self.settings.discord_token is not None
+        assert self.settings.discord.token is not None
         self.bot = bot
-        self.task = asyncio.create_task(bot.start(self.settings.discord_token.get_secret_value()))
+        self.task = asyncio.create_task(bot.start(self.settings.discord.token.get_secret_value()))
         ready = asyncio.create_task(bot.wait_until_ready())
         done, _ = await asyncio.wait({ready, self.task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
         if self.task in done:
@@ -97,7 +97,7 @@ class Studio:
 
     def start_real_worker(self) -> subprocess.Popen[bytes]:
         """The product's GPU worker (`jukebot worker`, engine/serving/worker.py) on the CPU, rendering with
-        the tiny random-weight model the studio was set up with (`settings.model`)."""
+        the tiny random-weight model the studio was set up with (`settings.engine.model`)."""
         env = {**self.env, "JUKEBOT_DEVICE": "cpu"}
         cmd = [sys.executable, "-m", "bot.cli", "worker", "--device", "cpu", "--threads", "1"]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
@@ -272,14 +272,14 @@ def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUKEBOT_")}
     env.update(
         {
-            "JUKEBOT_DATABASE_URL": settings.database_url,
-            "JUKEBOT_STORAGE_URL": settings.storage_url,
-            "JUKEBOT_LEASE_SECONDS": str(settings.lease_seconds),
-            "JUKEBOT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
-            "JUKEBOT_POLL_SECONDS": str(settings.poll_seconds),
-            "JUKEBOT_MODEL": settings.model,
-            "JUKEBOT_MIN_SECONDS": str(settings.min_seconds),
-            "JUKEBOT_MAX_SECONDS": str(settings.max_seconds),
+            "JUKEBOT_DATABASE_URL": settings.storage.database_url,
+            "JUKEBOT_STORAGE_URL": settings.storage.storage_url,
+            "JUKEBOT_LEASE_SECONDS": str(settings.queue.lease_seconds),
+            "JUKEBOT_HEARTBEAT_SECONDS": str(settings.queue.heartbeat_seconds),
+            "JUKEBOT_POLL_SECONDS": str(settings.queue.poll_seconds),
+            "JUKEBOT_MODEL": settings.engine.model,
+            "JUKEBOT_MIN_SECONDS": str(settings.limits.min_seconds),
+            "JUKEBOT_MAX_SECONDS": str(settings.limits.max_seconds),
             "PYTHONPATH": str(ROOT),
         }
     )
@@ -309,7 +309,7 @@ async def make_studio(
         fake.add_member(guild, members[name], roles=(mod_role,) if name == "mia" else ())
     members["owner"] = int(fake.guilds[guild]["owner_id"])
     db = Database(database_url)
-    storage = Storage(settings.storage_url)
+    storage = Storage(settings.storage.storage_url)
     studio = Studio(fake, settings, db, storage, guild, channel, members, mod_role, env)
     try:
         yield studio

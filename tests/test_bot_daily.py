@@ -94,7 +94,7 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
     await studio.until_db(lambda: len(publications(studio, b.id or 0)) == 2, "the uploads to be scheduled")
     pubs = {p.platform: p for p in publications(studio, b.id or 0)}
     assert set(pubs) == {"x", "soundcloud"} and all(p.state == "scheduled" for p in pubs.values())
-    upload_tz = ZoneInfo(studio.settings.timezone)  # upload times are global (publisher settings)
+    upload_tz = ZoneInfo(studio.settings.schedule.timezone)  # upload times are global (publisher settings)
     assert pubs["x"].scheduled_for.astimezone(upload_tz).strftime("%H:%M") == "19:00"
 
     # A second fire the same day (a double fire, a restart): nothing more is posted or scheduled.

@@ -70,7 +70,7 @@ async def test_generate_with_a_lyrics_prompt_queues_on_use(
 
 async def test_lyrics_prompt_without_a_text_model_says_so(sqlite_studio: Studio) -> None:
     studio = sqlite_studio
-    studio.settings.lyrics_model = None
+    studio.settings.lyrics.model = None
     await studio.start_bot()
     ix = await studio.run("alice", "generate", {"artist": "abba", "genre": "pop", "lyrics_prompt": "the sea"})
     assert "no text model is configured" in ix.text() and studio.songs() == []

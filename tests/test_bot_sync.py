@@ -18,7 +18,7 @@ async def test_commands_synced_to_one_guild(
 
 
 async def _check(studio: Studio) -> None:
-    studio.settings.discord_guild_id = studio.guild
+    studio.settings.discord.guild_id = studio.guild
     await studio.start_bot()
     fake = studio.fake
     assert fake.global_commands == []

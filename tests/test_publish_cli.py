@@ -49,7 +49,7 @@ def s(settings: Settings, fake_x: FakeX, fake_sc: FakeSoundCloud) -> Settings:
 
 @pytest.fixture
 def cli_env(s: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    env = child_env(s) | {"JUKEBOT_OAUTH_REDIRECT_URI": s.oauth_redirect_uri, "PYTHONUNBUFFERED": "1"}
+    env = child_env(s) | {"JUKEBOT_OAUTH_REDIRECT_URI": s.publish.oauth_redirect_uri, "PYTHONUNBUFFERED": "1"}
     for key, value in env.items():
         if key.startswith("JUKEBOT_"):
             monkeypatch.setenv(key, value)
@@ -206,7 +206,7 @@ def test_run_with_an_unreachable_database_says_so(monkeypatch: pytest.MonkeyPatc
 
 
 def test_auth_when_the_redirect_port_is_taken(cli_env: dict[str, str], s: Settings, tmp_path: Path) -> None:
-    port = int(s.oauth_redirect_uri.rsplit(":", 1)[1].split("/")[0])
+    port = int(s.publish.oauth_redirect_uri.rsplit(":", 1)[1].split("/")[0])
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", port))
         busy.listen(1)

@@ -16,7 +16,7 @@ import pytest
 
 from db.database import Database
 from db.models import PublicationState
-from db.settings import Settings
+from db.settings import Settings, env_name
 from db.storage import Storage
 from publisher import state
 from publisher.runner import run_due_publications
@@ -35,25 +35,25 @@ def child_env(s: Settings) -> dict[str, str]:
     env.update(
         {
             "PYTHONPATH": str(REPO),
-            "JUKEBOT_DATABASE_URL": s.database_url,
-            "JUKEBOT_STORAGE_URL": s.storage_url,
-            "JUKEBOT_X_API_BASE": s.x_api_base,
-            "JUKEBOT_SOUNDCLOUD_API_BASE": s.soundcloud_api_base,
-            "JUKEBOT_SOUNDCLOUD_AUTH_BASE": s.soundcloud_auth_base,
-            "JUKEBOT_X_VIDEO_SIZE": s.x_video_size,
-            "JUKEBOT_X_UPLOAD_CHUNK_BYTES": str(s.x_upload_chunk_bytes),
+            "JUKEBOT_DATABASE_URL": s.storage.database_url,
+            "JUKEBOT_STORAGE_URL": s.storage.storage_url,
+            "JUKEBOT_X_API_BASE": s.x.api_base,
+            "JUKEBOT_SOUNDCLOUD_API_BASE": s.soundcloud.api_base,
+            "JUKEBOT_SOUNDCLOUD_AUTH_BASE": s.soundcloud.auth_base,
+            "JUKEBOT_X_VIDEO_SIZE": str(s.x.video_size),
+            "JUKEBOT_X_UPLOAD_CHUNK_BYTES": str(s.x.upload_chunk_bytes),
         }
     )
-    for name in (
-        "x_consumer_key",
-        "x_consumer_secret",
-        "x_access_token",
-        "x_access_token_secret",
-        "soundcloud_client_id",
-        "soundcloud_client_secret",
+    for section, name in (
+        ("x", "consumer_key"),
+        ("x", "consumer_secret"),
+        ("x", "access_token"),
+        ("x", "access_token_secret"),
+        ("soundcloud", "client_id"),
+        ("soundcloud", "client_secret"),
     ):
-        secret = getattr(s, name)
-        env[f"JUKEBOT_{name.upper()}"] = secret.get_secret_value()
+        secret = getattr(getattr(s, section), name)
+        env[env_name(section, name)] = secret.get_secret_value()
     return env
 
 
@@ -101,7 +101,7 @@ async def test_x_crash_around_the_accept_leaves_one_post(
     assert len(fake_x.tweets) == (1 if when == "after" else 0)
 
     notes = Notes()
-    restarted = datetime.now(UTC) + timedelta(seconds=s.publish_lease_seconds + 1)  # the lease ran out
+    restarted = datetime.now(UTC) + timedelta(seconds=s.publish.lease_seconds + 1)  # the lease ran out
     (result,) = await run_due_publications(db, storage, s, notes, now=restarted)
     row = state.get_publication(db, pub_id)
     assert row is not None and result.state == row.state == PublicationState.published
@@ -126,7 +126,7 @@ async def test_soundcloud_crash_after_the_accept_leaves_one_track(
     fake_sc.script("POST", "/tracks", fake_sc.kill_client(), when="after")
     crash_a_run(s, fake_sc, tmp_path)
     assert len(fake_sc.tracks) == 1
-    restarted = datetime.now(UTC) + timedelta(seconds=s.publish_lease_seconds + 1)
+    restarted = datetime.now(UTC) + timedelta(seconds=s.publish.lease_seconds + 1)
     (result,) = await run_due_publications(db, storage, s, Notes(), now=restarted)
     row = state.get_publication(db, pub_id)
     assert row is not None and result.state == row.state == PublicationState.published

@@ -296,7 +296,7 @@ async def test_an_interrupted_upload_is_reconciled(env: Env) -> None:
     state.set_caption(env.db, held, text)
     env.fx.tweets.append(Tweet("1900", f"{text} https://t.co/abc", [], datetime.now(UTC)))
     assert await env.run() == []  # its lease has not run out: someone may still be working on it
-    (result,) = await env.run(now=later(env.settings.publish_lease_seconds + 1))
+    (result,) = await env.run(now=later(env.settings.publish.lease_seconds + 1))
     row = env.rows()["x"]
     assert result.state == row.state == "published" and row.remote_id == "1900"
     assert len(env.fx.tweets) == 1 and row.attempts == 1

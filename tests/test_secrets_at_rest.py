@@ -154,7 +154,7 @@ def test_doctor_warns_on_loose_modes(tmp_path: Path, token_key: str) -> None:
     settings = Settings(
         database_url=f"sqlite:///{data / 'jukebot.db'}", storage_url=str(tmp_path / "media"), _env_file=None
     )  # type: ignore[call-arg]
-    Storage(settings.storage_url)
+    Storage(settings.storage.storage_url)
     check = check_private_files(settings)
     assert check.status is Status.ok and "JUKEBOT_TOKEN_KEY" in check.detail
     data.chmod(0o755)

@@ -52,10 +52,10 @@ OPTIONAL_EXTENSIONS = ("bot.features.lyrics",)  # first, so /generate can hand i
 def apply_discord_urls(settings: Settings) -> None:
     """Point discord.py at another Discord (a local fake in tests). Both are class attributes that
     every REST route and the first gateway connection read (research/discord.md §3.3)."""
-    if settings.discord_api_base:
-        discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
-    if settings.discord_gateway_url:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+    if settings.discord.api_base:
+        discord.http.Route.BASE = settings.discord.api_base.rstrip("/")
+    if settings.discord.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
 
 
 class JukeTree(app_commands.CommandTree["JukeBot"]):
@@ -105,10 +105,10 @@ class JukeBot(commands.Bot):
         self.sync_commands = sync_commands
         self.scheduler: Any = None
         self._scheduler_factory = scheduler_factory
-        self.limiter = RateLimiter(settings.request_rate_count, settings.request_rate_seconds)
+        self.limiter = RateLimiter(settings.discord.request_rate_count, settings.discord.request_rate_seconds)
         self.locks = SongLocks()
         self.poster = Poster(self, db, settings)
-        self.watcher = Watcher(self.wait_until_ready, settings.bot_watch_seconds)
+        self.watcher = Watcher(self.wait_until_ready, settings.discord.bot_watch_seconds)
         self.http_session: Any = None
         self.worker_process: Any = None  # the local GPU worker `run_bot` started, if any
         self._labels: Labels | None = None
@@ -120,7 +120,7 @@ class JukeBot(commands.Bot):
     def labels(self) -> Labels:
         """The model's artist and genre names (bot/labels.py), also used by the lyrics cog."""
         if self._labels is None:
-            self._labels = load_labels(self.settings.model)
+            self._labels = load_labels(self.settings.engine.model)
         return self._labels
 
     def provide(self, service: object) -> None:
@@ -177,8 +177,8 @@ class JukeBot(commands.Bot):
 
     async def sync_app_commands(self) -> None:
         """Register the slash commands with Discord: to one guild (instant) or globally."""
-        if self.settings.discord_guild_id:
-            guild = discord.Object(self.settings.discord_guild_id)
+        if self.settings.discord.guild_id:
+            guild = discord.Object(self.settings.discord.guild_id)
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
         else:

@@ -86,7 +86,7 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
     spec = args.prime
     if spec is None:
         return None
-    limit = float(settings.max_prime_seconds)
+    limit = float(settings.limits.max_prime_seconds)
     if args.prime_seconds is not None and not 0 < args.prime_seconds <= limit:
         raise GenerateError(
             f"--prime-seconds must be between 0 and {human_seconds(limit)} (JUKEBOT_MAX_PRIME_SECONDS)"
@@ -98,7 +98,7 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
         from db.migrate import open_database
         from db.storage import get_storage
 
-        db = open_database(settings.database_url)
+        db = open_database(settings.storage.database_url)
         clip = repo.clip_by_id(db, clip_id)
         if clip is None:
             raise GenerateError(f"there is no clip #{clip_id} in {db.masked_url}")
@@ -121,7 +121,7 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
         audio = load_audio(
             path,
             engine.sample_rate,
-            max_bytes=settings.max_upload_bytes,
+            max_bytes=settings.limits.max_upload_bytes,
             max_seconds=None if args.prime_seconds is not None else limit,
             duration=args.prime_seconds,
         )
@@ -166,7 +166,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
 
     settings = get_settings()
     try:
-        check_drafts(args.drafts, settings.max_drafts)
+        check_drafts(args.drafts, settings.limits.max_drafts)
     except SongError as e:
         raise GenerateError(f"--drafts: {e}") from None
     if not 1 <= args.pick <= args.drafts:
@@ -311,7 +311,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         runner = SongRunner(engine, FolderFiles(out), hooks=hooks, on_stage=on_stage)
         try:
             timed("drafts")
-            drafts = runner.drafts(request, args.drafts, max_drafts=settings.max_drafts, prompt=prompt)
+            drafts = runner.drafts(request, args.drafts, max_drafts=settings.limits.max_drafts, prompt=prompt)
             runner.finished(DRAFTS_STAGE)  # drafts.npz is written: a re-run goes straight to the upsample
             for n in drafts.notes:
                 bars.note(f"note: {n}")
@@ -413,8 +413,8 @@ def generate_command(
         drafts=drafts,
         pick=pick,
         seed=seed,
-        model=model or settings.model,
-        device=device or settings.device,
+        model=model or settings.engine.model,
+        device=device or settings.engine.device,
         dtype=dtype,
         prime=prime,
         prime_seconds=prime_seconds,

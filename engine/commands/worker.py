@@ -55,7 +55,7 @@ def worker_command(
         )
     settings = get_settings()
     options = WorkerOptions(
-        device=device or settings.device,
+        device=device or settings.engine.device,
         model=model,
         kinds=wanted,
         once=once,

@@ -347,7 +347,7 @@ def fetch_released(
 
         settings = get_settings()
     files = released_files(name)
-    mirrors = [m for m in [settings.model_url, *settings.model_mirrors] if m]
+    mirrors = [m for m in [settings.engine.model_url, *settings.engine.model_mirrors] if m]
     shown: list[bool] = []
 
     def once(text: str) -> None:
@@ -358,7 +358,7 @@ def fetch_released(
     return {
         part: fetch(
             files[part],
-            cache_dir=settings.model_cache_dir,
+            cache_dir=settings.engine.model_cache_dir,
             mirrors=mirrors,
             progress=progress,
             notice=once,

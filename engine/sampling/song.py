@@ -2,7 +2,7 @@
 
     files = FolderFiles(out)                             # or StorageFiles(storage, "songs/7", db, lease)
     runner = SongRunner(engine, files, hooks=hooks)
-    drafts = runner.drafts(request, n, prompt=prompt, max_drafts=settings.max_drafts)
+    drafts = runner.drafts(request, n, prompt=prompt, max_drafts=settings.limits.max_drafts)
     final = runner.upsample(request, pick=1, prompt=prompt, meta={"model": "demo"})
     runner.finished(DRAFTS_STAGE); runner.finished(upsample_stage(1))
 

@@ -61,7 +61,7 @@ class PermanentError(Exception):
 @dataclass
 class WorkerOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    model: str | None = None  # default: settings.model
+    model: str | None = None  # default: settings.engine.model
     kinds: tuple[str, ...] = ALL_KINDS
     once: bool = False  # run one job (or none, if the queue is empty) and exit
     owner: str | None = None
@@ -123,14 +123,14 @@ class Worker:
     ) -> None:
         self.settings = settings or get_settings()
         self.options = options or WorkerOptions()
-        self.db = db or open_database(self.settings.database_url)
+        self.db = db or open_database(self.settings.storage.database_url)
         self.storage = storage or get_storage(self.settings)
         self.owner = self.options.owner or queue.default_owner()
         self.device = resolve_device(
-            self.options.device if self.options.device != "auto" else self.settings.device
+            self.options.device if self.options.device != "auto" else self.settings.engine.device
         )
         self.dtype = resolve_dtype(self.options.dtype, self.device)
-        self.model_name = self.options.model or self.settings.model
+        self.model_name = self.options.model or self.settings.engine.model
         self._engine: Any = None
         self._engine_name: str | None = None
         self.terminating = threading.Event()
@@ -163,7 +163,7 @@ class Worker:
             idle_since = time.monotonic()
             while not self.terminating.is_set():
                 lease = queue.claim(
-                    self.db, list(self.options.kinds), self.owner, self.settings.lease_seconds
+                    self.db, list(self.options.kinds), self.owner, self.settings.queue.lease_seconds
                 )
                 if lease is None:
                     if self.options.once:
@@ -174,7 +174,9 @@ class Worker:
                     ):
                         return 0
                     self.rescue_stalled()
-                    queue.wait_for_work(self.db, list(self.options.kinds), timeout=self.settings.poll_seconds)
+                    queue.wait_for_work(
+                        self.db, list(self.options.kinds), timeout=self.settings.queue.poll_seconds
+                    )
                     continue
                 self.run_job(lease)
                 idle_since = time.monotonic()
@@ -186,7 +188,7 @@ class Worker:
         """While idle, end or requeue the jobs whose worker died (`queue.reclaim_expired`; safe when
         every worker and the bot run it), at most once a heartbeat interval."""
         now = time.monotonic()
-        if now - self._rescued_at < self.settings.heartbeat_seconds:
+        if now - self._rescued_at < self.settings.queue.heartbeat_seconds:
             return
         self._rescued_at = now
         moved = queue.reclaim_expired(self.db)
@@ -227,7 +229,7 @@ class Worker:
                     claiming = False  # SIGTERM: each job finishes its window, checkpoints and is released
                 if claiming and len(running) < opts.batch_jobs:
                     kinds = [next(iter(running.values()))] if running else list(opts.kinds)
-                    lease = queue.claim(self.db, kinds, self.owner, self.settings.lease_seconds)
+                    lease = queue.claim(self.db, kinds, self.owner, self.settings.queue.lease_seconds)
                     if lease is not None:
                         t = threading.Thread(
                             target=self.run_job, args=(lease,), name=f"job-{lease.job_id}", daemon=True
@@ -249,9 +251,9 @@ class Worker:
                     ):
                         break
                     self.rescue_stalled()
-                    queue.wait_for_work(self.db, list(opts.kinds), timeout=self.settings.poll_seconds)
+                    queue.wait_for_work(self.db, list(opts.kinds), timeout=self.settings.queue.poll_seconds)
                 else:
-                    time.sleep(min(0.2, self.settings.poll_seconds))
+                    time.sleep(min(0.2, self.settings.queue.poll_seconds))
         self.batch_stats = dict(sched.stats)
         return 0
 
@@ -287,7 +289,7 @@ class Worker:
         tracker = ProgressTracker()
         tracker.stage("loading model")
         song_id = lease.payload.get("song_id", lease.song_id)
-        with Heartbeat(self.db, lease, tracker, self.settings.heartbeat_seconds) as hb:
+        with Heartbeat(self.db, lease, tracker, self.settings.queue.heartbeat_seconds) as hb:
             try:
                 song = repo.song_by_id(self.db, int(song_id)) if song_id is not None else None
                 if song is None:
@@ -408,7 +410,7 @@ class Worker:
             return Prompt.from_clip_codes(
                 engine, self.storage.read_bytes(prime_key), None, source="the prime"
             )
-        limit = self.settings.max_prime_seconds
+        limit = self.settings.limits.max_prime_seconds
         seconds = min(float(song.prime_seconds), limit) if song.prime_seconds else limit
         if song.parent_clip_id is not None:
             clip = repo.clip_by_id(self.db, song.parent_clip_id)
@@ -426,7 +428,10 @@ class Worker:
                 local = self.storage.local_path(song.prime_key)
                 if local is not None and local.exists():
                     audio = load_audio(
-                        local, engine.sample_rate, max_bytes=self.settings.max_upload_bytes, duration=seconds
+                        local,
+                        engine.sample_rate,
+                        max_bytes=self.settings.limits.max_upload_bytes,
+                        duration=seconds,
                     )
                 else:
                     from engine.audio import load_audio_bytes
@@ -434,7 +439,7 @@ class Worker:
                     audio = load_audio_bytes(
                         self.storage.read_bytes(song.prime_key),
                         engine.sample_rate,
-                        max_bytes=self.settings.max_upload_bytes,
+                        max_bytes=self.settings.limits.max_upload_bytes,
                         duration=seconds,
                     )
             except FileNotFoundError:
@@ -475,7 +480,7 @@ class Worker:
         runner = self._runner(job, engine, primed)
         job.checkpointer = runner.checkpointer(DRAFTS_STAGE)
         drafts = runner.drafts(
-            request, int(song.n_drafts), max_drafts=self.settings.max_drafts, prompt=prompt
+            request, int(song.n_drafts), max_drafts=self.settings.limits.max_drafts, prompt=prompt
         )
         job.heartbeat.stop()
         base = f"songs/{song.id}"

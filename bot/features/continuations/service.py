@@ -51,7 +51,7 @@ class Continuations:
             genre=genre_,
             lyrics=parent.lyrics,
             seconds=seconds_,
-            n_drafts=bot.settings.default_drafts,
+            n_drafts=bot.settings.limits.default_drafts,
             parent_clip_id=clip.id,
         )
 
@@ -75,22 +75,22 @@ class Continuations:
             genre_ = bot.labels.genres.resolve(genre)
             seconds_ = check_seconds(settings, seconds)
             # The size Discord reports is checked before a single byte is fetched.
-            uploads.check_declared(audio.filename, audio.size, settings.max_upload_bytes)
-            data = await uploads.download(bot.http_session, audio.url, settings.max_upload_bytes)
+            uploads.check_declared(audio.filename, audio.size, settings.limits.max_upload_bytes)
+            data = await uploads.download(bot.http_session, audio.url, settings.limits.max_upload_bytes)
             upload = await bot.to_thread(uploads.check_audio, data, audio.filename)
         except UserError:
             requests.forget_rate(interaction.user.id)
             raise
         key = uploads.storage_key(audio.filename)
         await bot.to_thread(bot.storage.write_bytes, key, upload.data)
-        prime = min(upload.duration or settings.max_prime_seconds, settings.max_prime_seconds)
+        prime = min(upload.duration or settings.limits.max_prime_seconds, settings.limits.max_prime_seconds)
         return await requests.submit(
             interaction,
             artist=artist_,
             genre=genre_,
             lyrics="",
             seconds=seconds_,
-            n_drafts=settings.default_drafts,
+            n_drafts=settings.limits.default_drafts,
             prime_key=key,
             prime_seconds=prime,
         )

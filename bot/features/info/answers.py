@@ -154,11 +154,11 @@ def me_text(db: Database, settings: Settings, discord_id: int, guild_id: int | N
     with db.read() as s:
         user = s.execute(select(User).where(col(User.discord_id) == discord_id)).scalar_one_or_none()
     gs = guild_settings(db, settings, guild_id) if guild_id is not None else None
-    per_day = gs.songs_per_day if gs else settings.songs_per_day
+    per_day = gs.songs_per_day if gs else settings.limits.songs_per_day
     if user is None or user.id is None:
         return (
             f"You have not made a song yet. You can make {per_day} a day and have "
-            f"{settings.max_queued_per_member} in the studio at once. Try `/generate`!"
+            f"{settings.limits.max_queued_per_member} in the studio at once. Try `/generate`!"
         )
     day, flying = song_counts_for(db, user.id)
     with db.read() as s:
@@ -172,7 +172,7 @@ def me_text(db: Database, settings: Settings, discord_id: int, guild_id: int | N
     out = [
         "**Your studio card**",
         f"Songs in the last 24 hours: **{day} of {per_day}** · in the studio now: **{flying} of "
-        f"{settings.max_queued_per_member}**",
+        f"{settings.limits.max_queued_per_member}**",
     ]
     if recent:
         out.append("Your latest songs:")

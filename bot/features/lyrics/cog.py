@@ -85,7 +85,7 @@ class LyricsCog(commands.Cog, name="Lyrics"):
         except LyricsInputError as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return
-        if not (settings.lyrics_model or "").strip():
+        if not (settings.lyrics.model or "").strip():
             await interaction.response.send_message(NOT_CONFIGURED, ephemeral=True)
             return
         await present_draft(interaction, request, settings=settings, on_use=self._on_use(request))

@@ -28,7 +28,7 @@ def lyrics_note(bot: JukeBot, lyrics: str) -> str:
     if not lyrics.strip() or bot.labels.sings_lyrics:
         return ""
     return (
-        f"\nNote: this server's model (`{bot.settings.model}`) does not sing words, so your lyrics "
+        f"\nNote: this server's model (`{bot.settings.engine.model}`) does not sing words, so your lyrics "
         "are kept with the song but not sung."
     )
 
@@ -40,9 +40,9 @@ async def written_lyrics(bot: JukeBot, text: str, seconds: float) -> tuple[str, 
 
     if not text.strip():
         return "", ()
-    if len(text) > bot.settings.max_lyrics_chars:
+    if len(text) > bot.settings.limits.max_lyrics_chars:
         raise UserError(
-            f"Those lyrics are {len(text):,} characters; the most I take is {bot.settings.max_lyrics_chars:,}. "
+            f"Those lyrics are {len(text):,} characters; the most I take is {bot.settings.limits.max_lyrics_chars:,}. "
             "A clip sings about 20 characters a second, so a verse and a chorus are plenty."
         )
     try:
@@ -133,7 +133,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         from lyrics.request import make_request
 
         settings = self.bot.settings
-        if not (settings.lyrics_model or "").strip():
+        if not (settings.lyrics.model or "").strip():
             raise UserError(NOT_CONFIGURED)
         try:
             request = make_request(prompt, settings=settings, seconds=seconds, artist=artist, genre=genre)
@@ -181,7 +181,7 @@ class GenerateCog(commands.Cog, name="Generate"):
             genre,
             text,
             check_seconds(self.bot.settings, request.seconds),
-            self.bot.settings.default_drafts,
+            self.bot.settings.limits.default_drafts,
         )
 
     @generate.autocomplete("artist")

@@ -42,20 +42,24 @@ class Requester:
 
 def check_seconds(settings: Settings, seconds: float | None) -> float:
     if seconds is None:
-        return float(settings.default_seconds)
-    if not math.isfinite(seconds) or seconds < settings.min_seconds or seconds > settings.max_seconds:
+        return float(settings.limits.default_seconds)
+    if (
+        not math.isfinite(seconds)
+        or seconds < settings.limits.min_seconds
+        or seconds > settings.limits.max_seconds
+    ):
         raise UserError(
-            f"A song can be {settings.min_seconds:g} to {settings.max_seconds:g} seconds long; "
-            f"you asked for {seconds:g}. Try `seconds:{settings.default_seconds:g}`."
+            f"A song can be {settings.limits.min_seconds:g} to {settings.limits.max_seconds:g} seconds long; "
+            f"you asked for {seconds:g}. Try `seconds:{settings.limits.default_seconds:g}`."
         )
     return float(seconds)
 
 
 def check_drafts(settings: Settings, drafts: int | None) -> int:
     if drafts is None:
-        return settings.default_drafts
-    if drafts < 1 or drafts > settings.max_drafts:
-        raise UserError(f"You can ask for 1 to {settings.max_drafts} drafts; you asked for {drafts}.")
+        return settings.limits.default_drafts
+    if drafts < 1 or drafts > settings.limits.max_drafts:
+        raise UserError(f"You can ask for 1 to {settings.limits.max_drafts} drafts; you asked for {drafts}.")
     return drafts
 
 
@@ -81,12 +85,12 @@ def check_quota(
         .select_from(Song)
         .where(col(Song.user_id) == user_id, col(Song.status).in_(IN_FLIGHT))
     ).scalar_one()
-    if in_flight >= settings.max_queued_per_member:
+    if in_flight >= settings.limits.max_queued_per_member:
         raise UserError(
-            f"You already have {in_flight} song(s) in the studio; the limit is {settings.max_queued_per_member} "
+            f"You already have {in_flight} song(s) in the studio; the limit is {settings.limits.max_queued_per_member} "
             "at a time. Your next request will be welcome as soon as one of them is finished."
         )
-    per_day = gs.songs_per_day if gs is not None else settings.songs_per_day
+    per_day = gs.songs_per_day if gs is not None else settings.limits.songs_per_day
     if per_day <= 0:
         raise UserError("This server allows 0 a day right now: the moderators have paused new songs.")
     since = now - QUOTA_WINDOW
@@ -141,7 +145,7 @@ def request_song(
             seed=seed if seed is not None else secrets.randbits(31),
             lyrics=lyrics,
             title=f"{artist} · {genre}",
-            model=settings.model,
+            model=settings.engine.model,
             n_drafts=n_drafts,
             guild_id=who.guild_id,
             channel_id=who.channel_id,

@@ -42,7 +42,7 @@ class StatusBoard:
         self._rendered: dict[int, tuple[str, bool]] = {}
         # Discord allows ~5 edits per 5 s per channel, shared by every song there: edits wait their
         # turn in the pacer, and the one that goes out renders the latest state (issue #14, 16).
-        self.pacer = EditPacer(PacingRules(song_interval=bot.settings.status_edit_seconds))
+        self.pacer = EditPacer(PacingRules(song_interval=bot.settings.discord.status_edit_seconds))
         self._cancel_hooks: list[CancelHook] = []
 
     def on_cancelled(self, hook: CancelHook) -> None:
@@ -90,7 +90,7 @@ class StatusBoard:
             now=now,
             worker_quiet=job is not None
             and job.status == JobStatus.running
-            and worker_gone_quiet(job.heartbeat_at, settings.heartbeat_seconds, now),
+            and worker_gone_quiet(job.heartbeat_at, settings.queue.heartbeat_seconds, now),
         )
 
     async def post_status(self, song_id: int) -> str | None:

@@ -67,7 +67,9 @@ class Voting:
             ):
                 return
             gs = await bot.guild_config(song.guild_id)
-            window = timedelta(minutes=gs.vote_window_minutes if gs else bot.settings.vote_window_minutes)
+            window = timedelta(
+                minutes=gs.vote_window_minutes if gs else bot.settings.schedule.vote_window_minutes
+            )
             await bot.to_thread(lifecycle.open_vote, bot.db, song_id, utcnow() + window)
             closes = utcnow() + window
             view = self.view_for(song_id, [(d.id or 0, d.index, 0) for d in drafts], open_=True)

@@ -35,7 +35,7 @@ def _cipher(bind: sa.engine.Connection) -> TokenCipher:
     url = bind.engine.url
     file = url.database if url.get_backend_name() == "sqlite" else None
     sqlite_path = Path(file) if file and file != ":memory:" and not file.startswith("file:") else None
-    key = get_settings().token_key
+    key = get_settings().publish.token_key
     return token_cipher(sqlite_path, key.get_secret_value() if key is not None else None)
 
 
