@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     lyrics_timeout: float = 90.0  # seconds one request to the text model may take (streaming included)
     lyrics_attempts: int = 3  # tries per draft (timeouts, 429, 5xx, unusable replies)
     lyrics_max_retry_after: float = 30.0  # longest Retry-After we wait; longer means "busy, try later"
+    lyrics_drafts_per_member_hour: int = 6  # drafts (text-model calls) one member may ask for per hour
+    lyrics_drafts_per_guild_day: int = 60  # ... and one server per day (0: no limit)
 
     # Publishing
     x_api_base: str = "https://api.x.com"

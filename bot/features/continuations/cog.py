@@ -31,6 +31,7 @@ class ContinueCog(commands.Cog, name="Continue"):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
+    @app_commands.guild_only()
     @app_commands.command(name="continue", description="Continue a posted clip, or audio you upload.")
     @app_commands.describe(
         clip="The clip number (shown on the clip's post)",
@@ -63,6 +64,7 @@ class ContinueCog(commands.Cog, name="Continue"):
             submitted = await continuations.continue_upload(interaction, audio, seconds, artist, genre)
         await interaction.followup.send(queued_text(submitted), ephemeral=True)
 
+    @app_commands.guild_only()
     async def continue_message(
         self, interaction: discord.Interaction[JukeBot], message: discord.Message
     ) -> None:
