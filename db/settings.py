@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     soundcloud_auth_base: str = "https://secure.soundcloud.com"
     soundcloud_client_id: SecretStr | None = None
     soundcloud_client_secret: SecretStr | None = None
+    # The servers whose moderators may publish to the operator's X/SoundCloud account (Publish button,
+    # daily clip's uploads), as a JSON list of guild ids; empty: publishing from nowhere.
+    publish_guilds: list[int] = Field(default_factory=list)
     publish_times: dict[str, str] = Field(default_factory=lambda: {"x": "19:00", "soundcloud": "19:30"})
     channel_tag: str = "#jukebot"
     x_client_secret: SecretStr | None = None  # OAuth 2.0 confidential client (bots get one)

@@ -25,6 +25,11 @@ from . import logic
 
 log = logging.getLogger("jukebot.bot.clips")
 
+NOT_ALLOWED = (
+    "Publishing is off here: the bot's owner has not allowed publishing from this server "
+    "(the clips would go to the owner's own X/SoundCloud account)."
+)
+
 ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0) -> the clip post's buttons
 
 
@@ -113,17 +118,27 @@ class Clips:
         if not await is_mod(interaction):
             raise UserError("Only moderators can publish clips.")
         await clip_here(interaction, clip_id)
+        if not self.may_publish(interaction.guild_id):
+            raise UserError(NOT_ALLOWED)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await self.publish(clip_id)
+        text = await self.publish(clip_id, guild_id=interaction.guild_id)
         await interaction.followup.send(text, ephemeral=True)
 
-    async def publish(self, clip_id: int, when: datetime | None = None) -> str:
-        """Hand a clip to the publisher: one publication per configured platform, each at its next
-        upload time. Idempotent (one row per clip and platform), so nothing is ever posted twice."""
+    def may_publish(self, guild_id: int | None) -> bool:
+        """The platform accounts are the operator's: only servers the bot's owner listed
+        (`publish_guilds`) may send clips there. Per-server accounts do not exist yet."""
+        return guild_id is not None and guild_id in self.bot.settings.publish_guilds
+
+    async def publish(self, clip_id: int, when: datetime | None = None, *, guild_id: int | None) -> str:
+        """Hand a clip of `guild_id` to the publisher: one publication per configured platform, each
+        at its next upload time, if the bot's owner allowed publishing from that server. Idempotent
+        (one row per clip and platform), so nothing is ever posted twice."""
         from publisher.platforms import enabled_platforms
         from publisher.scheduler import schedule_clip
 
         settings = self.bot.settings
+        if not self.may_publish(guild_id):
+            return NOT_ALLOWED
         platforms = enabled_platforms(settings)
         if not platforms:
             return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
