@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     status_edit_seconds: float = 3.0  # at most one progress edit per song this often
     request_rate_count: int = 3  # requests (generate/continue) a member may make ...
     request_rate_seconds: float = 60.0  # ... within this many seconds
+    same_press_seconds: float = (
+        10.0  # a member's second press of one Continue button this soon: the same song
+    )
 
     # Limits
     max_seconds: float = 60.0
