@@ -22,12 +22,14 @@ from . import logic
 class Submitted:
     song: Song
     status_url: str | None
+    note: str = ""  # what the member should know about how the request was read
 
 
 def queued_text(submitted: Submitted) -> str:
     song = submitted.song
     where = f" Follow it here: {submitted.status_url}" if submitted.status_url else ""
-    return f"✅ Song #{song.id} is in the studio ({describe(song)}).{where}"
+    note = f"\n{submitted.note}" if submitted.note else ""
+    return f"✅ Song #{song.id} is in the studio ({describe(song)}).{where}{note}"
 
 
 class Requests:
