@@ -210,6 +210,7 @@ async def test_open_drafts_message_of_a_closed_vote_is_closed_on_start(studio: S
     sid = song_id_from((await studio.run("alice", "generate", {"artist": "abba", "genre": "pop"})).text())
     await studio.run_db(finish_drafts, studio, sid)
     msg = await studio.until(lambda: studio.message_with(f"jb:vote:{sid}:"), "the drafts message")
+    await studio.until_db(lambda: studio.drafts(sid)[0].message_id, "the drafts message recorded")
     await studio.stop_bot()
     # The vote closed in the database, then the bot died before editing the message.
     closed = await studio.run_db(lifecycle.close_vote, studio.db, sid, force=True)

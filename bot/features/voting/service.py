@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -118,14 +118,62 @@ class Voting:
             kwargs["content"] = drafts_content(
                 song, requester or 0, None, winner.index, tally.counts.get(winner_draft_id, 0)
             )
-        gs = await bot.guild_config(song.guild_id)
-        channel_id = (gs.drafts_channel_id if gs else None) or song.channel_id
-        try:
-            await bot.poster.channel(channel_id, song.guild_id).get_partial_message(message_id).edit(**kwargs)
-        except discord.NotFound:
-            log.info("song %s: drafts message %s is gone", song.id, message_id)
-        except discord.HTTPException as exc:
-            log.warning("song %s: cannot update the drafts message: %s", song.id, exc)
+        for channel_id in await self._message_channels(song):  # it went to the first that took it
+            try:
+                await (
+                    bot.poster.channel(channel_id, song.guild_id)
+                    .get_partial_message(message_id)
+                    .edit(**kwargs)
+                )
+                return
+            except discord.NotFound:
+                continue
+            except discord.HTTPException as exc:
+                log.warning("song %s: cannot update the drafts message: %s", song.id, exc)
+                return
+        log.info("song %s: drafts message %s is gone", song.id, message_id)
+
+    async def reconcile(self, since: datetime) -> int:
+        """Give the closed form to drafts messages still showing an open vote for a song whose vote
+        ended (the bot died between the close and the edit). Checks each message on Discord and
+        edits only those with live vote buttons. Returns how many were edited."""
+        bot = self.bot
+        edited = 0
+        for song_id in await bot.to_thread(logic.recently_closed_with_message, bot.db, since):
+            song = await bot.to_thread(song_by_own_id, bot.db, song_id)
+            tally = await bot.to_thread(logic.tally, bot.db, song_id)
+            if song is None or not tally.drafts or tally.drafts[0].message_id is None:
+                continue
+            if await self._shows_open_vote(song, tally.drafts[0].message_id):
+                async with bot.locks.lock_for(song_id):
+                    await self.show_tally(song, tally, open_=False, winner_draft_id=song.winner_draft_id)
+                edited += 1
+        return edited
+
+    async def _shows_open_vote(self, song: Song, message_id: int) -> bool:
+        for channel_id in await self._message_channels(song):
+            try:
+                msg = await self.bot.poster.channel(channel_id, song.guild_id).fetch_message(message_id)
+            except discord.NotFound:
+                continue
+            except discord.HTTPException as exc:
+                log.info("song %s: cannot read the drafts message: %s", song.id, exc)
+                return False
+            return any(
+                isinstance(item, discord.Button)
+                and not item.disabled
+                and (item.custom_id or "").startswith(("jb:vote:", "jb:close:"))
+                for row in msg.components
+                if isinstance(row, discord.ActionRow)
+                for item in row.children
+            )
+        return False
+
+    async def _message_channels(self, song: Song) -> list[int]:
+        """Where a song's drafts message may be: the drafts channel, the song's, the clips channel."""
+        gs = await self.bot.guild_config(song.guild_id)
+        found = [gs.drafts_channel_id if gs else None, song.channel_id, gs.clips_channel_id if gs else None]
+        return [c for c in dict.fromkeys(found) if c]
 
     async def show_cancelled(self, song_id: int) -> None:
         """A cancelled song's vote: the drafts message keeps its counts, its buttons go off."""
