@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     start_worker: bool = True  # `jukebot bot` on SQLite also starts a worker child process
     bot_watch_seconds: float = 2.0  # how often the bot looks at the jobs table
     status_edit_seconds: float = 3.0  # at most one progress edit per song this often
+    post_retry_seconds: float = 30.0  # a drafts or clip post no channel took is tried again after this ...
+    post_max_attempts: int = 5  # ... this many times in all, then the song ends and the moderators are told
     request_rate_count: int = 3  # requests (generate/continue) a member may make ...
     request_rate_seconds: float = 60.0  # ... within this many seconds
     same_press_seconds: float = (

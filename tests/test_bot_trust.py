@@ -174,17 +174,24 @@ async def test_song_whose_channels_were_deleted_falls_back_then_ends(studio: Stu
         clips_channel_id=clips_ch,
         mod_channel_id=mods_ch,
     )
-    # The drafts channel is deleted: the drafts go to the clips channel, the moderators are told.
+    # The drafts channel is deleted: the drafts go to the song's channel, the moderators are told.
     fake.channel_guild.pop(drafts_ch)
     sid = song_id_from((await studio.run("alice", "generate", {"artist": "abba", "genre": "pop"})).text())
     await studio.run_db(finish_drafts, studio, sid)
-    await studio.until(
-        lambda: studio.message_with(f"jb:vote:{sid}:", clips_ch), "the drafts, in the clips channel"
-    )
+    await studio.until(lambda: studio.message_with(f"jb:vote:{sid}:"), "the drafts, in the song's channel")
     await studio.until(
         lambda: any(f"<#{drafts_ch}>" in m["content"] for m in studio.bot_messages(mods_ch)),
         "a note to the mods",
     )
+
+    # The song's channel is gone too: the clips channel takes them.
+    third = song_id_from((await studio.run("carol", "generate", {"artist": "abba", "genre": "pop"})).text())
+    fake.channel_guild.pop(studio.channel)
+    await studio.run_db(finish_drafts, studio, third)
+    await studio.until(
+        lambda: studio.message_with(f"jb:vote:{third}:", clips_ch), "the drafts, in the clips channel"
+    )
+    fake.channel_guild[studio.channel] = studio.guild  # (back, for the next request)
 
     # Every channel gone: a bounded number of tries, then the song ends, free for the member.
     other = song_id_from((await studio.run("bob", "generate", {"artist": "abba", "genre": "pop"})).text())
@@ -200,6 +207,10 @@ async def test_song_whose_channels_were_deleted_falls_back_then_ends(studio: Stu
         lambda: any(f"song #{other}" in m["content"].lower() for m in studio.bot_messages(mods_ch)),
         "the moderators told",
     )
+    # The same for a finished clip with nowhere to go.
+    lost = await studio.run_db(seed_clip, studio, "carol")
+    await studio.until_db(lambda: studio.song(lost).status == SongStatus.failed, "the clip's song to end")
+    assert "does not count against" in (studio.song(lost).error or "")
 
 
 # ---------------------------------------------------------------- 11: a crash between close and edit

@@ -66,7 +66,12 @@ class Clips:
                     f"Clip #{clip.id}.\nPress **Continue** to make it longer, **Vote** to put it up for the "
                     "daily clip."
                 )
-                channels = [c for c in ((gs.clips_channel_id if gs else None), song.channel_id) if c]
+                found = (
+                    (gs.clips_channel_id if gs else None),
+                    song.channel_id,
+                    (gs.drafts_channel_id if gs else None),
+                )
+                channels = [c for c in dict.fromkeys(found) if c]
                 msg = await bot.poster.send_first(
                     channels,
                     song.guild_id,
@@ -75,8 +80,9 @@ class Clips:
                     self.view_for(clip.id or 0),
                 )
                 if msg is None:
-                    self.ledger.failed("clip", song_id)
+                    await self._not_posted(song_id, song.guild_id, channels)
                     return
+                self.ledger.forget("clip", song_id)
                 await self.ledger.record(
                     "clip",
                     song_id,
@@ -85,6 +91,30 @@ class Clips:
             else:
                 await bot.to_thread(lifecycle.finish, bot.db, song_id, SongStatus.done)
         await self.board.refresh_status(song_id, force=True)
+
+    async def _not_posted(self, song_id: int, guild_id: int | None, channels: list[int]) -> None:
+        """No channel took the clip: try again later, a bounded number of times; then end the song
+        (it does not count against the member's day) and tell the moderators."""
+        bot, settings = self.bot, self.bot.settings
+        tries = self.ledger.failed("clip", song_id, settings.post_retry_seconds)
+        if tries < settings.post_max_attempts:
+            return
+        self.ledger.forget("clip", song_id)
+        where = ", ".join(f"<#{c}>" for c in channels) or "no channel"
+        ended = await bot.to_thread(
+            lifecycle.finish,
+            bot.db,
+            song_id,
+            SongStatus.failed,
+            f"I could not post its clip in any channel ({where}: deleted, or I may not post there); "
+            "it does not count against your songs of the day.",
+        )
+        if ended:
+            await bot.poster.notify_moderators(
+                guild_id,
+                f"Song #{song_id} ended: I tried {tries} times to post its clip in {where} and could not "
+                "(deleted, or I may not post there). Please set my channels again with `/mod channels`.",
+            )
 
     async def clip_vote_pressed(self, interaction: discord.Interaction[JukeBot], clip_id: int) -> None:
         bot = self.bot

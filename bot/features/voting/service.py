@@ -71,7 +71,7 @@ class Voting:
             await bot.to_thread(lifecycle.open_vote, bot.db, song_id, utcnow() + window)
             closes = utcnow() + window
             view = self.view_for(song_id, [(d.id or 0, d.index, 0) for d in drafts], open_=True)
-            channels = [c for c in ((gs.drafts_channel_id if gs else None), song.channel_id) if c]
+            channels = await self._message_channels(song)
             msg = await bot.poster.send_first(
                 channels,
                 song.guild_id,
@@ -80,12 +80,47 @@ class Voting:
                 view,
             )
             if msg is None:
-                self.ledger.failed("drafts", song_id)
+                await self._not_posted(song, channels)
                 return
+            self.ledger.forget("drafts", song_id)
+            if channels and msg.channel.id != channels[0]:
+                await bot.poster.notify_moderators(
+                    song.guild_id,
+                    f"I could not post the drafts of song #{song_id} in <#{channels[0]}> (deleted, or I may not "
+                    f"post there), so they are in <#{msg.channel.id}>. Please check my channels (`/mod channels`).",
+                )
             await self.ledger.record(
                 "drafts", song_id, partial(logic.drafts_posted, bot.db, song_id, msg.id, closes)
             )
         await self.board.refresh_status(song_id, force=True)
+
+    async def _not_posted(self, song: Song, channels: list[int]) -> None:
+        """No channel took the drafts: try again later, a bounded number of times and not past the
+        vote's window; then end the song (it does not count against the member's day) and tell the
+        moderators, instead of retrying forever."""
+        bot, settings = self.bot, self.bot.settings
+        assert song.id is not None
+        tries = self.ledger.failed("drafts", song.id, settings.post_retry_seconds)
+        due = song.vote_closes_at is not None and song.vote_closes_at <= utcnow()
+        if tries < settings.post_max_attempts and not due:
+            return
+        self.ledger.forget("drafts", song.id)
+        where = ", ".join(f"<#{c}>" for c in channels) or "no channel"
+        ended = await bot.to_thread(
+            lifecycle.finish,
+            bot.db,
+            song.id,
+            SongStatus.failed,
+            f"I could not post its drafts in any channel ({where}: deleted, or I may not post there); "
+            "it does not count against your songs of the day.",
+        )
+        if ended:
+            await bot.poster.notify_moderators(
+                song.guild_id,
+                f"Song #{song.id} ended: I tried {tries} times to post its drafts in {where} and could not "
+                "(deleted, or I may not post there). Please set my channels again with `/mod channels`.",
+            )
+            await self.board.refresh_status(song.id, force=True)
 
     async def close_vote(self, song_id: int, *, force: bool = False) -> logic.Closed | None:
         bot = self.bot
