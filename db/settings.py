@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # The servers whose moderators may publish to the operator's X/SoundCloud account (Publish button,
     # daily clip's uploads), as a JSON list of guild ids; empty: publishing from nowhere.
     publish_guilds: list[int] = Field(default_factory=list)
+    # Moderate captions (the moderation endpoint and the blocklist) before scheduling an upload; unset:
+    # on when more than one server shares the account (a member of one server writes on the others' page).
+    publish_caption_moderation: bool | None = None
     publish_times: dict[str, str] = Field(default_factory=lambda: {"x": "19:00", "soundcloud": "19:30"})
     channel_tag: str = "#jukebot"
     x_client_secret: SecretStr | None = None  # OAuth 2.0 confidential client (bots get one)

@@ -59,7 +59,7 @@ def publications(studio: Studio, clip_id: int) -> list[Publication]:
 # ---------------------------------------------------------------- 2: publishing belongs to the operator
 
 
-async def test_publish_only_from_servers_the_owner_allowed(studio: Studio) -> None:
+async def test_publish_only_from_servers_the_owner_allowed(studio: Studio, openai_fake: FakeOpenAI) -> None:
     await studio.start_bot()
     await studio.run("owner", "mod role", {"role": studio.mod_role})
     sid = await studio.run_db(seed_clip, studio)
@@ -77,12 +77,45 @@ async def test_publish_only_from_servers_the_owner_allowed(studio: Studio) -> No
     assert studio.bot is not None
     note = await studio.bot.need(Clips).publish(clip.id, guild_id=studio.guild)
     assert "has not allowed publishing" in note and publications(studio, clip.id) == []
+    assert studio.settings.publish_caption_moderation is None  # default: on only when shared
 
     # The owner allows this server: the press schedules one upload per platform.
     studio.settings.publish_guilds = [studio.guild]
     ok = await studio.click("mia", msg, f"jb:publish:{clip.id}")
     assert "scheduled for x, soundcloud" in ok.text(), ok.text()
     assert sorted(p.platform for p in publications(studio, clip.id)) == ["soundcloud", "x"]
+    assert openai_fake.moderation_requests() == []  # one server: its captions are not moderated
+
+
+async def test_captions_are_moderated_when_servers_share_the_account(
+    sqlite_studio: Studio, openai_fake: FakeOpenAI
+) -> None:
+    studio = sqlite_studio
+    studio.settings.publish_guilds = [studio.guild]
+    await studio.start_bot()
+    await studio.run("owner", "mod role", {"role": studio.mod_role})
+    sid = await studio.run_db(seed_clip, studio, "alice", artist="queen", genre="rock")
+    msg = await studio.until(lambda: studio.message_with("jb:publish:"), "the clip")
+    clip = studio.clip(sid)
+    assert clip is not None and clip.id is not None
+
+    # Two servers share the operator's account: a caption is moderated before it is scheduled.
+    studio.settings.publish_guilds = [studio.guild, studio.guild + 1]
+    openai_fake.moderation.append(Reply.moderation(True, "harassment"))
+    flagged = await studio.click("mia", msg, f"jb:publish:{clip.id}")
+    assert "did not pass moderation (harassment)" in flagged.text(), flagged.text()
+    assert publications(studio, clip.id) == []
+    (sent,) = openai_fake.moderation_requests()
+    assert "queen" in str(sent.json).lower()
+
+    openai_fake.moderation.append(Reply.moderation(False))
+    ok = await studio.click("mia", msg, f"jb:publish:{clip.id}")
+    assert "scheduled for x, soundcloud" in ok.text(), ok.text()
+
+    # The operator may switch it off explicitly.
+    studio.settings.publish_caption_moderation = False
+    assert "scheduled" in (await studio.click("mia", msg, f"jb:publish:{clip.id}")).text()
+    assert len(openai_fake.moderation_requests()) == 2
 
 
 # ---------------------------------------------------------------- 3: DMs and the text model's bill

@@ -21,7 +21,7 @@ from bot.features.status import StatusBoard
 from db import lifecycle, repo
 from db.models import SongStatus
 
-from . import logic
+from . import captions, logic
 
 log = logging.getLogger("jukebot.bot.clips")
 
@@ -169,6 +169,10 @@ class Clips:
         settings = self.bot.settings
         if not self.may_publish(guild_id):
             return NOT_ALLOWED
+        if captions.moderation_on(settings):
+            refused = await captions.refusal(self.bot.db, settings, clip_id)
+            if refused:
+                return refused
         platforms = enabled_platforms(settings)
         if not platforms:
             return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
