@@ -147,8 +147,8 @@ class SongPipeline:
         now = time.monotonic()
         if self._reconciled_at is not None and now - self._reconciled_at < RECONCILE_SECONDS:
             return
-        edited = await self.voting.reconcile(utcnow() - RECONCILE_LOOKBACK)
-        self._reconciled_at = now
+        edited, more = await self.voting.reconcile(utcnow() - RECONCILE_LOOKBACK)
+        self._reconciled_at = None if more else now  # the rest on the next tick
         if edited:
             log.info("closed %d drafts message(s) left open", edited)
 

@@ -40,6 +40,7 @@ class Voting:
         self.board = board
         self.view_for = view_for
         self.ledger = PostLedger()
+        self._reconciled: set[int] = set()  # songs whose drafts message was found closed this run
         board.on_cancelled(self.show_cancelled)
 
     async def post_drafts(self, song_id: int) -> None:
@@ -168,13 +169,17 @@ class Voting:
                 return
         log.info("song %s: drafts message %s is gone", song.id, message_id)
 
-    async def reconcile(self, since: datetime) -> int:
+    async def reconcile(self, since: datetime, at_most: int = 20) -> tuple[int, bool]:
         """Give the closed form to drafts messages still showing an open vote for a song whose vote
-        ended (the bot died between the close and the edit). Checks each message on Discord and
-        edits only those with live vote buttons. Returns how many were edited."""
+        ended since `since` (the bot died between the close and the edit). Reads each message on
+        Discord once per run and edits only those with live vote buttons; at most `at_most` reads a
+        call, so one tick never waits long on Discord's rate limits. Returns (edited, more left)."""
         bot = self.bot
         edited = 0
-        for song_id in await bot.to_thread(logic.recently_closed_with_message, bot.db, since):
+        ended = await bot.to_thread(logic.recently_closed_with_message, bot.db, since)
+        todo = [s for s in ended if s not in self._reconciled]
+        for song_id in todo[:at_most]:
+            self._reconciled.add(song_id)
             song = await bot.to_thread(song_by_own_id, bot.db, song_id)
             tally = await bot.to_thread(logic.tally, bot.db, song_id)
             if song is None or not tally.drafts or tally.drafts[0].message_id is None:
@@ -183,7 +188,7 @@ class Voting:
                 async with bot.locks.lock_for(song_id):
                     await self.show_tally(song, tally, open_=False, winner_draft_id=song.winner_draft_id)
                 edited += 1
-        return edited
+        return edited, len(todo) > at_most
 
     async def _shows_open_vote(self, song: Song, message_id: int) -> bool:
         for channel_id in await self._message_channels(song):
