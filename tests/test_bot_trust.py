@@ -79,11 +79,25 @@ async def test_publish_only_from_servers_the_owner_allowed(studio: Studio, opena
     assert "has not allowed publishing" in note and publications(studio, clip.id) == []
     assert studio.settings.publish_caption_moderation is None  # default: on only when shared
 
-    # The owner allows this server: the press schedules one upload per platform.
-    studio.settings.publish_guilds = [studio.guild]
+    # /owner publish is for the application's owner only, not a server's owner or moderators.
+    for member in ("owner", "mia"):
+        ix = await studio.run(member, "owner publish", {"action": "allow"})
+        assert "Only the bot's owner" in ix.text(), ix.text()
+    # The application's owner (in the fake Discord: the bot's own user) allows this server.
+    app_owner = studio.fake.app_id
+    studio.fake.add_member(studio.guild, app_owner)
+    studio.members["app-owner"] = app_owner
+    ix = await studio.run("app-owner", "owner publish", {"action": "allow"})
+    assert "Publishing is allowed from this server" in ix.text(), ix.text()
     ok = await studio.click("mia", msg, f"jb:publish:{clip.id}")
     assert "scheduled for x, soundcloud" in ok.text(), ok.text()
     assert sorted(p.platform for p in publications(studio, clip.id)) == ["soundcloud", "x"]
+
+    # The setting lists servers too (JUKEBOT_PUBLISH_GUILDS); the owner's deny wins over it.
+    studio.settings.publish_guilds = [studio.guild]
+    await studio.run("app-owner", "owner publish", {"action": "deny"})
+    again = await studio.click("mia", msg, f"jb:publish:{clip.id}")
+    assert "has not allowed publishing" in again.text(), again.text()
     assert openai_fake.moderation_requests() == []  # one server: its captions are not moderated
 
 

@@ -16,11 +16,11 @@ from lyrics.moderation import moderate
 log = logging.getLogger("jukebot.bot.clips")
 
 
-def moderation_on(settings: Settings) -> bool:
-    """Explicit setting, else on when more than one server may publish to the one account."""
+def moderation_on(settings: Settings, publishing: set[int]) -> bool:
+    """Explicit setting, else on when more than one server (`publishing`) shares the one account."""
     if settings.publish_caption_moderation is not None:
         return settings.publish_caption_moderation
-    return len(set(settings.publish_guilds)) > 1
+    return len(publishing) > 1
 
 
 def caption_text(db: Database, settings: Settings, clip_id: int) -> str | None:

@@ -11,6 +11,7 @@ from functools import partial
 
 import discord
 
+from bot.config import publishing_guilds
 from bot.core import media
 from bot.core.access import clip_here, is_mod
 from bot.core.bot import JukeBot
@@ -148,16 +149,18 @@ class Clips:
         if not await is_mod(interaction):
             raise UserError("Only moderators can publish clips.")
         await clip_here(interaction, clip_id)
-        if not self.may_publish(interaction.guild_id):
+        if not await self.may_publish(interaction.guild_id):
             raise UserError(NOT_ALLOWED)
         await interaction.response.defer(ephemeral=True, thinking=True)
         text = await self.publish(clip_id, guild_id=interaction.guild_id)
         await interaction.followup.send(text, ephemeral=True)
 
-    def may_publish(self, guild_id: int | None) -> bool:
-        """The platform accounts are the operator's: only servers the bot's owner listed
-        (`publish_guilds`) may send clips there. Per-server accounts do not exist yet."""
-        return guild_id is not None and guild_id in self.bot.settings.publish_guilds
+    async def may_publish(self, guild_id: int | None) -> bool:
+        """The platform accounts are the operator's: only servers the bot's owner allowed
+        (`/owner publish`, or the `publish_guilds` setting) may send clips there. Per-server
+        accounts do not exist yet."""
+        gs = await self.bot.guild_config(guild_id)
+        return gs is not None and gs.publish_allowed
 
     async def publish(self, clip_id: int, when: datetime | None = None, *, guild_id: int | None) -> str:
         """Hand a clip of `guild_id` to the publisher: one publication per configured platform, each
@@ -167,9 +170,11 @@ class Clips:
         from publisher.scheduler import schedule_clip
 
         settings = self.bot.settings
-        if not self.may_publish(guild_id):
+        if not await self.may_publish(guild_id):
             return NOT_ALLOWED
-        if captions.moderation_on(settings):
+        if captions.moderation_on(
+            settings, await self.bot.to_thread(publishing_guilds, self.bot.db, settings)
+        ):
             refused = await captions.refusal(self.bot.db, settings, clip_id)
             if refused:
                 return refused
