@@ -35,6 +35,7 @@ class GuildSettings:
     daily_time: str
     timezone: str
     daily_allow_unvoted: bool = False  # off: the daily clip needs at least one vote
+    publish_allowed: bool = False  # may this server publish to the operator's accounts (bot owner's call)
 
     @property
     def daily_clock(self) -> time:
@@ -81,6 +82,11 @@ def merge(settings: Settings, guild_id: int, row: GuildConfig | None) -> GuildSe
         daily_time=str(pick("daily_time", settings.schedule.daily_time)),
         timezone=str(pick("timezone", settings.schedule.timezone)),
         daily_allow_unvoted=bool(row.daily_allow_unvoted) if row else False,
+        publish_allowed=(
+            row.publish_allowed
+            if row is not None and row.publish_allowed is not None
+            else guild_id in settings.publish.guilds
+        ),
     )
 
 
@@ -110,7 +116,16 @@ UPDATABLE = {
     "daily_time",
     "timezone",
     "daily_allow_unvoted",
+    "publish_allowed",
 }
+
+
+def publishing_guilds(db: Database, settings: Settings) -> set[int]:
+    """Every server allowed to publish: the setting's list, plus the owner's allows, minus denies."""
+    allowed = set(settings.publish.guilds)
+    for gs in all_guild_settings(db, settings):
+        (allowed.add if gs.publish_allowed else allowed.discard)(gs.guild_id)
+    return allowed
 
 
 def update_guild(db: Database, settings: Settings, guild_id: int, **changes: Any) -> GuildSettings:

@@ -36,3 +36,44 @@ class RateLimiter:
         hits = self._hits.get(member_id)
         if hits:
             hits.pop()
+
+
+class DraftBudget:
+    """How many lyric drafts (each one a call to the paid text model) a member may ask for per hour
+    and a server per day: `/lyrics draft`, `/generate lyrics_prompt:` and Regenerate all draw on it.
+
+    In memory (sliding windows, as RateLimiter): the drafts are not recorded in the database, so a
+    restart of the bot forgets the windows; the budget bounds a burst or a night of abuse, not a
+    month's bill. A value of 0 or less switches that budget off."""
+
+    def __init__(
+        self, per_member_hour: int, per_guild_day: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.member = RateLimiter(per_member_hour, 3600.0, clock)
+        self.guild = RateLimiter(per_guild_day, 86400.0, clock)
+
+    def take(self, member_id: int, guild_id: int | None) -> str | None:
+        """Count one draft and return None, or say (without counting it) why not and when."""
+        wait = self.member.retry_after(member_id)
+        if wait > 0:
+            return (
+                f"Each member may ask for {self.member.count} lyric drafts an hour; "
+                f"your next one is possible in {_human_wait(wait)}."
+            )
+        if guild_id is None:
+            return None
+        wait = self.guild.retry_after(guild_id)
+        if wait > 0:
+            self.member.forget(member_id)
+            return (
+                f"This server may ask for {self.guild.count} lyric drafts a day and has used them; "
+                f"the next one is possible in {_human_wait(wait)}."
+            )
+        return None
+
+
+def _human_wait(seconds: float) -> str:
+    minutes = max(1, int(seconds // 60 + (1 if seconds % 60 else 0)))
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"

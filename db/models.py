@@ -112,6 +112,7 @@ class GuildConfig(SQLModel, table=True):
     daily_time: str | None = None
     timezone: str | None = None
     daily_allow_unvoted: bool | None = None  # may a clip nobody voted for be the daily clip
+    publish_allowed: bool | None = None  # the bot owner's word (/owner publish); None: JUKEBOT_PUBLISH_GUILDS
 
 
 class Song(SQLModel, table=True):

@@ -97,8 +97,9 @@ def create_song(
     parent_clip_id: int | None = None,
     prime_key: str | None = None,
     prime_seconds: float | None = None,
+    request_key: str | None = None,
 ) -> Song:
-    """A new song request, status `queued`."""
+    """A new song request, status `queued`. `request_key` (unique) names the request it answers."""
     song = Song(
         user_id=user_id,
         artist=artist,
@@ -115,6 +116,7 @@ def create_song(
         parent_clip_id=parent_clip_id,
         prime_key=prime_key,
         prime_seconds=prime_seconds,
+        request_key=request_key,
         status=SongStatus.queued.value,
     )
     with _tx(target) as s:

@@ -110,6 +110,9 @@ class DiscordSettings(Section):
             "status_edit_seconds",
             "request_rate_count",
             "request_rate_seconds",
+            "post_retry_seconds",
+            "post_max_attempts",
+            "same_press_seconds",
         }
     )
 
@@ -122,6 +125,11 @@ class DiscordSettings(Section):
     status_edit_seconds: float = 3.0  # at most one progress edit per song this often
     request_rate_count: int = 3  # requests (generate/continue) a member may make ...
     request_rate_seconds: float = 60.0  # ... within this many seconds
+    post_retry_seconds: float = 30.0  # a drafts or clip post no channel took is tried again after this ...
+    post_max_attempts: int = 5  # ... this many times in all, then the song ends and the moderators are told
+    same_press_seconds: float = (
+        10.0  # a member's second press of one Continue button this soon: the same song
+    )
 
 
 class LimitsSettings(Section):
@@ -162,6 +170,8 @@ class LyricsSettings(Section):
     timeout: float = 90.0  # seconds one request to the text model may take (streaming included)
     attempts: int = 3  # tries per draft (timeouts, 429, 5xx, unusable replies)
     max_retry_after: float = 30.0  # longest Retry-After we wait; longer means "busy, try later"
+    drafts_per_member_hour: int = 6  # drafts (text-model calls) one member may ask for per hour
+    drafts_per_guild_day: int = 60  # ... and one server per day (0: no limit)
 
 
 class XSettings(Section):
@@ -213,6 +223,13 @@ class PublishSettings(Section):
     http_timeout: float = 60.0
     rate_limit_wait: float = 60.0  # wait for a rate-limit reset up to this long, else reschedule
     featured_days: int = 2  # the scheduled fire picks up featured clips of the last N days
+    # The servers whose moderators may publish to the operator's X/SoundCloud account (Publish button,
+    # daily clip's uploads), as a JSON list of guild ids; empty: publishing from nowhere (the owner can
+    # also allow a server with /owner publish allow).
+    guilds: list[int] = Field(default_factory=list)
+    # Moderate captions (the moderation endpoint and the blocklist) before scheduling an upload; unset:
+    # on when more than one server shares the account (a member of one server writes on the others' page).
+    caption_moderation: bool | None = None
     # Fernet key for the X/SoundCloud logins stored in the database (db/secrets.py); unset: one is
     # generated beside the data. Set it when processes on several machines share PostgreSQL.
     token_key: SecretStr | None = None

@@ -37,6 +37,7 @@ def publications(studio: Studio, clip_id: int) -> list[Publication]:
 async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_studio: Studio) -> None:
     studio = sqlite_studio
     fake = studio.fake
+    studio.settings.publish.guilds = [studio.guild]  # the bot's owner allows publishing from here
     bot = await studio.start_bot()
     daily_ch = fake.channel(studio.guild, "daily")
 
@@ -116,6 +117,7 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
 
 async def test_publish_button_is_for_moderators(sqlite_studio: Studio) -> None:
     studio = sqlite_studio
+    studio.settings.publish.guilds = [studio.guild]  # the bot's owner allows publishing from here
     await studio.start_bot()
     await studio.run("owner", "mod role", {"role": studio.mod_role})
     sid = await studio.run_db(seed_clip, studio)

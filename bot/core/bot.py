@@ -22,7 +22,7 @@ from discord.ext import commands
 from bot.config import GuildSettings, guild_settings
 from bot.errors import explain
 from bot.labels import Labels, load_labels
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import DraftBudget, RateLimiter
 from db.database import Database
 from db.settings import Settings
 from db.storage import Storage
@@ -59,6 +59,13 @@ def apply_discord_urls(settings: Settings) -> None:
 
 
 class JukeTree(app_commands.CommandTree["JukeBot"]):
+    async def interaction_check(self, interaction: discord.Interaction[JukeBot]) -> bool:
+        """Every command is guild_only (Discord hides them in DMs); this refuses a DM that gets
+        through anyway, since the caps and budgets are counted per server."""
+        if interaction.guild_id is None:
+            raise app_commands.NoPrivateMessage("jukebot works in a server, not in direct messages.")
+        return True
+
     async def on_error(
         self, interaction: discord.Interaction[JukeBot], error: app_commands.AppCommandError
     ) -> None:
@@ -106,6 +113,9 @@ class JukeBot(commands.Bot):
         self.scheduler: Any = None
         self._scheduler_factory = scheduler_factory
         self.limiter = RateLimiter(settings.discord.request_rate_count, settings.discord.request_rate_seconds)
+        self.lyric_budget = DraftBudget(
+            settings.lyrics.drafts_per_member_hour, settings.lyrics.drafts_per_guild_day
+        )
         self.locks = SongLocks()
         self.poster = Poster(self, db, settings)
         self.watcher = Watcher(self.wait_until_ready, settings.discord.bot_watch_seconds)

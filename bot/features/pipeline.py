@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -29,6 +31,9 @@ from db.database import Database
 from db.models import Job, JobKind, JobStatus, Song, SongStatus, utcnow
 
 log = logging.getLogger("jukebot.bot.watcher")
+
+RECONCILE_SECONDS = 600.0  # how often open drafts messages are checked against the database
+RECONCILE_LOOKBACK = timedelta(days=2)  # votes that ended this recently are checked
 
 WATCHED = (
     SongStatus.queued.value,
@@ -117,9 +122,11 @@ class SongPipeline:
         self.board = board
         self.voting = voting
         self.clips = clips
+        self._reconciled_at: float | None = None
 
     async def tick(self) -> None:
         bot = self.bot
+        await self.reconcile_messages()
         await self.requests.start_pending()
         await bot.to_thread(sweep, bot.db)
         for work in await bot.to_thread(scan, bot.db):
@@ -134,6 +141,17 @@ class SongPipeline:
                     "error %s while handling %s for song %s", new_error_id(), work.action, work.song_id
                 )
         await self.board.flush()  # the status edits the channels' budgets allow now
+
+    async def reconcile_messages(self) -> None:
+        """On start, then every RECONCILE_SECONDS: drafts messages of votes that ended while the bot
+        was away (or between a close and its edit) get their closed form."""
+        now = time.monotonic()
+        if self._reconciled_at is not None and now - self._reconciled_at < RECONCILE_SECONDS:
+            return
+        edited, more = await self.voting.reconcile(utcnow() - RECONCILE_LOOKBACK)
+        self._reconciled_at = None if more else now  # the rest on the next tick
+        if edited:
+            log.info("closed %d drafts message(s) left open", edited)
 
     async def handle(self, work: Work) -> None:
         if work.action == Action.progress:

@@ -7,6 +7,7 @@ from bot.features.status import StatusBoard
 
 from .buttons import ClipVoteButton, PublishButton, clip_view
 from .cog import DailyCog
+from .owner import OwnerCog
 from .service import Clips
 
 __all__ = ["Clips", "setup"]
@@ -15,4 +16,5 @@ __all__ = ["Clips", "setup"]
 async def setup(bot: JukeBot) -> None:
     bot.provide(Clips(bot, bot.need(StatusBoard), clip_view))
     await bot.add_cog(DailyCog(bot))
+    await bot.add_cog(OwnerCog(bot))
     bot.add_dynamic_items(ClipVoteButton, PublishButton)

@@ -110,7 +110,7 @@ async def post_daily(bot: JukeBot, guild_id: int, now: datetime | None = None) -
             f"<#{gs.daily_channel_id}>: please check my permissions there.",
         )
     try:
-        note = await bot.need(Clips).publish(clip.id)
+        note = await bot.need(Clips).publish(clip.id, guild_id=guild_id)
         log.info("guild %s: daily clip %s: %s", guild_id, clip.id, note)
     except Exception:
         log.exception("guild %s: could not schedule the uploads of clip %s", guild_id, clip.id)

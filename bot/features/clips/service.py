@@ -11,6 +11,7 @@ from functools import partial
 
 import discord
 
+from bot.config import publishing_guilds
 from bot.core import media
 from bot.core.access import clip_here, is_mod
 from bot.core.bot import JukeBot
@@ -21,9 +22,14 @@ from bot.features.status import StatusBoard
 from db import lifecycle, repo
 from db.models import SongStatus
 
-from . import logic
+from . import captions, logic
 
 log = logging.getLogger("jukebot.bot.clips")
+
+NOT_ALLOWED = (
+    "Publishing is off here: the bot's owner has not allowed publishing from this server "
+    "(the clips would go to the owner's own X/SoundCloud account)."
+)
 
 ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0) -> the clip post's buttons
 
@@ -61,7 +67,12 @@ class Clips:
                     f"Clip #{clip.id}.\nPress **Continue** to make it longer, **Vote** to put it up for the "
                     "daily clip."
                 )
-                channels = [c for c in ((gs.clips_channel_id if gs else None), song.channel_id) if c]
+                found = (
+                    (gs.clips_channel_id if gs else None),
+                    song.channel_id,
+                    (gs.drafts_channel_id if gs else None),
+                )
+                channels = [c for c in dict.fromkeys(found) if c]
                 msg = await bot.poster.send_first(
                     channels,
                     song.guild_id,
@@ -70,8 +81,9 @@ class Clips:
                     self.view_for(clip.id or 0),
                 )
                 if msg is None:
-                    self.ledger.failed("clip", song_id)
+                    await self._not_posted(song_id, song.guild_id, channels)
                     return
+                self.ledger.forget("clip", song_id)
                 await self.ledger.record(
                     "clip",
                     song_id,
@@ -80,6 +92,30 @@ class Clips:
             else:
                 await bot.to_thread(lifecycle.finish, bot.db, song_id, SongStatus.done)
         await self.board.refresh_status(song_id, force=True)
+
+    async def _not_posted(self, song_id: int, guild_id: int | None, channels: list[int]) -> None:
+        """No channel took the clip: try again later, a bounded number of times; then end the song
+        (it does not count against the member's day) and tell the moderators."""
+        bot, settings = self.bot, self.bot.settings
+        tries = self.ledger.failed("clip", song_id, settings.discord.post_retry_seconds)
+        if tries < settings.discord.post_max_attempts:
+            return
+        self.ledger.forget("clip", song_id)
+        where = ", ".join(f"<#{c}>" for c in channels) or "no channel"
+        ended = await bot.to_thread(
+            lifecycle.finish,
+            bot.db,
+            song_id,
+            SongStatus.failed,
+            f"I could not post its clip in any channel ({where}: deleted, or I may not post there); "
+            "it does not count against your songs of the day.",
+        )
+        if ended:
+            await bot.poster.notify_moderators(
+                guild_id,
+                f"Song #{song_id} ended: I tried {tries} times to post its clip in {where} and could not "
+                "(deleted, or I may not post there). Please set my channels again with `/mod channels`.",
+            )
 
     async def clip_vote_pressed(self, interaction: discord.Interaction[JukeBot], clip_id: int) -> None:
         bot = self.bot
@@ -113,17 +149,35 @@ class Clips:
         if not await is_mod(interaction):
             raise UserError("Only moderators can publish clips.")
         await clip_here(interaction, clip_id)
+        if not await self.may_publish(interaction.guild_id):
+            raise UserError(NOT_ALLOWED)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await self.publish(clip_id)
+        text = await self.publish(clip_id, guild_id=interaction.guild_id)
         await interaction.followup.send(text, ephemeral=True)
 
-    async def publish(self, clip_id: int, when: datetime | None = None) -> str:
-        """Hand a clip to the publisher: one publication per configured platform, each at its next
-        upload time. Idempotent (one row per clip and platform), so nothing is ever posted twice."""
+    async def may_publish(self, guild_id: int | None) -> bool:
+        """The platform accounts are the operator's: only servers the bot's owner allowed
+        (`/owner publish`, or the `publish_guilds` setting) may send clips there. Per-server
+        accounts do not exist yet."""
+        gs = await self.bot.guild_config(guild_id)
+        return gs is not None and gs.publish_allowed
+
+    async def publish(self, clip_id: int, when: datetime | None = None, *, guild_id: int | None) -> str:
+        """Hand a clip of `guild_id` to the publisher: one publication per configured platform, each
+        at its next upload time, if the bot's owner allowed publishing from that server. Idempotent
+        (one row per clip and platform), so nothing is ever posted twice."""
         from publisher.platforms import enabled_platforms
         from publisher.scheduler import schedule_clip
 
         settings = self.bot.settings
+        if not await self.may_publish(guild_id):
+            return NOT_ALLOWED
+        if captions.moderation_on(
+            settings, await self.bot.to_thread(publishing_guilds, self.bot.db, settings)
+        ):
+            refused = await captions.refusal(self.bot.db, settings, clip_id)
+            if refused:
+                return refused
         platforms = enabled_platforms(settings)
         if not platforms:
             return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."

@@ -31,6 +31,7 @@ class ContinueCog(commands.Cog, name="Continue"):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
+    @app_commands.guild_only()
     @app_commands.command(name="continue", description="Continue a posted clip, or audio you upload.")
     @app_commands.describe(
         clip="The clip number (shown on the clip's post)",
@@ -38,6 +39,7 @@ class ContinueCog(commands.Cog, name="Continue"):
         seconds="How many seconds of new music to add",
         artist="Continue in the style of this artist (default: the clip's)",
         genre="Continue in this genre (default: the clip's)",
+        at="With audio: the moment of the file to continue from, e.g. 0:42 (default: its start)",
     )
     async def continue_(
         self,
@@ -47,10 +49,13 @@ class ContinueCog(commands.Cog, name="Continue"):
         seconds: float | None = None,
         artist: str | None = None,
         genre: str | None = None,
+        at: app_commands.Range[str, 1, 20] | None = None,
     ) -> None:
         continuations = self.bot.need(Continuations)
         if clip is not None and audio is not None:
             raise UserError("Continue either a clip or an uploaded file, not both at once.")
+        if at is not None and audio is None:
+            raise UserError("`at:` picks the moment of an uploaded file: use it together with `audio:`.")
         if clip is None and audio is None:
             raise UserError("Tell me what to continue: `clip:` with a clip number, or `audio:` with a file.")
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -60,9 +65,10 @@ class ContinueCog(commands.Cog, name="Continue"):
             )
         else:
             assert audio is not None
-            submitted = await continuations.continue_upload(interaction, audio, seconds, artist, genre)
+            submitted = await continuations.continue_upload(interaction, audio, seconds, artist, genre, at)
         await interaction.followup.send(queued_text(submitted), ephemeral=True)
 
+    @app_commands.guild_only()
     async def continue_message(
         self, interaction: discord.Interaction[JukeBot], message: discord.Message
     ) -> None:

@@ -62,6 +62,7 @@ class Continuations:
         seconds: float | None,
         artist: str | None,
         genre: str | None,
+        at: str | None = None,
     ) -> Submitted:
         bot, requests = self.bot, self.requests
         settings = bot.settings
@@ -78,13 +79,14 @@ class Continuations:
             uploads.check_declared(audio.filename, audio.size, settings.limits.max_upload_bytes)
             data = await uploads.download(bot.http_session, audio.url, settings.limits.max_upload_bytes)
             upload = await bot.to_thread(uploads.check_audio, data, audio.filename)
+            part = uploads.choose_part(upload, at, settings.limits.max_prime_seconds)
+            stored = await bot.to_thread(uploads.cut, upload, part) if part.start > 0 else upload.data
         except UserError:
             requests.forget_rate(interaction.user.id)
             raise
-        key = uploads.storage_key(audio.filename)
-        await bot.to_thread(bot.storage.write_bytes, key, upload.data)
-        prime = min(upload.duration or settings.limits.max_prime_seconds, settings.limits.max_prime_seconds)
-        return await requests.submit(
+        key = uploads.storage_key(audio.filename if part.start == 0 else f"{audio.filename}.part.wav")
+        await bot.to_thread(bot.storage.write_bytes, key, stored)
+        submitted = await requests.submit(
             interaction,
             artist=artist_,
             genre=genre_,
@@ -92,5 +94,6 @@ class Continuations:
             seconds=seconds_,
             n_drafts=settings.limits.default_drafts,
             prime_key=key,
-            prime_seconds=prime,
+            prime_seconds=part.seconds,
         )
+        return Submitted(submitted.song, submitted.status_url, part.describe(audio.filename))

@@ -12,8 +12,10 @@ The worker encodes the stored file with the VQ-VAE (prime_key on the song).
 from __future__ import annotations
 
 import re
+import tempfile
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -114,6 +116,70 @@ def check_audio(data: bytes, filename: str) -> Upload:
     if not info.duration or info.duration <= 0:
         raise UserError(f"`{filename}` has no audio in it.")
     return Upload(data=data, filename=filename, kind=kind, duration=float(info.duration))
+
+
+_MOMENT = re.compile(r"^(?:(?:(\d+):)?(\d{1,2}):)?(\d+(?:\.\d+)?)$")
+
+
+def clock(seconds: float) -> str:
+    """0:42, 1:05:00: how a moment in a file is written to a member."""
+    whole = int(seconds)
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def parse_moment(text: str) -> float:
+    """`at:` as the member wrote it (`0:42`, `1:02:03`, `42`, `42.5`) in seconds; UserError otherwise."""
+    m = _MOMENT.match(text.strip())
+    if m is None or (m[1] is not None and int(m[2]) >= 60) or (m[2] is not None and float(m[3]) >= 60):
+        raise UserError(
+            f"`{text}` is not a moment in the file: write it as minutes:seconds (`0:42`), "
+            "hours:minutes:seconds (`1:02:03`) or seconds (`42`)."
+        )
+    return int(m[1] or 0) * 3600 + int(m[2] or 0) * 60 + float(m[3])
+
+
+@dataclass(frozen=True)
+class Part:
+    start: float
+    seconds: float
+
+    def describe(self, filename: str) -> str:
+        return (
+            f"I continue from the part of `{filename}` from {clock(self.start)} to "
+            f"{clock(self.start + self.seconds)}; choose another with `at:` (e.g. `at:0:42`)."
+        )
+
+
+def choose_part(upload: Upload, at: str | None, max_seconds: float) -> Part:
+    """Which seconds of the upload prime the song: from `at` (default the start), at most
+    `max_seconds`. UserError when `at` is not a moment of the file."""
+    duration = upload.duration or max_seconds
+    start = parse_moment(at) if at else 0.0
+    if start >= duration:
+        raise UserError(
+            f"`{at}` is past the end of `{upload.filename}` ({clock(duration)} long). "
+            "Choose a moment inside the file, or leave `at:` out to start at the beginning."
+        )
+    return Part(start, min(duration - start, max_seconds))
+
+
+def cut(upload: Upload, part: Part) -> bytes:
+    """The chosen part as a WAV file (the worker primes on the stored file from its start)."""
+    from db.audio import AudioError, bytes_as_file, ffmpeg, run
+
+    with bytes_as_file(upload.data, "." + upload.kind) as src, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "part.wav"
+        cmd = [ffmpeg(), "-nostdin", "-v", "error", "-ss", f"{part.start:.3f}", "-i", str(src)]
+        cmd += ["-t", f"{part.seconds:.3f}", "-map", "0:a:0", "-c:a", "pcm_s16le", str(out)]
+        try:
+            done = run(cmd, what="cut the audio")
+        except AudioError as exc:
+            raise UserError(f"I could not cut `{upload.filename}`: {exc}.") from None
+        if done.returncode != 0 or not out.exists():
+            raise UserError(f"I could not cut `{upload.filename}` at {clock(part.start)}; it may be damaged.")
+        return out.read_bytes()
 
 
 def storage_key(filename: str) -> str:

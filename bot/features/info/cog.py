@@ -19,12 +19,14 @@ class InfoCog(commands.Cog, name="Info"):
     def __init__(self, bot: JukeBot) -> None:
         self.bot = bot
 
+    @app_commands.guild_only()
     @app_commands.command(name="queue", description="What the studio is making right now.")
     async def queue_(self, interaction: discord.Interaction[JukeBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         lines, waiting = await self.bot.to_thread(queue_lines, self.bot.db, interaction.guild_id)
         await interaction.followup.send(render_queue(lines, waiting)[:2000], ephemeral=True)
 
+    @app_commands.guild_only()
     @app_commands.command(name="song", description="Everything about one song.")
     @app_commands.describe(id="The song number (e.g. from its status message)")
     async def song(self, interaction: discord.Interaction[JukeBot], id: int) -> None:
@@ -32,6 +34,7 @@ class InfoCog(commands.Cog, name="Info"):
         text = await self.bot.to_thread(song_details, self.bot.db, GuildScope(interaction.guild_id), id)
         await interaction.followup.send(text[:2000], ephemeral=True)
 
+    @app_commands.guild_only()
     @app_commands.command(name="top", description="The most-voted clips.")
     @app_commands.describe(period="Which clips to rank (default: this week)")
     async def top(
@@ -43,6 +46,7 @@ class InfoCog(commands.Cog, name="Info"):
         text = await self.bot.to_thread(top_text, self.bot.db, interaction.guild_id, period)
         await interaction.followup.send(text[:2000], ephemeral=True)
 
+    @app_commands.guild_only()
     @app_commands.command(name="me", description="Your songs and how many you can still make today.")
     async def me(self, interaction: discord.Interaction[JukeBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -51,6 +55,7 @@ class InfoCog(commands.Cog, name="Info"):
         )
         await interaction.followup.send(text[:2000], ephemeral=True)
 
+    @app_commands.guild_only()
     @app_commands.command(name="help", description="How to make songs with jukebot.")
     async def help(self, interaction: discord.Interaction[JukeBot]) -> None:
         await interaction.response.send_message(HELP, ephemeral=True)

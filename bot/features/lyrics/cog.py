@@ -30,7 +30,9 @@ UseHandler = Callable[[discord.Interaction[JukeBot], str, LyricsRequest], Awaita
 
 
 class LyricsCog(commands.Cog, name="Lyrics"):
-    lyrics = app_commands.Group(name="lyrics", description="Write song lyrics with the text model.")
+    lyrics = app_commands.Group(
+        name="lyrics", description="Write song lyrics with the text model.", guild_only=True
+    )
 
     def __init__(self, bot: JukeBot) -> None:
         self.bot = bot

@@ -20,6 +20,7 @@ from typing import Any
 import discord
 
 from bot.errors import explain
+from bot.ratelimit import DraftBudget
 from db.settings import Settings
 from lyrics.draft import LyricsDraft
 from lyrics.errors import LyricsError
@@ -141,7 +142,7 @@ class LyricsDraftView(discord.ui.View):
     async def regenerate(
         self, interaction: discord.Interaction, button: discord.ui.Button[LyricsDraftView]
     ) -> None:
-        why = self.session.refuse_regenerate()
+        why = self.session.refuse_regenerate() or take_draft_budget(interaction)
         if why:
             await interaction.response.send_message(why, ephemeral=True)
             return
@@ -186,6 +187,13 @@ class LyricsDraftView(discord.ui.View):
         await self._edit_card(interaction, content=None, embed=card_embed(draft), view=self)
 
 
+def take_draft_budget(interaction: discord.Interaction) -> str | None:
+    """Count one call to the text model against the member's and the server's budgets (the bot's
+    `lyric_budget`); the reason it is refused otherwise."""
+    budget: DraftBudget | None = getattr(interaction.client, "lyric_budget", None)
+    return budget.take(interaction.user.id, interaction.guild_id) if budget is not None else None
+
+
 async def _tell(interaction: discord.Interaction, message: str) -> None:
     try:
         if interaction.response.is_done():
@@ -206,6 +214,10 @@ async def present_draft(
 ) -> LyricsDraftView | None:
     """Answer `interaction` (a slash command, not yet responded to) with a streamed draft, then the
     draft card with its buttons. Problems are told to the member; returns None then."""
+    refused = take_draft_budget(interaction)
+    if refused:
+        await interaction.response.send_message(refused, ephemeral=True)
+        return None
     await interaction.response.send_message(DRAFTING, ephemeral=ephemeral)
 
     async def show(text: str) -> None:

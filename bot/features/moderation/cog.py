@@ -44,6 +44,7 @@ def describe_settings(gs: GuildSettings) -> str:
     )
 
 
+@app_commands.guild_only()
 class ModCog(
     commands.GroupCog, name="Mod", group_name="mod", group_description="Moderator settings and jobs."
 ):

@@ -62,6 +62,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         if lyrics_cog is not None:
             lyrics_cog.use_handler = self.use_drafted_lyrics  # type: ignore[attr-defined]
 
+    @app_commands.guild_only()
     @app_commands.command(
         name="generate", description="Make a new song in the style of an artist and a genre."
     )

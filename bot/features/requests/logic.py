@@ -129,12 +129,29 @@ def request_song(
     prime_key: str | None = None,
     prime_seconds: float | None = None,
     seed: int | None = None,
+    request_key: str | None = None,
+    same_press_seconds: float = 0.0,
 ) -> Song:
-    """Check the member's quota and write the song (status queued). Raises UserError."""
+    """Check the member's quota and write the song (status queued). Raises UserError.
+
+    Idempotent: a request whose `request_key` (the interaction id) already made a song gets that
+    song back, and so does a second press of the same Continue button by the same member within
+    `same_press_seconds` of the first (same parent clip, same style and length). The member's row
+    is locked first, so two presses at once are answered one after the other: one song, one slot."""
     now = utcnow()
     with db.write() as s:
         user = _lock_member(s, who)
         assert user.id is not None
+        earlier = _same_request(
+            s,
+            request_key,
+            user.id,
+            parent_clip_id,
+            (artist, genre, seconds, lyrics),
+            now - timedelta(seconds=same_press_seconds) if same_press_seconds > 0 else None,
+        )
+        if earlier is not None:
+            return earlier
         check_quota(s, settings, gs, user.id, now)
         return repo.create_song(
             s,
@@ -152,7 +169,45 @@ def request_song(
             parent_clip_id=parent_clip_id,
             prime_key=prime_key,
             prime_seconds=prime_seconds,
+            request_key=request_key,
         )
+
+
+def _same_request(
+    s: Session,
+    request_key: str | None,
+    user_id: int,
+    parent_clip_id: int | None,
+    what: tuple[str, str, float, str],
+    since: datetime | None,
+) -> Song | None:
+    """The song an earlier delivery of this request (or press of this button) already made."""
+    if request_key is not None:
+        song = s.execute(select(Song).where(col(Song.request_key) == request_key)).scalar_one_or_none()
+        if song is not None:
+            return song
+    if parent_clip_id is None or since is None:
+        return None
+    artist, genre, seconds, lyrics = what
+    return (
+        s.execute(
+            select(Song)
+            .where(
+                col(Song.user_id) == user_id,
+                col(Song.parent_clip_id) == parent_clip_id,
+                col(Song.artist) == artist,
+                col(Song.genre) == genre,
+                col(Song.seconds) == seconds,
+                col(Song.lyrics) == lyrics,
+                col(Song.created_at) >= since,
+                col(Song.status).not_in(NOT_COUNTED),
+            )
+            .order_by(col(Song.id).desc())
+            .limit(1)
+        )
+        .scalars()
+        .first()
+    )
 
 
 def continuation_source(db: Database, scope: GuildScope, clip_id: int) -> tuple[Clip, Song]:

@@ -10,7 +10,7 @@ import discord
 
 from bot.config import guild_settings
 from bot.core.bot import JukeBot
-from bot.core.text import describe
+from bot.core.text import describe, message_url
 from bot.errors import UserError
 from bot.features.status import StatusBoard
 from db.models import Song
@@ -22,12 +22,14 @@ from . import logic
 class Submitted:
     song: Song
     status_url: str | None
+    note: str = ""  # what the member should know about how the request was read
 
 
 def queued_text(submitted: Submitted) -> str:
     song = submitted.song
     where = f" Follow it here: {submitted.status_url}" if submitted.status_url else ""
-    return f"✅ Song #{song.id} is in the studio ({describe(song)}).{where}"
+    note = f"\n{submitted.note}" if submitted.note else ""
+    return f"✅ Song #{song.id} is in the studio ({describe(song)}).{where}{note}"
 
 
 class Requests:
@@ -94,11 +96,22 @@ class Requests:
                 parent_clip_id=parent_clip_id,
                 prime_key=prime_key,
                 prime_seconds=prime_seconds,
+                request_key=str(interaction.id),
+                same_press_seconds=bot.settings.discord.same_press_seconds,
             )
         except UserError:
             self.forget_rate(interaction.user.id)
             raise
         assert song.id is not None
+        if song.request_key != str(interaction.id):  # a double click: the first press's song
+            self.forget_rate(interaction.user.id)
+            posted = song.status_message_id is not None and song.channel_id is not None
+            url = (
+                message_url(song.guild_id, song.channel_id or 0, song.status_message_id or 0)
+                if posted
+                else None
+            )
+            return Submitted(song, url)
         await self.start_pending()
         url = await self.board.post_status(song.id)
         bot.wake_watcher()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlmodel import Session, col
 
 from bot.core.text import ts
@@ -147,3 +147,24 @@ def song_with_drafts(db: Database, song_id: int) -> tuple[Song, list[Draft], int
         user = s.get(User, song.user_id)
         drafts = repo.drafts_for_song(s, song_id)
         return song, drafts, user.discord_id if user else 0
+
+
+def recently_closed_with_message(db: Database, since: datetime, limit: int = 200) -> list[int]:
+    """Songs whose vote ended (closed, failed or cancelled) since `since` and whose drafts were
+    posted: their drafts message should show the closed form (the newest first, at most `limit`)."""
+    posted = exists().where(col(Draft.song_id) == col(Song.id), col(Draft.message_id).is_not(None))
+    with db.read() as s:
+        rows = s.execute(
+            select(col(Song.id))
+            .where(
+                col(Song.status).not_in(
+                    (SongStatus.queued.value, SongStatus.drafting.value, SongStatus.voting.value)
+                ),
+                col(Song.vote_closes_at).is_not(None),
+                col(Song.vote_closes_at) >= since,
+                posted,
+            )
+            .order_by(col(Song.id).desc())
+            .limit(limit)
+        ).all()
+    return [int(r[0]) for r in rows]

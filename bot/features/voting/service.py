@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -40,6 +40,7 @@ class Voting:
         self.board = board
         self.view_for = view_for
         self.ledger = PostLedger()
+        self._reconciled: set[int] = set()  # songs whose drafts message was found closed this run
         board.on_cancelled(self.show_cancelled)
 
     async def post_drafts(self, song_id: int) -> None:
@@ -73,7 +74,7 @@ class Voting:
             await bot.to_thread(lifecycle.open_vote, bot.db, song_id, utcnow() + window)
             closes = utcnow() + window
             view = self.view_for(song_id, [(d.id or 0, d.index, 0) for d in drafts], open_=True)
-            channels = [c for c in ((gs.drafts_channel_id if gs else None), song.channel_id) if c]
+            channels = await self._message_channels(song)
             msg = await bot.poster.send_first(
                 channels,
                 song.guild_id,
@@ -82,12 +83,47 @@ class Voting:
                 view,
             )
             if msg is None:
-                self.ledger.failed("drafts", song_id)
+                await self._not_posted(song, channels)
                 return
+            self.ledger.forget("drafts", song_id)
+            if channels and msg.channel.id != channels[0]:
+                await bot.poster.notify_moderators(
+                    song.guild_id,
+                    f"I could not post the drafts of song #{song_id} in <#{channels[0]}> (deleted, or I may not "
+                    f"post there), so they are in <#{msg.channel.id}>. Please check my channels (`/mod channels`).",
+                )
             await self.ledger.record(
                 "drafts", song_id, partial(logic.drafts_posted, bot.db, song_id, msg.id, closes)
             )
         await self.board.refresh_status(song_id, force=True)
+
+    async def _not_posted(self, song: Song, channels: list[int]) -> None:
+        """No channel took the drafts: try again later, a bounded number of times and not past the
+        vote's window; then end the song (it does not count against the member's day) and tell the
+        moderators, instead of retrying forever."""
+        bot, settings = self.bot, self.bot.settings
+        assert song.id is not None
+        tries = self.ledger.failed("drafts", song.id, settings.discord.post_retry_seconds)
+        due = song.vote_closes_at is not None and song.vote_closes_at <= utcnow()
+        if tries < settings.discord.post_max_attempts and not due:
+            return
+        self.ledger.forget("drafts", song.id)
+        where = ", ".join(f"<#{c}>" for c in channels) or "no channel"
+        ended = await bot.to_thread(
+            lifecycle.finish,
+            bot.db,
+            song.id,
+            SongStatus.failed,
+            f"I could not post its drafts in any channel ({where}: deleted, or I may not post there); "
+            "it does not count against your songs of the day.",
+        )
+        if ended:
+            await bot.poster.notify_moderators(
+                song.guild_id,
+                f"Song #{song.id} ended: I tried {tries} times to post its drafts in {where} and could not "
+                "(deleted, or I may not post there). Please set my channels again with `/mod channels`.",
+            )
+            await self.board.refresh_status(song.id, force=True)
 
     async def close_vote(self, song_id: int, *, force: bool = False) -> logic.Closed | None:
         bot = self.bot
@@ -120,14 +156,66 @@ class Voting:
             kwargs["content"] = drafts_content(
                 song, requester or 0, None, winner.index, tally.counts.get(winner_draft_id, 0)
             )
-        gs = await bot.guild_config(song.guild_id)
-        channel_id = (gs.drafts_channel_id if gs else None) or song.channel_id
-        try:
-            await bot.poster.channel(channel_id, song.guild_id).get_partial_message(message_id).edit(**kwargs)
-        except discord.NotFound:
-            log.info("song %s: drafts message %s is gone", song.id, message_id)
-        except discord.HTTPException as exc:
-            log.warning("song %s: cannot update the drafts message: %s", song.id, exc)
+        for channel_id in await self._message_channels(song):  # it went to the first that took it
+            try:
+                await (
+                    bot.poster.channel(channel_id, song.guild_id)
+                    .get_partial_message(message_id)
+                    .edit(**kwargs)
+                )
+                return
+            except discord.NotFound:
+                continue
+            except discord.HTTPException as exc:
+                log.warning("song %s: cannot update the drafts message: %s", song.id, exc)
+                return
+        log.info("song %s: drafts message %s is gone", song.id, message_id)
+
+    async def reconcile(self, since: datetime, at_most: int = 20) -> tuple[int, bool]:
+        """Give the closed form to drafts messages still showing an open vote for a song whose vote
+        ended since `since` (the bot died between the close and the edit). Reads each message on
+        Discord once per run and edits only those with live vote buttons; at most `at_most` reads a
+        call, so one tick never waits long on Discord's rate limits. Returns (edited, more left)."""
+        bot = self.bot
+        edited = 0
+        ended = await bot.to_thread(logic.recently_closed_with_message, bot.db, since)
+        todo = [s for s in ended if s not in self._reconciled]
+        for song_id in todo[:at_most]:
+            self._reconciled.add(song_id)
+            song = await bot.to_thread(song_by_own_id, bot.db, song_id)
+            tally = await bot.to_thread(logic.tally, bot.db, song_id)
+            if song is None or not tally.drafts or tally.drafts[0].message_id is None:
+                continue
+            if await self._shows_open_vote(song, tally.drafts[0].message_id):
+                async with bot.locks.lock_for(song_id):
+                    await self.show_tally(song, tally, open_=False, winner_draft_id=song.winner_draft_id)
+                edited += 1
+        return edited, len(todo) > at_most
+
+    async def _shows_open_vote(self, song: Song, message_id: int) -> bool:
+        for channel_id in await self._message_channels(song):
+            try:
+                msg = await self.bot.poster.channel(channel_id, song.guild_id).fetch_message(message_id)
+            except discord.NotFound:
+                continue
+            except discord.HTTPException as exc:
+                log.info("song %s: cannot read the drafts message: %s", song.id, exc)
+                return False
+            return any(
+                isinstance(item, discord.Button)
+                and not item.disabled
+                and (item.custom_id or "").startswith(("jb:vote:", "jb:close:"))
+                for row in msg.components
+                if isinstance(row, discord.ActionRow)
+                for item in row.children
+            )
+        return False
+
+    async def _message_channels(self, song: Song) -> list[int]:
+        """Where a song's drafts message may be: the drafts channel, the song's, the clips channel."""
+        gs = await self.bot.guild_config(song.guild_id)
+        found = [gs.drafts_channel_id if gs else None, song.channel_id, gs.clips_channel_id if gs else None]
+        return [c for c in dict.fromkeys(found) if c]
 
     async def show_cancelled(self, song_id: int) -> None:
         """A cancelled song's vote: the drafts message keeps its counts, its buttons go off."""
