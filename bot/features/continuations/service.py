@@ -40,8 +40,8 @@ class Continuations:
             clip, parent = await bot.to_thread(
                 continuation_source, bot.db, GuildScope(interaction.guild_id), clip_id
             )
-            artist_ = bot.labels.artists.resolve(artist) if artist else parent.artist
-            genre_ = bot.labels.genres.resolve(genre) if genre else parent.genre
+            artist_ = await bot.to_thread(bot.labels.artists.resolve, artist) if artist else parent.artist
+            genre_ = await bot.to_thread(bot.labels.genres.resolve, genre) if genre else parent.genre
         except UserError:
             requests.forget_rate(interaction.user.id)
             raise
@@ -72,8 +72,8 @@ class Continuations:
                 raise UserError(
                     "To continue your own audio, also tell me the `artist` and `genre` to continue in."
                 )
-            artist_ = bot.labels.artists.resolve(artist)
-            genre_ = bot.labels.genres.resolve(genre)
+            artist_ = await bot.to_thread(bot.labels.artists.resolve, artist)
+            genre_ = await bot.to_thread(bot.labels.genres.resolve, genre)
             seconds_ = check_seconds(settings, seconds)
             # The size Discord reports is checked before a single byte is fetched.
             uploads.check_declared(audio.filename, audio.size, settings.limits.max_upload_bytes)

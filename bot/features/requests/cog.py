@@ -88,8 +88,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         settings = self.bot.settings
         requests.check_rate(interaction.user.id)
         try:
-            artist_ = self.bot.labels.artists.resolve(artist)
-            genre_ = self.bot.labels.genres.resolve(genre)
+            artist_ = await self.bot.to_thread(self.bot.labels.artists.resolve, artist)
+            genre_ = await self.bot.to_thread(self.bot.labels.genres.resolve, genre)
             seconds_ = check_seconds(settings, seconds)
             n_drafts = check_drafts(settings, drafts)
             if lyrics and lyrics_prompt:
@@ -174,8 +174,8 @@ class GenerateCog(commands.Cog, name="Generate"):
                 "To make a song from these lyrics I need an artist and a genre the model knows. Run "
                 "`/lyrics draft` again with `artist` and `genre`, or paste the lyrics into `/generate`."
             )
-        artist = self.bot.labels.artists.resolve(request.artist)
-        genre = self.bot.labels.genres.resolve(request.genre)
+        artist = await self.bot.to_thread(self.bot.labels.artists.resolve, request.artist)
+        genre = await self.bot.to_thread(self.bot.labels.genres.resolve, request.genre)
         await self.queue_with_lyrics(
             interaction,
             artist,
