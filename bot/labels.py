@@ -61,7 +61,10 @@ class LabelIndex:
         self._norms = sorted(self._by_norm)
 
     def complete(self, typed: str, limit: int = MAX_CHOICES) -> list[str]:
-        """Up to `limit` names for what was typed so far: prefixes, then word starts, then fuzzy."""
+        """Up to `limit` names for what was typed so far: prefixes, then word starts, then fuzzy.
+        Nothing for text longer than any name (autocomplete runs on the bot's loop at each key)."""
+        if len(typed) > CHOICE_CHARS:
+            return []
         q = normalize(typed)
         if not q:
             return [self._by_norm[n] for n in self._norms[:limit]]

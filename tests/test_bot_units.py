@@ -105,6 +105,7 @@ def test_junk_and_huge_names_are_refused_at_once_and_suggestions_are_real_names(
             labels.artists.resolve(junk)
     with pytest.raises(UserError, match="6,000 characters long"):  # refused before any search
         labels.artists.resolve("x" * 6000)
+    assert labels.artists.complete("x" * 6000) == []  # autocomplete too: no fuzzy search of it
     with pytest.raises(UserError) as refused:
         labels.artists.resolve("Beyonce")
     guesses = re.findall(r"\*\*(.+?)\*\*", str(refused.value))
