@@ -64,6 +64,9 @@ class SongStatus(StrEnum):
     done = "done"
     failed = "failed"
     cancelled = "cancelled"
+    rerolled = (
+        "rerolled"  # its vote was replaced by a reroll's drafts (the song that has it as rerolled_from)
+    )
 
 
 class JobKind(StrEnum):
@@ -137,6 +140,8 @@ class Song(SQLModel, table=True):
     parent_clip_id: int | None = None  # continuation of this clip (no FK: songs and clips refer both ways)
     prime_key: str | None = None  # storage key of an uploaded prime audio file
     prime_seconds: float | None = None
+    # A reroll: the same recipe as this song with a new seed (its drafts replace that song's vote).
+    rerolled_from_song_id: int | None = Field(default=None, index=True)
     vote_closes_at: datetime | None = _ts()
     winner_draft_id: int | None = None
     error: str | None = None
@@ -197,11 +202,15 @@ class Draft(SQLModel, table=True):
 
 
 class Clip(SQLModel, table=True):
-    """A finished, upsampled song."""
+    """A finished, upsampled draft of a song: the vote's winner, and any draft chosen again after it."""
 
     __tablename__ = "clips"
+    __table_args__ = (UniqueConstraint("song_id", "draft_id", name="uq_clips_song_draft"),)
     id: int | None = Field(default=None, primary_key=True)
-    song_id: int = Field(foreign_key="songs.id", unique=True)
+    song_id: int = Field(foreign_key="songs.id", index=True)
+    draft_id: int | None = Field(
+        default=None, foreign_key="drafts.id"
+    )  # None only for clips made before 0008
     audio_key: str  # level-0 wav
     mp3_key: str | None = None
     codes_key: str  # all three levels (.npz), for continuation

@@ -44,7 +44,8 @@ class Clips:
     async def post_clip(self, song_id: int, clip_id: int | None = None) -> None:
         """Post the finished clip (audio under the guild's limit, waveform, buttons); song → done."""
         bot = self.bot
-        if self.ledger.backing_off("clip", song_id):
+        key = clip_id or song_id  # a song may have several clips (drafts chosen again): each posts once
+        if self.ledger.backing_off("clip", key):
             return
         async with bot.locks.lock_for(song_id):
             song, clip, requester = await bot.to_thread(logic.song_and_clip, bot.db, song_id, clip_id)
@@ -60,10 +61,13 @@ class Clips:
                 )
                 await self.board.refresh_status(song_id, force=True)
                 return
-            if clip.message_id is None and not await self.ledger.record_pending("clip", song_id):
+            if clip.message_id is None and not await self.ledger.record_pending("clip", key):
                 gs = await bot.guild_config(song.guild_id)
+                again = clip.draft_id is not None and clip.draft_id != song.winner_draft_id
+                draft = await bot.to_thread(repo.draft_by_id, bot.db, clip.draft_id) if again else None
+                what = f"draft {draft.index + 1}, chosen again" if draft is not None else "finished"
                 content = (
-                    f"🎶 **Song #{song.id} is finished** — {describe(song)} — made for <@{requester}>. "
+                    f"🎶 **Song #{song.id} is {what}** — {describe(song)} — made for <@{requester}>. "
                     f"Clip #{clip.id}.\nPress **Continue** to make it longer, **Vote** to put it up for the "
                     "daily clip."
                 )
@@ -81,26 +85,32 @@ class Clips:
                     self.view_for(clip.id or 0),
                 )
                 if msg is None:
-                    await self._not_posted(song_id, song.guild_id, channels)
+                    await self._not_posted(song_id, song.guild_id, channels, key)
                     return
-                self.ledger.forget("clip", song_id)
+                self.ledger.forget("clip", key)
                 await self.ledger.record(
                     "clip",
-                    song_id,
+                    key,
                     partial(logic.clip_posted, bot.db, song_id, clip.id, msg.channel.id, msg.id),
                 )
             else:
-                await bot.to_thread(lifecycle.finish, bot.db, song_id, SongStatus.done)
+                await bot.to_thread(logic.settle, bot.db, song_id)
         await self.board.refresh_status(song_id, force=True)
 
-    async def _not_posted(self, song_id: int, guild_id: int | None, channels: list[int]) -> None:
+    async def settle(self, song_id: int) -> None:
+        """Every clip of the song is posted and none is being made: it is done again."""
+        async with self.bot.locks.lock_for(song_id):
+            await self.bot.to_thread(logic.settle, self.bot.db, song_id)
+        await self.board.refresh_status(song_id, force=True)
+
+    async def _not_posted(self, song_id: int, guild_id: int | None, channels: list[int], key: int) -> None:
         """No channel took the clip: try again later, a bounded number of times; then end the song
         (it does not count against the member's day) and tell the moderators."""
         bot, settings = self.bot, self.bot.settings
-        tries = self.ledger.failed("clip", song_id, settings.discord.post_retry_seconds)
+        tries = self.ledger.failed("clip", key, settings.discord.post_retry_seconds)
         if tries < settings.discord.post_max_attempts:
             return
-        self.ledger.forget("clip", song_id)
+        self.ledger.forget("clip", key)
         where = ", ".join(f"<#{c}>" for c in channels) or "no channel"
         ended = await bot.to_thread(
             lifecycle.finish,

@@ -15,7 +15,7 @@ from bot.errors import UserError
 from bot.features.requests.logic import ACTIVE_JOB, song_counts_for
 from db import lifecycle, queue, repo
 from db.database import Database
-from db.models import Clip, Job, JobStatus, Song, User, utcnow
+from db.models import Job, JobStatus, Song, User, utcnow
 from db.scope import GuildScope
 from db.settings import Settings
 
@@ -28,6 +28,7 @@ STATUS_WORDS = {
     "done": "✅ done",
     "failed": "❌ failed",
     "cancelled": "🛑 cancelled",
+    "rerolled": "🎲 rerolled",
 }
 
 
@@ -88,7 +89,7 @@ def song_details(db: Database, scope: GuildScope, song_id: int) -> str:
         if song is None:
             raise UserError(f"There is no song #{song_id} here.")
         user = s.get(User, song.user_id)
-        clip = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
+        clip = repo.first_clip(s, song_id)
         job = lifecycle.latest_job(s, song_id)
     drafts = repo.drafts_for_song(db, song_id)
     counts = repo.vote_counts(db, song_id, repo.DRAFT)
