@@ -297,7 +297,7 @@ def settle(s: Session, song_id: int) -> bool:
     if song.status != U:
         return song.status == DONE
     active = s.execute(
-        select(Job.id).where(
+        select(col(Job.id)).where(
             col(Job.song_id) == song_id,
             col(Job.kind) == JobKind.upsample.value,
             col(Job.status).in_(ACTIVE_JOB),

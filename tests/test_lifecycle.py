@@ -51,8 +51,10 @@ def test_moves_follow_the_table_and_the_rest_are_refused(db: Database) -> None:
     assert _status(db, song.id) == "failed"
     with pytest.raises(LookupError, match="no song 4242"):
         lifecycle.move(db, 4242, SongStatus.done)
-    # every state has a row, and nothing leaves `done`
-    assert set(lifecycle.MOVES) == set(SongStatus) and not lifecycle.MOVES[SongStatus.done]
+    # every state has a row; `done` only goes back to upsample a draft chosen again; `rerolled` is the end
+    assert set(lifecycle.MOVES) == set(SongStatus)
+    assert lifecycle.MOVES[SongStatus.done] == {SongStatus.upsampling}
+    assert not lifecycle.MOVES[SongStatus.rerolled]
 
 
 def test_winner_most_votes_then_requesters_vote_then_draft_order(db: Database) -> None:
