@@ -73,11 +73,11 @@ def reroll(
         earlier = s.execute(select(Song).where(col(Song.request_key) == request_key)).scalar_one_or_none()
         if earlier is not None:
             return Rerolled(earlier, False)
+        if old.status != SongStatus.voting:
+            raise UserError(_not_rerollable(s, old))
         live = lifecycle.live_reroll(s, song_id)
         if live is not None:
             return Rerolled(live, False)
-        if old.status != SongStatus.voting:
-            raise UserError(_not_rerollable(s, old))
         _lock_user(s, old.user_id)
         check_quota(s, settings, gs, old.user_id, now)
         recipe = {k: v for k, v in old.model_dump().items() if k not in NOT_RECIPE}
