@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import col
 
 from db.models import Song, SongStatus, utcnow
 from tests.bot_harness import Studio, finish_drafts
-from tests.fakes.discord import buttons, custom_ids
+from tests.fakes.discord import FakeInteraction, buttons, custom_ids
 
 pytest_plugins = ["tests.bot_fixtures"]
 
@@ -24,11 +25,13 @@ def song_id_from(text: str, word: str = "Song") -> int:
     return int(m[1])
 
 
-async def _drafts_message(studio: Studio, song_id: int) -> dict:
+async def _drafts_message(studio: Studio, song_id: int) -> dict[str, Any]:
     return await studio.until(lambda: studio.message_with(f"jb:vote:{song_id}:"), f"song {song_id}'s drafts")
 
 
-async def stale_click(studio: Studio, member: str, message: dict, custom_id: str):  # type: ignore[no-untyped-def]
+async def stale_click(
+    studio: Studio, member: str, message: dict[str, Any], custom_id: str
+) -> FakeInteraction:
     """A press from a client still showing `message` as it was (before an edit took the button off)."""
     ix = await studio.fake.click(studio.members[member], int(message["id"]), custom_id, seen=message)
     return await studio.fake.settled(ix, timeout=20)
@@ -100,7 +103,7 @@ async def test_reroll_replaces_the_vote_once_its_drafts_are_posted(studio: Studi
     )
     assert all(b.get("disabled") for b in buttons(fake.messages[int(old_msg["id"])]))
     late = await stale_click(
-        studio, "carol", old_msg, [c for c in custom_ids(old_msg) if c.startswith("jb:vote:")][0]
+        studio, "carol", old_msg, next(c for c in custom_ids(old_msg) if c.startswith("jb:vote:"))
     )
     assert f"Song #{old_id} was rerolled" in late.text(), late.text()
     again = await stale_click(studio, "alice", old_msg, f"jb:reroll:{old_id}")
