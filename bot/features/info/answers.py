@@ -190,6 +190,7 @@ HELP = """**jukebot** makes songs with OpenAI's Jukebox model, and the server vo
 • `/generate artist genre` — start a song. Start typing the artist or genre to pick from the model's list. Add `lyrics:` with your own words or `lyrics_prompt:` to have lyrics written (you check them first), `seconds:` and `drafts:`.
 • One status message follows your song: queue position, progress, time left. Cancel it there.
 • The drafts are posted for everyone to vote on; the winner is made in full quality and posted as a clip.
+• On the drafts, the requester or a moderator can press 🎲 **Reroll** for a new set with a new seed (the old drafts stay up for the vote until it is ready), and after the vote **U1**, **U2**… to make another draft in full quality too (a second clip, each draft once). Both count as one of your songs of the day.
 • On a clip: **Continue** makes it longer, **Vote** puts it up for the daily clip. Or right-click a clip → Apps → *Continue this clip*, or `/continue clip:` / `audio:` with your own file (`at:0:42` picks where in it to start).
 • `/queue` what is being made · `/song id` one song · `/top` the best clips · `/me` your songs and quota.
 • Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`.
