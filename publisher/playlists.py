@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -225,25 +226,24 @@ class PlaylistKeeper:
         self.db, self.settings = db, settings
         self.client_for, self.tell, self.owner = client_for, tell, owner
 
-    async def sync(self, guild_id: int, *, rename: bool = False) -> PlaylistInfo | None:
+    async def sync(self, guild_id: int) -> PlaylistInfo | None:
         """Add the server's published clips that are not in its playlist yet (making or remaking the
-        playlist as needed); with `rename`, also give it its stored title. None when the server
-        cannot publish to SoundCloud now or another runner is at it. Raises PublishError on a failed
-        call (nothing is recorded that did not happen; the next sweep tries again)."""
+        playlist as needed) and give it the moderators' title. None when the server cannot publish to
+        SoundCloud now, or another runner is at it (the title is applied at its next sync). Raises
+        PublishError on a failed call: nothing is recorded that did not happen; the next sweep retries."""
         account = await asyncio.to_thread(account_for, self.db, self.settings, "soundcloud", guild_id)
         if account is None:
             return None
-        now = utcnow()
-        row = await asyncio.to_thread(_take, self.db, guild_id, self.owner, now)
+        row = await asyncio.to_thread(_take, self.db, guild_id, self.owner, utcnow())
         if row is None:
             return None
         try:
-            await self._sync_held(row, account.guild_id, rename=rename)
+            await self._sync_held(row, account.guild_id)
         finally:
             await asyncio.to_thread(_release, self.db, guild_id, self.owner)
         return await asyncio.to_thread(playlist_info, self.db, guild_id)
 
-    async def _sync_held(self, row: SoundCloudPlaylist, account: int, *, rename: bool) -> None:
+    async def _sync_held(self, row: SoundCloudPlaylist, account: int) -> None:
         guild_id, title = row.guild_id, _title(row)
         client = self.client_for(account)
         published = await asyncio.to_thread(_published, self.db, guild_id)
@@ -253,6 +253,8 @@ class PlaylistKeeper:
             playlist = await client.get_playlist(row.playlist_id)
             lost = playlist is None
         if playlist is None:
+            if not published and not lost:
+                return  # made on first use: nothing to put in it yet
             playlist = await self._find_or_make(client, guild_id, title, published)
             await asyncio.to_thread(_record_playlist, self.db, guild_id, self.owner, playlist, account)
             if lost:
@@ -262,14 +264,16 @@ class PlaylistKeeper:
                     f"again with all {len(published)} of this server's SoundCloud clips: {playlist.url}",
                 )
         have = set(playlist.track_ids)
-        missing = [p.remote_id for p in published if p.remote_id and p.remote_id not in have]
-        if missing or (rename and playlist.title != title):
+        missing = list(
+            dict.fromkeys(p.remote_id for p in published if p.remote_id and p.remote_id not in have)
+        )
+        if missing or playlist.title != title:
             updated = await client.update_playlist(
                 playlist.id,
-                title=title if rename else None,
-                track_ids=[*playlist.track_ids, *dict.fromkeys(m for m in missing if m)] if missing else None,
+                title=title if playlist.title != title else None,
+                track_ids=[*playlist.track_ids, *missing] if missing else None,
             )
-            if updated is None:  # deleted between our look and our write: remake it next time
+            if updated is None:  # deleted between our look and our write: made again at the next sync
                 await asyncio.to_thread(_record_playlist, self.db, guild_id, self.owner, None, account)
                 return
             playlist = updated
@@ -294,3 +298,28 @@ class PlaylistKeeper:
             track_ids=list(dict.fromkeys(p.remote_id for p in published if p.remote_id)),
             sharing=self.settings.soundcloud.sharing,
         )
+
+
+async def sync_now(db: Database, settings: Settings, guild_id: int, tell: Tell) -> PlaylistInfo | None:
+    """One server's playlist brought in step now (the bot's `/mod playlist title:`); see `sync`."""
+    import httpx
+
+    from publisher.soundcloud_client import soundcloud_oauth
+    from publisher.tokens import TokenManager
+
+    timeout = httpx.Timeout(settings.publish.http_timeout, connect=min(10.0, settings.publish.http_timeout))
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+
+        def client_for(account: int) -> SoundCloudClient:
+            tokens = TokenManager(
+                db, "soundcloud", soundcloud_oauth(settings), http, label="SoundCloud", guild_id=account
+            )
+            return SoundCloudClient(
+                settings.soundcloud.api_base,
+                tokens,
+                http,
+                rate_limit_max_wait=settings.publish.rate_limit_wait,
+            )
+
+        owner = f"playlist:{guild_id}:{uuid.uuid4().hex[:12]}"
+        return await PlaylistKeeper(db, settings, client_for, tell, owner).sync(guild_id)
