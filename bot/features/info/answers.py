@@ -193,6 +193,6 @@ HELP = """**jukebot** makes songs with OpenAI's Jukebox model, and the server vo
 • On the drafts, the requester or a moderator can press 🎲 **Reroll** for a new set with a new seed (the old drafts stay up for the vote until it is ready), and after the vote **U1**, **U2**… to make another draft in full quality too (a second clip, each draft once). Both count as one of your songs of the day.
 • On a clip: **Continue** makes it longer, **Vote** puts it up for the daily clip. Or right-click a clip → Apps → *Continue this clip*, or `/continue clip:` / `audio:` with your own file (`at:0:42` picks where in it to start).
 • `/queue` what is being made · `/song id` one song · `/top` the best clips · `/me` your songs and quota.
-• Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`.
+• Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`, `/mod playlist` (the SoundCloud playlist: link, or `title:` to rename).
 
 Clips made with OpenAI's released Jukebox weights are for non-commercial use."""
