@@ -38,6 +38,7 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
     studio = sqlite_studio
     fake = studio.fake
     studio.settings.publish.guilds = [studio.guild]  # the bot's owner allows publishing from here
+    studio.settings.publish.caption_moderation = False  # the owner turned the shared-account check off
     bot = await studio.start_bot()
     daily_ch = fake.channel(studio.guild, "daily")
 
@@ -118,6 +119,7 @@ async def test_daily_clip_posts_the_days_best_once_and_schedules_uploads(sqlite_
 async def test_publish_button_is_for_moderators(sqlite_studio: Studio) -> None:
     studio = sqlite_studio
     studio.settings.publish.guilds = [studio.guild]  # the bot's owner allows publishing from here
+    studio.settings.publish.caption_moderation = False  # the owner turned the shared-account check off
     await studio.start_bot()
     await studio.run("owner", "mod role", {"role": studio.mod_role})
     sid = await studio.run_db(seed_clip, studio)
