@@ -213,7 +213,7 @@ def _request_songs(db: Database) -> list[int]:
         user = repo.get_or_create_user(db, 900_000 + i, f"member-{i}")
         assert user.id is not None
         song = repo.create_song(
-            db, user_id=user.id, artist="bach", genre="chorale", seconds=1.5, seed=100 + i, n_drafts=DRAFTS
+            db, user_id=user.id, artist="bach", genre="chorale", seconds=0.8, seed=100 + i, n_drafts=DRAFTS
         )
         assert song.id is not None
         queue.enqueue(db, "draft", {"song_id": song.id}, song_id=song.id)
