@@ -306,6 +306,7 @@ def _assert_in_the_bucket(db: Database, bucket_url: str, songs: list[int], hosts
         assert not [*h.folder.rglob("*.wav"), *h.folder.rglob("*.np[yz]")], f"{h.name} kept media locally"
 
 
+@pytest.mark.postgres
 def test_two_hosts_finish_every_song_exactly_once(
     postgres_url: str, bucket_url: str, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
