@@ -45,7 +45,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc=4:12.2.* libc6-dev=2.36-* \
     && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir ".[engine]"
-ENV CC=gcc
+# Triton's kernels and Inductor's compiled steps are built at a worker's first decode; on the models
+# volume (owned by the worker's user) a restarted or replaced container finds them instead of
+# building them again.
+ENV CC=gcc \
+    TRITON_CACHE_DIR=/models/triton-cache \
+    TORCHINDUCTOR_CACHE_DIR=/models/inductor-cache
 USER 1000
 VOLUME ["/data", "/models"]
 HEALTHCHECK --interval=60s --timeout=20s --start-period=120s --retries=3 CMD ["jukebot", "db", "current"]

@@ -4,6 +4,12 @@ Any fsspec URL works unchanged (`memory://`, `s3://bucket/prefix`, `file:///srv/
 Writes are atomic: the bytes go to a temporary key in the same folder, then are moved into place
 (a rename on a local disk), so a reader sees the old file or the new one, never half of one.
 Keys are relative POSIX paths inside the root; anything that could escape it is refused.
+
+Several hosts may share one remote store (the workers of a scaled-out deployment and the bot): what one
+host wrote is seen by the others at once, because every look-up asks the store itself (s3fs would
+otherwise answer from the folder listings it saw earlier). For S3 and S3-protocol servers (MinIO, moto,
+...) the bucket, endpoint and keys come from the standard AWS variables: AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL (a server that is not AWS), AWS_DEFAULT_REGION.
 """
 
 from __future__ import annotations
@@ -104,6 +110,17 @@ class Storage:
                 f"Cannot create the storage folder {self.root} ({self.url}): {exc.strerror or exc}. "
                 "Choose a writable place with JUKEBOT_STORAGE_URL."
             ) from None
+        except (
+            Exception
+        ) as exc:  # a remote store's client errors (no credentials, no endpoint) are not OSErrors
+            if self.is_local:
+                raise
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise StorageUnavailable(
+                f"Cannot use the storage {self.url}: {why}. Check the bucket and its credentials "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, and AWS_ENDPOINT_URL for a server that is not "
+                "AWS), or choose another place with JUKEBOT_STORAGE_URL."
+            ) from None
         if self.is_local and not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageUnavailable(
                 f"The storage folder {self.root} is not writable for this user. Fix its permissions or "
@@ -112,6 +129,13 @@ class Storage:
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{check_key(key)}" if self.root != "/" else f"/{check_key(key)}"
+
+    def _fresh(self, path: str) -> str:
+        """`path`, with what this process remembers of it and its folders forgotten: another host may
+        have written or deleted it since (a no-op on a local disk, which keeps no such memory)."""
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
+        return path
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Store `data` under `key`, atomically (a reader never sees a half-written file)."""
@@ -141,7 +165,7 @@ class Storage:
 
     def read_bytes(self, key: str) -> bytes:
         """The bytes under `key`; FileNotFoundError (naming the key) if there are none."""
-        path = self._path(key)
+        path = self._fresh(self._path(key))
         try:
             with self.fs.open(path, "rb") as f:
                 return bytes(f.read())
@@ -149,11 +173,11 @@ class Storage:
             raise FileNotFoundError(f"Nothing is stored under {key!r} in {self.url}.") from None
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.isfile(self._path(key)))
+        return bool(self.fs.isfile(self._fresh(self._path(key))))
 
     def delete(self, key: str) -> bool:
         """Remove `key`; False when there was nothing to remove."""
-        path = self._path(key)
+        path = self._fresh(self._path(key))
         if not self.fs.isfile(path):
             return False
         self.fs.rm(path)
@@ -163,6 +187,8 @@ class Storage:
         """Every key under `prefix` (a folder such as 'songs/12'), sorted; temporary files left out."""
         check_key(prefix, allow_empty=True)
         base = f"{self.root}/{prefix.strip('/')}" if prefix else self.root
+        if not self.is_local:
+            self.fs.invalidate_cache()  # the whole tree below may have changed, not just `base`
         if not self.fs.exists(base):
             return []
         start = len(self.root.rstrip("/")) + 1
@@ -178,7 +204,7 @@ class Storage:
         return Path(self._path(key)) if self.is_local else None
 
     def size(self, key: str) -> int:
-        return int(self.fs.size(self._path(key)))
+        return int(self.fs.size(self._fresh(self._path(key))))
 
 
 def get_storage(settings: Settings | None = None) -> Storage:

@@ -3,6 +3,8 @@ correct by hadolint and by checking that compose wires what the product needs.""
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import re
 import shlex
@@ -12,6 +14,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,10 +150,26 @@ def test_secrets_go_only_to_the_bot() -> None:
         assert svc.get("env_file") in (None, "bot.env"), name
 
 
-def test_the_worker_image_decodes_with_the_fused_kernels() -> None:
+def _worker_env() -> dict[str, str]:
+    """The worker container's environment: the image's ENV, then compose's `environment`."""
+    worker = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["worker"]
+    return {**_image_env("base", "worker"), **{k: str(v) for k, v in worker["environment"].items()}}
+
+
+def _worker_device() -> str:
+    """The `--device` the worker container runs with (compose's command over the image's CMD)."""
+    worker = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["worker"]
+    command = worker.get("command")
+    if command is None:
+        (cmd,) = [line for line in _continued(_stage("worker")) if line.startswith("CMD ")]
+        command = json.loads(cmd[4:])
+    return str(command[command.index("--device") + 1])
+
+
+def test_the_worker_image_decodes_with_the_fused_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the worker image installs is what the fused decode path needs: Triton (with the engine
     extra, on Linux x86-64), a C compiler for Triton's launcher, and Python's headers (the official
-    python image); and nothing in its environment turns the fused mode off on CUDA."""
+    python image); and nothing in its environment turns the fused mode off on its GPU."""
     from packaging.requirements import Requirement
 
     from engine.sampling.graphs import default_mode
@@ -162,17 +181,50 @@ def test_the_worker_image_decodes_with_the_fused_kernels() -> None:
     installed = {
         r.name for r in map(Requirement, extras["engine"]) if r.marker is None or r.marker.evaluate(linux)
     }
-    assert {"torch", "triton"} <= installed
-    assert {"gcc", "libc6-dev"} <= _apt_packages("base", "worker"), "Triton needs a C compiler"
+    assert {"torch", "triton"} <= installed  # engine.sampling.decode_kernels imports triton
+    packages = _apt_packages("base", "worker")
+    assert "libc6-dev" in packages, "Triton links its launcher against the C library"
     assert (ROOT / "Dockerfile").read_text().startswith("# syntax") and " python:3.11-slim" in (
         ROOT / "Dockerfile"
     ).read_text()  # the official image: Python.h is in /usr/local/include
-    env = _image_env("base", "worker")
-    assert env.get("CC") == "gcc"
-    old = {k: os.environ.pop(k) for k in ("JUKEBOT_DECODE",) if k in os.environ}
-    try:
-        os.environ.update({k: v for k, v in env.items() if k == "JUKEBOT_DECODE"})
-        assert default_mode("cuda") == "fused"
-    finally:
-        os.environ.pop("JUKEBOT_DECODE", None)
-        os.environ.update(old)
+    env = _worker_env()
+    # Triton's own choice of compiler (triton/runtime/build.py: $CC, else gcc or clang on PATH), made
+    # with the image's environment and the programs its packages put on PATH.
+    on_path = {name: f"/usr/bin/{name}" for name in ("gcc", "clang") if name in packages}
+    for key in ("CC", "JUKEBOT_DECODE"):
+        monkeypatch.delenv(key, raising=False)
+    for key in ("CC", "JUKEBOT_DECODE"):
+        if key in env:
+            monkeypatch.setenv(key, env[key])
+    monkeypatch.setattr(shutil, "which", on_path.get)
+    build = importlib.import_module("triton.runtime.build")
+    if hasattr(build, "_find_compiler"):
+        compiler = build._find_compiler.__wrapped__("c")
+    else:  # older Triton: the same rule inline in build._build
+        compiler = os.environ.get("CC") or on_path.get("gcc") or on_path.get("clang")
+    assert compiler and (compiler in on_path or compiler in on_path.values()), (
+        f"Triton would build its launcher with {compiler!r}, which the worker image does not install"
+    )
+    device = _worker_device()
+    assert device.startswith("cuda")
+    assert default_mode(device) == "fused"
+
+
+def test_the_compile_caches_live_on_the_workers_volume() -> None:
+    """Triton's kernels and Inductor's compiled steps are built when a worker first decodes; kept in
+    the container's own layer they are built again at every restart (minutes on a 5b model). They
+    live on the worker's named volume, in a folder of the image the non-root user owns, apart from
+    the media the bot shares."""
+    env = _worker_env()
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["worker"]["volumes"]}  # path -> volume
+    shared = {v.split(":")[0] for v in services["bot"]["volumes"]}
+    base = " ".join(_continued(_stage("base")))
+    for key in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
+        path = env.get(key)
+        assert path and path.startswith("/"), f"{key} is not set in the worker image or compose"
+        (mount,) = [m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")]
+        volume = mounts[mount]
+        assert volume in compose["volumes"] and volume not in shared, (key, volume)
+        assert re.search(rf"chown jukebot(:jukebot)? [^&]*{re.escape(mount)}\b", base), mount
