@@ -162,6 +162,18 @@ def test_an_invalid_model_json_is_refused(model_dir: Path, tmp_path: Path, text:
     refused(generate(bad, tmp_path / "out", tmp=tmp_path), "model.json")
 
 
+def test_a_changed_file_in_a_trained_model_folder_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    from engine.model.checkpoints import record_model_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    for name in ("model.json", "vqvae.pth.tar", "prior_level_2.pth.tar"):
+        record_model_file(folder, name)
+    with open(folder / "prior_level_2.pth.tar", "ab") as f:
+        f.write(b"\0")
+    refused(generate(folder, tmp_path / "out", tmp=tmp_path), "prior_level_2.pth.tar", "manifest.json")
+
+
 # --- the database is down -------------------------------------------------------------------------
 
 

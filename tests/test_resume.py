@@ -119,6 +119,7 @@ def test_an_older_checkpoint_without_a_digest_is_accepted_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     codes = _codes((1, 4), (1, 2), (1, 1))
+
     def strip(arrays: dict[str, np.ndarray]) -> None:
         del arrays["digest"]
 
