@@ -32,9 +32,22 @@ def bot_command(
     no_worker: bool = typer.Option(False, "--no-worker", help="Do not start a local worker process."),
     sync_commands: bool = typer.Option(False, "--sync", help="Sync slash commands with Discord."),
 ) -> None:
+    import aiohttp
+
     from bot.main import run_bot
 
-    raise typer.Exit(run_bot(start_worker=not no_worker, sync_commands=sync_commands))
+    try:
+        code = run_bot(start_worker=not no_worker, sync_commands=sync_commands)
+    except (aiohttp.ClientConnectionError, TimeoutError) as e:
+        # Discord (or JUKEBOT_DISCORD_API_BASE) cannot be reached: a reason, not a traceback.
+        why = " ".join(str(e).split()) or type(e).__name__
+        typer.echo(
+            f"jukebot: Cannot reach Discord ({why}). Check the network, or JUKEBOT_DISCORD_API_BASE "
+            "if it is set; nothing was lost, start the bot again when Discord can be reached.",
+            err=True,
+        )
+        code = 1
+    raise typer.Exit(code)
 
 
 def main() -> None:

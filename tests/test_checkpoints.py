@@ -311,3 +311,40 @@ def test_load_model_from_a_folder_with_model_json(tmp_path: Path) -> None:
     (tmp_path / "prior_level_0.pth.tar").write_bytes(b"\x80\x02garbage")
     with pytest.raises(CheckpointError, match=r"prior_level_0\.pth\.tar: cannot read"):
         model.load_level(0)
+
+
+# --- the manifest of a trained model folder -------------------------------------------------------
+
+
+def test_a_trained_folder_refuses_files_that_changed_since(tmp_path: Path) -> None:
+    from engine.model.checkpoints import record_model_file
+    from tests.pipeline_fixtures import write_tiny_model
+
+    folder = write_tiny_model(tmp_path / "model")
+    assert load_model(folder).priors[2] is not None  # no manifest (older folders, the demo): loaded
+    names = ["model.json", "vqvae.pth.tar", *(f"prior_level_{i}.pth.tar" for i in range(3))]
+    for name in names:
+        record_model_file(folder, name)
+    assert load_model(folder).priors[2] is not None
+
+    # A VQ-VAE of the same shapes from another run (the swap of issue #14: a file that loads fine).
+    other = write_tiny_model(tmp_path / "other", seed=1)
+    good = (folder / "vqvae.pth.tar").read_bytes()
+    (folder / "vqvae.pth.tar").write_bytes((other / "vqvae.pth.tar").read_bytes())
+    with pytest.raises(CheckpointError, match=r"vqvae\.pth\.tar is not the file `jukebot train` wrote"):
+        load_model(folder)
+    (folder / "vqvae.pth.tar").write_bytes(good)
+
+    cfg = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**cfg, "name": "renamed"}))
+    with pytest.raises(CheckpointError, match=r"model\.json is not the file"):
+        load_model(folder)
+    (folder / "model.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    record_model_file(folder, "model.json")
+
+    (folder / "sampling.json").write_text('{"temperatures": [0.99, 0.99, 0.98]}')  # added by hand
+    assert load_model(folder).priors[2] is not None  # not listed: not checked
+
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"manifest\.json is damaged"):
+        load_model(folder)

@@ -3,10 +3,11 @@ resume on another worker with exactly the codes of an uninterrupted run."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from db.queue import LeaseLost, claim, enqueue, get_job
 from db.storage import Storage
 from engine.sampling.resume import (
     Checkpoint,
+    CheckpointAltered,
     CheckpointError,
     FileCheckpointer,
     JobCheckpointer,
@@ -78,6 +80,66 @@ def test_damaged_checkpoint_is_refused_in_words() -> None:
         loads(data[: len(data) // 2], name="ck.npz")
     with pytest.raises(CheckpointError, match="damaged"):
         loads(b"not a zip at all")
+
+
+def _rewritten(data: bytes, change: Callable[[dict[str, np.ndarray]], None]) -> bytes:
+    """The checkpoint with `change` made to its arrays, saved again as a valid file: the zip's CRC
+    cannot tell, only the digest can."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    change(arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _bump_first_code(arrays: dict[str, np.ndarray]) -> None:
+    """One code changed, in the first level that has any."""
+    codes = next(arrays[k] for k in sorted(arrays) if k.startswith("codes_") and arrays[k].size)
+    codes.flat[0] = (int(codes.flat[0]) + 1) % 64
+
+
+def test_a_checkpoint_with_altered_codes_or_facts_is_refused() -> None:
+    ckpt = Checkpoint({"seed": 1}, _codes((1, 4), (1, 2), (1, 1)), 0, 3, 7, 9, {"request": "r"})
+    data = dumps(ckpt)
+    with pytest.raises(CheckpointAltered, match="altered after it was written"):
+        loads(_rewritten(data, _bump_first_code), name="ck.npz")
+
+    def later_window(arrays: dict[str, np.ndarray]) -> None:
+        meta = json.loads(bytes(arrays["meta"]).decode())
+        meta["window"] = 4
+        arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+
+    with pytest.raises(CheckpointAltered):
+        loads(_rewritten(data, later_window))
+    assert loads(_rewritten(data, lambda a: None)).window == 3  # rewritten unchanged: accepted
+
+
+def test_an_older_checkpoint_without_a_digest_is_accepted_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    codes = _codes((1, 4), (1, 2), (1, 1))
+
+    def strip(arrays: dict[str, np.ndarray]) -> None:
+        del arrays["digest"]
+
+    old = _rewritten(dumps(Checkpoint({}, codes, 0, 1, 2, 3)), strip)
+    with caplog.at_level("WARNING", logger="jukebot.resume"):
+        back = loads(old, name="old.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(codes, back.codes, strict=True))
+    assert "old.npz has no digest" in caplog.text
+
+
+def test_an_altered_file_checkpoint_names_fresh(tmp_path: Path) -> None:
+    config = tiny_model_config()
+    plan, _ = tiny_plan(config, 0.1, 1, seed=3)
+    ck = FileCheckpointer(tmp_path, "run")
+    prog = Progress(level=2, window=0, windows=3, done=1, total=9, level_done=1, level_total=3)
+    ck.save(plan, prog, _codes((1, 4), (1, 2), (1, 1)), {"request": "r"})
+    assert ck.load(plan, {"request": "r"}) is not None
+    ck.path.write_bytes(_rewritten(ck.path.read_bytes(), _bump_first_code))
+    with pytest.raises(CheckpointError, match=r"\.checkpoint-run\.npz was altered.*--fresh"):
+        ck.load(plan, {"request": "r"})
 
 
 def test_compatible_notices_a_different_run() -> None:
@@ -234,6 +296,55 @@ def test_job_checkpoints_are_fenced(db: Database, storage: Storage, tiny: tuple)
     assert all(np.array_equal(a, b) for a, b in zip(full, codes, strict=True))
     resumed.cleanup()
     assert [k for k in storage.list("checkpoints") if f"token-{second.token}" in k] == []
+
+
+def test_a_worker_never_resumes_from_an_altered_checkpoint(
+    db: Database, storage: Storage, tiny: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, priors = tiny
+    plan, sl = tiny_plan(config, 0.04, 1, seed=5)
+    labels = TinyLabels(config, sl, 1)
+    enqueue(db, "draft", {"x": 1})
+    first = claim(db, ["draft"], "worker-a", lease_seconds=0.01)
+    assert first is not None
+    asked = iter([False, True])
+    with pytest.raises(SamplingStopped):
+        resumable_run(
+            plan,
+            priors.__getitem__,
+            labels,
+            empty_codes(1),
+            JobCheckpointer(db, storage, first),
+            {"request": "j"},
+            device=CPU,
+            dtype=torch.float32,
+            hooks=Hooks(should_stop=asked.__next__),
+        )
+    import time
+
+    time.sleep(0.05)
+    second = claim(db, ["draft"], "worker-b", lease_seconds=60)
+    assert second is not None and second.checkpoint_key is not None
+    key = second.checkpoint_key
+    assert JobCheckpointer(db, storage, second).load(plan, {"request": "j"}) is not None
+    storage.write_bytes(key, _rewritten(storage.read_bytes(key), _bump_first_code))
+
+    with caplog.at_level("WARNING", logger="jukebot.resume"):
+        assert JobCheckpointer(db, storage, second).load(plan, {"request": "j"}) is None
+    assert "was altered after it was written" in caplog.text and "starting over" in caplog.text
+    # Starting over gives the uninterrupted run's codes, not a song grown from the altered ones.
+    codes = resumable_run(
+        plan,
+        priors.__getitem__,
+        labels,
+        empty_codes(1),
+        JobCheckpointer(db, storage, second),
+        {"request": "j"},
+        device=CPU,
+        dtype=torch.float32,
+    )
+    full = run_plan(plan, priors.__getitem__, labels, empty_codes(1), device=CPU)
+    assert all(np.array_equal(a, b) for a, b in zip(full, codes, strict=True))
 
 
 # --- SIGKILL in every level -----------------------------------------------------------------------

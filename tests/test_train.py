@@ -117,6 +117,35 @@ def test_every_part_writes_original_format_files_our_loader_reads(trained: Path)
     assert float(k.abs().sum()) > 0
 
 
+def test_train_writes_a_manifest_and_a_changed_file_is_refused(trained: Path, tmp_path: Path) -> None:
+    import hashlib
+    import shutil
+
+    from engine.model.checkpoints import CheckpointError
+    from engine.model.jukebox import load_model
+
+    manifest = json.loads((trained / "manifest.json").read_text())
+    names = ["model.json", "vqvae.pth.tar", *(f"prior_level_{i}.pth.tar" for i in range(3))]
+    assert sorted(manifest) == sorted(names)  # the files it wrote, not its own state under train/
+    for name in names:
+        data = (trained / name).read_bytes()
+        assert manifest[name]["size"] == len(data) and manifest[name]["source"] == "jukebot train"
+        assert manifest[name]["sha256"] == hashlib.sha256(data).hexdigest()
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained, folder)
+    # Another run's upsampler copied in: a real checkpoint of the same shapes, not the one trained here.
+    other = torch.load(folder / "prior_level_1.pth.tar", weights_only=True)
+    other["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in other["model"].items()}
+    torch.save(other, folder / "prior_level_1.pth.tar")
+    with pytest.raises(
+        CheckpointError, match=r"prior_level_1\.pth\.tar is not the file `jukebot train` wrote"
+    ):
+        load_model(folder)
+    (folder / "manifest.json").unlink()  # the way out the message names: accept the folder as it is
+    assert load_model(folder).priors[1] is not None
+
+
 def test_the_original_code_builds_from_our_hps_and_loads_our_state_dicts(trained: Path) -> None:
     pytest.importorskip("jukebox_infer")
     from engine.model.checkpoints import read_checkpoint

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,29 @@ def lyrics_not_sung(model: str) -> str:
     )
 
 
+def _clip_codes(clip_id: int, settings: Any) -> bytes:
+    """The stored codes of clip `clip_id` of the bot's database; an unreachable database or storage
+    is one line, not a traceback."""
+    from db import repo
+    from db.database import DatabaseUnavailable
+    from db.migrate import open_database
+    from db.storage import StorageUnavailable, get_storage
+
+    try:
+        db = open_database(settings.storage.database_url)
+        # ids past PostgreSQL's integer range name no clip (and would be a database error)
+        clip = repo.clip_by_id(db, clip_id) if clip_id < 2**31 else None
+        if clip is None:
+            raise GenerateError(f"there is no clip #{clip_id} in {db.masked_url}")
+        return get_storage(settings).read_bytes(clip.codes_key)
+    except (DatabaseUnavailable, StorageUnavailable) as e:
+        raise GenerateError(" ".join(f"--prime clip:{clip_id}: {e}".split())) from None
+    except FileNotFoundError:
+        raise GenerateError(
+            f"--prime clip:{clip_id}: the clip's codes are missing from the storage"
+        ) from None
+
+
 def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
     """--prime: a codes.npz of an earlier run, a clip of the bot's database (`clip:12`), or audio."""
     from engine.audio import AudioError, human_seconds, load_audio, probe
@@ -93,16 +117,11 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
         )
     path = Path(spec).expanduser()
     if spec.startswith("clip:") or (spec.isdigit() and not path.exists()):
-        clip_id = int(spec.removeprefix("clip:"))
-        from db import repo
-        from db.migrate import open_database
-        from db.storage import get_storage
-
-        db = open_database(settings.storage.database_url)
-        clip = repo.clip_by_id(db, clip_id)
-        if clip is None:
-            raise GenerateError(f"there is no clip #{clip_id} in {db.masked_url}")
-        data = get_storage(settings).read_bytes(clip.codes_key)
+        number = spec.removeprefix("clip:")
+        if not number.isdigit():
+            raise GenerateError(f"--prime {spec}: a clip is named by its number, e.g. clip:12")
+        clip_id = int(number)
+        data = _clip_codes(clip_id, settings)
         return Prompt.from_clip_codes(engine, data, args.prime_seconds or limit, source=f"clip #{clip_id}")
     if not path.is_file():
         raise GenerateError(f"--prime {spec}: no such file")
@@ -131,6 +150,39 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
         return Prompt.from_audio(engine, audio, source=path.name)
     except PipelineError as e:
         raise GenerateError(f"--prime {path.name}: {e}") from None
+
+
+MAX_SECONDS = 3600.0  # the longest song of a model that states no limit of its own
+
+
+def _make_out_folder(out: Path) -> None:
+    """--out, made now (before a model takes minutes to load) and proved writable."""
+    if out.exists() and not out.is_dir():
+        raise GenerateError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".jukebot-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        parent = next((p for p in out.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise GenerateError(f"--out {out}: {parent} is a file, not a folder") from None
+        raise GenerateError(f"--out {out}: cannot make or write this folder ({e.strerror or e})") from None
+
+
+def _read_run_record(run_file: Path) -> dict[str, Any]:
+    """run.json of an earlier run in the folder; a damaged one is said, not a traceback."""
+    try:
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        previous = None
+    if not isinstance(previous, dict):
+        raise GenerateError(
+            f"{run_file} is damaged (not a jukebot run record); use --fresh to start over in "
+            f"{run_file.parent}, or another --out folder"
+        )
+    return previous
 
 
 def _digest(d: dict[str, Any]) -> str:
@@ -171,8 +223,8 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         raise GenerateError(f"--drafts: {e}") from None
     if not 1 <= args.pick <= args.drafts:
         raise GenerateError(f"--pick must be between 1 and {args.drafts} (the draft to upsample)")
-    if args.seconds <= 0:
-        raise GenerateError("--seconds must be positive")
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise GenerateError(f"--seconds must be a positive number of seconds, not {args.seconds}")
     for flag, value in (
         ("--temperature", args.temperature),
         ("--upsample-temperature", args.upsample_temperature),
@@ -185,7 +237,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
     if args.threads is not None and args.threads < 1:
         raise GenerateError("--threads must be at least 1")
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out_folder(out)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     device = resolve_device(args.device)
@@ -214,6 +266,12 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         raise GenerateError(f"cannot load model {args.model!r}: {e}") from None
     timings["load_model"] = time.monotonic() - t
     sr = engine.sample_rate
+    # A bound before any arithmetic: 1e308 seconds would overflow the sample count.
+    longest = engine.config.top.max_duration or MAX_SECONDS
+    if args.seconds >= longest:
+        raise GenerateError(
+            f"--seconds must be below {longest:.0f} s: this model makes songs shorter than that"
+        )
     try:
         prompt = _load_prompt(engine, args, settings)
     except PipelineError as e:
@@ -252,13 +310,16 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         for f in (out / DRAFTS, run_file):
             f.unlink(missing_ok=True)
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        previous = _read_run_record(run_file)
         if previous.get("id") != _digest(run_id):
             raise GenerateError(
                 f"{out} holds a run of a different request; use another --out folder, "
                 "or --fresh to start over there"
             )
-    run_file.write_text(json.dumps({"id": _digest(run_id), **run_id}, indent=1, default=str))
+    try:
+        run_file.write_text(json.dumps({"id": _digest(run_id), **run_id}, indent=1, default=str))
+    except OSError as e:
+        raise GenerateError(f"--out {out}: cannot write in this folder ({e.strerror or e})") from None
     resumed = any(out.glob(".checkpoint-*.npz")) or (out / DRAFTS).exists()
 
     summary: dict[str, Any] = {
@@ -327,6 +388,9 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
             timed(None)
         except (SongError, CheckpointError) as e:
             raise GenerateError(str(e)) from None
+        except OSError as e:  # the disk filled up, the folder went away, ...
+            where = e.filename or out
+            raise GenerateError(f"cannot write {where}: {e.strerror or e}") from None
     files = {f"draft-{i + 1}": str(out / draft_audio(i + 1)) for i in range(args.drafts)}
     files.update(
         {

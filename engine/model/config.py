@@ -413,7 +413,15 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a model.json; anything that is not a model config is a ConfigError naming the file."""
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(d, dict):
+                raise ConfigError("not a JSON object")
+            return cls.from_dict(d)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # ConfigError is a ValueError
+            why = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+            raise ConfigError(f"{path} is not a valid model config ({why})") from None
 
 
 _NESTED: dict[str, Any] = {

@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.model.checkpoints import CheckpointError, fetch_released, hparams_of, load_into, read_checkpoint
+from engine.model.checkpoints import (
+    CheckpointError,
+    fetch_released,
+    hparams_of,
+    load_into,
+    read_checkpoint,
+    verify_model_folder,
+)
 from engine.model.config import (
     PRESETS,
     ConfigError,
@@ -121,6 +128,7 @@ class JukeboxModel(nn.Module):
 
 
 def _folder_source(folder: Path) -> ModelSource:
+    verify_model_folder(folder)  # a folder `jukebot train` wrote: its files are still those it wrote
     sampling = sampling_defaults(folder)  # checked now: a broken sampling.json fails at load time
 
     def present(parts: tuple[str, ...]) -> dict[str, Path]:

@@ -8,7 +8,11 @@ the same plan skips the finished windows and continues with exactly the noise th
 run would have used.
 
 File format: an `.npz` (no pickle; loaded with `allow_pickle=False`) with `codes_0..2` (int16 when
-the vocabulary fits, else int32) and `meta` (UTF-8 JSON as uint8).
+the vocabulary fits, else int32), `meta` (UTF-8 JSON as uint8) and `digest`: the SHA-256 of the meta
+bytes and every level's codes, checked on load. The zip's own CRC only catches damage; a file
+rewritten with other codes is a valid zip and would silently resume into a different song, so a
+checkpoint whose digest does not match is refused (the command line names `--fresh`; a worker
+starts the job over).
 
 Jobs write checkpoints to the shared storage under a key that names the job, the lease's fencing
 token and the window (`checkpoints/job-12/token-3/L1-w00007.npz`): a file, once written, never
@@ -46,6 +50,10 @@ NOISE_KIND = "counter-hash-v1"  # engine.sampling.sample's noise; a checkpoint o
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not belong to this run."""
+
+
+class CheckpointAltered(CheckpointError):
+    """A checkpoint whose codes or facts do not match the digest stored with them."""
 
 
 class BlobStore(Protocol):
@@ -94,18 +102,33 @@ def dumps(ckpt: Checkpoint) -> bytes:
         "extra": ckpt.extra,
     }
     arrays = {f"codes_{i}": np.ascontiguousarray(c, dtype=dtype) for i, c in enumerate(ckpt.codes)}
-    arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    arrays["meta"] = np.frombuffer(meta_bytes, dtype=np.uint8)
+    arrays["digest"] = np.frombuffer(content_digest(meta_bytes, ckpt.codes).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
+def content_digest(meta_bytes: bytes, codes: Sequence[np.ndarray]) -> str:
+    """SHA-256 of a checkpoint's meta bytes and codes (as int64 whatever the stored width, with
+    each level's shape, so moving codes between levels or rows changes it too)."""
+    h = hashlib.sha256(meta_bytes)
+    for c in codes:
+        a = np.ascontiguousarray(c, dtype="<i8")
+        h.update(json.dumps(list(a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def loads(data: bytes, *, name: str = "checkpoint") -> Checkpoint:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
+            meta_bytes = bytes(z["meta"])
+            meta = json.loads(meta_bytes.decode())
             n = len([k for k in z.files if k.startswith("codes_")])
             codes = [z[f"codes_{i}"].astype(np.int64) for i in range(n)]
+            stored = bytes(z["digest"]).decode("ascii") if "digest" in z.files else None
     except CheckpointError:
         raise
     except Exception as e:  # zipfile, KeyError, JSON, ... all mean the same thing here
@@ -118,6 +141,16 @@ def loads(data: bytes, *, name: str = "checkpoint") -> Checkpoint:
         )
     if meta.get("noise") != NOISE_KIND:
         raise CheckpointError(f"{name} was sampled with noise {meta.get('noise')!r}, not {NOISE_KIND!r}")
+    if stored is None:
+        # Written before checkpoints carried a digest: accepted (refusing would throw away the
+        # work of every run in progress when jukebot is upgraded), with a warning. The zip's CRC
+        # still catches damage; only a deliberate rewrite goes unnoticed, as it did before.
+        log.warning("%s has no digest (an older jukebot wrote it); resuming from it unchecked", name)
+    elif stored != content_digest(meta_bytes, codes):
+        raise CheckpointAltered(
+            f"{name} was altered after it was written (its codes do not match their SHA-256 digest); "
+            "resuming from it would make a different song"
+        )
     return Checkpoint(
         plan_dict=meta["plan"],
         codes=codes,
@@ -175,7 +208,7 @@ class JobCheckpointer:
         except FileNotFoundError:
             log.warning("job %s: checkpoint %s is gone; starting over", self.lease.job_id, key)
             return None
-        except CheckpointError as e:
+        except CheckpointError as e:  # damaged or altered (CheckpointAltered): never resumed from
             log.warning("job %s: %s; starting over", self.lease.job_id, e)
             return None
         why = compatible(ckpt, plan, extra)
@@ -230,7 +263,10 @@ class FileCheckpointer:
     def load(self, plan: Plan, extra: dict[str, Any]) -> Checkpoint | None:
         if not self.path.exists():
             return None
-        ckpt = loads(self.path.read_bytes(), name=str(self.path))
+        try:
+            ckpt = loads(self.path.read_bytes(), name=str(self.path))
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; run again with --fresh to start over") from None
         why = compatible(ckpt, plan, extra)
         if why is not None:
             raise CheckpointError(

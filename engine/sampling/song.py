@@ -233,9 +233,7 @@ class SongRunner:
         check_drafts(n, max_drafts)
         engine, files = self.engine, self.files
         if files.reuse_finished and files.exists(DRAFTS):
-            with np.load(io.BytesIO(files.read(DRAFTS)), allow_pickle=False) as z:
-                top = z["codes"].astype(np.int64)
-                notes = list(json.loads(bytes(z["notes"]).decode()))
+            top, notes = _read_drafts(files.read(DRAFTS))
             sample_length = top.shape[1] * engine.hop_lengths[-1]
         else:
             self._on_stage(stage_name(2, primed=prompt is not None))
@@ -321,6 +319,23 @@ class SongRunner:
     def finished(self, stage: str) -> None:
         """The stage's results are recorded (or the song is cancelled): its checkpoints can go."""
         self.checkpointer(stage).cleanup()
+
+
+def _read_drafts(data: bytes) -> tuple[np.ndarray, list[str]]:
+    """A finished drafts stage found in a folder: its codes and notes, or SongError naming --fresh
+    (a truncated or altered file would otherwise be a traceback, or a different song)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            top = z["codes"].astype(np.int64)
+            notes = [str(n) for n in json.loads(bytes(z["notes"]).decode())]
+        if top.ndim != 2 or top.size == 0 or int(top.min()) < 0:
+            raise ValueError(f"codes of shape {top.shape}")
+    except Exception as e:  # zipfile, CRC, KeyError, JSON, ... all mean the same here
+        raise SongError(
+            f"the saved drafts ({DRAFTS}) are damaged ({type(e).__name__}); "
+            "run again with --fresh to sample them again"
+        ) from None
+    return top, notes
 
 
 def _wav_bytes(audio: np.ndarray, sr: int) -> bytes:

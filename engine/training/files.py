@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.model.checkpoints import record_model_file
 from engine.model.config import ModelConfig, resolve_model_dir
 from engine.model.hparams import config_dict, part_hparams
 from engine.training.errors import TrainError
@@ -95,9 +96,10 @@ def write_model_json(config: ModelConfig, out: Path) -> None:
                 f"{out} already holds a different model (its model.json differs from the config given); "
                 "use another --out folder, or the same config"
             )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(path)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(path)
+    record_model_file(out, path.name)  # the folder's manifest (engine.model.checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from engine.model.checkpoints import record_model_file
 from engine.training.errors import TrainError
 from engine.training.files import atomic_save, rng_state, set_rng_state
 from engine.training.report import ProgressReporter
@@ -206,6 +207,7 @@ def run_loop(
             state_path,
         )
         spec.export(at, out_dir / f"{spec.part}.pth.tar")
+        record_model_file(out_dir, f"{spec.part}.pth.tar")  # loading the folder checks it against this
 
     start_step = step
     reporter: ProgressReporter | None = None
