@@ -249,6 +249,8 @@ def add_clip(
     mp3_key: str | None = None,
     waveform_key: str | None = None,
     seconds: float = 0.0,
+    lrc_key: str | None = None,
+    alignment_key: str | None = None,
 ) -> Clip:
     """Record the song's finished clip; a retried job that writes it again replaces the keys."""
     with _tx(target) as s:
@@ -257,6 +259,7 @@ def add_clip(
             clip = Clip(song_id=song_id, audio_key=audio_key, codes_key=codes_key)
         clip.audio_key, clip.codes_key, clip.mp3_key = audio_key, codes_key, mp3_key
         clip.waveform_key, clip.seconds = waveform_key, seconds
+        clip.lrc_key, clip.alignment_key = lrc_key, alignment_key
         s.add(clip)
         s.flush()
         return clip
