@@ -20,7 +20,11 @@ Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.p
   result {"clip_id"}. Song -> upsampling.
 - Progress (heartbeat): {"stage", "level", "done", "total", "percent", "tokens_per_second",
   "eta_seconds"}; stage is "loading model", "drafts (level 2)", "upsampling level 1",
-  "upsampling level 0", "decoding", "saving".
+  "upsampling level 0", "decoding", "saving", "timing the lyrics". An upsample adds
+  "preview_key" (`songs/{id}/preview-{n}.mp3`, the level-1 decode of the draft, lower quality)
+  as soon as level 1 is done, for the bot to post while level 0 renders.
+- Lyric models also write `songs/{id}/alignment.json` and `final.lrc` (timed lyrics), recorded on
+  the Clip row (`alignment_key`, `lrc_key`).
 - SIGTERM: the current window finishes, is checkpointed, the lease is released (no attempt is
   burned) and the worker exits 0. A cancel request stops it between windows (job cancelled).
 - A bad request (unknown artist, damaged prime, song too long, ...) fails at once with a sentence
@@ -459,12 +463,20 @@ class Worker:
         """The song runner writing to `songs/<id>/` in the storage, checkpoints fenced by the lease."""
         from engine.sampling.song import SongRunner, StorageFiles
 
-        files = StorageFiles(self.storage, f"songs/{job.song.id}", self.db, job.lease)
+        base = f"songs/{job.song.id}"
+        files = StorageFiles(self.storage, base, self.db, job.lease)
+
+        def on_preview(name: str) -> None:
+            # Every later heartbeat carries it; one goes out now so the bot can post it at once.
+            job.tracker.keep(preview_key=f"{base}/{name}")
+            job.heartbeat.beat()
+
         return SongRunner(
             engine,
             files,
             hooks=lambda _primed: self._hooks(job, primed),
             on_stage=job.tracker.stage,
+            on_preview=on_preview,
             checkpoint_every=self.options.checkpoint_seconds,
         )
 
@@ -533,6 +545,8 @@ class Worker:
                 f"{base}/{CODES}",
                 mp3_key=f"{base}/{FINAL_MP3}",
                 seconds=final.seconds,
+                lrc_key=f"{base}/{final.lrc}" if final.lrc else None,
+                alignment_key=f"{base}/{final.alignment}" if final.alignment else None,
             )
             result = {"clip_id": clip.id, "seconds": final.seconds}
             queue.complete(self.db, lease, result, session=s)
