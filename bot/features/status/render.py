@@ -40,7 +40,7 @@ def progress_line(job: Job, now: datetime) -> str:
     p = job.progress or {}
     stage = str(p.get("stage") or ("upsampling" if job.kind == "upsample" else "drafting"))
     parts = [stage.replace("_", " ").capitalize()]
-    if p.get("level") is not None:
+    if p.get("level") is not None and "level" not in stage:
         parts[0] += f" (level {p['level']})"
     percent = p.get("percent")
     if percent is None and p.get("total"):
@@ -114,8 +114,8 @@ def render(snap: Snapshot) -> str:
             )
         else:
             lines.append(progress_line(job, now))
-            if song.preview_message_id is not None:
-                lines.append("🎧 A first listen (level 1) is posted below; the finished clip replaces it.")
+        if song.preview_message_id is not None:
+            lines.append("🎧 A first listen (level 1) is posted below; the finished clip replaces it.")
     elif job.status == JobStatus.succeeded:
         lines.append("📤 Finished rendering; posting it now…")
     return "\n".join(lines)
