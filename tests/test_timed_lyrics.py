@@ -99,10 +99,12 @@ def test_lrc_lines_become_captions_in_the_video_clock() -> None:
     ]
 
 
+RAW_GRAY = ["-f", "rawvideo", "-pix_fmt", "gray", "-"]
+
+
 def _frame(video: Path, at: float, size: tuple[int, int]) -> np.ndarray:
     res = subprocess.run(
-        [ffmpeg(), "-v", "error", "-ss", f"{at}", "-i", str(video), "-frames:v", "1"]
-        + ["-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        [ffmpeg(), "-v", "error", "-ss", f"{at}", "-i", str(video), "-frames:v", "1", *RAW_GRAY],
         capture_output=True,
         check=True,
         timeout=60,
