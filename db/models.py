@@ -127,6 +127,8 @@ class Song(SQLModel, table=True):
     guild_id: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
     channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     status_message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # the level-1 preview posted while level 0 renders (null: none, or replaced by the clip)
+    preview_message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     status: str = Field(default=SongStatus.queued, index=True)
     title: str = ""
     model: str = "demo"
@@ -215,6 +217,8 @@ class Clip(SQLModel, table=True):
     mp3_key: str | None = None
     codes_key: str  # all three levels (.npz), for continuation
     waveform_key: str | None = None
+    lrc_key: str | None = None  # timed lyrics (LRC) of a lyric model's clip
+    alignment_key: str | None = None  # alignment.json: each sung character's time
     seconds: float = 0.0
     channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     message_id: int | None = Field(default=None, sa_column=Column(BigInteger))

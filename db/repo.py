@@ -258,6 +258,8 @@ def add_clip(
     waveform_key: str | None = None,
     seconds: float = 0.0,
     draft_id: int | None = None,
+    lrc_key: str | None = None,
+    alignment_key: str | None = None,
 ) -> Clip:
     """Record the clip of one draft of a song (a song has one per draft upsampled); a retried job
     that writes it again replaces the keys."""
@@ -271,6 +273,7 @@ def add_clip(
             clip = Clip(song_id=song_id, draft_id=draft_id, audio_key=audio_key, codes_key=codes_key)
         clip.audio_key, clip.codes_key, clip.mp3_key = audio_key, codes_key, mp3_key
         clip.waveform_key, clip.seconds = waveform_key, seconds
+        clip.lrc_key, clip.alignment_key = lrc_key, alignment_key
         s.add(clip)
         s.flush()
         return clip

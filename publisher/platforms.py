@@ -151,11 +151,18 @@ class XPlatform:
             requester=info.requester,
             footer=footer,
         )
+        lrc = None
+        if clip.lrc_key:  # a lyric clip: its timed lyrics become the video's captions
+            try:
+                lrc = self.storage.read_bytes(clip.lrc_key).decode("utf-8", errors="replace")
+            except FileNotFoundError:
+                lrc = None
         return render.render_x_video(
             _clip_source(self.storage, clip),
             card,
             style=self.settings.x.video_style,
             size=self.settings.x.video_size,
+            lrc=lrc,
         )
 
     async def publish(self, clip: Clip, info: CaptionInfo, caption: str) -> Remote:

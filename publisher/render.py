@@ -20,7 +20,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ import numpy as np
 from db import audio
 from db.audio import AudioInfo
 from db.audio.streams import NoAudioStream, finite
+from publisher.timed_captions import Caption, captions_from_lrc
 
 AudioSource = bytes | str | os.PathLike[str]
 AudioFormat = Literal["mp3", "opus", "flac", "wav"]
@@ -578,6 +579,42 @@ def title_card_png(card: TitleCard, size: tuple[int, int] = (1280, 720)) -> byte
 # -------------------------------------------------------------------------------------------- video
 
 
+def caption_png(text: str, size: tuple[int, int]) -> bytes:
+    """One line of timed lyrics: white text on a translucent dark strip (RGBA), for the video."""
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    image = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle([0, 0, w - 1, h - 1], radius=max(2, h // 5), fill=(15, 23, 42, 190))
+    line, font = _fit_text(draw, text, w - max(8, h // 2), max(10, int(h * 0.6)), bold=True, min_size=8)
+    draw.text((w // 2, h // 2), line, font=font, fill=TEXT, anchor="mm")
+    return _png(image)
+
+
+def _caption_graph(
+    captions: Sequence[Caption], first_input: int, size: tuple[int, int], fps: int, tmp: Path
+) -> tuple[list[str], str]:
+    """Inputs and filter steps that overlay each caption on `[v0]` while its line is sung; the
+    result is `[v]`."""
+    w, h = size
+    cap_w, cap_h = _even(w - 2 * max(8, w // 24)), _even(max(16, int(h * 0.075)))
+    x, y = (w - cap_w) // 2, _even(int(h * 0.885))
+    inputs: list[str] = []
+    steps = []
+    for i, cap in enumerate(captions):
+        path = tmp / f"caption-{i}.png"
+        path.write_bytes(caption_png(cap.text, (cap_w, cap_h)))
+        inputs += ["-i", str(path)]
+        steps.append(
+            f"[{first_input + i}:v]format=yuva420p,loop=loop=-1:size=1:start=0,setpts=N/({fps}*TB)[c{i}];"
+            f"[v{i}][c{i}]overlay={x}:{y}:shortest=1:format=yuv420"
+            f":enable='between(t,{cap.start:.3f},{cap.end:.3f})'[v{i + 1}]"
+        )
+    steps.append(f"[v{len(captions)}]null[v]")
+    return inputs, ";".join(steps)
+
+
 def _even(n: int) -> int:
     return n - (n % 2)
 
@@ -592,9 +629,11 @@ def render_x_video(
     start: float = 0.0,
     max_seconds: float = X_MAX_SECONDS,
     normalize: bool = True,
+    lrc: str | None = None,
 ) -> bytes:
     """An MP4 that X accepts: H.264 High yuv420p (closed GOP, progressive), AAC-LC 128 kbps 48 kHz
     stereo, ≤ 140 s, title card on top and a moving waveform or spectrum below, with a progress bar.
+    With `lrc` (the clip's timed lyrics), each line is burned in at the bottom while it is sung.
 
     Clips longer than `max_seconds` are cut there (with a fade out); clips shorter than X's 0.5 s raise.
     """
@@ -636,8 +675,11 @@ def render_x_video(
             f"[card][anim]overlay={band_x}:{band_y}:shortest=1:format=yuv420[base];"
             f"color=c=0x38bdf8:s={w}x{bar_h}:r={fps},format=yuv420p[bar];"
             f"[base][bar]overlay=x='-{w}+{w}*t/{duration:.4f}':y={h - bar_h}:shortest=1:format=yuv420,"
-            f"setsar=1[v]"
+            f"setsar=1[v0];"
         )
+        captions = captions_from_lrc(lrc, start=start, duration=duration) if lrc else []
+        caption_inputs, caption_steps = _caption_graph(captions, 2, (w, h), fps, Path(tmp))
+        graph += caption_steps
         video_args = (
             f"-c:v libx264 -profile:v high -pix_fmt yuv420p -preset veryfast -crf 23 -r {fps} -g {2 * fps} "
             f"-keyint_min {fps} -x264-params open-gop=0"
@@ -650,6 +692,7 @@ def render_x_video(
                 card_path,
                 "-i",
                 wav,
+                caption_inputs,
                 "-filter_complex",
                 [graph],
                 "-map [v] -map 1:a",

@@ -10,17 +10,22 @@ import numpy as np
 import pytest
 import torch
 import typer
+from sqlalchemy import select
+from sqlmodel import col
 from typer.testing import CliRunner
 
 from db import queue, repo
 from db.database import Database
+from db.models import Clip
 from db.settings import Settings, get_settings
 from db.storage import Storage
 from engine.cli import register
 from engine.sampling.pipeline import SongRequest, codes_from_npz
 from engine.sampling.song import (
+    ALIGNMENT,
     CODES,
     DRAFTS,
+    FINAL_LRC,
     FINAL_MP3,
     FINAL_WAV,
     FolderFiles,
@@ -29,6 +34,7 @@ from engine.sampling.song import (
     check_drafts,
     draft_audio,
     draft_codes,
+    preview_audio,
     song_request,
 )
 from engine.serving.worker import Worker, WorkerOptions
@@ -110,7 +116,8 @@ def test_generate_and_the_worker_write_the_same_files(
     _generate(model_dir, out, monkeypatch, tmp_path)
     song_id = _work(db, storage, settings, model_dir)
 
-    names = [DRAFTS, FINAL_WAV, FINAL_MP3]
+    # The timed lyrics and the level-1 preview too (issue #16 items 6 and 8): both paths write them.
+    names = [DRAFTS, FINAL_WAV, FINAL_MP3, ALIGNMENT, FINAL_LRC, preview_audio(PICK)]
     names += [f(n) for n in range(1, DRAFTS_N + 1) for f in (draft_audio, draft_codes)]
     for name in names:
         here, there = (out / name).read_bytes(), storage.read_bytes(f"songs/{song_id}/{name}")
@@ -125,6 +132,10 @@ def test_generate_and_the_worker_write_the_same_files(
     for d in repo.drafts_for_song(db, song_id):
         assert d.audio_key == f"songs/{song_id}/{draft_audio(d.index + 1)}"
         assert d.codes_key == f"songs/{song_id}/{draft_codes(d.index + 1)}"
+    with db.read() as s:
+        clip = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
+    assert clip is not None and clip.lrc_key == f"songs/{song_id}/{FINAL_LRC}"
+    assert clip.alignment_key == f"songs/{song_id}/{ALIGNMENT}"
 
 
 def test_one_drafts_limit_and_typed_errors(model_dir: Path, tmp_path: Path) -> None:

@@ -188,6 +188,7 @@ class SongPipeline:
 
     async def handle(self, work: Work) -> None:
         if work.action == Action.progress:
+            await self.board.preview.post(work.song_id)  # listen early, once level 1 is done
             await self.board.refresh_status(work.song_id)
         elif work.action == Action.post_drafts:
             await self.voting.post_drafts(work.song_id)

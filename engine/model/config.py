@@ -580,6 +580,7 @@ def tiny_config(
         n_tokens = blocks * 2
         top_kw.update(lyrics="prefix", n_tokens=n_tokens, attn_order=12, prime_loss_fraction=0.4)
         top_kw["depth"] = max(depth, 16)  # attn_order 12 puts lyric attention at layer 15
+        top_kw.update(alignment_layer=15, alignment_head=0)  # timed lyrics, as the released models
     elif lyrics == "separate":
         top_kw.update(
             lyrics="separate",
@@ -589,6 +590,7 @@ def tiny_config(
             lyric_encoder=LyricEncoderConfig(width=16, depth=2, heads=1, blocks=4, init_scale=0.7),
         )
         top_kw["depth"] = max(depth, 10)
+        top_kw.update(alignment_layer=9, alignment_head=0)  # the encoder-attending layer
     top = PriorConfig(level=2, **{**common, **top_kw})
     return ModelConfig(name, vq, (ups[0], ups[1], top), custom_labels=labels)
 

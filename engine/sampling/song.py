@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,18 +30,21 @@ from engine.sampling.pipeline import (
     PipelineError,
     Prompt,
     SongRequest,
+    WindowLabels,
     codes_to_npz,
     make_drafts,
     stage_name,
     upsample,
 )
 from engine.sampling.resume import Checkpointer, FileCheckpointer, JobCheckpointer
+from engine.sampling.sample import Hooks, Progress
 
 if TYPE_CHECKING:
     from db.database import Database
     from db.queue import Lease
     from engine.sampling.resume import BlobStore
-    from engine.sampling.sample import Hooks
+
+log = logging.getLogger("jukebot.song")
 
 # The files of one song, relative to its folder (the same names in a local folder and the storage).
 DRAFTS = "drafts.npz"  # every draft's level-2 codes and the notes: the drafts stage is done
@@ -48,6 +52,8 @@ PRIME = "prime.npz"  # the prime's codes (all levels) of a continuation
 FINAL_WAV = "final.wav"
 FINAL_MP3 = "final.mp3"
 CODES = "codes.npz"  # every level of the final song: a later continuation primes on it
+ALIGNMENT = "alignment.json"  # lyric models: each sung character's time (engine.sampling.alignment)
+FINAL_LRC = "final.lrc"  # lyric models: the timed lyrics beside the clip
 
 
 def draft_audio(n: int) -> str:
@@ -58,6 +64,12 @@ def draft_audio(n: int) -> str:
 def draft_codes(n: int) -> str:
     """The level-2 codes of draft `n` (1-based): what its upsample starts from."""
     return f"draft-{n}.npy"
+
+
+def preview_audio(n: int) -> str:
+    """The level-1 decode of draft `n` (1-based), written as soon as level 1 is done, so people
+    can listen while level 0 renders (lower quality than the final clip)."""
+    return f"preview-{n}.mp3"
 
 
 DRAFTS_STAGE = "drafts"
@@ -151,6 +163,9 @@ class FinalFiles:
     codes: list[np.ndarray]  # every level [1, T]
     sample_length: int
     seconds: float
+    lrc: str | None = None  # FINAL_LRC when the model sang the song's lyrics with an alignment head
+    alignment: str | None = None  # ALIGNMENT, likewise
+    preview: str | None = None  # preview_audio(pick), when it was written during this run
 
 
 def npy_bytes(a: np.ndarray) -> bytes:
@@ -203,7 +218,8 @@ class SongRunner:
     """Drafts, then the upsample of one, for one song, writing through `files`.
 
     `hooks(primed)` gives the sampler's hooks (progress, stop) for a stage; `on_stage(name)` is told
-    as each stage begins ("level 2 (drafts)", "decoding", "saving", ...)."""
+    as each stage begins ("level 2 (drafts)", "decoding", "saving", ...); `on_preview(name)` as soon
+    as the level-1 preview of an upsample is written (listen early while level 0 renders)."""
 
     def __init__(
         self,
@@ -212,11 +228,13 @@ class SongRunner:
         *,
         hooks: Callable[[bool], Hooks | None] | None = None,
         on_stage: Callable[[str], None] | None = None,
+        on_preview: Callable[[str], None] | None = None,
         checkpoint_every: float = 0.0,
     ) -> None:
         self.engine, self.files = engine, files
         self._hooks = hooks or (lambda primed: None)
         self._on_stage = on_stage or (lambda name: None)
+        self._on_preview = on_preview or (lambda name: None)
         self.checkpoint_every = checkpoint_every
         self._checkpointers: dict[str, Checkpointer] = {}
 
@@ -289,6 +307,7 @@ class SongRunner:
         except FileNotFoundError:
             raise SongError(f"the codes of draft {pick} are missing") from None
         self._on_stage(stage_name(1, primed=prompt is not None))
+        preview: list[str] = []
         try:
             final = upsample(
                 engine,
@@ -297,7 +316,7 @@ class SongRunner:
                 draft_index=pick - 1,
                 prompt=prompt,
                 checkpointer=self.checkpointer(upsample_stage(pick)),
-                hooks=self._hooks(prompt is not None),
+                hooks=self._with_preview(self._hooks(prompt is not None), pick, top.shape[-1], preview),
                 decode=False,
                 checkpoint_every=self.checkpoint_every,
             )
@@ -314,7 +333,53 @@ class SongRunner:
         files.write(
             CODES, codes_to_npz(final.codes, {"model": engine.name, "sample_rate": sr, **(meta or {})})
         )
-        return FinalFiles(final.codes, final.sample_length, final.sample_length / sr)
+        out = FinalFiles(final.codes, final.sample_length, final.sample_length / sr)
+        out.preview = preview[0] if preview else None
+        if request.lyrics.strip() and has_alignment(engine):
+            # After sampling, on the finished codes: sampling is not slowed at all.
+            self._on_stage("timing the lyrics")
+            timed = timed_lyrics(engine, request, final.codes)
+            if timed is not None:
+                record, lrc = timed
+                files.write(ALIGNMENT, json.dumps(record, ensure_ascii=False, indent=1).encode() + b"\n")
+                files.write(FINAL_LRC, lrc.encode())
+                out.alignment, out.lrc = ALIGNMENT, FINAL_LRC
+        return out
+
+    def _with_preview(
+        self, hooks: Hooks | None, pick: int, top_tokens: int, written: list[str]
+    ) -> Hooks | None:
+        """`hooks` plus: when level 1 is complete (at the end of its last window, or at the first
+        level-0 window of a resumed run), decode it and write `preview_audio(pick)`."""
+        engine = self.engine
+        level = engine.top_level - 1
+        if level < 1:  # a 2-level model: the level below the top is the final one
+            return hooks
+        hops = engine.hop_lengths
+        need = top_tokens * hops[-1] // hops[level]
+        base = hooks or Hooks()
+        user = base.on_window
+
+        def on_window(p: Progress, codes: list[np.ndarray]) -> None:
+            if user is not None:
+                user(p, codes)
+            if not written and codes[level].shape[1] >= need:
+                written.append(self._write_preview(codes[level][:1, :need], level, pick))
+
+        return replace(base, on_window=on_window)
+
+    def _write_preview(self, codes: np.ndarray, level: int, pick: int) -> str:
+        from engine.audio import mp3_bytes
+
+        name = preview_audio(pick)
+        try:
+            audio = self.engine.decode(codes, level, chunk_tokens=1 << 20)[0]
+            self.files.write(name, mp3_bytes(audio, self.engine.sample_rate))
+        except Exception:  # a nicety: the song goes on without its early preview
+            log.exception("the level-%d preview of draft %d could not be written", level, pick)
+            return ""
+        self._on_preview(name)
+        return name
 
     def finished(self, stage: str) -> None:
         """The stage's results are recorded (or the song is cancelled): its checkpoints can go."""
@@ -336,6 +401,50 @@ def _read_drafts(data: bytes) -> tuple[np.ndarray, list[str]]:
             "run again with --fresh to sample them again"
         ) from None
     return top, notes
+
+
+def has_alignment(engine: Engine) -> bool:
+    """Does the model's top prior sing lyrics and name the attention they are aligned with?"""
+    c = engine.config.priors[engine.top_level]
+    return c.lyrics != "none" and c.alignment_layer is not None and c.alignment_head is not None
+
+
+def timed_lyrics(
+    engine: Engine, request: SongRequest, codes: list[np.ndarray]
+) -> tuple[dict[str, Any], str] | None:
+    """(alignment.json's record, the LRC text) of a finished lyric song (codes of every level,
+    one row), as the original's `get_alignment` computes it; None without lyrics to time."""
+    from engine.sampling.alignment import (
+        AlignmentError,
+        alignment_record,
+        character_times,
+        labelled_inputs,
+        lrc_text,
+        song_alignment,
+    )
+
+    top = engine.top_level
+    hop = engine.hop_lengths[top]
+    top_codes = np.asarray(codes[top])[:1]
+    labels = WindowLabels(engine, request, top_codes.shape[1] * hop, 1)
+    if top not in labels.songs or not labels.songs[top].tokens:
+        return None
+    song = labels.songs[top]
+    inputs = labelled_inputs(labels.labellers[top], song, labels.total_length, hop, 1)
+    try:
+        rows = song_alignment(
+            engine.prior(top),
+            top_codes,
+            inputs,
+            [len(song.tokens)],
+            hop_fraction=request.settings.hop_fractions[top],
+        )
+        seconds_per_token = hop / engine.sample_rate
+        times = character_times(rows[0], seconds_per_token)
+        return alignment_record(song.lyrics, times, seconds_per_token), lrc_text(song.lyrics, times)
+    except AlignmentError as e:  # e.g. cleaned lyrics that do not map one character to one token
+        log.warning("no timed lyrics for this song: %s", e)
+        return None
 
 
 def _wav_bytes(audio: np.ndarray, sr: int) -> bytes:

@@ -18,6 +18,12 @@ class ProgressTracker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._data: dict[str, Any] = {"stage": "starting"}
+        self._kept: dict[str, Any] = {}
+
+    def keep(self, **facts: Any) -> None:
+        """Facts every later report carries, whatever the stage (e.g. where the preview is)."""
+        with self._lock:
+            self._kept.update(facts)
 
     def stage(self, name: str, **extra: Any) -> None:
         with self._lock:
@@ -40,7 +46,7 @@ class ProgressTracker:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return dict(self._data)
+            return {**self._data, **self._kept}
 
 
 class Heartbeat:

@@ -21,7 +21,11 @@ Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.p
   the song's winner) writes `songs/{id}/draft-<n>-final.wav` etc., beside the winner's clip.
 - Progress (heartbeat): {"stage", "level", "done", "total", "percent", "tokens_per_second",
   "eta_seconds"}; stage is "loading model", "drafts (level 2)", "upsampling level 1",
-  "upsampling level 0", "decoding", "saving".
+  "upsampling level 0", "decoding", "saving", "timing the lyrics". An upsample adds
+  "preview_key" (`songs/{id}/preview-{n}.mp3`, the level-1 decode of the draft, lower quality)
+  as soon as level 1 is done, for the bot to post while level 0 renders.
+- Lyric models also write `songs/{id}/alignment.json` and `final.lrc` (timed lyrics), recorded on
+  the Clip row (`alignment_key`, `lrc_key`).
 - SIGTERM: the current window finishes, is checkpointed, the lease is released (no attempt is
   burned) and the worker exits 0. A cancel request stops it between windows (job cancelled).
 - A bad request (unknown artist, damaged prime, song too long, ...) fails at once with a sentence
@@ -461,14 +465,22 @@ class Worker:
         `outputs`: a prefix for the final files' names (a draft chosen again keeps its own)."""
         from engine.sampling.song import SongRunner, StorageFiles
 
-        files: Any = StorageFiles(self.storage, f"songs/{job.song.id}", self.db, job.lease)
+        base = f"songs/{job.song.id}"
+        files: Any = StorageFiles(self.storage, base, self.db, job.lease)
         if outputs:
             files = _PrefixedFinals(files, outputs)
+
+        def on_preview(name: str) -> None:
+            # Every later heartbeat carries it; one goes out now so the bot can post it at once.
+            job.tracker.keep(preview_key=f"{base}/{name}")
+            job.heartbeat.beat()
+
         return SongRunner(
             engine,
             files,
             hooks=lambda _primed: self._hooks(job, primed),
             on_stage=job.tracker.stage,
+            on_preview=on_preview,
             checkpoint_every=self.options.checkpoint_seconds,
         )
 
@@ -539,6 +551,8 @@ class Worker:
                 mp3_key=f"{base}/{outputs}{FINAL_MP3}",
                 seconds=final.seconds,
                 draft_id=draft.id,
+                lrc_key=f"{base}/{outputs}{final.lrc}" if final.lrc else None,
+                alignment_key=f"{base}/{outputs}{final.alignment}" if final.alignment else None,
             )
             result = {"clip_id": clip.id, "seconds": final.seconds}
             queue.complete(self.db, lease, result, session=s)
@@ -551,11 +565,11 @@ class _PrefixedFinals:
     upsample of a draft chosen again after the vote must not overwrite the winner's clip."""
 
     def __init__(self, files: Any, prefix: str) -> None:
-        from engine.sampling.song import CODES, FINAL_MP3, FINAL_WAV
+        from engine.sampling.song import ALIGNMENT, CODES, FINAL_LRC, FINAL_MP3, FINAL_WAV
 
         self.files, self.prefix = files, prefix
         self.reuse_finished = files.reuse_finished
-        self._finals = {FINAL_WAV, FINAL_MP3, CODES}
+        self._finals = {FINAL_WAV, FINAL_MP3, CODES, FINAL_LRC, ALIGNMENT}
 
     def _name(self, name: str) -> str:
         return f"{self.prefix}{name}" if name in self._finals else name

@@ -19,7 +19,8 @@ from bot.core.text import describe
 from bot.errors import UserError
 from bot.features.status import StatusBoard
 from db import lifecycle, repo
-from db.models import SongStatus
+from db.models import Clip, Song, SongStatus
+from db.storage import Storage
 from publisher.accounts import Account, accounts_for_guild, caption_moderation_on
 
 from . import captions, logic
@@ -32,6 +33,20 @@ NOT_ALLOWED = (
 )
 
 ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0) -> the clip post's buttons
+
+
+def clip_bundle_with_lyrics(storage: Storage, song: Song, clip: Clip, limit: int) -> media.Bundle:
+    """The clip's files (`media.clip_bundle`) plus its timed lyrics (LRC) when the model sang them
+    (runs in a thread)."""
+    bundle = media.clip_bundle(storage, song, clip, limit)
+    if clip.lrc_key:
+        try:
+            lrc = storage.read_bytes(clip.lrc_key)
+        except FileNotFoundError:
+            bundle.notes.append("The clip's timed lyrics are missing from the storage.")
+        else:
+            bundle.files.append(media.Attachment(f"song-{song.id}-clip-{clip.id}.lrc", lrc, "Timed lyrics"))
+    return bundle
 
 
 class Clips:
@@ -61,6 +76,8 @@ class Clips:
                 )
                 await self.board.refresh_status(song_id, force=True)
                 return
+            # The clip replaces the level-1 preview posted while level 0 rendered.
+            await self.board.preview.remove(song)
             if clip.message_id is None and not await self.ledger.record_pending("clip", key):
                 gs = await bot.guild_config(song.guild_id)
                 again = clip.draft_id is not None and clip.draft_id != song.winner_draft_id
@@ -81,7 +98,7 @@ class Clips:
                     channels,
                     song.guild_id,
                     content,
-                    partial(media.clip_bundle, bot.storage, song, clip),
+                    partial(clip_bundle_with_lyrics, bot.storage, song, clip),
                     self.view_for(clip.id or 0),
                 )
                 if msg is None:

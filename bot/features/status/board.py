@@ -27,6 +27,7 @@ from bot.errors import UserError
 from db import lifecycle, queue, repo
 from db.models import Draft, Job, JobStatus, Song, SongStatus, User, utcnow
 
+from .preview import EarlyPreview
 from .render import Snapshot, is_final, render, shows_cancel
 
 log = logging.getLogger("jukebot.bot.status")
@@ -44,6 +45,7 @@ class StatusBoard:
         # turn in the pacer, and the one that goes out renders the latest state (issue #14, 16).
         self.pacer = EditPacer(PacingRules(song_interval=bot.settings.discord.status_edit_seconds))
         self._cancel_hooks: list[CancelHook] = []
+        self.preview = EarlyPreview(bot)  # the level-1 preview under the status message
 
     def on_cancelled(self, hook: CancelHook) -> None:
         """Run `hook(song_id)` under the song's lock when a song is cancelled (voting turns its

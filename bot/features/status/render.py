@@ -40,7 +40,7 @@ def progress_line(job: Job, now: datetime) -> str:
     p = job.progress or {}
     stage = str(p.get("stage") or ("upsampling" if job.kind == "upsample" else "drafting"))
     parts = [stage.replace("_", " ").capitalize()]
-    if p.get("level") is not None:
+    if p.get("level") is not None and "level" not in stage:
         parts[0] += f" (level {p['level']})"
     percent = p.get("percent")
     if percent is None and p.get("total"):
@@ -48,8 +48,10 @@ def progress_line(job: Job, now: datetime) -> str:
     line = f"🎛️ {parts[0]}"
     if percent is not None:
         line += f": {bar(float(percent))} {float(percent):.0f}%"
-    else:
+    elif p.get("stage") in (None, "starting", "loading model"):
         line += ": starting…"
+    else:
+        line += "…"  # decoding, saving, timing the lyrics: short steps without a count
     extras = []
     if p.get("tokens_per_second"):
         extras.append(f"{float(p['tokens_per_second']):.0f} tokens/s")
@@ -114,6 +116,8 @@ def render(snap: Snapshot) -> str:
             )
         else:
             lines.append(progress_line(job, now))
+        if song.preview_message_id is not None:
+            lines.append("🎧 A first listen (level 1) is posted below; the finished clip replaces it.")
     elif job.status == JobStatus.succeeded:
         lines.append("📤 Finished rendering; posting it now…")
     return "\n".join(lines)
