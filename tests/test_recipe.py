@@ -104,9 +104,14 @@ async def test_recipe_card_and_remix_with_the_real_worker(studio: Studio) -> Non
     shown = await studio.run("bob", "song", {"id": song_id})
     assert f"seed `{seed}`" in shown.text() and "upsampling 0.95 / 0.9" in shown.text(), shown.text()
 
-    # A restart: the Remix button on the old post still opens the form, filled with the recipe.
+    # A restart: a form opened before it is still answered, and the Remix button on the old post
+    # still opens the form, filled with the recipe.
+    before = await studio.click("alice", post, f"jb:remix:{clip.id}")
+    assert before.modal is not None, before.text()
     await studio.stop_bot()
     await studio.start_bot(sync=False)
+    answer = await fake.settled(await fake.submit_modal(alice, before, {"seed": "x"}), timeout=20)
+    assert "The seed must be a whole number" in answer.text(), answer.text()
     opened = await studio.click("alice", post, f"jb:remix:{clip.id}")
     assert opened.modal is not None, opened.text()
     assert form_fields(opened.modal) == {
