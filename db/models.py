@@ -271,15 +271,24 @@ class Publication(SQLModel, table=True):
     lease_token: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = _ts()
+    # Whose login sent it (oauth_tokens.guild_id: 0 the operator's shared account, else the server's
+    # own), fixed on the first send so a later look-up searches the account it went to.
+    account_guild_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # SoundCloud: the server's playlist this track was added to (publisher/playlists.py).
+    playlist_id: str | None = None
 
 
 class OAuthToken(SQLModel, table=True):
-    """A platform login (SoundCloud; X over OAuth 2.0), one row per provider. Refresh tokens are single
-    use there, so the row is replaced after every refresh before the access token is used: see
-    publisher/tokens.py."""
+    """A platform login (SoundCloud; X over OAuth 2.0), one row per provider and account: guild_id 0
+    is the operator's shared account, another id a server's own (publisher/accounts.py). Refresh
+    tokens are single use there, so the row is replaced after every refresh before the access token
+    is used: see publisher/tokens.py."""
 
     __tablename__ = "oauth_tokens"
     provider: str = Field(primary_key=True)  # soundcloud | x
+    guild_id: int = Field(
+        default=0, sa_column=Column(BigInteger, primary_key=True, autoincrement=False, server_default="0")
+    )
     access_token: str
     refresh_token: str | None = None
     token_type: str = "bearer"
@@ -290,4 +299,33 @@ class OAuthToken(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
-ALL_TABLES = [User, GuildConfig, Song, Job, Draft, Clip, DailyClip, Vote, Publication, OAuthToken]
+class SoundCloudPlaylist(SQLModel, table=True):
+    """A server's SoundCloud playlist (a "set"): every clip it publishes there is added once. Created
+    on first use, in the account the server publishes with; work on it is leased, one runner at a time."""
+
+    __tablename__ = "soundcloud_playlists"
+    guild_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    account_guild_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    playlist_id: str | None = None  # None: not created yet (or deleted on SoundCloud, to be made again)
+    url: str | None = None
+    title: str | None = None  # the moderators' title; None: "<server name> - jukebot"
+    guild_name: str = ""  # for the default title
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = _ts()
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+ALL_TABLES = [
+    User,
+    GuildConfig,
+    Song,
+    Job,
+    Draft,
+    Clip,
+    DailyClip,
+    Vote,
+    Publication,
+    OAuthToken,
+    SoundCloudPlaylist,
+]

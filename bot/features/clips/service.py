@@ -11,7 +11,6 @@ from functools import partial
 
 import discord
 
-from bot.config import publishing_guilds
 from bot.core import media
 from bot.core.access import clip_here, is_mod
 from bot.core.bot import JukeBot
@@ -22,14 +21,15 @@ from bot.features.recipes import recipe_for, recipe_lines
 from bot.features.status import StatusBoard
 from db import lifecycle, repo
 from db.models import SongStatus
+from publisher.accounts import Account, accounts_for_guild, caption_moderation_on
 
 from . import captions, logic
 
 log = logging.getLogger("jukebot.bot.clips")
 
 NOT_ALLOWED = (
-    "Publishing is off here: the bot's owner has not allowed publishing from this server "
-    "(the clips would go to the owner's own X/SoundCloud account)."
+    "Publishing is off here: this server has no X/SoundCloud account of its own, and the bot's owner "
+    "has not allowed publishing from this server (the clips would go to the owner's own account)."
 )
 
 ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0) -> the clip post's buttons
@@ -172,11 +172,18 @@ class Clips:
         await interaction.followup.send(text, ephemeral=True)
 
     async def may_publish(self, guild_id: int | None) -> bool:
-        """The platform accounts are the operator's: only servers the bot's owner allowed
-        (`/owner publish`, or the `publish_guilds` setting) may send clips there. Per-server
-        accounts do not exist yet."""
-        gs = await self.bot.guild_config(guild_id)
-        return gs is not None and gs.publish_allowed
+        """A server publishes to its own accounts (logged in by the operator with `--guild`), or to the
+        operator's shared ones where the bot's owner allowed it (`/owner publish`, or the
+        `publish_guilds` setting); the owner's deny stops both (publisher/accounts.py)."""
+        return bool(await self._accounts(guild_id))
+
+    async def _accounts(self, guild_id: int | None) -> dict[str, Account]:
+        from publisher.platforms import enabled_platforms
+
+        settings = self.bot.settings
+        return await self.bot.to_thread(
+            accounts_for_guild, self.bot.db, settings, guild_id, enabled_platforms(settings)
+        )
 
     async def publish(self, clip_id: int, when: datetime | None = None, *, guild_id: int | None) -> str:
         """Hand a clip of `guild_id` to the publisher: one publication per configured platform, each
@@ -186,17 +193,16 @@ class Clips:
         from publisher.scheduler import schedule_clip
 
         settings = self.bot.settings
-        if not await self.may_publish(guild_id):
+        if not enabled_platforms(settings):
+            return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
+        accounts = await self._accounts(guild_id)
+        if not accounts:
             return NOT_ALLOWED
-        if captions.moderation_on(
-            settings, await self.bot.to_thread(publishing_guilds, self.bot.db, settings)
-        ):
+        if caption_moderation_on(settings, accounts.values()):
             refused = await captions.refusal(self.bot.db, settings, clip_id)
             if refused:
                 return refused
-        platforms = enabled_platforms(settings)
-        if not platforms:
-            return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
+        platforms = list(accounts)
         await self.bot.to_thread(schedule_clip, self.bot.db, clip_id, platforms, when, settings=settings)
         return (
             f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "

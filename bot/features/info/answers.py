@@ -214,6 +214,6 @@ HELP = """**jukebot** makes songs with OpenAI's Jukebox model, and the server vo
 • On the drafts, the requester or a moderator can press 🎲 **Reroll** for a new set with a new seed (the old drafts stay up for the vote until it is ready), and after the vote **U1**, **U2**… to make another draft in full quality too (a second clip, each draft once). Both count as one of your songs of the day.
 • On a clip: **Continue** makes it longer, **Vote** puts it up for the daily clip, **Remix** opens its recipe (artist, genre, lyrics, seed, length) to change one thing and make it again: the same recipe with the same seed gives the same drafts. Or right-click a clip → Apps → *Continue this clip*, or `/continue clip:` / `audio:` with your own file (`at:0:42` picks where in it to start).
 • `/queue` what is being made · `/song id` one song: its recipe and its family (what it comes from, what came from it) · `/top` the best clips (`by:family` ranks a song with everything made from it) · `/me` your songs and quota.
-• Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`.
+• Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`, `/mod playlist` (the SoundCloud playlist: link, or `title:` to rename).
 
 Clips made with OpenAI's released Jukebox weights are for non-commercial use."""
