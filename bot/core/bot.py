@@ -41,6 +41,7 @@ EXTENSIONS = (
     "bot.features.voting",
     "bot.features.requests",
     "bot.features.continuations",
+    "bot.features.recipes",
     "bot.features.clips",
     "bot.features.moderation",
     "bot.features.info",

@@ -1,5 +1,6 @@
 """The clip post's buttons: Continue (from the continuations feature), the clip vote for the daily
-clip (`jb:clipvote:<clip>`) and Publish for moderators (`jb:publish:<clip>`)."""
+clip (`jb:clipvote:<clip>`), Publish for moderators (`jb:publish:<clip>`) and Remix (from the
+recipes feature)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import discord
 from bot.core.bot import JukeBot
 from bot.core.buttons import DynamicButton, IdButton
 from bot.features.continuations import ContinueButton
+from bot.features.recipes import RemixButton
 
 from .service import Clips
 
@@ -51,4 +53,5 @@ def clip_view(clip_id: int, votes: int = 0) -> discord.ui.View:
     view.add_item(ContinueButton(clip_id))
     view.add_item(ClipVoteButton(clip_id, votes))
     view.add_item(PublishButton(clip_id))
+    view.add_item(RemixButton(clip_id))
     return view

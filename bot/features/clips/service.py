@@ -17,6 +17,7 @@ from bot.core.bot import JukeBot
 from bot.core.ledger import PostLedger
 from bot.core.text import describe
 from bot.errors import UserError
+from bot.features.recipes import recipe_for, recipe_lines
 from bot.features.status import StatusBoard
 from db import lifecycle, repo
 from db.models import Clip, Song, SongStatus
@@ -83,10 +84,15 @@ class Clips:
                 again = clip.draft_id is not None and clip.draft_id != song.winner_draft_id
                 draft = await bot.to_thread(repo.draft_by_id, bot.db, clip.draft_id) if again else None
                 what = f"draft {draft.index + 1}, chosen again" if draft is not None else "finished"
-                content = (
-                    f"🎶 **Song #{song.id} is {what}** — {describe(song)} — made for <@{requester}>. "
-                    f"Clip #{clip.id}.\nPress **Continue** to make it longer, **Vote** to put it up for the "
-                    "daily clip."
+                recipe = await bot.to_thread(recipe_for, bot.db, song)
+                content = "\n".join(
+                    [
+                        f"🎶 **Song #{song.id} is {what}** — {describe(song)} — made for <@{requester}>. "
+                        f"Clip #{clip.id}.",
+                        *recipe_lines(recipe),
+                        "Press **Continue** to make it longer, **Vote** to put it up for the daily clip, "
+                        "**Remix** to make it again with something changed.",
+                    ]
                 )
                 found = (
                     (gs.clips_channel_id if gs else None),

@@ -12,12 +12,15 @@ from sqlmodel import col
 from bot.config import guild_settings
 from bot.core.text import describe, message_url, ts
 from bot.errors import UserError
+from bot.features.recipes import recipe_for, recipe_text
 from bot.features.requests.logic import ACTIVE_JOB, song_counts_for
 from db import lifecycle, queue, repo
 from db.database import Database
 from db.models import Job, JobStatus, Song, User, utcnow
 from db.scope import GuildScope
 from db.settings import Settings
+
+from .family import family_text, top_families_text
 
 PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30), "all": None}
 STATUS_WORDS = {
@@ -83,6 +86,21 @@ def render_queue(lines: list[QueueLine], waiting: int) -> str:
     return "\n".join(out)
 
 
+@dataclass(frozen=True)
+class SongAnswer:
+    text: str  # where the song stands
+    recipe: str  # how it was made
+    family: str | None  # where it comes from and what came from it (None: no relatives)
+
+
+def song_answer(db: Database, scope: GuildScope, song_id: int) -> SongAnswer:
+    """`/song id:`: its details, its recipe card and its family tree (UserError: not here)."""
+    text = song_details(db, scope, song_id)
+    song = repo.song_by_id(db, song_id)  # found in this server by song_details
+    assert song is not None
+    return SongAnswer(text, recipe_text(recipe_for(db, song)), family_text(db, scope, song_id))
+
+
 def song_details(db: Database, scope: GuildScope, song_id: int) -> str:
     with db.read() as s:
         song = scope.song(s, song_id)
@@ -121,15 +139,18 @@ def song_details(db: Database, scope: GuildScope, song_id: int) -> str:
             else ""
         )
         lines.append(f"Clip #{clip.id}{where}")
-    if song.parent_clip_id:
-        lines.append(f"Continues clip #{song.parent_clip_id}")
     return "\n".join(lines)
 
 
-def top_text(db: Database, guild_id: int | None, period: str, now: datetime | None = None) -> str:
+def top_text(
+    db: Database, guild_id: int | None, period: str, now: datetime | None = None, by: str = "clip"
+) -> str:
     now = now or utcnow()
     span = PERIODS[period]
     since = now - span if span is not None else datetime(2000, 1, 1, tzinfo=now.tzinfo)
+    if by == "family":
+        title = {"day": "today", "week": "this week", "month": "this month", "all": "of all time"}[period]
+        return top_families_text(db, guild_id, since, title)
     found = repo.top_clips(db, since, None, limit=10, guild_id=guild_id)
     if not found:
         return f"No clips yet in this {period if period != 'all' else 'server'}. Make one with `/generate`!"
@@ -191,8 +212,8 @@ HELP = """**jukebot** makes songs with OpenAI's Jukebox model, and the server vo
 • One status message follows your song: queue position, progress, time left. Cancel it there.
 • The drafts are posted for everyone to vote on; the winner is made in full quality and posted as a clip.
 • On the drafts, the requester or a moderator can press 🎲 **Reroll** for a new set with a new seed (the old drafts stay up for the vote until it is ready), and after the vote **U1**, **U2**… to make another draft in full quality too (a second clip, each draft once). Both count as one of your songs of the day.
-• On a clip: **Continue** makes it longer, **Vote** puts it up for the daily clip. Or right-click a clip → Apps → *Continue this clip*, or `/continue clip:` / `audio:` with your own file (`at:0:42` picks where in it to start).
-• `/queue` what is being made · `/song id` one song · `/top` the best clips · `/me` your songs and quota.
+• On a clip: **Continue** makes it longer, **Vote** puts it up for the daily clip, **Remix** opens its recipe (artist, genre, lyrics, seed, length) to change one thing and make it again: the same recipe with the same seed gives the same drafts. Or right-click a clip → Apps → *Continue this clip*, or `/continue clip:` / `audio:` with your own file (`at:0:42` picks where in it to start).
+• `/queue` what is being made · `/song id` one song: its recipe and its family (what it comes from, what came from it) · `/top` the best clips (`by:family` ranks a song with everything made from it) · `/me` your songs and quota.
 • Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`, `/mod playlist` (the SoundCloud playlist: link, or `title:` to rename).
 
 Clips made with OpenAI's released Jukebox weights are for non-commercial use."""

@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.core.bot import JukeBot
 from db.scope import GuildScope
 
-from .answers import HELP, me_text, queue_lines, render_queue, song_details, top_text
+from .answers import HELP, me_text, queue_lines, render_queue, song_answer, top_text
 
 
 class InfoCog(commands.Cog, name="Info"):
@@ -31,19 +31,26 @@ class InfoCog(commands.Cog, name="Info"):
     @app_commands.describe(id="The song number (e.g. from its status message)")
     async def song(self, interaction: discord.Interaction[JukeBot], id: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await self.bot.to_thread(song_details, self.bot.db, GuildScope(interaction.guild_id), id)
-        await interaction.followup.send(text[:2000], ephemeral=True)
+        answer = await self.bot.to_thread(song_answer, self.bot.db, GuildScope(interaction.guild_id), id)
+        embeds = [discord.Embed(title="Recipe", description=answer.recipe[:4096])]
+        if answer.family:
+            embeds.append(discord.Embed(title="Family", description=answer.family[:4096]))
+        await interaction.followup.send(answer.text[:2000], embeds=embeds, ephemeral=True)
 
     @app_commands.guild_only()
-    @app_commands.command(name="top", description="The most-voted clips.")
-    @app_commands.describe(period="Which clips to rank (default: this week)")
+    @app_commands.command(name="top", description="The most-voted clips, or song families.")
+    @app_commands.describe(
+        period="Which clips to rank (default: this week)",
+        by="clip: each clip on its own; family: a song with everything continued or rerolled from it",
+    )
     async def top(
         self,
         interaction: discord.Interaction[JukeBot],
         period: Literal["day", "week", "month", "all"] = "week",
+        by: Literal["clip", "family"] = "clip",
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await self.bot.to_thread(top_text, self.bot.db, interaction.guild_id, period)
+        text = await self.bot.to_thread(top_text, self.bot.db, interaction.guild_id, period, None, by)
         await interaction.followup.send(text[:2000], ephemeral=True)
 
     @app_commands.guild_only()

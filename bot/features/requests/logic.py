@@ -88,6 +88,7 @@ def request_song(
     prime_key: str | None = None,
     prime_seconds: float | None = None,
     seed: int | None = None,
+    temperature: float | None = None,
     request_key: str | None = None,
     same_press_seconds: float = 0.0,
 ) -> Song:
@@ -123,6 +124,7 @@ def request_song(
             title=f"{artist} · {genre}",
             model=settings.engine.model,
             n_drafts=n_drafts,
+            temperature=temperature,
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             parent_clip_id=parent_clip_id,

@@ -71,8 +71,11 @@ class Requests:
         parent_clip_id: int | None = None,
         prime_key: str | None = None,
         prime_seconds: float | None = None,
+        seed: int | None = None,
+        temperature: float | None = None,
     ) -> Submitted:
-        """Write the song, start it if the guild has a free slot, post its status message."""
+        """Write the song, start it if the guild has a free slot, post its status message. `seed` and
+        `temperature` (a remix keeps its recipe's): None for a new seed and the model's choice."""
         bot = self.bot
         who = logic.Requester(
             discord_id=interaction.user.id,
@@ -96,6 +99,8 @@ class Requests:
                 parent_clip_id=parent_clip_id,
                 prime_key=prime_key,
                 prime_seconds=prime_seconds,
+                seed=seed,
+                temperature=temperature,
                 request_key=str(interaction.id),
                 same_press_seconds=bot.settings.discord.same_press_seconds,
             )
