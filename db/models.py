@@ -137,6 +137,10 @@ class Song(SQLModel, table=True):
     parent_clip_id: int | None = None  # continuation of this clip (no FK: songs and clips refer both ways)
     prime_key: str | None = None  # storage key of an uploaded prime audio file
     prime_seconds: float | None = None
+    # Where the new music starts, in seconds of the parent clip (the song keeps the clip up to it)
+    # or of the uploaded file (the stored part ends there; the worker primes on the stored part).
+    # None: from the clip's end.
+    prime_at: float | None = None
     vote_closes_at: datetime | None = _ts()
     winner_draft_id: int | None = None
     error: str | None = None

@@ -10,6 +10,7 @@ import pytest
 
 from db.models import JobKind
 from tests.bot_harness import Studio, seed_clip, tone_wav
+from tests.fakes.discord import custom_ids
 from tests.test_bot_e2e import song_id_from
 
 pytest_plugins = ["tests.bot_fixtures"]
@@ -35,11 +36,19 @@ async def test_continue_a_clip_three_ways(sqlite_studio: Studio) -> None:
     assert (child.parent_clip_id, child.artist, child.genre, child.seconds) == (clip.id, "queen", "pop", 4.0)
     assert [j.kind for j in studio.jobs(child.id or 0)] == [JobKind.continue_]
 
-    # The message context menu on the clip's post.
+    # The message context menu on the clip's post: from the end, or from a moment.
     menu = await fake.settled(
         await fake.message_command(studio.members["carol"], int(clip_msg["id"]), "Continue this clip")
     )
-    grandchild = studio.song(song_id_from(menu.text()))
+    assert "from its end, or from a moment" in menu.text() and menu.is_ephemeral(), menu.text()
+    offer = menu.followups[-1]
+    assert custom_ids(offer) == [f"jb:continue-end:{clip.id}", f"jb:continue-at:{clip.id}"]
+    end = await fake.settled(
+        await fake.click(studio.members["carol"], int(offer["id"]), f"jb:continue-end:{clip.id}", seen=offer),
+        timeout=20,
+    )
+    grandchild = studio.song(song_id_from(end.text()))
+    assert grandchild.prime_at is None  # from the end
     assert grandchild.parent_clip_id == clip.id and grandchild.user_id != child.user_id
     # ... and on a message that is not a clip.
     status = studio.message_with(f"jb:cancel:{grandchild.id}")

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from bot.config import guild_settings
-from bot.core.text import describe, message_url, ts
+from bot.core.text import describe, lineage, message_url, ts
 from bot.errors import UserError
 from bot.features.requests.logic import ACTIVE_JOB, song_counts_for
 from db import lifecycle, queue, repo
@@ -120,8 +120,8 @@ def song_details(db: Database, scope: GuildScope, song_id: int) -> str:
             else ""
         )
         lines.append(f"Clip #{clip.id}{where}")
-    if song.parent_clip_id:
-        lines.append(f"Continues clip #{song.parent_clip_id}")
+    if song.parent_clip_id is not None or song.prime_key is not None:
+        lines.append(lineage(song))  # "Continues clip #12 from 0:42"
     return "\n".join(lines)
 
 
@@ -189,7 +189,7 @@ HELP = """**jukebot** makes songs with OpenAI's Jukebox model, and the server vo
 • `/generate artist genre` — start a song. Start typing the artist or genre to pick from the model's list. Add `lyrics:` with your own words or `lyrics_prompt:` to have lyrics written (you check them first), `seconds:` and `drafts:`.
 • One status message follows your song: queue position, progress, time left. Cancel it there.
 • The drafts are posted for everyone to vote on; the winner is made in full quality and posted as a clip.
-• On a clip: **Continue** makes it longer, **Vote** puts it up for the daily clip. Or right-click a clip → Apps → *Continue this clip*, or `/continue clip:` / `audio:` with your own file (`at:0:42` picks where in it to start).
+• On a clip: **Continue** makes it longer — *from the end*, or *from a moment* you type (the new song keeps the clip up to it and goes its own way from there); **Vote** puts it up for the daily clip. Or right-click a clip → Apps → *Continue this clip*, or `/continue clip:` (`at:0:42`: the new music starts at 0:42) or `audio:` with your own file (`at:` says where in it: the part just before that moment is used).
 • `/queue` what is being made · `/song id` one song · `/top` the best clips · `/me` your songs and quota.
 • Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`.
 

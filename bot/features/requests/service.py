@@ -71,6 +71,7 @@ class Requests:
         parent_clip_id: int | None = None,
         prime_key: str | None = None,
         prime_seconds: float | None = None,
+        prime_at: float | None = None,
     ) -> Submitted:
         """Write the song, start it if the guild has a free slot, post its status message."""
         bot = self.bot
@@ -96,6 +97,7 @@ class Requests:
                 parent_clip_id=parent_clip_id,
                 prime_key=prime_key,
                 prime_seconds=prime_seconds,
+                prime_at=prime_at,
                 request_key=str(interaction.id),
                 same_press_seconds=bot.settings.discord.same_press_seconds,
             )
