@@ -36,7 +36,7 @@ class ContinueButton(IdButton, DynamicButton, template=r"jb:continue:(?P<clip_id
         self.clip_id = clip_id
 
     async def act(self, interaction: discord.Interaction[JukeBot]) -> None:
-        await interaction.client.need(Continuations).offer(interaction, self.clip_id)
+        await offer(interaction, self.clip_id)
 
 
 class ContinueFromEndButton(IdButton, DynamicButton, template=r"jb:continue-end:(?P<clip_id>\d+)"):
@@ -103,3 +103,11 @@ def choice_view(clip_id: int) -> discord.ui.View:
     view.add_item(ContinueFromEndButton(clip_id))
     view.add_item(ContinueFromMomentButton(clip_id))
     return view
+
+
+async def offer(interaction: discord.Interaction[JukeBot], clip_id: int) -> None:
+    """The Continue button and the menu: from the end, or from a moment (an ephemeral question
+    whose buttons work after a restart too)."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    text = await interaction.client.need(Continuations).offer_text(interaction, clip_id)
+    await interaction.followup.send(text, view=choice_view(clip_id), ephemeral=True)

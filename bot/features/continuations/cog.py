@@ -22,7 +22,7 @@ from bot.core.replies import guarded
 from bot.errors import UserError
 from bot.features.requests import queued_text
 
-from .buttons import MODAL_ID, MOMENT_INPUT
+from .buttons import MODAL_ID, MOMENT_INPUT, offer
 from .logic import clip_by_message, clip_id_of_message, modal_value
 from .service import Continuations
 
@@ -77,13 +77,12 @@ class ContinueCog(commands.Cog, name="Continue"):
     async def continue_message(
         self, interaction: discord.Interaction[JukeBot], message: discord.Message
     ) -> None:
-        continuations = self.bot.need(Continuations)
         clip_id = clip_id_of_message(message) or await self.bot.to_thread(
             clip_by_message, self.bot.db, message.id
         )
         if clip_id is None:
             raise UserError("That message is not a clip I posted. Use this on a finished clip's post.")
-        await continuations.offer(interaction, clip_id)
+        await offer(interaction, clip_id)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[JukeBot]) -> None:

@@ -25,21 +25,16 @@ class Continuations:
         self.bot = bot
         self.requests = requests
 
-    async def offer(self, interaction: discord.Interaction[JukeBot], clip_id: int) -> None:
-        """The Continue button and the menu: from the end, or from a moment (buttons that work
-        after a restart too)."""
-        from .buttons import choice_view
-
-        await interaction.response.defer(ephemeral=True, thinking=True)
+    async def offer_text(self, interaction: discord.Interaction[JukeBot], clip_id: int) -> str:
+        """The question the Continue button and the menu ask (buttons.offer shows it with the
+        two choices); UserError when there is no such clip in this server."""
         clip, _ = await self.bot.to_thread(
             continuation_source, self.bot.db, GuildScope(interaction.guild_id), clip_id
         )
         length = f" ({clock(clip.seconds)} long)" if clip.seconds > 0 else ""
-        await interaction.followup.send(
+        return (
             f"Continue clip #{clip_id}{length} from its end, or from a moment you choose? "
-            "From a moment, the new song keeps the clip up to it and goes its own way from there.",
-            view=choice_view(clip_id),
-            ephemeral=True,
+            "From a moment, the new song keeps the clip up to it and goes its own way from there."
         )
 
     async def continue_pressed(
