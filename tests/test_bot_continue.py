@@ -193,6 +193,8 @@ async def test_continue_at_a_moment_with_the_real_worker(sqlite_studio: Studio) 
     assert f"continuing clip #{parent.id} from 0:00.3" in ix.text(), ix.text()
     child_id = song_id_from(ix.text())
     assert studio.song(child_id).prime_at == pytest.approx(0.3)
+    status = await studio.until(lambda: studio.message_with(f"jb:cancel:{child_id}"), "the status message")
+    assert f"continuing clip #{parent.id} from 0:00.3" in status["content"], status["content"]
     child = await _finished_clip(studio, "bob", child_id)
     # The worker kept the parent's music up to 0.3 s exactly, at every level, then went on.
     _kept_up_to(
@@ -259,8 +261,7 @@ async def test_continue_button_from_a_moment_survives_a_restart_real_worker(sqli
     )
 
 
-async def test_continue_at_bad_input_on_a_clip(sqlite_studio: Studio) -> None:
-    studio = sqlite_studio
+async def test_continue_at_bad_input_on_a_clip(studio: Studio) -> None:
     await studio.start_bot()
     parent = await studio.run_db(seed_clip, studio, "alice", seconds=2.0)
     clip = studio.clip(parent)
@@ -278,4 +279,9 @@ async def test_continue_at_bad_input_on_a_clip(sqlite_studio: Studio) -> None:
         assert words in ix.text(), (at, ix.text())
     assert len(studio.songs()) == before
     ok = await studio.run("bob", "continue", {"clip": clip.id, "at": "1.5"})
-    assert studio.song(song_id_from(ok.text())).prime_at == pytest.approx(1.5)
+    at_song = studio.song(song_id_from(ok.text()))
+    assert at_song.prime_at == pytest.approx(1.5)
+    # Right after it, the same clip from its end is another request, not a double click.
+    end = await studio.run("bob", "continue", {"clip": clip.id})
+    end_song = studio.song(song_id_from(end.text()))
+    assert end_song.id != at_song.id and end_song.prime_at is None
