@@ -285,3 +285,5 @@ async def test_continue_at_bad_input_on_a_clip(studio: Studio) -> None:
     end = await studio.run("bob", "continue", {"clip": clip.id})
     end_song = studio.song(song_id_from(end.text()))
     assert end_song.id != at_song.id and end_song.prime_at is None
+    helped = (await studio.run("bob", "help")).text()
+    assert "*from a moment*" in helped and "`at:0:42`: the new music starts at 0:42" in helped, helped
