@@ -1,8 +1,8 @@
 """A song's life, in one place: its states, the moves allowed between them, and every write of
 `songs.status`. Jobs have theirs in `db/queue.py`, publications in `publisher/state.py`.
 
-    queued ─▶ drafting ─▶ voting ─close_vote─▶ upsampling ─▶ done
-       │          │          │                     │
+    queued ─▶ drafting ─▶ voting ─close_vote─▶ upsampling ◀─choose_again─▶ done
+       │          │          │  └─replace_vote─▶ rerolled      │
        └──────────┴──────────┴─────────────────────┴──▶ failed | cancelled ─retry─▶ queued | upsampling
 
 - A move that is not in `MOVES` is refused (`IllegalMove`), except a move to where the song already
@@ -10,6 +10,13 @@
 - `close_vote` records the winner, moves the song to `upsampling` and queues the upsample job in ONE
   transaction, so no crash can leave a closed vote without its job.
 - `cancel` and `retry` move the song and its job together.
+- Reroll: `reroll` writes a new song (same recipe, new seed, `rerolled_from_song_id`) while the old
+  vote stays open; the old vote does not close by the clock while its reroll is on its way. When the
+  reroll's drafts are posted, `replace_vote` ends the old song as `rerolled` (counted: a reroll costs
+  one song of the day, the new row). A reroll that fails or is cancelled leaves the old vote to close.
+- Choose again: `choose_again` queues the upsample of one more draft of a song whose vote closed (each
+  draft once: the job's key and clips' (song_id, draft_id) are unique) and brings a `done` song back to
+  `upsampling`; `settle` ends it `done` again once no upsample job is left and every clip is posted.
 
 Every function takes a Session from `db.write()` (or the Database, and opens one).
 """
@@ -27,18 +34,20 @@ from sqlmodel import Session, col
 
 from db import queue
 from db.database import Database
-from db.models import Draft, Job, JobKind, JobStatus, Song, SongStatus, Vote, utcnow
+from db.models import Clip, Draft, Job, JobKind, JobStatus, Song, SongStatus, Vote, utcnow
 
 Q, D, V, U = SongStatus.queued, SongStatus.drafting, SongStatus.voting, SongStatus.upsampling
 DONE, FAILED, CANCELLED = SongStatus.done, SongStatus.failed, SongStatus.cancelled
+REROLLED = SongStatus.rerolled
 
-FINAL = frozenset({DONE, FAILED, CANCELLED})
+FINAL = frozenset({DONE, FAILED, CANCELLED, REROLLED})
 MOVES: dict[SongStatus, frozenset[SongStatus]] = {
     Q: frozenset({D, V, FAILED, CANCELLED}),  # V: a worker that drafted before reporting `drafting`
     D: frozenset({V, FAILED, CANCELLED}),
-    V: frozenset({U, FAILED, CANCELLED}),
+    V: frozenset({U, FAILED, CANCELLED, REROLLED}),
     U: frozenset({DONE, FAILED, CANCELLED}),
-    DONE: frozenset(),
+    DONE: frozenset({U}),  # choose again: one more draft upsampled
+    REROLLED: frozenset(),
     FAILED: frozenset({Q, U}),  # retry
     CANCELLED: frozenset({Q, U}),  # retry
 }
@@ -198,6 +207,8 @@ def close_vote(
             return None
         if not force and (song.vote_closes_at is None or song.vote_closes_at > now):
             return None
+        if not force and live_reroll(s, song_id) is not None:
+            return None  # the old drafts stay votable until the reroll's replace them
         winner = pick_winner(s, song)
         if winner is None:
             raise RuntimeError(f"song {song_id} is voting but has no drafts")
@@ -216,6 +227,88 @@ def close_vote(
             session=s,
         )
         return Closed(song, winner, job_id)
+
+
+# --- reroll ---------------------------------------------------------------------------------------
+
+LIVE_REROLL = (Q.value, D.value, V.value)
+
+
+def live_reroll(s: Session, song_id: int) -> Song | None:
+    """The reroll of this song that is on its way (its drafts not yet posted), if any."""
+    return (
+        s.execute(
+            select(Song)
+            .where(col(Song.rerolled_from_song_id) == song_id, col(Song.status).in_(LIVE_REROLL))
+            .order_by(col(Song.id).desc())
+            .limit(1)
+        )
+        .scalars()
+        .first()
+    )
+
+
+def replace_vote(s: Session, song_id: int, now: datetime | None = None) -> bool:
+    """A reroll's drafts are posted: the vote of the song it rerolls ends (`rerolled`). True when it
+    ended now; False when that vote had already closed (the reroll then stands on its own)."""
+    song = _locked(s, song_id)
+    if song.status != V:
+        return False
+    _apply(song, REROLLED, now=now)
+    song.vote_closes_at = now or utcnow()
+    s.add(song)
+    return True
+
+
+# --- choose again ---------------------------------------------------------------------------------
+
+UPSAMPLED = (U, DONE)  # a song whose vote chose a draft
+AGAIN_KEYS = "song:%:upsample:%"  # LIKE pattern of `again_key` (the winner's is `upsample_key`)
+
+
+def again_key(song_id: int, draft_id: int) -> str:
+    return f"song:{song_id}:upsample:{draft_id}"
+
+
+def choose_again(db: Database, s: Session, song_id: int, draft_id: int, now: datetime | None = None) -> int:
+    """Queue the upsample of one more draft of a song whose vote closed; a finished song goes back to
+    `upsampling` until that clip is posted. Idempotent per draft (the job's key). The job id."""
+    song = _locked(s, song_id)
+    if song.status not in UPSAMPLED:
+        raise IllegalMove(song_id, song.status, "another upsample")
+    _apply(song, U, now=now)
+    s.add(song)
+    s.flush()
+    return queue.enqueue(
+        db,
+        JobKind.upsample,
+        {"song_id": song_id, "draft_id": draft_id},
+        song_id=song_id,
+        idempotency_key=again_key(song_id, draft_id),
+        session=s,
+    )
+
+
+def settle(s: Session, song_id: int) -> bool:
+    """An upsampling song with a posted clip ends `done` again once none of its upsample jobs is
+    queued or running and every clip is posted (a chosen-again draft that failed leaves the song's
+    other clips as they were). True when it is done now."""
+    song = _locked(s, song_id)
+    if song.status != U:
+        return song.status == DONE
+    active = s.execute(
+        select(col(Job.id)).where(
+            col(Job.song_id) == song_id,
+            col(Job.kind) == JobKind.upsample.value,
+            col(Job.status).in_(ACTIVE_JOB),
+        )
+    ).first()
+    clips = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalars().all()
+    if active is not None or not clips or any(c.message_id is None for c in clips):
+        return False
+    _apply(song, DONE)
+    s.add(song)
+    return True
 
 
 # --- cancel and retry -----------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class SongStatus(StrEnum):
     done = "done"
     failed = "failed"
     cancelled = "cancelled"
+    rerolled = (
+        "rerolled"  # its vote was replaced by a reroll's drafts (the song that has it as rerolled_from)
+    )
 
 
 class JobKind(StrEnum):
@@ -141,6 +144,8 @@ class Song(SQLModel, table=True):
     # or of the uploaded file (the stored part ends there; the worker primes on the stored part).
     # None: from the clip's end.
     prime_at: float | None = None
+    # A reroll: the same recipe as this song with a new seed (its drafts replace that song's vote).
+    rerolled_from_song_id: int | None = Field(default=None, index=True)
     vote_closes_at: datetime | None = _ts()
     winner_draft_id: int | None = None
     error: str | None = None
@@ -201,11 +206,15 @@ class Draft(SQLModel, table=True):
 
 
 class Clip(SQLModel, table=True):
-    """A finished, upsampled song."""
+    """A finished, upsampled draft of a song: the vote's winner, and any draft chosen again after it."""
 
     __tablename__ = "clips"
+    __table_args__ = (UniqueConstraint("song_id", "draft_id", name="uq_clips_song_draft"),)
     id: int | None = Field(default=None, primary_key=True)
-    song_id: int = Field(foreign_key="songs.id", unique=True)
+    song_id: int = Field(foreign_key="songs.id", index=True)
+    draft_id: int | None = Field(
+        default=None, foreign_key="drafts.id"
+    )  # None only for clips made before 0008
     audio_key: str  # level-0 wav
     mp3_key: str | None = None
     codes_key: str  # all three levels (.npz), for continuation
@@ -266,15 +275,24 @@ class Publication(SQLModel, table=True):
     lease_token: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = _ts()
+    # Whose login sent it (oauth_tokens.guild_id: 0 the operator's shared account, else the server's
+    # own), fixed on the first send so a later look-up searches the account it went to.
+    account_guild_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # SoundCloud: the server's playlist this track was added to (publisher/playlists.py).
+    playlist_id: str | None = None
 
 
 class OAuthToken(SQLModel, table=True):
-    """A platform login (SoundCloud; X over OAuth 2.0), one row per provider. Refresh tokens are single
-    use there, so the row is replaced after every refresh before the access token is used: see
-    publisher/tokens.py."""
+    """A platform login (SoundCloud; X over OAuth 2.0), one row per provider and account: guild_id 0
+    is the operator's shared account, another id a server's own (publisher/accounts.py). Refresh
+    tokens are single use there, so the row is replaced after every refresh before the access token
+    is used: see publisher/tokens.py."""
 
     __tablename__ = "oauth_tokens"
     provider: str = Field(primary_key=True)  # soundcloud | x
+    guild_id: int = Field(
+        default=0, sa_column=Column(BigInteger, primary_key=True, autoincrement=False, server_default="0")
+    )
     access_token: str
     refresh_token: str | None = None
     token_type: str = "bearer"
@@ -285,4 +303,33 @@ class OAuthToken(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
-ALL_TABLES = [User, GuildConfig, Song, Job, Draft, Clip, DailyClip, Vote, Publication, OAuthToken]
+class SoundCloudPlaylist(SQLModel, table=True):
+    """A server's SoundCloud playlist (a "set"): every clip it publishes there is added once. Created
+    on first use, in the account the server publishes with; work on it is leased, one runner at a time."""
+
+    __tablename__ = "soundcloud_playlists"
+    guild_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    account_guild_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    playlist_id: str | None = None  # None: not created yet (or deleted on SoundCloud, to be made again)
+    url: str | None = None
+    title: str | None = None  # the moderators' title; None: "<server name> - jukebot"
+    guild_name: str = ""  # for the default title
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = _ts()
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+ALL_TABLES = [
+    User,
+    GuildConfig,
+    Song,
+    Job,
+    Draft,
+    Clip,
+    DailyClip,
+    Vote,
+    Publication,
+    OAuthToken,
+    SoundCloudPlaylist,
+]

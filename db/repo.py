@@ -157,6 +157,14 @@ def add_draft(
         return draft
 
 
+def draft_by_id(target: Target, draft_id: int | None) -> Draft | None:
+    """For ids the system stored (a clip's draft). An id a button carried goes through db.scope."""
+    if draft_id is None:
+        return None
+    with _read(target) as s:
+        return s.get(Draft, draft_id)
+
+
 def drafts_for_song(target: Target, song_id: int) -> list[Draft]:
     """The song's drafts in draft order."""
     stmt = select(Draft).where(col(Draft.song_id) == song_id).order_by(col(Draft.index))
@@ -251,17 +259,38 @@ def add_clip(
     mp3_key: str | None = None,
     waveform_key: str | None = None,
     seconds: float = 0.0,
+    draft_id: int | None = None,
 ) -> Clip:
-    """Record the song's finished clip; a retried job that writes it again replaces the keys."""
+    """Record the clip of one draft of a song (a song has one per draft upsampled); a retried job
+    that writes it again replaces the keys."""
     with _tx(target) as s:
-        clip = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
+        clip = s.execute(
+            select(Clip).where(col(Clip.song_id) == song_id, col(Clip.draft_id) == draft_id)
+            if draft_id is not None
+            else select(Clip).where(col(Clip.song_id) == song_id, col(Clip.draft_id).is_(None))
+        ).scalar_one_or_none()
         if clip is None:
-            clip = Clip(song_id=song_id, audio_key=audio_key, codes_key=codes_key)
+            clip = Clip(song_id=song_id, draft_id=draft_id, audio_key=audio_key, codes_key=codes_key)
         clip.audio_key, clip.codes_key, clip.mp3_key = audio_key, codes_key, mp3_key
         clip.waveform_key, clip.seconds = waveform_key, seconds
         s.add(clip)
         s.flush()
         return clip
+
+
+def first_clip(target: Target, song_id: int) -> Clip | None:
+    """The song's first clip (its vote's winner); a draft chosen again later has its own."""
+    with _read(target) as s:
+        return s.execute(
+            select(Clip).where(col(Clip.song_id) == song_id).order_by(col(Clip.id)).limit(1)
+        ).scalar_one_or_none()
+
+
+def clips_of_song(target: Target, song_id: int) -> list[Clip]:
+    with _read(target) as s:
+        return list(
+            s.execute(select(Clip).where(col(Clip.song_id) == song_id).order_by(col(Clip.id))).scalars()
+        )
 
 
 def clip_by_id(target: Target, clip_id: int) -> Clip | None:

@@ -1,7 +1,11 @@
 """`jukebot publish …`: the one-time logins, the publications table, and running due uploads now.
 
-    jukebot publish auth soundcloud [--code URL_OR_CODE | --no-listen]
-    jukebot publish auth x [--oauth2]       (OAuth 1.0a keys come from the settings; this checks them)
+    jukebot publish auth soundcloud [--guild ID] [--code URL_OR_CODE | --no-listen]
+    jukebot publish auth x [--oauth2] [--guild ID]   (1.0a keys come from the settings; this checks them)
+    jukebot publish logout soundcloud|x --guild ID   (a server's own account; it falls back to the shared one)
+
+`--guild ID` logs in a server's OWN account: that server's clips go there instead of to the
+operator's shared account (publisher/accounts.py).
     jukebot publish status [--limit N]
     jukebot publish run [--platform x]
     jukebot publish retry ID                (a failed publication, with fresh attempts)
@@ -32,6 +36,11 @@ auth_app = typer.Typer(
 app.add_typer(auth_app, name="auth")
 
 _CODE = typer.Option(None, "--code", help="The redirect URL (or just the code) the browser landed on.")
+_GUILD = typer.Option(
+    None,
+    "--guild",
+    help="A Discord server's id: log in that server's own account (its clips go there, not to yours).",
+)
 _NO_LISTEN = typer.Option(
     False, "--no-listen", help="Do not listen on the redirect URI; ask for the URL instead."
 )
@@ -63,13 +72,15 @@ def _login(
     scope: str,
     code: str | None,
     no_listen: bool,
+    guild: int | None = None,
 ) -> None:
-    """Authorization code + PKCE: print the URL, get the code back, exchange it, store the tokens."""
+    """Authorization code + PKCE: print the URL, get the code back, exchange it, store the tokens
+    (under the server `guild` when given: its own account)."""
     import httpx
 
     from publisher.errors import PublishError
     from publisher.oauth import authorize_url, code_from_redirect, make_pkce, wait_for_redirect
-    from publisher.tokens import save_token
+    from publisher.tokens import SHARED, save_token
 
     pkce = make_pkce()
     redirect = settings.publish.oauth_redirect_uri
@@ -92,7 +103,7 @@ def _login(
                 tokens = await oauth.exchange_code(
                     http, code=got, redirect_uri=redirect, verifier=pkce.verifier
                 )
-            await asyncio.to_thread(save_token, db, provider, tokens)
+            await asyncio.to_thread(save_token, db, provider, tokens, guild_id=guild or SHARED)
 
         asyncio.run(exchange())
     except PublishError as exc:
@@ -101,15 +112,24 @@ def _login(
         raise _fail(
             f"cannot wait for the browser at {redirect} ({exc}); use --no-listen and paste the address."
         ) from None
-    typer.echo(f"{provider}: logged in; the tokens are stored in the database.")
+    whose = f"server {guild}'s own account" if guild else "the shared account"
+    typer.echo(f"{provider}: logged in ({whose}); the tokens are stored, encrypted, in the database.")
+
+
+def _check_guild(guild: int | None) -> None:
+    if guild is not None and guild <= 0:
+        raise _fail(f"--guild {guild} is not a Discord server id (a positive number).")
 
 
 @auth_app.command("soundcloud")
-def auth_soundcloud(code: str | None = _CODE, no_listen: bool = _NO_LISTEN) -> None:
+def auth_soundcloud(
+    code: str | None = _CODE, no_listen: bool = _NO_LISTEN, guild: int | None = _GUILD
+) -> None:
     """Log jukebot in to SoundCloud (OAuth 2.1 with PKCE); needed once, refreshed automatically."""
     from publisher.errors import PublishError
     from publisher.soundcloud_client import soundcloud_oauth
 
+    _check_guild(guild)
     settings, db = _open()
     try:
         oauth = soundcloud_oauth(settings)
@@ -125,6 +145,7 @@ def auth_soundcloud(code: str | None = _CODE, no_listen: bool = _NO_LISTEN) -> N
             "",
             code,
             no_listen,
+            guild,
         )
     finally:
         db.dispose()
@@ -135,32 +156,38 @@ def auth_x(
     oauth2: bool = typer.Option(False, "--oauth2", help="Log in with OAuth 2.0 (PKCE) instead of 1.0a keys."),
     code: str | None = _CODE,
     no_listen: bool = _NO_LISTEN,
+    guild: int | None = _GUILD,
 ) -> None:
-    """Check the X OAuth 1.0a keys (they never expire), or log in with OAuth 2.0 + PKCE (--oauth2)."""
+    """Check the X OAuth 1.0a keys (they never expire), or log in with OAuth 2.0 + PKCE (--oauth2;
+    always for a server's own account, --guild)."""
     import httpx
 
     from publisher.errors import PublishError
     from publisher.platforms import x_oauth
-    from publisher.tokens import TokenManager
-    from publisher.x_client import X_SCOPES, XClient, x_auth_from_settings
+    from publisher.tokens import SHARED, TokenManager
+    from publisher.x_client import X_SCOPES, OAuth2UserAuth, XAuth, XClient, x_auth_from_settings
 
+    _check_guild(guild)
     settings, db = _open()
     try:
-        if oauth2:
+        if oauth2 or guild:
             try:
                 oauth = x_oauth(settings)
             except PublishError as exc:
                 raise _fail(exc.message) from None
-            _login(settings, db, "x", oauth, settings.x.authorize_url, X_SCOPES, code, no_listen)
+            _login(settings, db, "x", oauth, settings.x.authorize_url, X_SCOPES, code, no_listen, guild)
 
         async def whoami() -> str:
             async with httpx.AsyncClient(timeout=30) as http:
                 tokens = (
-                    TokenManager(db, "x", x_oauth(settings), http, label="X")
+                    TokenManager(db, "x", x_oauth(settings), http, label="X", guild_id=guild or SHARED)
                     if settings.x.client_id
                     else None
                 )
-                client = XClient(settings.x.api_base, x_auth_from_settings(settings, tokens), http)
+                auth: XAuth = (
+                    OAuth2UserAuth(tokens) if guild and tokens else x_auth_from_settings(settings, tokens)
+                )
+                client = XClient(settings.x.api_base, auth, http)
                 return (await client.me()).username
 
         try:
@@ -170,6 +197,27 @@ def auth_x(
         typer.echo(f"X: posting as @{username}.")
     finally:
         db.dispose()
+
+
+@app.command("logout")
+def logout_command(
+    provider: str = typer.Argument(..., help="soundcloud or x"),
+    guild: int = typer.Option(..., "--guild", help="The server whose own account to forget."),
+) -> None:
+    """Forget a server's own login: its clips go to the shared account again (if the owner allows)."""
+    from publisher.tokens import delete_token
+
+    if provider not in ("soundcloud", "x"):
+        raise _fail(f"{provider!r} is not a platform jukebot publishes to (soundcloud or x).")
+    _check_guild(guild)
+    _, db = _open()
+    try:
+        gone = delete_token(db, provider, guild)
+    finally:
+        db.dispose()
+    if not gone:
+        raise _fail(f"server {guild} has no {provider} account of its own.")
+    typer.echo(f"{provider}: server {guild}'s own login is forgotten.")
 
 
 @app.command("status")

@@ -26,8 +26,8 @@ from publisher.errors import NotConfigured
 from publisher.http import Sleep
 from publisher.oauth import OAuthClient
 from publisher.soundcloud_client import SoundCloudClient, soundcloud_oauth
-from publisher.tokens import TokenManager
-from publisher.x_client import XClient, x_auth_from_settings
+from publisher.tokens import SHARED, TokenManager
+from publisher.x_client import OAuth2UserAuth, XClient, x_auth_from_settings
 
 PLATFORMS = ("x", "soundcloud")
 LABELS = {"x": "X", "soundcloud": "SoundCloud", "discord": "Discord"}
@@ -115,11 +115,22 @@ class XPlatform:
         http: httpx.AsyncClient,
         *,
         sleep: Sleep = asyncio.sleep,
+        account: int = SHARED,
     ) -> None:
-        tokens = TokenManager(db, "x", x_oauth(settings), http, label="X") if settings.x.client_id else None
+        tokens = (
+            TokenManager(db, "x", x_oauth(settings), http, label="X", guild_id=account)
+            if settings.x.client_id
+            else None
+        )
+        # A server's own account is its OAuth 2.0 login; the shared one may be the 1.0a keys instead.
+        if account != SHARED and tokens is None:
+            raise NotConfigured("a server's own X account needs JUKEBOT_X_CLIENT_ID (OAuth 2.0).")
+        auth = (
+            OAuth2UserAuth(tokens) if account != SHARED and tokens else x_auth_from_settings(settings, tokens)
+        )
         self.client = XClient(
             settings.x.api_base,
-            x_auth_from_settings(settings, tokens),
+            auth,
             http,
             chunk_bytes=settings.x.upload_chunk_bytes,
             rate_limit_max_wait=settings.publish.rate_limit_wait,
@@ -173,8 +184,11 @@ class SoundCloudPlatform:
         http: httpx.AsyncClient,
         *,
         sleep: Sleep = asyncio.sleep,
+        account: int = SHARED,
     ) -> None:
-        tokens = TokenManager(db, "soundcloud", soundcloud_oauth(settings), http, label="SoundCloud")
+        tokens = TokenManager(
+            db, "soundcloud", soundcloud_oauth(settings), http, label="SoundCloud", guild_id=account
+        )
         self.client = SoundCloudClient(
             settings.soundcloud.api_base,
             tokens,
@@ -221,9 +235,11 @@ def make_platform(
     http: httpx.AsyncClient,
     *,
     sleep: Sleep = asyncio.sleep,
+    account: int = SHARED,
 ) -> Platform:
+    """The platform, posting with `account`'s login (oauth_tokens.guild_id: SHARED or a server's)."""
     if name == "x":
-        return XPlatform(settings, db, storage, http, sleep=sleep)
+        return XPlatform(settings, db, storage, http, sleep=sleep, account=account)
     if name == "soundcloud":
-        return SoundCloudPlatform(settings, db, storage, http, sleep=sleep)
+        return SoundCloudPlatform(settings, db, storage, http, sleep=sleep, account=account)
     raise NotConfigured(f"jukebot cannot publish to {name!r}; it knows {', '.join(PLATFORMS)}.")

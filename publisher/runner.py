@@ -28,19 +28,36 @@ from db.models import Clip, Publication, PublicationState, Song, User, utcnow
 from db.settings import Settings
 from db.storage import Storage
 from publisher import state
+from publisher.accounts import Account, account_for, not_allowed_text
 from publisher.captions import CaptionInfo
 from publisher.errors import Outcome, PublishError
 from publisher.http import Sleep
-from publisher.platforms import LABELS, PLATFORMS, Platform, make_platform
+from publisher.platforms import (
+    LABELS,
+    PLATFORMS,
+    Platform,
+    SoundCloudPlatform,
+    make_platform,
+    soundcloud_configured,
+)
+from publisher.playlists import PlaylistKeeper
+from publisher.playlists import guilds_pending as playlist_guilds_pending
 from publisher.render import RenderError
+from publisher.soundcloud_client import SoundCloudClient
+from publisher.tokens import SHARED
 
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str], Awaitable[None]]
+GuildNotify = Callable[[int | None, str], Awaitable[None]]  # (server, text): to that server's moderators
 
 T = TypeVar("T")
 
 AUTH_RECHECK = timedelta(hours=1)  # an unclear post we cannot look up (login broken): look again this late
+
+
+class NotAllowed(Exception):
+    """The clip's server may not publish to this platform (no own account, shared one not allowed)."""
 
 
 class LeaseLost(Exception):
@@ -66,6 +83,7 @@ class ClipContext:
     clip: Clip
     info: CaptionInfo
     link: str  # the clip's Discord message, or "clip #N" when it was never posted
+    guild_id: int | None = None  # the server the clip was made in
 
 
 def clip_link(clip: Clip, song: Song | None) -> str:
@@ -91,7 +109,9 @@ def load_clip_context(db: Database, clip_id: int, settings: Settings) -> ClipCon
         model=song.model if song else "demo",
         channel_tag=settings.publish.channel_tag,
     )
-    return ClipContext(clip=clip, info=info, link=clip_link(clip, song))
+    return ClipContext(
+        clip=clip, info=info, link=clip_link(clip, song), guild_id=song.guild_id if song else None
+    )
 
 
 class Runner:
@@ -105,11 +125,16 @@ class Runner:
         *,
         sleep: Sleep = asyncio.sleep,
         skew: timedelta = timedelta(0),
+        notify_guild: GuildNotify | None = None,
     ) -> None:
         self.db, self.storage, self.settings, self.notify = db, storage, settings, notify
+        self.notify_guild = notify_guild
         self.http = http
         self.sleep = sleep
-        self._platforms: dict[str, Platform] = {}
+        self._platforms: dict[tuple[str, int], Platform] = {}
+        self.playlists = PlaylistKeeper(
+            db, settings, self._soundcloud_client, self.tell_guild, runner_owner()
+        )
         self.skew = skew  # how far the run's clock is ahead of the lease clock (tests move it forward)
         self.now = utcnow() + skew  # the run's clock; never behind the real one
         self.owner = runner_owner()
@@ -137,22 +162,46 @@ class Runner:
             if not task.done():
                 task.cancel()
 
-    def platform(self, name: str) -> Platform:
-        if name not in self._platforms:
-            self._platforms[name] = make_platform(
-                name, self.settings, self.db, self.storage, self.http, sleep=self.sleep
+    def platform(self, name: str, account: int = SHARED) -> Platform:
+        """The platform posting with `account`'s login (SHARED: the operator's; else a server's)."""
+        if (name, account) not in self._platforms:
+            self._platforms[(name, account)] = make_platform(
+                name, self.settings, self.db, self.storage, self.http, sleep=self.sleep, account=account
             )
-        return self._platforms[name]
+        return self._platforms[(name, account)]
+
+    def _soundcloud_client(self, account: int) -> SoundCloudClient:
+        platform = self.platform("soundcloud", account)
+        assert isinstance(platform, SoundCloudPlatform)
+        return platform.client
+
+    async def sync_playlist(self, guild_id: int | None) -> None:
+        """Put the server's SoundCloud clips in its playlist; a failure is retried at the next sweep."""
+        if guild_id is None or not soundcloud_configured(self.settings):
+            return
+        try:
+            await self.playlists.sync(guild_id)
+        except PublishError as exc:
+            log.warning("server %s: SoundCloud playlist not updated yet: %s", guild_id, exc.message)
+        except Exception:  # the upload itself is done and recorded; the sweep catches up
+            log.exception("server %s: SoundCloud playlist not updated", guild_id)
+
+    async def tell_guild(self, guild_id: int | None, message: str) -> None:
+        """To the server's moderators when the caller can reach them, else the general notify."""
+        try:
+            if self.notify_guild is not None and guild_id is not None:
+                await self.notify_guild(guild_id, message)
+            else:
+                await self.notify(message)
+        except Exception:  # telling people must never break the bookkeeping
+            log.exception("could not notify moderators: %s", message)
 
     async def tell(self, pub: Publication, ctx: ClipContext | None, text: str) -> None:
         label = LABELS.get(pub.platform, pub.platform)
         title = f" “{ctx.info.title}”" if ctx and ctx.info.title else ""
         link = ctx.link if ctx else f"clip #{pub.clip_id}"
         message = f"⚠️ {label} upload of clip #{pub.clip_id}{title}: {text} {link}"
-        try:
-            await self.notify(message)
-        except Exception:  # telling people must never break the bookkeeping
-            log.exception("could not notify moderators: %s", message)
+        await self.tell_guild(ctx.guild_id if ctx else None, message)
 
     async def recover(self, now: datetime) -> None:
         recovered = await asyncio.to_thread(state.recover_interrupted, self.db, now)
@@ -193,10 +242,18 @@ class Runner:
             )
         if pub.platform not in PLATFORMS:
             return await self._fail(held, ctx, f"jukebot does not publish to {pub.platform!r}.")
+        # Look for an earlier attempt in the account it went to (rows from before accounts: the shared
+        # one); send with the account the server publishes with now, if it still may.
+        current = await asyncio.to_thread(account_for, self.db, self.settings, pub.platform, ctx.guild_id)
+        sent_with = pub.account_guild_id if pub.account_guild_id is not None else SHARED
         try:
-            platform = self.platform(pub.platform)
+            platform = self.platform(
+                pub.platform, sent_with if held.reconcile else self._send_account(current)
+            )
         except PublishError as exc:
             return await self._fail(held, ctx, exc.message)
+        except NotAllowed:
+            return await self._fail(held, ctx, not_allowed_text(ctx.guild_id))
         caption = pub.caption
         if not caption:
             try:
@@ -218,6 +275,8 @@ class Runner:
                         state.finish_published, self.db, held, found.id, found.url, utcnow()
                     )
                     await self.tell(pub, ctx, f"had gone through after all: {found.url}")
+                    if pub.platform == "soundcloud":
+                        await self.sync_playlist(ctx.guild_id)
                     return self._result(held, PublicationState.published, "found on the platform", found.url)
                 if pub.attempts >= pub.max_attempts:
                     return await self._fail(
@@ -226,10 +285,16 @@ class Runner:
                         f"not found on the platform after {pub.attempts} attempts; "
                         f"last problem: {pub.last_error}",
                     )
+                if current is None:
+                    return await self._fail(held, ctx, not_allowed_text(ctx.guild_id))
                 renewed = await asyncio.to_thread(state.begin_send, self.db, held, utcnow())
                 if renewed is None:
                     return None  # someone else took over
                 held = renewed
+                platform = self.platform(pub.platform, current.guild_id)
+            assert current is not None
+            if not await asyncio.to_thread(state.set_account, self.db, held, current.guild_id):
+                return None  # taken over
             remote = await self.leased(held, platform.publish(ctx.clip, ctx.info, caption))
         except LeaseLost:
             raise
@@ -247,7 +312,15 @@ class Runner:
             state.finish_published, self.db, held, remote.id, remote.url, utcnow()
         ):
             log.warning("publication %s was taken over before it could be marked published", publication_id)
+        elif pub.platform == "soundcloud":
+            await self.sync_playlist(ctx.guild_id)
         return self._result(held, PublicationState.published, "published", remote.url)
+
+    @staticmethod
+    def _send_account(current: Account | None) -> int:
+        if current is None:
+            raise NotAllowed
+        return current.guild_id
 
     async def _handle_error(self, held: state.Claim, ctx: ClipContext, exc: PublishError) -> RunResult:
         pub = held.publication
@@ -312,6 +385,7 @@ async def run_due_publications(
     platforms: Iterable[str] | None = None,
     now: datetime | None = None,
     sleep: Sleep = asyncio.sleep,
+    notify_guild: GuildNotify | None = None,
 ) -> list[RunResult]:
     """Publish everything due now (and reconcile what is unconfirmed); returns what happened to each row.
 
@@ -322,7 +396,9 @@ async def run_due_publications(
     wanted = list(platforms) if platforms is not None else None
     timeout = httpx.Timeout(settings.publish.http_timeout, connect=min(10.0, settings.publish.http_timeout))
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
-        runner = Runner(db, storage, settings, notify, http, sleep=sleep, skew=now - lease_now)
+        runner = Runner(
+            db, storage, settings, notify, http, sleep=sleep, skew=now - lease_now, notify_guild=notify_guild
+        )
         await runner.recover(now)
         due = await asyncio.to_thread(state.due_publications, db, now, wanted)
         results = []
@@ -331,6 +407,10 @@ async def run_due_publications(
             result = await runner.run_one(pub.id, now)
             if result is not None:
                 results.append(result)
+        if wanted is None or "soundcloud" in wanted:
+            # Catch up: clips published before a crash or a failed playlist call, deleted playlists.
+            for guild_id in await asyncio.to_thread(playlist_guilds_pending, db):
+                await runner.sync_playlist(guild_id)
         return results
 
 

@@ -40,7 +40,7 @@ from db.settings import Settings
 from db.storage import Storage, get_storage
 from publisher import state
 from publisher.platforms import PLATFORMS, enabled_platforms
-from publisher.runner import Notify, RunResult, run_due_publications
+from publisher.runner import GuildNotify, Notify, RunResult, run_due_publications
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class PublisherContext:
     storage: Storage
     settings: Settings
     notify: Notify
+    notify_guild: GuildNotify | None = None  # to one server's moderators (its clips' uploads, playlist)
 
 
 _context: PublisherContext | None = None
@@ -64,10 +65,16 @@ async def _log_only(message: str) -> None:
     log.warning("%s", message)
 
 
-def configure(db: Database, storage: Storage, settings: Settings, notify: Notify | None = None) -> None:
+def configure(
+    db: Database,
+    storage: Storage,
+    settings: Settings,
+    notify: Notify | None = None,
+    notify_guild: GuildNotify | None = None,
+) -> None:
     """Tell the job functions what to work with (the bot calls build_scheduler, which does this)."""
     global _context
-    _context = PublisherContext(db, storage, settings, notify or _log_only)
+    _context = PublisherContext(db, storage, settings, notify or _log_only, notify_guild)
 
 
 def parse_hhmm(text: str) -> time:
@@ -162,7 +169,9 @@ async def fire_publications(platform: str) -> list[RunResult]:
         log.info("publish job for %s skipped: not configured any more", platform)
         return []
     await asyncio.to_thread(schedule_featured, ctx.db, ctx.settings, platform)
-    return await run_due_publications(ctx.db, ctx.storage, ctx.settings, ctx.notify, platforms=[platform])
+    return await run_due_publications(
+        ctx.db, ctx.storage, ctx.settings, ctx.notify, platforms=[platform], notify_guild=ctx.notify_guild
+    )
 
 
 async def sweep_publications() -> list[RunResult]:
@@ -171,7 +180,9 @@ async def sweep_publications() -> list[RunResult]:
     if ctx is None:
         log.error("publish sweep fired before publisher.scheduler.configure()")
         return []
-    return await run_due_publications(ctx.db, ctx.storage, ctx.settings, ctx.notify)
+    return await run_due_publications(
+        ctx.db, ctx.storage, ctx.settings, ctx.notify, notify_guild=ctx.notify_guild
+    )
 
 
 def build_scheduler(
@@ -180,10 +191,11 @@ def build_scheduler(
     *,
     storage: Storage | None = None,
     notify: Notify | None = None,
+    notify_guild: GuildNotify | None = None,
 ) -> AsyncIOScheduler:
     """An AsyncIOScheduler with the upload jobs, its job store in our database. Start it inside the
     running event loop (e.g. discord.py's `setup_hook`): `scheduler.start()`."""
-    configure(db, storage or get_storage(settings), settings, notify)
+    configure(db, storage or get_storage(settings), settings, notify, notify_guild)
     tz = ZoneInfo(settings.schedule.timezone)
     scheduler = AsyncIOScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename=JOBS_TABLE)},

@@ -1,4 +1,4 @@
-"""A thin SoundCloud API client: upload a track (multipart), find our recent tracks.
+"""A thin SoundCloud API client: upload a track (multipart), find our recent tracks, keep a playlist.
 
 SoundCloud (research/publish_queue.md §2): user token from OAuth 2.1 authorization code + PKCE (client
 credentials cannot upload), sent as `Authorization: OAuth <token>`; tokens last about an hour and the
@@ -6,6 +6,10 @@ refresh tokens are single use (see publisher/tokens.py). `POST /tracks` takes mu
 `track[title]`, `track[asset_data]`, `track[description]`, `track[tag_list]`, `track[sharing]`.
 Timeouts and 5xx answers have been seen after the file was accepted, so they are `unclear` and the
 caller looks in `GET /me/tracks` before any retry.
+
+Playlists ("sets"): `POST /playlists` with `{"playlist": {"title", "sharing", "description", "tracks":
+[{"id": …}]}}`; `GET /playlists/{id}` lists its tracks; `PUT /playlists/{id}` with `tracks` REPLACES
+the list (so adding is read, append, write: see publisher/playlists.py); a deleted one is 404.
 """
 
 from __future__ import annotations
@@ -61,6 +65,32 @@ def _track(body: dict[str, Any]) -> Track:
     )
 
 
+@dataclass(frozen=True)
+class Playlist:
+    id: str
+    title: str
+    url: str
+    description: str | None
+    track_ids: tuple[str, ...]  # in order; empty when the answer left the tracks out
+
+
+def _playlist(body: Any) -> Playlist:
+    if not isinstance(body, dict) or not (body.get("id") or body.get("urn")):
+        raise PublishError("SoundCloud's playlist answer was unreadable.", Outcome.retry)
+    tracks = body["tracks"] if isinstance(body.get("tracks"), list) else []
+    return Playlist(
+        id=str(body.get("id") or body.get("urn")),
+        title=str(body.get("title") or ""),
+        url=str(body.get("permalink_url") or body.get("uri") or ""),
+        description=body["description"] if isinstance(body.get("description"), str) else None,
+        track_ids=tuple(str(t.get("id")) for t in tracks if isinstance(t, dict) and t.get("id")),
+    )
+
+
+def _tracks_field(track_ids: list[str]) -> list[dict[str, Any]]:
+    return [{"id": int(t) if t.isdigit() else t} for t in track_ids]
+
+
 def soundcloud_oauth(settings: Any) -> OAuthClient:
     if settings.soundcloud.client_id is None:
         raise PublishError(
@@ -101,6 +131,7 @@ class SoundCloudClient:
         params: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
         files: dict[str, Any] | None = None,
+        json: Any = None,
     ) -> httpx.Response:
         url = f"{self.api_base}{path}"
         token = await self.tokens.access_token()
@@ -112,6 +143,7 @@ class SoundCloudClient:
                 params=params,
                 data=data,
                 files=files,
+                json=json,
                 headers={"Authorization": f"OAuth {token}", "Accept": "application/json"},
             )
 
@@ -174,6 +206,63 @@ class SoundCloudClient:
         if not track.id:
             raise PublishError("SoundCloud accepted the upload but sent no track id.", Outcome.unclear)
         return track
+
+    async def get_playlist(self, playlist_id: str) -> Playlist | None:
+        """The playlist with its tracks, or None when it is gone (deleted on SoundCloud)."""
+        try:
+            response = await self._call(
+                "GET", f"/playlists/{playlist_id}", step="playlist lookup", params={"show_tracks": "true"}
+            )
+        except PublishError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _playlist(response.json())
+
+    async def create_playlist(
+        self, *, title: str, description: str, track_ids: list[str], sharing: str = "public"
+    ) -> Playlist:
+        fields = {
+            "title": title,
+            "description": description,
+            "sharing": sharing,
+            "tracks": _tracks_field(track_ids),
+        }
+        response = await self._call(
+            "POST", "/playlists", step="playlist creation", creates=True, json={"playlist": fields}
+        )
+        return _playlist(response.json())
+
+    async def update_playlist(
+        self, playlist_id: str, *, title: str | None = None, track_ids: list[str] | None = None
+    ) -> Playlist | None:
+        """Change the title and/or REPLACE the track list; None when the playlist is gone."""
+        fields: dict[str, Any] = {}
+        if title is not None:
+            fields["title"] = title
+        if track_ids is not None:
+            fields["tracks"] = _tracks_field(track_ids)
+        try:
+            response = await self._call(
+                "PUT", f"/playlists/{playlist_id}", step="playlist update", json={"playlist": fields}
+            )
+        except PublishError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _playlist(response.json())
+
+    async def my_playlists(self, limit: int = 50) -> list[Playlist]:
+        body = (
+            await self._call(
+                "GET",
+                "/me/playlists",
+                step="playlists lookup",
+                params={"limit": str(limit), "linked_partitioning": "true", "show_tracks": "false"},
+            )
+        ).json()
+        items = body.get("collection", []) if isinstance(body, dict) else body
+        return [_playlist(item) for item in items if isinstance(item, dict)]
 
     async def recent_tracks(self, limit: int = 50) -> list[Track]:
         body = (

@@ -266,6 +266,11 @@ def set_caption(db: Database, held: Claim, caption: str) -> bool:
     return _fenced(db, held, caption=caption)
 
 
+def set_account(db: Database, held: Claim, account_guild_id: int) -> bool:
+    """Name the account about to be sent with, before sending: a later look-up searches that one."""
+    return _fenced(db, held, account_guild_id=account_guild_id)
+
+
 def begin_send(db: Database, held: Claim, now: datetime) -> Claim | None:
     """After a reconcile found nothing: count a new attempt (same lease)."""
     with db.write() as s:

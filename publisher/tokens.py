@@ -1,11 +1,13 @@
-"""OAuth tokens kept in our database (table `oauth_tokens`), one row per provider ("soundcloud", "x").
+"""OAuth tokens kept in our database (table `oauth_tokens`), one row per provider ("soundcloud", "x")
+and account: `guild_id` SHARED (0) is the operator's account, another id a server's own
+(publisher/accounts.py decides which one a server publishes with).
 
 Refresh tokens are single use on SoundCloud (OAuth 2.1) and X: after a refresh the old one is dead.
 So a refresh is: call the token endpoint, COMMIT the new pair, and only then use the access token.
 If two processes refresh at once, the platform accepts one; the other gets `invalid_grant`, re-reads
 the row, finds the newer token its neighbour stored, and uses that. The one unrecoverable case is a
 crash between the platform's answer and our commit: the new refresh token is lost and a person must
-run `jukebot publish auth <provider>` again (nothing can be done about it client-side).
+run `jukebot publish auth <provider> [--guild ID]` again (nothing can be done about it client-side).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import update
-from sqlmodel import select
+from sqlmodel import col, select
 
 from db.database import Database
 from db.models import OAuthToken, utcnow
@@ -34,6 +37,9 @@ NEIGHBOUR_WAITS = (
 )  # after invalid_grant: re-read the row, waiting this long between looks
 
 
+SHARED = 0  # oauth_tokens.guild_id of the operator's own account, shared by the allowed servers
+
+
 @dataclass(frozen=True)
 class StoredToken:
     provider: str
@@ -43,6 +49,7 @@ class StoredToken:
     scope: str
     account: str | None
     updated_at: datetime
+    guild_id: int = SHARED
 
     def fresh(self, now: datetime | None = None) -> bool:
         now = now or datetime.now(UTC)
@@ -68,30 +75,53 @@ def _stored(row: OAuthToken, db: Database) -> StoredToken:
         scope=row.scope,
         account=row.account,
         updated_at=row.updated_at,
+        guild_id=row.guild_id,
     )
 
 
-def load_token(db: Database, provider: str) -> StoredToken | None:
+def _where(provider: str, guild_id: int) -> Any:
+    return (col(OAuthToken.provider) == provider) & (col(OAuthToken.guild_id) == guild_id)
+
+
+def login_command(provider: str, guild_id: int = SHARED) -> str:
+    command = "x --oauth2" if provider == "x" else provider
+    return f"jukebot publish auth {command}" + (f" --guild {guild_id}" if guild_id != SHARED else "")
+
+
+def load_token(db: Database, provider: str, guild_id: int = SHARED) -> StoredToken | None:
     with db.read() as session:
-        row = session.exec(select(OAuthToken).where(OAuthToken.provider == provider)).first()
+        row = session.exec(select(OAuthToken).where(_where(provider, guild_id))).first()
         if row is None:
             return None
         try:
             return _stored(row, db)
         except SecretsError as exc:
-            raise PublishError(f"{exc} (`jukebot publish auth {provider}`)", Outcome.auth) from None
+            raise PublishError(f"{exc} (`{login_command(provider, guild_id)}`)", Outcome.auth) from None
 
 
-def save_token(db: Database, provider: str, tokens: TokenSet, *, account: str | None = None) -> StoredToken:
-    """Insert or replace the provider's tokens (committed when this returns)."""
+def has_token(db: Database, provider: str, guild_id: int) -> bool:
+    """Whether a login is stored for this account (without decrypting it)."""
+    with db.read() as session:
+        return session.exec(select(OAuthToken.provider).where(_where(provider, guild_id))).first() is not None
+
+
+def save_token(
+    db: Database,
+    provider: str,
+    tokens: TokenSet,
+    *,
+    account: str | None = None,
+    guild_id: int = SHARED,
+) -> StoredToken:
+    """Insert or replace the account's tokens (committed when this returns)."""
     now = utcnow()
     with db.write() as session:
-        row = session.exec(select(OAuthToken).where(OAuthToken.provider == provider)).first()
+        row = session.exec(select(OAuthToken).where(_where(provider, guild_id))).first()
         box = cipher(db)
         access = box.encrypt(tokens.access_token)
         assert access is not None
         if row is None:
-            row = OAuthToken(provider=provider, access_token=access, created_at=now)
+            row = OAuthToken(provider=provider, guild_id=guild_id, access_token=access, created_at=now)
         row.access_token = access
         # Some refresh answers omit the refresh token when it did not rotate; keep the one we have then.
         row.refresh_token = box.encrypt(tokens.refresh_token) or box.encrypt(row.refresh_token)
@@ -106,28 +136,37 @@ def save_token(db: Database, provider: str, tokens: TokenSet, *, account: str | 
         return _stored(row, db)
 
 
-def delete_token(db: Database, provider: str) -> bool:
+def delete_token(db: Database, provider: str, guild_id: int = SHARED) -> bool:
     with db.write() as session:
-        row = session.exec(select(OAuthToken).where(OAuthToken.provider == provider)).first()
+        row = session.exec(select(OAuthToken).where(_where(provider, guild_id))).first()
         if row is None:
             return False
         session.delete(row)
         return True
 
 
-def set_account(db: Database, provider: str, account: str) -> None:
+def set_account(db: Database, provider: str, account: str, guild_id: int = SHARED) -> None:
     with db.write() as session:
-        session.execute(update(OAuthToken).where(OAuthToken.provider == provider).values(account=account))  # type: ignore[arg-type]
+        session.execute(update(OAuthToken).where(_where(provider, guild_id)).values(account=account))
 
 
 class TokenManager:
-    """Hands out a valid access token for one provider, refreshing (and storing) when needed."""
+    """Hands out a valid access token for one account of one provider, refreshing (and storing) when
+    needed. `guild_id`: SHARED for the operator's account, a server's id for its own."""
 
     def __init__(
-        self, db: Database, provider: str, oauth: OAuthClient, http: httpx.AsyncClient, *, label: str
+        self,
+        db: Database,
+        provider: str,
+        oauth: OAuthClient,
+        http: httpx.AsyncClient,
+        *,
+        label: str,
+        guild_id: int = SHARED,
     ) -> None:
         self.db = db
         self.provider = provider
+        self.guild_id = guild_id
         self.oauth = oauth
         self.http = http
         self.label = label  # "SoundCloud", "X"
@@ -135,14 +174,14 @@ class TokenManager:
 
     @property
     def reauth_hint(self) -> str:
-        command = "x --oauth2" if self.provider == "x" else self.provider  # X's 1.0a keys need no login
-        return f"run `jukebot publish auth {command}` to log in"
+        # X's 1.0a keys need no login; a server's own account is logged in with --guild.
+        return f"run `{login_command(self.provider, self.guild_id)}` to log in"
 
     async def access_token(self, *, force_refresh: bool = False, rejected: str | None = None) -> str:
         """A usable access token. `force_refresh` after the platform refused one (401); `rejected` is
         that token, so a token another process already replaced is simply used instead of refreshed."""
         async with self._lock:
-            token = await asyncio.to_thread(load_token, self.db, self.provider)
+            token = await asyncio.to_thread(load_token, self.db, self.provider, self.guild_id)
             if token is None:
                 raise PublishError(f"{self.label} is not authorised yet: {self.reauth_hint}.", Outcome.auth)
             if rejected is not None and token.access_token != rejected and token.fresh():
@@ -165,7 +204,7 @@ class TokenManager:
             # Perhaps another process used this single-use refresh token a moment ago; its answer reaches
             # the database a moment after the platform answered it, so look a few times.
             for delay in NEIGHBOUR_WAITS:
-                latest = await asyncio.to_thread(load_token, self.db, self.provider)
+                latest = await asyncio.to_thread(load_token, self.db, self.provider, self.guild_id)
                 if latest is not None and latest.refresh_token != token.refresh_token and latest.fresh():
                     return latest.access_token
                 await asyncio.sleep(delay)
@@ -175,5 +214,5 @@ class TokenManager:
                 status=exc.status,
             ) from exc
         # Store first: the old refresh token is dead now, and this one is the only way back in.
-        await asyncio.to_thread(save_token, self.db, self.provider, tokens)
+        await asyncio.to_thread(save_token, self.db, self.provider, tokens, guild_id=self.guild_id)
         return tokens.access_token

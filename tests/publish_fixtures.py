@@ -20,6 +20,8 @@ from publisher.tokens import save_token
 from tests.fakes.soundcloud_server import FakeSoundCloud
 from tests.fakes.x_server import FakeX
 
+CLIP_GUILD = 5150  # the server make_clip's songs come from
+
 
 def tone_wav(
     seconds: float = 2.0, rate: int = 44100, channels: int = 2, level: float = 0.3, seed: int = 0
@@ -55,6 +57,7 @@ def make_clip(
     model: str = "demo",
     discord_id: int = 111,
     seed: int = 0,
+    guild_id: int = CLIP_GUILD,
 ) -> Clip:
     user = repo.get_or_create_user(db, discord_id, "alice")
     assert user.id is not None
@@ -68,7 +71,7 @@ def make_clip(
         lyrics="[Verse]\nI walked along the harbour road\nthe rain came down like silver",
         title=title,
         model=model,
-        guild_id=5150,
+        guild_id=guild_id,
     )
     assert song.id is not None
     key = f"songs/{song.id}/clip.wav"
@@ -109,6 +112,8 @@ def publish_settings(settings: Settings, fake_x: FakeX, fake_sc: FakeSoundCloud,
         "x_upload_chunk_bytes": 32 * 1024,
         "publish_http_timeout": 5.0,
         "publish_rate_limit_wait": 3.0,
+        # make_clip's server may publish to the operator's (shared) accounts.
+        "publish_guilds": [CLIP_GUILD],
     }
     update.update(extra)
     return settings.model_copy(update=update)

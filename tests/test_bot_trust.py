@@ -77,7 +77,7 @@ async def test_publish_only_from_servers_the_owner_allowed(studio: Studio, opena
     assert studio.bot is not None
     note = await studio.bot.need(Clips).publish(clip.id, guild_id=studio.guild)
     assert "has not allowed publishing" in note and publications(studio, clip.id) == []
-    assert studio.settings.publish.caption_moderation is None  # default: on only when shared
+    assert studio.settings.publish.caption_moderation is None  # default: on for the shared account
 
     # /owner publish is for the application's owner only, not a server's owner or moderators.
     for member in ("owner", "mia"):
@@ -89,6 +89,7 @@ async def test_publish_only_from_servers_the_owner_allowed(studio: Studio, opena
     studio.members["app-owner"] = app_owner
     ix = await studio.run("app-owner", "owner publish", {"action": "allow"})
     assert "Publishing is allowed from this server" in ix.text(), ix.text()
+    openai_fake.moderation.append(Reply.moderation(False))  # the shared account: captions are checked
     ok = await studio.click("mia", msg, f"jb:publish:{clip.id}")
     assert "scheduled for x, soundcloud" in ok.text(), ok.text()
     assert sorted(p.platform for p in publications(studio, clip.id)) == ["soundcloud", "x"]
@@ -98,7 +99,8 @@ async def test_publish_only_from_servers_the_owner_allowed(studio: Studio, opena
     await studio.run("app-owner", "owner publish", {"action": "deny"})
     again = await studio.click("mia", msg, f"jb:publish:{clip.id}")
     assert "has not allowed publishing" in again.text(), again.text()
-    assert openai_fake.moderation_requests() == []  # one server: its captions are not moderated
+    # Even one server on the operator's shared account has its captions moderated (the default).
+    assert len(openai_fake.moderation_requests()) == 1
 
 
 async def test_captions_are_moderated_when_servers_share_the_account(

@@ -14,7 +14,7 @@ from sqlmodel import col
 from db import lifecycle, repo
 from db import queue as q
 from db.database import Database
-from db.models import Job, JobKind, JobStatus, Song, SongStatus, utcnow
+from db.models import Clip, Job, JobKind, JobStatus, Song, SongStatus, utcnow
 from db.scope import MAX_ID, GuildScope
 from tests.test_repo import make_clip, make_song
 
@@ -51,8 +51,10 @@ def test_moves_follow_the_table_and_the_rest_are_refused(db: Database) -> None:
     assert _status(db, song.id) == "failed"
     with pytest.raises(LookupError, match="no song 4242"):
         lifecycle.move(db, 4242, SongStatus.done)
-    # every state has a row, and nothing leaves `done`
-    assert set(lifecycle.MOVES) == set(SongStatus) and not lifecycle.MOVES[SongStatus.done]
+    # every state has a row; `done` only goes back to upsample a draft chosen again; `rerolled` is the end
+    assert set(lifecycle.MOVES) == set(SongStatus)
+    assert lifecycle.MOVES[SongStatus.done] == {SongStatus.upsampling}
+    assert not lifecycle.MOVES[SongStatus.rerolled]
 
 
 def test_winner_most_votes_then_requesters_vote_then_draft_order(db: Database) -> None:
@@ -245,3 +247,66 @@ def test_only_the_lifecycle_module_writes_a_song_status() -> None:
 def test_the_status_write_detector_finds_a_raw_write() -> None:
     sample = "def f(s, song):\n    song.status = 'done'\n    s.execute(update(Song).values(status='x'))\n"
     assert _writes_song_status(ast.parse(sample)) == [2, 3]
+
+
+def test_a_reroll_holds_the_old_vote_open_then_replaces_it(db: Database) -> None:
+    old, _ = make_song(db)
+    assert old.id is not None
+    _voting(db, old.id, closes_in=-1)  # its window is over
+    new, _ = make_song(db)
+    assert new.id is not None
+    with db.write() as s:
+        s.execute(update(Song).where(col(Song.id) == new.id).values(rerolled_from_song_id=old.id))
+    with db.read() as s:
+        found = lifecycle.live_reroll(s, old.id)
+        assert found is not None and found.id == new.id
+    assert lifecycle.close_vote(db, old.id) is None  # held open while the reroll is on its way
+    with db.write() as s:
+        assert lifecycle.replace_vote(s, old.id) is True
+        assert lifecycle.replace_vote(s, old.id) is False  # once
+    assert _status(db, old.id) == "rerolled"
+    assert lifecycle.close_vote(db, old.id, force=True) is None
+    with pytest.raises(lifecycle.IllegalMove, match="rerolled to upsampling"):
+        lifecycle.move(db, old.id, SongStatus.upsampling)
+
+
+def test_a_failed_reroll_lets_the_old_vote_close(db: Database) -> None:
+    old, _ = make_song(db)
+    new, _ = make_song(db)
+    assert old.id is not None and new.id is not None
+    _voting(db, old.id, closes_in=-1)
+    with db.write() as s:
+        s.execute(update(Song).where(col(Song.id) == new.id).values(rerolled_from_song_id=old.id))
+    lifecycle.finish(db, new.id, SongStatus.failed, "no worker")
+    closed = lifecycle.close_vote(db, old.id)
+    assert closed is not None and _status(db, old.id) == "upsampling"
+
+
+def test_choose_again_brings_a_done_song_back_until_its_clips_are_posted(db: Database) -> None:
+    song, (d0, d1, _d2) = make_song(db)
+    assert song.id is not None and d0.id is not None and d1.id is not None
+    with pytest.raises(lifecycle.IllegalMove), db.write() as s:  # not before the vote is over
+        lifecycle.choose_again(db, s, song.id, d1.id)
+    _voting(db, song.id)
+    closed = lifecycle.close_vote(db, song.id, force=True)
+    assert closed is not None and closed.winner.id == d0.id
+    first = repo.add_clip(db, song.id, "a.wav", "a.npz", draft_id=d0.id)
+    with db.write() as s:
+        assert lifecycle.settle(s, song.id) is False  # its job still runs, its clip is not posted
+    with db.write() as s:
+        s.execute(update(Job).where(col(Job.song_id) == song.id).values(status=JobStatus.succeeded.value))
+        s.execute(update(Clip).where(col(Clip.id) == first.id).values(message_id=1))
+        assert lifecycle.settle(s, song.id) is True
+    assert _status(db, song.id) == "done"
+    with db.write() as s:
+        job_id = lifecycle.choose_again(db, s, song.id, d1.id)
+    with db.write() as s:
+        assert lifecycle.choose_again(db, s, song.id, d1.id) == job_id  # each draft once
+    assert _status(db, song.id) == "upsampling"
+    second = repo.add_clip(db, song.id, "b.wav", "b.npz", draft_id=d1.id)
+    assert second.id != first.id  # a clip per draft
+    with db.write() as s:
+        assert lifecycle.settle(s, song.id) is False
+        s.execute(update(Job).where(col(Job.id) == job_id).values(status=JobStatus.succeeded.value))
+        s.execute(update(Clip).where(col(Clip.id) == second.id).values(message_id=2))
+        assert lifecycle.settle(s, song.id) is True

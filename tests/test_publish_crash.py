@@ -4,6 +4,7 @@ row `publishing`, treat it as unconfirmed, look on the platform, and end with ex
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ def child_env(s: Settings) -> dict[str, str]:
             "JUKEBOT_SOUNDCLOUD_AUTH_BASE": s.soundcloud.auth_base,
             "JUKEBOT_X_VIDEO_SIZE": str(s.x.video_size),
             "JUKEBOT_X_UPLOAD_CHUNK_BYTES": str(s.x.upload_chunk_bytes),
+            "JUKEBOT_PUBLISH_GUILDS": json.dumps(s.publish.guilds),
         }
     )
     for section, name in (

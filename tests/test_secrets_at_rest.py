@@ -85,13 +85,17 @@ def test_plain_rows_from_before_load_and_the_migration_encrypts_them(
                 ),
                 {"a": ACCESS, "r": REFRESH, "t": datetime.now(UTC)},
             )
-        stored = load_token(db, "soundcloud")  # a plain row still loads
-        assert stored is not None and stored.access_token == ACCESS
         migrate.upgrade(db)
         access, refresh = _raw(db)
         assert access.startswith(PREFIX) and refresh is not None and refresh.startswith(PREFIX)
         stored = load_token(db, "soundcloud")
         assert stored is not None and (stored.access_token, stored.refresh_token) == (ACCESS, REFRESH)
+        with db.engine.begin() as conn:  # a plain row (written before encryption) still loads
+            conn.execute(sa.text("UPDATE oauth_tokens SET access_token = :a"), {"a": ACCESS})
+        stored = load_token(db, "soundcloud")
+        assert stored is not None and stored.access_token == ACCESS
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE oauth_tokens SET access_token = :a"), {"a": access})
         migrate.downgrade(db, "0003")
         assert _raw(db) == (ACCESS, REFRESH)
     finally:

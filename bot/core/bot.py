@@ -183,7 +183,13 @@ class JukeBot(commands.Bot):
         async def notify(text: str) -> None:  # the publisher reports upload failures to moderators
             await self.poster.notify_moderators(None, text)
 
-        return build_scheduler(self.settings, self.db, storage=self.storage, notify=notify)
+        return build_scheduler(
+            self.settings,
+            self.db,
+            storage=self.storage,
+            notify=notify,
+            notify_guild=self.poster.notify_moderators,  # a server's uploads and playlist: its moderators
+        )
 
     async def sync_app_commands(self) -> None:
         """Register the slash commands with Discord: to one guild (instant) or globally."""

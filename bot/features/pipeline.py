@@ -17,7 +17,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from bot.core.bot import JukeBot
 from bot.errors import is_database_down, new_error_id
@@ -26,7 +26,7 @@ from bot.features.requests import Requests
 from bot.features.status import StatusBoard
 from bot.features.voting import Voting
 from bot.features.voting.logic import unposted_drafts
-from db import lifecycle, queue
+from db import lifecycle, queue, repo
 from db.database import Database
 from db.models import Job, JobKind, JobStatus, Song, SongStatus, utcnow
 
@@ -50,6 +50,7 @@ class Action(StrEnum):
     close_vote = "close_vote"
     failed = "failed"
     cancelled = "cancelled"
+    settle = "settle"  # every clip of an upsampling song is posted and none is being made: done
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,12 @@ def scan(db: Database) -> list[Work]:
         for song in watched:
             assert song.id is not None
             job = lifecycle.latest_job(s, song.id)
+            if song.status == SongStatus.upsampling:
+                several = _clips_work(s, song.id)
+                if several is not None:
+                    out.append(several)
+                    continue
+                job = _winner_job(s, song.id) or job
             due = song.vote_closes_at is not None and song.vote_closes_at <= now
             unposted = unposted_drafts(s, song.id) if song.status == SongStatus.voting else 0
             action = decide(song, job, due, unposted)
@@ -102,6 +109,32 @@ def scan(db: Database) -> list[Work]:
             clip_id = (job.result or {}).get("clip_id") if job is not None else None
             out.append(Work(song.id, action, job, int(clip_id) if clip_id is not None else None))
     return out
+
+
+def _winner_job(s: Session, song_id: int) -> Job | None:
+    """The upsample job of the vote's winner (a draft chosen again has its own job)."""
+    key = lifecycle.upsample_key(song_id)
+    return s.execute(select(Job).where(col(Job.idempotency_key) == key)).scalar_one_or_none()
+
+
+def _clips_work(s: Session, song_id: int) -> Work | None:
+    """An upsampling song may have several clips (drafts chosen again): post each finished one;
+    once the first is posted, the song is done when nothing more is being made. None: no clip yet
+    (the winner's job decides)."""
+    clips = repo.clips_of_song(s, song_id)
+    if not clips:
+        return None
+    unposted = next((c for c in clips if c.message_id is None), None)
+    if unposted is not None:
+        return Work(song_id, Action.post_clip, clip_id=unposted.id)
+    active = s.execute(
+        select(col(Job.id)).where(
+            col(Job.song_id) == song_id,
+            col(Job.kind) == JobKind.upsample.value,
+            col(Job.status).in_(lifecycle.ACTIVE_JOB),
+        )
+    ).first()
+    return Work(song_id, Action.progress if active is not None else Action.settle)
 
 
 def sweep(db: Database) -> int:
@@ -167,6 +200,8 @@ class SongPipeline:
             await self.board.song_failed(work.song_id, work.job)
         elif work.action == Action.cancelled:
             await self.board.song_cancelled(work.song_id)
+        elif work.action == Action.settle:
+            await self.clips.settle(work.song_id)
 
 
 async def setup(bot: JukeBot) -> None:

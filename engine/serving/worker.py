@@ -17,8 +17,9 @@ Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.p
   `prime_key` (an uploaded audio file: its first `prime_seconds`). The prime's codes of all levels
   are kept at `songs/{id}/prime.npz` for the upsample. `seconds` is the new music after the prime.
 - `upsample` {"song_id", "draft_id"}: levels 1 and 0 for that draft. Writes `songs/{id}/final.wav`,
-  `final.mp3` and `codes.npz` (all three levels, see engine.sampling.pipeline.codes_to_npz), one Clip row;
-  result {"clip_id"}. Song -> upsampling.
+  `final.mp3` and `codes.npz` (all three levels, see engine.sampling.pipeline.codes_to_npz), one Clip row
+  for (song, draft); result {"clip_id"}. Song -> upsampling. A draft chosen again after the vote (not
+  the song's winner) writes `songs/{id}/draft-<n>-final.wav` etc., beside the winner's clip.
 - Progress (heartbeat): {"stage", "level", "done", "total", "percent", "tokens_per_second",
   "eta_seconds"}; stage is "loading model", "drafts (level 2)", "upsampling level 1",
   "upsampling level 0", "decoding", "saving".
@@ -459,11 +460,14 @@ class Worker:
         return prompt
 
     # -- drafts ---------------------------------------------------------------------------------
-    def _runner(self, job: _Job, engine: Any, primed: bool) -> Any:
-        """The song runner writing to `songs/<id>/` in the storage, checkpoints fenced by the lease."""
+    def _runner(self, job: _Job, engine: Any, primed: bool, outputs: str = "") -> Any:
+        """The song runner writing to `songs/<id>/` in the storage, checkpoints fenced by the lease.
+        `outputs`: a prefix for the final files' names (a draft chosen again keeps its own)."""
         from engine.sampling.song import SongRunner, StorageFiles
 
-        files = StorageFiles(self.storage, f"songs/{job.song.id}", self.db, job.lease)
+        files: Any = StorageFiles(self.storage, f"songs/{job.song.id}", self.db, job.lease)
+        if outputs:
+            files = _PrefixedFinals(files, outputs)
         return SongRunner(
             engine,
             files,
@@ -518,8 +522,9 @@ class Worker:
         primed = song.parent_clip_id is not None or song.prime_key is not None
         prompt = self._prompt(engine, song) if primed else None
         self._set_status(job, SongStatus.upsampling)
-        runner = self._runner(job, engine, primed)
         pick = draft.index + 1
+        outputs = "" if draft.id == song.winner_draft_id else f"draft-{pick}-"
+        runner = self._runner(job, engine, primed, outputs)
         job.checkpointer = runner.checkpointer(upsample_stage(pick))
         final = runner.upsample(
             request,
@@ -533,15 +538,43 @@ class Worker:
             clip = repo.add_clip(
                 s,
                 song.id,
-                f"{base}/{FINAL_WAV}",
-                f"{base}/{CODES}",
-                mp3_key=f"{base}/{FINAL_MP3}",
+                f"{base}/{outputs}{FINAL_WAV}",
+                f"{base}/{outputs}{CODES}",
+                mp3_key=f"{base}/{outputs}{FINAL_MP3}",
                 seconds=final.seconds,
+                draft_id=draft.id,
             )
             result = {"clip_id": clip.id, "seconds": final.seconds}
             queue.complete(self.db, lease, result, session=s)
         runner.finished(upsample_stage(pick))
         return result
+
+
+class _PrefixedFinals:
+    """A song's files where the finished clip's names carry a prefix (`draft-2-final.wav`): the
+    upsample of a draft chosen again after the vote must not overwrite the winner's clip."""
+
+    def __init__(self, files: Any, prefix: str) -> None:
+        from engine.sampling.song import CODES, FINAL_MP3, FINAL_WAV
+
+        self.files, self.prefix = files, prefix
+        self.reuse_finished = files.reuse_finished
+        self._finals = {FINAL_WAV, FINAL_MP3, CODES}
+
+    def _name(self, name: str) -> str:
+        return f"{self.prefix}{name}" if name in self._finals else name
+
+    def write(self, name: str, data: bytes) -> None:
+        self.files.write(self._name(name), data)
+
+    def read(self, name: str) -> bytes:
+        return bytes(self.files.read(self._name(name)))
+
+    def exists(self, name: str) -> bool:
+        return bool(self.files.exists(self._name(name)))
+
+    def checkpointer(self, stage: str) -> Any:
+        return self.files.checkpointer(stage)
 
 
 def run_worker(options: WorkerOptions, settings: Settings | None = None) -> int:

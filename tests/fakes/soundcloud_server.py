@@ -10,7 +10,13 @@
 - `POST /tracks`: multipart with `track[title]` and `track[asset_data]` (a file part), optional
   `track[description]`, `track[tag_list]`, `track[sharing]` (public|private); unknown `track[...]`
   names are recorded as violations; the asset must be audio ffprobe can read, else 422.
-- `GET /me/tracks` (plain list, or `{"collection": …}` with linked_partitioning), `GET /me`.
+- `GET /me/tracks` (plain list, or `{"collection": …}` with linked_partitioning), `GET /me`; each
+  user (access token) sees their own tracks.
+- Playlists ("sets") as the real API has them: `POST /playlists` with a JSON body
+  `{"playlist": {"title", "sharing", "tracks": [{"id": …}]}}` (201), `GET /playlists/{id}` (the track
+  list unless `show_tracks=false`), `PUT /playlists/{id}` with `{"playlist": {…}}`, whose `tracks`
+  REPLACES the list; ids may be numbers or `soundcloud:playlists:N` urns; only the owner may change
+  one (403), an unknown one is 404. `delete_playlist()` is a person deleting it on the website.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class FakeTrack:
     filename: str
     data: bytes
     created_at: datetime
+    account: str = "jukebot-test"  # the user who uploaded it (whose access token)
 
     def json(self) -> dict[str, Any]:
         return {
@@ -73,10 +80,39 @@ class FakeTrack:
             "tag_list": self.tag_list,
             "sharing": self.sharing,
             "created_at": self.created_at.strftime("%Y/%m/%d %H:%M:%S +0000"),
-            "permalink_url": f"https://soundcloud.com/jukebot-test/track-{self.id}",
+            "permalink_url": f"https://soundcloud.com/{self.account}/track-{self.id}",
             "uri": f"https://api.soundcloud.com/tracks/{self.id}",
             "state": "processing",
         }
+
+
+@dataclass
+class FakePlaylist:
+    id: int
+    title: str
+    sharing: str
+    account: str
+    track_ids: list[int]
+    created_at: datetime
+    description: str = ""
+
+    def json(self, tracks: dict[int, FakeTrack], show_tracks: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "kind": "playlist",
+            "id": self.id,
+            "urn": f"soundcloud:playlists:{self.id}",
+            "title": self.title,
+            "description": self.description,
+            "sharing": self.sharing,
+            "track_count": len(self.track_ids),
+            "created_at": self.created_at.strftime("%Y/%m/%d %H:%M:%S +0000"),
+            "permalink_url": f"https://soundcloud.com/{self.account}/sets/playlist-{self.id}",
+            "uri": f"https://api.soundcloud.com/playlists/{self.id}",
+            "user": {"username": self.account},
+        }
+        if show_tracks:
+            body["tracks"] = [tracks[t].json() for t in self.track_ids if t in tracks]
+        return body
 
 
 class FakeSoundCloud(FakeHTTPServer):
@@ -93,19 +129,23 @@ class FakeSoundCloud(FakeHTTPServer):
         self.token_lifetime = token_lifetime
         self.validate_audio = validate_audio
         self.access_tokens: dict[str, float] = {}  # token -> expiry (epoch)
+        self.accounts: dict[str, str] = {}  # access or refresh token -> the user it belongs to
         self.refresh_tokens: set[str] = set()  # currently valid (each works once)
         self.used_refresh_tokens: set[str] = set()
         self.codes: dict[str, dict[str, str]] = {}
         self.tracks: list[FakeTrack] = []
+        self.playlists: dict[int, FakePlaylist] = {}
         self.refreshes = 0
         self._ids = itertools.count(900_000_001)
 
     # ------------------------------------------------------------------------------------------ auth
 
-    def issue_tokens(self, lifetime: float | None = None) -> dict[str, Any]:
+    def issue_tokens(self, lifetime: float | None = None, account: str = "jukebot-test") -> dict[str, Any]:
+        """Tokens of the SoundCloud user `account` (several users may have logged in to one app)."""
         access, refresh = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
         self.access_tokens[access] = time.time() + (self.token_lifetime if lifetime is None else lifetime)
         self.refresh_tokens.add(refresh)
+        self.accounts[access] = self.accounts[refresh] = account
         return {
             "access_token": access,
             "token_type": "bearer",
@@ -173,7 +213,7 @@ class FakeSoundCloud(FakeHTTPServer):
             self.refresh_tokens.discard(token)
             self.used_refresh_tokens.add(token)
             self.refreshes += 1
-            return Response(200, self.issue_tokens())
+            return Response(200, self.issue_tokens(account=self.accounts.get(token, "jukebot-test")))
         return Response(400, {"error": "unsupported_grant_type"})
 
     def _check_token(self, req: Request) -> Response | None:
@@ -210,6 +250,10 @@ class FakeSoundCloud(FakeHTTPServer):
 
     # ---------------------------------------------------------------------------------------- routes
 
+    def user(self, req: Request) -> str:
+        """The user whose access token the (authorised) request carries."""
+        return self.accounts.get(req.headers.get("authorization", "")[6:], "jukebot-test")
+
     def handle(self, req: Request) -> Response:
         if req.method == "GET" and req.path == "/authorize":
             return self._authorize(req)
@@ -220,8 +264,18 @@ class FakeSoundCloud(FakeHTTPServer):
             return problem
         if req.method == "POST" and req.path == "/tracks":
             return self._upload(req)
+        if req.path == "/playlists" or req.path.startswith("/playlists/"):
+            return self._playlists(req)
+        if req.method == "GET" and req.path == "/me/playlists":
+            show = req.q("show_tracks") != "false"
+            lists = [p for p in self.playlists.values() if p.account == self.user(req)]
+            items = [p.json(self._by_id(), show) for p in reversed(lists)][: int(req.q("limit") or 50)]
+            if req.q("linked_partitioning") in ("true", "1"):
+                return Response(200, {"collection": items, "next_href": None})
+            return Response(200, items)
         if req.method == "GET" and req.path == "/me/tracks":
-            items = [t.json() for t in reversed(self.tracks)][: int(req.q("limit") or 50)]
+            mine = [t for t in self.tracks if t.account == self.user(req)]
+            items = [t.json() for t in reversed(mine)][: int(req.q("limit") or 50)]
             if req.q("linked_partitioning") in ("true", "1"):
                 return Response(200, {"collection": items, "next_href": None})
             return Response(200, items)
@@ -230,11 +284,96 @@ class FakeSoundCloud(FakeHTTPServer):
                 200,
                 {
                     "id": 4242,
-                    "username": "jukebot-test",
-                    "permalink_url": "https://soundcloud.com/jukebot-test",
+                    "username": self.user(req),
+                    "permalink_url": f"https://soundcloud.com/{self.user(req)}",
                 },
             )
         return Response(404, {"code": 404, "message": "404 - Not Found"})
+
+    # ------------------------------------------------------------------------------------ playlists
+
+    def delete_playlist(self, playlist_id: int) -> None:
+        """Someone deletes the playlist on soundcloud.com."""
+        del self.playlists[playlist_id]
+
+    def playlist_track_ids(self, playlist_id: int) -> list[int]:
+        return list(self.playlists[playlist_id].track_ids)
+
+    def _playlist_fields(self, req: Request) -> dict[str, Any] | Response:
+        if not req.headers.get("content-type", "").startswith("application/json"):
+            return self._unprocessable("expected a JSON body")
+        try:
+            body = req.json()
+        except ValueError:
+            return Response(400, {"code": 400, "message": "400 - Bad Request"})
+        fields = body.get("playlist") if isinstance(body, dict) else None
+        if not isinstance(fields, dict):
+            return self._unprocessable("expected {'playlist': {...}}")
+        for name in fields:
+            if name not in ("title", "sharing", "tracks", "description", "tag_list", "genre"):
+                self.violations.append(f"unknown playlist field {name!r}")
+        return fields
+
+    def _track_ids(self, fields: dict[str, Any]) -> list[int] | Response:
+        tracks = fields.get("tracks", [])
+        if not isinstance(tracks, list) or not all(isinstance(t, dict) and "id" in t for t in tracks):
+            return self._unprocessable("tracks must be a list of {'id': …}")
+        ids = [int(str(t["id"]).rsplit(":", 1)[-1]) for t in tracks]
+        known = {t.id for t in self.tracks}
+        for i in ids:
+            if i not in known:
+                self.violations.append(f"playlist names unknown track {i}")
+        return ids
+
+    def _playlists(self, req: Request) -> Response:
+        if req.path == "/playlists":
+            if req.method != "POST":
+                return Response(405, {"code": 405, "message": "405 - Method Not Allowed"})
+            fields = self._playlist_fields(req)
+            if isinstance(fields, Response):
+                return fields
+            if not str(fields.get("title") or "").strip():
+                return self._unprocessable("Title can't be blank")
+            ids = self._track_ids(fields)
+            if isinstance(ids, Response):
+                return ids
+            playlist = FakePlaylist(
+                next(self._ids),
+                str(fields["title"]).strip(),
+                str(fields.get("sharing") or "public"),
+                self.user(req),
+                ids,
+                datetime.now(UTC),
+                str(fields.get("description") or ""),
+            )
+            self.playlists[playlist.id] = playlist
+            return Response(201, playlist.json(self._by_id()))
+        raw = req.path[len("/playlists/") :].rsplit(":", 1)[-1]
+        found = self.playlists.get(int(raw)) if raw.isdigit() else None
+        if found is None:
+            return Response(404, {"code": 404, "message": "404 - Not Found", "errors": []})
+        if req.method == "GET":
+            return Response(200, found.json(self._by_id(), req.q("show_tracks") != "false"))
+        if req.method == "PUT":
+            if found.account != self.user(req):
+                return Response(403, {"code": 403, "message": "403 - Forbidden"})
+            fields = self._playlist_fields(req)
+            if isinstance(fields, Response):
+                return fields
+            if "tracks" in fields:
+                ids = self._track_ids(fields)
+                if isinstance(ids, Response):
+                    return ids
+                found.track_ids = ids
+            if "title" in fields:
+                if not str(fields["title"] or "").strip():
+                    return self._unprocessable("Title can't be blank")
+                found.title = str(fields["title"]).strip()
+            return Response(200, found.json(self._by_id()))
+        return Response(405, {"code": 405, "message": "405 - Method Not Allowed"})
+
+    def _by_id(self) -> dict[int, FakeTrack]:
+        return {t.id: t for t in self.tracks}
 
     @staticmethod
     def _unprocessable(message: str) -> Response:
@@ -267,6 +406,7 @@ class FakeSoundCloud(FakeHTTPServer):
             asset.filename or "",
             asset.data,
             datetime.now(UTC),
+            self.user(req),
         )
         self.tracks.append(track)
         return Response(201, track.json())

@@ -1,7 +1,8 @@
-"""Captions are moderated before a clip is handed to the publisher when the platform account is
-shared: a member of one server otherwise writes (artist, genre, lyrics, title) on a page that
-every other server's clips also go to. The check is lyrics' own (blocklist, then the moderation
-endpoint), switched on for captions whatever `moderation` says for lyrics."""
+"""Captions are moderated before a clip is handed to the publisher when it goes to the operator's
+shared platform account (publisher/accounts.py `caption_moderation_on`): a member of a server
+otherwise writes (artist, genre, lyrics, title) on the operator's page, which every other allowed
+server's clips also go to. The check is lyrics' own (blocklist, then the moderation endpoint),
+switched on for captions whatever `moderation` says for lyrics."""
 
 from __future__ import annotations
 
@@ -14,13 +15,6 @@ from lyrics.errors import ModerationUnavailable
 from lyrics.moderation import moderate
 
 log = logging.getLogger("jukebot.bot.clips")
-
-
-def moderation_on(settings: Settings, publishing: set[int]) -> bool:
-    """Explicit setting, else on when more than one server (`publishing`) shares the one account."""
-    if settings.publish.caption_moderation is not None:
-        return settings.publish.caption_moderation
-    return len(publishing) > 1
 
 
 def caption_text(db: Database, settings: Settings, clip_id: int) -> str | None:
@@ -46,12 +40,12 @@ async def refusal(db: Database, settings: Settings, clip_id: int) -> str | None:
         log.warning("clip %s: caption moderation unavailable: %s", clip_id, exc)
         return (
             f"Clip #{clip_id} was not scheduled: its caption must be moderated (the platform account is "
-            "shared by several servers) and the moderation service could not be used. Ask the bot's owner."
+            "the bot operator's shared one) and the moderation service could not be used. Ask the bot's owner."
         )
     if result.allowed:
         return None
     why = f" ({', '.join(result.categories)})" if result.categories else ""
     return (
         f"Clip #{clip_id} was not scheduled: its caption did not pass moderation{why}. "
-        "The platform account is shared by several servers, so captions are checked first."
+        "The platform account is the bot operator's shared one, so captions are checked first."
     )

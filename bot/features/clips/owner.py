@@ -1,8 +1,9 @@
 """`/owner publish allow|deny`: the bot's owner (the application's owner, `bot.is_owner`, which
 asks Discord's application info once and caches it) decides which servers may publish to the
 operator's X/SoundCloud account. Stored per server (`guild_configs.publish_allowed`) over the
-`JUKEBOT_PUBLISH_GUILDS` setting. Per-server platform accounts do not exist: every allowed server
-publishes to the one account, so captions are moderated once two or more are allowed."""
+`JUKEBOT_PUBLISH_GUILDS` setting. A server with its own account (`jukebot publish auth … --guild ID`)
+publishes there without this allowance; a deny stops it too. Captions going to the shared account
+are moderated by default (publisher/accounts.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from functools import partial
 
 import discord
 
-from bot.config import publishing_guilds
 from bot.core import media
 from bot.core.access import clip_here, is_mod
 from bot.core.bot import JukeBot
@@ -21,14 +20,15 @@ from bot.errors import UserError
 from bot.features.status import StatusBoard
 from db import lifecycle, repo
 from db.models import SongStatus
+from publisher.accounts import Account, accounts_for_guild, caption_moderation_on
 
 from . import captions, logic
 
 log = logging.getLogger("jukebot.bot.clips")
 
 NOT_ALLOWED = (
-    "Publishing is off here: the bot's owner has not allowed publishing from this server "
-    "(the clips would go to the owner's own X/SoundCloud account)."
+    "Publishing is off here: this server has no X/SoundCloud account of its own, and the bot's owner "
+    "has not allowed publishing from this server (the clips would go to the owner's own account)."
 )
 
 ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0) -> the clip post's buttons
@@ -44,7 +44,8 @@ class Clips:
     async def post_clip(self, song_id: int, clip_id: int | None = None) -> None:
         """Post the finished clip (audio under the guild's limit, waveform, buttons); song → done."""
         bot = self.bot
-        if self.ledger.backing_off("clip", song_id):
+        key = clip_id or song_id  # a song may have several clips (drafts chosen again): each posts once
+        if self.ledger.backing_off("clip", key):
             return
         async with bot.locks.lock_for(song_id):
             song, clip, requester = await bot.to_thread(logic.song_and_clip, bot.db, song_id, clip_id)
@@ -60,10 +61,13 @@ class Clips:
                 )
                 await self.board.refresh_status(song_id, force=True)
                 return
-            if clip.message_id is None and not await self.ledger.record_pending("clip", song_id):
+            if clip.message_id is None and not await self.ledger.record_pending("clip", key):
                 gs = await bot.guild_config(song.guild_id)
+                again = clip.draft_id is not None and clip.draft_id != song.winner_draft_id
+                draft = await bot.to_thread(repo.draft_by_id, bot.db, clip.draft_id) if again else None
+                what = f"draft {draft.index + 1}, chosen again" if draft is not None else "finished"
                 content = (
-                    f"🎶 **Song #{song.id} is finished** — {describe(song)} — made for <@{requester}>. "
+                    f"🎶 **Song #{song.id} is {what}** — {describe(song)} — made for <@{requester}>. "
                     f"Clip #{clip.id}.\nPress **Continue** to make it longer, **Vote** to put it up for the "
                     "daily clip."
                 )
@@ -81,26 +85,32 @@ class Clips:
                     self.view_for(clip.id or 0),
                 )
                 if msg is None:
-                    await self._not_posted(song_id, song.guild_id, channels)
+                    await self._not_posted(song_id, song.guild_id, channels, key)
                     return
-                self.ledger.forget("clip", song_id)
+                self.ledger.forget("clip", key)
                 await self.ledger.record(
                     "clip",
-                    song_id,
+                    key,
                     partial(logic.clip_posted, bot.db, song_id, clip.id, msg.channel.id, msg.id),
                 )
             else:
-                await bot.to_thread(lifecycle.finish, bot.db, song_id, SongStatus.done)
+                await bot.to_thread(logic.settle, bot.db, song_id)
         await self.board.refresh_status(song_id, force=True)
 
-    async def _not_posted(self, song_id: int, guild_id: int | None, channels: list[int]) -> None:
+    async def settle(self, song_id: int) -> None:
+        """Every clip of the song is posted and none is being made: it is done again."""
+        async with self.bot.locks.lock_for(song_id):
+            await self.bot.to_thread(logic.settle, self.bot.db, song_id)
+        await self.board.refresh_status(song_id, force=True)
+
+    async def _not_posted(self, song_id: int, guild_id: int | None, channels: list[int], key: int) -> None:
         """No channel took the clip: try again later, a bounded number of times; then end the song
         (it does not count against the member's day) and tell the moderators."""
         bot, settings = self.bot, self.bot.settings
-        tries = self.ledger.failed("clip", song_id, settings.discord.post_retry_seconds)
+        tries = self.ledger.failed("clip", key, settings.discord.post_retry_seconds)
         if tries < settings.discord.post_max_attempts:
             return
-        self.ledger.forget("clip", song_id)
+        self.ledger.forget("clip", key)
         where = ", ".join(f"<#{c}>" for c in channels) or "no channel"
         ended = await bot.to_thread(
             lifecycle.finish,
@@ -156,11 +166,18 @@ class Clips:
         await interaction.followup.send(text, ephemeral=True)
 
     async def may_publish(self, guild_id: int | None) -> bool:
-        """The platform accounts are the operator's: only servers the bot's owner allowed
-        (`/owner publish`, or the `publish_guilds` setting) may send clips there. Per-server
-        accounts do not exist yet."""
-        gs = await self.bot.guild_config(guild_id)
-        return gs is not None and gs.publish_allowed
+        """A server publishes to its own accounts (logged in by the operator with `--guild`), or to the
+        operator's shared ones where the bot's owner allowed it (`/owner publish`, or the
+        `publish_guilds` setting); the owner's deny stops both (publisher/accounts.py)."""
+        return bool(await self._accounts(guild_id))
+
+    async def _accounts(self, guild_id: int | None) -> dict[str, Account]:
+        from publisher.platforms import enabled_platforms
+
+        settings = self.bot.settings
+        return await self.bot.to_thread(
+            accounts_for_guild, self.bot.db, settings, guild_id, enabled_platforms(settings)
+        )
 
     async def publish(self, clip_id: int, when: datetime | None = None, *, guild_id: int | None) -> str:
         """Hand a clip of `guild_id` to the publisher: one publication per configured platform, each
@@ -170,17 +187,16 @@ class Clips:
         from publisher.scheduler import schedule_clip
 
         settings = self.bot.settings
-        if not await self.may_publish(guild_id):
+        if not enabled_platforms(settings):
+            return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
+        accounts = await self._accounts(guild_id)
+        if not accounts:
             return NOT_ALLOWED
-        if captions.moderation_on(
-            settings, await self.bot.to_thread(publishing_guilds, self.bot.db, settings)
-        ):
+        if caption_moderation_on(settings, accounts.values()):
             refused = await captions.refusal(self.bot.db, settings, clip_id)
             if refused:
                 return refused
-        platforms = enabled_platforms(settings)
-        if not platforms:
-            return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
+        platforms = list(accounts)
         await self.bot.to_thread(schedule_clip, self.bot.db, clip_id, platforms, when, settings=settings)
         return (
             f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "

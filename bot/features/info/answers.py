@@ -15,7 +15,7 @@ from bot.errors import UserError
 from bot.features.requests.logic import ACTIVE_JOB, song_counts_for
 from db import lifecycle, queue, repo
 from db.database import Database
-from db.models import Clip, Job, JobStatus, Song, User, utcnow
+from db.models import Job, JobStatus, Song, User, utcnow
 from db.scope import GuildScope
 from db.settings import Settings
 
@@ -28,6 +28,7 @@ STATUS_WORDS = {
     "done": "✅ done",
     "failed": "❌ failed",
     "cancelled": "🛑 cancelled",
+    "rerolled": "🎲 rerolled",
 }
 
 
@@ -88,7 +89,7 @@ def song_details(db: Database, scope: GuildScope, song_id: int) -> str:
         if song is None:
             raise UserError(f"There is no song #{song_id} here.")
         user = s.get(User, song.user_id)
-        clip = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
+        clip = repo.first_clip(s, song_id)
         job = lifecycle.latest_job(s, song_id)
     drafts = repo.drafts_for_song(db, song_id)
     counts = repo.vote_counts(db, song_id, repo.DRAFT)
@@ -189,8 +190,9 @@ HELP = """**jukebot** makes songs with OpenAI's Jukebox model, and the server vo
 • `/generate artist genre` — start a song. Start typing the artist or genre to pick from the model's list. Add `lyrics:` with your own words or `lyrics_prompt:` to have lyrics written (you check them first), `seconds:` and `drafts:`.
 • One status message follows your song: queue position, progress, time left. Cancel it there.
 • The drafts are posted for everyone to vote on; the winner is made in full quality and posted as a clip.
+• On the drafts, the requester or a moderator can press 🎲 **Reroll** for a new set with a new seed (the old drafts stay up for the vote until it is ready), and after the vote **U1**, **U2**… to make another draft in full quality too (a second clip, each draft once). Both count as one of your songs of the day.
 • On a clip: **Continue** makes it longer — *from the end*, or *from a moment* you type (the new song keeps the clip up to it and goes its own way from there); **Vote** puts it up for the daily clip. Or right-click a clip → Apps → *Continue this clip*, or `/continue clip:` (`at:0:42`: the new music starts at 0:42) or `audio:` with your own file (`at:` says where in it: the part just before that moment is used).
 • `/queue` what is being made · `/song id` one song · `/top` the best clips · `/me` your songs and quota.
-• Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`.
+• Moderators: `/mod channels`, `/mod role`, `/mod limits`, `/mod daily-time`, `/mod cancel`, `/mod retry`, `/mod playlist` (the SoundCloud playlist: link, or `title:` to rename).
 
 Clips made with OpenAI's released Jukebox weights are for non-commercial use."""

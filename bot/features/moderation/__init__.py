@@ -1,4 +1,5 @@
-"""The moderation feature: `/mod` (channels, limits, daily time, cancel and retry jobs)."""
+"""The moderation feature: `/mod` (channels, limits, daily time, cancel and retry jobs, the server's
+SoundCloud playlist)."""
 
 from __future__ import annotations
 

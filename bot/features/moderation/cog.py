@@ -1,4 +1,5 @@
-"""`/mod ...`: moderators set the guild's channels, limits and daily time, and cancel or retry jobs.
+"""`/mod ...`: moderators set the guild's channels, limits and daily time, cancel or retry jobs, and
+see or rename the server's SoundCloud playlist.
 
 A moderator is a member with the configured moderator role or the Manage Server permission
 (choosing the moderator role itself needs Manage Server).
@@ -23,6 +24,8 @@ from db import lifecycle
 from db.database import Database
 from db.models import Job
 from db.scope import GuildScope
+
+from .playlist import TITLE_INPUT_MAX, playlist_answer
 
 
 def _channel(cid: int | None) -> str:
@@ -169,6 +172,21 @@ class ModCog(
         daily = self.bot.get_cog("Daily")
         if isinstance(daily, DailyCog):
             daily.schedule_guild(gs)
+
+    @app_commands.command(
+        name="playlist", description="This server's SoundCloud playlist: its link, or a new title."
+    )
+    @app_commands.describe(title="A new title for the playlist (up to 100 characters)")
+    async def playlist(
+        self,
+        interaction: discord.Interaction[JukeBot],
+        title: app_commands.Range[str, 1, TITLE_INPUT_MAX] | None = None,
+    ) -> None:
+        assert interaction.guild_id is not None
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        name = interaction.guild.name if interaction.guild is not None else ""
+        text = await playlist_answer(self.bot, interaction.guild_id, name, title)
+        await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="cancel", description="Cancel a job (any member's).")
     @app_commands.describe(job="The job number (see /queue)")

@@ -18,7 +18,7 @@ from sqlalchemy import exists, func, select
 from sqlmodel import Session, col
 
 from bot.config import GuildSettings
-from bot.core.text import ts
+from bot.core.quota import IN_FLIGHT, NOT_COUNTED, QUOTA_WINDOW, check_quota, counted_since
 from bot.errors import UserError
 from db import lifecycle, queue, repo
 from db.database import Database
@@ -26,10 +26,7 @@ from db.models import Clip, Job, JobKind, Song, SongStatus, User, utcnow
 from db.scope import GuildScope
 from db.settings import Settings
 
-IN_FLIGHT = (SongStatus.queued.value, SongStatus.drafting.value, SongStatus.upsampling.value)
-NOT_COUNTED = (SongStatus.failed.value, SongStatus.cancelled.value)  # free again for the member
 ACTIVE_JOB = lifecycle.ACTIVE_JOB
-QUOTA_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -74,44 +71,6 @@ def _lock_member(s: Session, who: Requester) -> User:
     # Serialise this member's requests (PostgreSQL row lock; SQLite's BEGIN IMMEDIATE already does).
     locked = s.execute(select(User).where(col(User.id) == user.id).with_for_update()).scalar_one()
     return locked
-
-
-def check_quota(
-    s: Session, settings: Settings, gs: GuildSettings | None, user_id: int, now: datetime
-) -> None:
-    """Refuse (UserError) a member who has used their songs for the day or has too many in flight."""
-    in_flight = s.execute(
-        select(func.count())
-        .select_from(Song)
-        .where(col(Song.user_id) == user_id, col(Song.status).in_(IN_FLIGHT))
-    ).scalar_one()
-    if in_flight >= settings.limits.max_queued_per_member:
-        raise UserError(
-            f"You already have {in_flight} song(s) in the studio; the limit is {settings.limits.max_queued_per_member} "
-            "at a time. Your next request will be welcome as soon as one of them is finished."
-        )
-    per_day = gs.songs_per_day if gs is not None else settings.limits.songs_per_day
-    if per_day <= 0:
-        raise UserError("This server allows 0 a day right now: the moderators have paused new songs.")
-    since = now - QUOTA_WINDOW
-    recent = [
-        t
-        for (t,) in s.execute(
-            select(col(Song.created_at))
-            .where(
-                col(Song.user_id) == user_id,
-                col(Song.created_at) >= since,
-                col(Song.status).not_in(NOT_COUNTED),
-            )
-            .order_by(col(Song.created_at))
-        ).all()
-    ]
-    if len(recent) >= per_day:
-        free_at = recent[len(recent) - per_day] + QUOTA_WINDOW
-        raise UserError(
-            f"You have made {len(recent)} songs in the last 24 hours, and this server allows {per_day} a day. "
-            f"You can ask for the next one {ts(free_at)}."
-        )
 
 
 def request_song(
@@ -275,18 +234,10 @@ def retry_job(db: Database, scope: GuildScope, job_id: int) -> Job:
 
 
 def song_counts_for(db: Database, user_id: int, now: datetime | None = None) -> tuple[int, int]:
-    """(songs counted in the last 24 h, songs in flight) for `/me`."""
+    """(songs counted in the last 24 h, second upsamples included; songs in flight) for `/me`."""
     now = now or utcnow()
     with db.read() as s:
-        day = s.execute(
-            select(func.count())
-            .select_from(Song)
-            .where(
-                col(Song.user_id) == user_id,
-                col(Song.created_at) >= now - QUOTA_WINDOW,
-                col(Song.status).not_in(NOT_COUNTED),
-            )
-        ).scalar_one()
+        day = len(counted_since(s, user_id, now - QUOTA_WINDOW))
         flying = s.execute(
             select(func.count())
             .select_from(Song)

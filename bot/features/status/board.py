@@ -24,8 +24,8 @@ from bot.core.rows import set_status_message
 from bot.core.text import message_url
 from bot.edit_pacing import EditPacer, PacingRules, worker_gone_quiet
 from bot.errors import UserError
-from db import lifecycle, queue
-from db.models import Clip, Draft, Job, JobStatus, Song, SongStatus, User, utcnow
+from db import lifecycle, queue, repo
+from db.models import Draft, Job, JobStatus, Song, SongStatus, User, utcnow
 
 from .render import Snapshot, is_final, render, shows_cancel
 
@@ -67,7 +67,7 @@ class StatusBoard:
                     col(Draft.song_id) == song_id, col(Draft.message_id).is_not(None)
                 )
             ).scalar()
-            clip = s.execute(select(Clip).where(col(Clip.song_id) == song_id)).scalar_one_or_none()
+            clip = repo.first_clip(s, song_id)
             winner = s.get(Draft, song.winner_draft_id) if song.winner_draft_id else None
         position = queue.queue_position(db, job.id) if job is not None and job.id is not None else None
         drafts_url = None

@@ -77,6 +77,8 @@ def render(snap: Snapshot) -> str:
             f"❌ This song could not be made: {song.error or 'the engine stopped'}. "
             "It did not count against your daily songs."
         )
+    elif status == SongStatus.rerolled:
+        lines.append("🎲 Rerolled: its vote was replaced by a new set of drafts (the reroll's own song).")
     elif status == SongStatus.done:
         lines.append(f"✅ Finished! {'Listen here: ' + snap.clip_url if snap.clip_url else ''}".rstrip())
     elif status == SongStatus.voting:
@@ -118,7 +120,7 @@ def render(snap: Snapshot) -> str:
 
 
 def is_final(song: Song) -> bool:
-    return song.status in (SongStatus.done, SongStatus.failed, SongStatus.cancelled)
+    return song.status in (SongStatus.done, SongStatus.failed, SongStatus.cancelled, SongStatus.rerolled)
 
 
 def shows_cancel(snap: Snapshot) -> bool:

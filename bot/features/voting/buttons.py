@@ -1,5 +1,6 @@
-"""The drafts message's buttons: one vote button per draft (`jb:vote:<song>:<draft>`) and
-"Close the vote now" (`jb:close:<song>`)."""
+"""The drafts message's buttons: one vote button per draft (`jb:vote:<song>:<draft>`), "Close the
+vote now" (`jb:close:<song>`) and 🎲 Reroll (`jb:reroll:<song>`) while the vote is open; after it,
+one U-button per draft not yet made in full quality (`jb:again:<song>:<draft>`)."""
 
 from __future__ import annotations
 
@@ -58,10 +59,52 @@ class CloseVoteButton(IdButton, DynamicButton, template=r"jb:close:(?P<song_id>\
         await interaction.client.need(Voting).close_pressed(interaction, self.song_id)
 
 
+class RerollButton(IdButton, DynamicButton, template=r"jb:reroll:(?P<song_id>\d+)"):
+    name = "reroll"
+
+    def __init__(self, song_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Reroll",
+                style=discord.ButtonStyle.secondary,
+                emoji="🎲",
+                custom_id=f"jb:reroll:{song_id}",
+            )
+        )
+        self.song_id = song_id
+
+    async def act(self, interaction: discord.Interaction[JukeBot]) -> None:
+        await interaction.client.need(Voting).reroll_pressed(interaction, self.song_id)
+
+
+class AgainButton(IdButton, DynamicButton, template=r"jb:again:(?P<song_id>\d+):(?P<draft_id>\d+)"):
+    name = "choose again"
+
+    def __init__(self, song_id: int, draft_id: int, *, index: int = 0) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"U{index + 1}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"jb:again:{song_id}:{draft_id}",
+            )
+        )
+        self.song_id = song_id
+        self.draft_id = draft_id
+
+    async def act(self, interaction: discord.Interaction[JukeBot]) -> None:
+        await interaction.client.need(Voting).again_pressed(interaction, self.song_id, self.draft_id)
+
+
 def drafts_view(
-    song_id: int, drafts: list[tuple[int, int, int]], *, open_: bool, winner_draft_id: int | None = None
+    song_id: int,
+    drafts: list[tuple[int, int, int]],
+    *,
+    open_: bool,
+    winner_draft_id: int | None = None,
+    again: set[int] | None = None,
 ) -> discord.ui.View:
-    """drafts: (draft_id, index, votes). Open: vote buttons + close; closed: disabled, winner marked."""
+    """drafts: (draft_id, index, votes). Open: vote buttons, close and reroll; closed: disabled,
+    winner marked, and a U-button for each draft in `again` (may still be made in full quality)."""
     view = discord.ui.View(timeout=None)
     for draft_id, index, votes in drafts:
         label = f"Draft {index + 1}" + (f" · {votes} vote{'s' if votes != 1 else ''}" if votes else "")
@@ -70,4 +113,8 @@ def drafts_view(
         )
     if open_:
         view.add_item(CloseVoteButton(song_id))
+        view.add_item(RerollButton(song_id))
+    for draft_id, index, _votes in drafts:
+        if not open_ and again and draft_id in again:
+            view.add_item(AgainButton(song_id, draft_id, index=index))
     return view

@@ -62,7 +62,8 @@ def tally(target: Database | Session, song_id: int) -> Tally:
 
 
 def drafts_posted(db: Database, song_id: int, message_id: int, closes_at: datetime) -> None:
-    """Record the drafts message; the window runs from the moment members could see the drafts."""
+    """Record the drafts message; the window runs from the moment members could see the drafts.
+    A reroll's drafts replace the vote of the song it rerolls, in the same transaction."""
     with db.write() as s:
         song = s.get(Song, song_id, with_for_update=True)
         if song is None:
@@ -73,6 +74,8 @@ def drafts_posted(db: Database, song_id: int, message_id: int, closes_at: dateti
         if song.status == SongStatus.voting:
             song.vote_closes_at = closes_at
             s.add(song)
+        if song.rerolled_from_song_id is not None:
+            lifecycle.replace_vote(s, song.rerolled_from_song_id)
 
 
 def unposted_drafts(s: Session, song_id: int) -> int:
@@ -99,8 +102,9 @@ def vote(
         song = scope.song(s, song_id, for_update=True)
         if song is None:
             raise UserError(f"There is no song #{song_id} here.")
-        if song.status != SongStatus.voting or song.vote_closes_at is None or now >= song.vote_closes_at:
-            raise UserError(closed_message(s, song))
+        due = song.vote_closes_at is None or now >= song.vote_closes_at
+        if song.status != SongStatus.voting or (due and lifecycle.live_reroll(s, song_id) is None):
+            raise UserError(closed_message(s, song))  # a reroll on its way keeps the old vote open
         draft = scope.draft(s, song_id, draft_id)
         if draft is None:
             raise UserError("That draft is not part of this song.")
@@ -112,6 +116,8 @@ def closed_message(s: Session, song: Song) -> str:
     when = f" {ts(song.vote_closes_at)}" if song.vote_closes_at else ""
     if song.status == SongStatus.cancelled:
         return f"Song #{song.id} was cancelled, so its vote is over."
+    if song.status == SongStatus.rerolled:
+        return f"Song #{song.id} was rerolled: vote on its new drafts instead."
     winner = s.get(Draft, song.winner_draft_id) if song.winner_draft_id else None
     won = f" Draft {winner.index + 1} won." if winner is not None else ""
     return f"Voting on song #{song.id} closed{when}.{won}"

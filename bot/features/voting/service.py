@@ -25,8 +25,8 @@ from db import lifecycle, repo
 from db.models import Song, SongStatus, utcnow
 from db.scope import GuildScope
 
-from . import logic
-from .text import drafts_content
+from . import again, logic
+from .text import drafts_content, rerolled_content
 
 log = logging.getLogger("jukebot.bot.voting")
 
@@ -96,6 +96,18 @@ class Voting:
                 "drafts", song_id, partial(logic.drafts_posted, bot.db, song_id, msg.id, closes)
             )
         await self.board.refresh_status(song_id, force=True)
+        if song.rerolled_from_song_id is not None:
+            await self.show_replaced(song.rerolled_from_song_id)
+
+    async def show_replaced(self, song_id: int) -> None:
+        """A reroll's drafts replaced this song's vote: its drafts message says so, buttons off."""
+        bot = self.bot
+        async with bot.locks.lock_for(song_id):
+            song = await bot.to_thread(song_by_own_id, bot.db, song_id)
+            if song is None or song.status != SongStatus.rerolled:
+                return
+            await self.show_tally(song, await bot.to_thread(logic.tally, bot.db, song_id), open_=False)
+        await self.board.refresh_status(song_id, force=True)
 
     async def _not_posted(self, song: Song, channels: list[int]) -> None:
         """No channel took the drafts: try again later, a bounded number of times and not past the
@@ -146,11 +158,21 @@ class Voting:
         if message_id is None or song.channel_id is None or song.id is None:
             return
         rows = [(d.id or 0, d.index, tally.counts.get(d.id or 0, 0)) for d in drafts]
+        again_ids: set[int] | None = None
+        if not open_ and song.status in lifecycle.UPSAMPLED:
+            made = await bot.to_thread(again.upsampled_drafts, bot.db, song.id)
+            again_ids = {d.id for d in drafts if d.id is not None} - made
         kwargs: dict[str, Any] = {
-            "view": self.view_for(song.id, rows, open_=open_, winner_draft_id=winner_draft_id),
+            "view": self.view_for(
+                song.id, rows, open_=open_, winner_draft_id=winner_draft_id, again=again_ids
+            ),
             "allowed_mentions": NO_PINGS,
         }
-        if not open_ and winner_draft_id is not None:
+        if song.status == SongStatus.rerolled:
+            requester = await bot.to_thread(discord_id_of, bot.db, song.user_id)
+            new_id = await bot.to_thread(again.replaced_by, bot.db, song.id)
+            kwargs["content"] = rerolled_content(song, requester or 0, new_id)
+        elif not open_ and winner_draft_id is not None:
             requester = await bot.to_thread(discord_id_of, bot.db, song.user_id)
             winner = next(d for d in drafts if d.id == winner_draft_id)
             kwargs["content"] = drafts_content(
@@ -260,6 +282,67 @@ class Voting:
             if song is None or song.status != SongStatus.voting:
                 return
             await self.show_tally(song, await bot.to_thread(logic.tally, bot.db, song_id), open_=True)
+
+    async def reroll_pressed(self, interaction: discord.Interaction[JukeBot], song_id: int) -> None:
+        bot = self.bot
+        song = await song_here(interaction, song_id)
+        if not await may_manage(interaction, song):
+            raise UserError("Only the member who asked for this song, or a moderator, can reroll it.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        gs = await bot.guild_config(interaction.guild_id)
+        rerolled = await bot.to_thread(
+            again.reroll,
+            bot.db,
+            bot.settings,
+            gs,
+            GuildScope(interaction.guild_id),
+            song_id,
+            f"reroll:{interaction.id}",
+        )
+        new = rerolled.song
+        assert new.id is not None
+        if not rerolled.new:
+            await interaction.followup.send(
+                f"🎲 Song #{song_id} is already being rerolled: its new drafts are song #{new.id}.",
+                ephemeral=True,
+            )
+            return
+        url = await self.board.post_status(new.id)
+        bot.wake_watcher()  # the watcher starts it when the server has a free slot
+        where = f" Follow it here: {url}" if url else ""
+        await interaction.followup.send(
+            f"🎲 Rerolling song #{song_id}: song #{new.id} makes a new set of drafts with a new seed "
+            f"(it counts as one of your songs of the day). The drafts of song #{song_id} stay up for the "
+            f"vote until the new ones are posted, then those replace them.{where}",
+            ephemeral=True,
+        )
+
+    async def again_pressed(
+        self, interaction: discord.Interaction[JukeBot], song_id: int, draft_id: int
+    ) -> None:
+        bot = self.bot
+        song = await song_here(interaction, song_id)
+        if not await may_manage(interaction, song):
+            raise UserError(
+                "Only the member who asked for this song, or a moderator, can have another draft made."
+            )
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        gs = await bot.guild_config(interaction.guild_id)
+        chosen = await bot.to_thread(
+            again.choose_again, bot.db, bot.settings, gs, GuildScope(interaction.guild_id), song_id, draft_id
+        )
+        bot.wake_watcher()
+        await interaction.followup.send(
+            f"⬆️ Draft {chosen.draft_index + 1} of song #{song_id} is being made in full quality too "
+            "(it counts as one of your songs of the day); its clip will be posted when it is ready.",
+            ephemeral=True,
+        )
+        async with bot.locks.lock_for(song_id):
+            fresh = await bot.to_thread(song_by_own_id, bot.db, song_id)
+            if fresh is not None:
+                tally = await bot.to_thread(logic.tally, bot.db, song_id)
+                await self.show_tally(fresh, tally, open_=False, winner_draft_id=fresh.winner_draft_id)
+        await self.board.refresh_status(song_id, force=True)
 
     async def close_pressed(self, interaction: discord.Interaction[JukeBot], song_id: int) -> None:
         song = await song_here(interaction, song_id)
