@@ -142,6 +142,10 @@ class Song(SQLModel, table=True):
     parent_clip_id: int | None = None  # continuation of this clip (no FK: songs and clips refer both ways)
     prime_key: str | None = None  # storage key of an uploaded prime audio file
     prime_seconds: float | None = None
+    # Where the new music starts, in seconds of the parent clip (the song keeps the clip up to it)
+    # or of the uploaded file (the stored part ends there; the worker primes on the stored part).
+    # None: from the clip's end.
+    prime_at: float | None = None
     # A reroll: the same recipe as this song with a new seed (its drafts replace that song's vote).
     rerolled_from_song_id: int | None = Field(default=None, index=True)
     vote_closes_at: datetime | None = _ts()

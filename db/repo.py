@@ -97,6 +97,7 @@ def create_song(
     parent_clip_id: int | None = None,
     prime_key: str | None = None,
     prime_seconds: float | None = None,
+    prime_at: float | None = None,
     request_key: str | None = None,
 ) -> Song:
     """A new song request, status `queued`. `request_key` (unique) names the request it answers."""
@@ -116,6 +117,7 @@ def create_song(
         parent_clip_id=parent_clip_id,
         prime_key=prime_key,
         prime_seconds=prime_seconds,
+        prime_at=prime_at,
         request_key=request_key,
         status=SongStatus.queued.value,
     )

@@ -59,8 +59,9 @@ def load_audio(
     max_seconds: float | None = None,
     duration: float | None = None,
     what: str = "the prime",
+    start: float = 0.0,
 ) -> np.ndarray:
-    """Mono float32 at `sample_rate`: the first `duration` seconds, or all of it up to `max_seconds`."""
+    """Mono float32 at `sample_rate`: `duration` seconds from `start`, or all of it up to `max_seconds`."""
     return decode(
         path,
         sample_rate,
@@ -68,6 +69,7 @@ def load_audio(
         max_bytes=max_bytes,
         duration=duration,
         what=what,
+        start=start,
     )
 
 

@@ -174,8 +174,12 @@ async def test_a_song_from_request_to_continuation(studio: Studio) -> None:
     v = await studio.click("dave", clip_msg, f"jb:clipvote:{clip.id}")
     assert "already voted" in v.text()
 
-    # Another member continues it with the button: a new song primed on the clip.
-    cont = await studio.click("dave", clip_msg, f"jb:continue:{clip.id}")
+    # Another member continues it with the button (from the end): a new song primed on the clip.
+    offer = (await studio.click("dave", clip_msg, f"jb:continue:{clip.id}")).followups[-1]
+    cont = await fake.settled(
+        await fake.click(studio.members["dave"], int(offer["id"]), f"jb:continue-end:{clip.id}", seen=offer),
+        timeout=20,
+    )
     new_id = song_id_from(cont.text())
     assert new_id != song_id
     child = studio.song(new_id)

@@ -193,9 +193,10 @@ async def test_double_click_on_continue_makes_one_song(studio: Studio) -> None:
     assert clip is not None
     before = len(studio.songs())
     bob = studio.members["bob"]
+    offer = (await studio.click("bob", msg, f"jb:continue:{clip.id}")).followups[-1]  # from the end
     first, second = await asyncio.gather(
-        fake.click(bob, int(msg["id"]), f"jb:continue:{clip.id}"),
-        fake.click(bob, int(msg["id"]), f"jb:continue:{clip.id}"),
+        fake.click(bob, int(offer["id"]), f"jb:continue-end:{clip.id}", seen=offer),
+        fake.click(bob, int(offer["id"]), f"jb:continue-end:{clip.id}", seen=offer),
     )
     await fake.settled(first, timeout=20)
     await fake.settled(second, timeout=20)
@@ -303,17 +304,22 @@ async def test_long_upload_says_which_part_is_used_and_takes_at(sqlite_studio: S
     long = fake.host_file("long.wav", tone_wav(440.0, 60.0), content_type="audio/x-wav")
 
     ix = await studio.run("alice", "continue", {"audio": long, **style})
-    assert "from 0:00 to 0:30" in ix.text(), ix.text()
+    assert "Using 0:00–0:30 of `long.wav`: the new music starts at 0:30" in ix.text(), ix.text()
 
+    # at: is where the new music starts: the 30 s before it are used (JUKEBOT_MAX_PRIME_SECONDS).
     ix = await studio.run("alice", "continue", {"audio": long, "at": "0:42", **style})
-    assert "from 0:42 to 1:00" in ix.text(), ix.text()
+    assert "Using 0:12–0:42 of `long.wav`: the new music starts at 0:42" in ix.text(), ix.text()
     song = studio.song(song_id_from(ix.text()))
-    assert song.prime_seconds == pytest.approx(18.0, abs=0.1)
+    assert song.prime_seconds == pytest.approx(30.0, abs=0.1) and song.prime_at == pytest.approx(42.0)
     assert song.prime_key is not None
     with bytes_as_file(studio.storage.read_bytes(song.prime_key), ".wav") as path:
-        assert probe(path).duration == pytest.approx(18.0, abs=0.1)  # the chosen part, stored
+        assert probe(path).duration == pytest.approx(30.0, abs=0.1)  # the chosen part, stored
 
     ix = await studio.run("alice", "continue", {"audio": long, "at": "2:00", **style})
     assert "`2:00` is past the end of `long.wav` (1:00 long)" in ix.text(), ix.text()
+    ix = await studio.run("alice", "continue", {"audio": long, "at": "-0:10", **style})
+    assert "`-0:10` is before the start of `long.wav`" in ix.text(), ix.text()
+    ix = await studio.run("alice", "continue", {"audio": long, "at": "0", **style})
+    assert "`0` is the very start of `long.wav`" in ix.text(), ix.text()
     ix = await studio.run("alice", "continue", {"audio": long, "at": "soon", **style})
-    assert "`soon` is not a moment in the file" in ix.text(), ix.text()
+    assert "`soon` is not a moment in `long.wav`" in ix.text(), ix.text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from db.audio.moments import clock
 from db.models import Song
 
 
@@ -19,8 +20,15 @@ def ts(when: datetime, style: str = "R") -> str:
 
 def describe(song: Song) -> str:
     what = f"**{song.artist}** · *{song.genre}* · {song.seconds:g} s"
+    return what + lineage(song, " · continuing")
+
+
+def lineage(song: Song, verb: str = "Continues") -> str:
+    """What a continuation continues, and from which moment: "continuing clip #12 from 0:42"
+    (nothing for a song made from scratch)."""
+    moment = f" from {clock(song.prime_at)}" if song.prime_at is not None else ""
     if song.parent_clip_id is not None:
-        what += f" · continuing clip #{song.parent_clip_id}"
-    elif song.prime_key is not None:
-        what += " · continuing your upload"
-    return what
+        return f"{verb} clip #{song.parent_clip_id}{moment}"
+    if song.prime_key is not None:
+        return f"{verb} your upload{moment}"
+    return ""

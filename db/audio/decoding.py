@@ -71,10 +71,12 @@ def decode(
     max_bytes: int | None = None,
     duration: float | None = None,
     what: str = "the prime",
+    start: float = 0.0,
 ) -> np.ndarray:
     """Mono float32 at `sample_rate` (channels averaged, as librosa's mono=True does).
 
-    `duration` keeps only the first seconds (the rest is not decoded). Without it, audio longer than
+    `duration` keeps only the first seconds (the rest is not decoded); `start` skips that many
+    seconds first (ffmpeg seeks; nothing before it is kept). Without it, audio longer than
     `max_seconds` is refused, whether the container says so or the decode finds out."""
     path = Path(path)
     if not path.is_file():
@@ -89,7 +91,8 @@ def decode(
     limit = duration if cut and duration is not None else max_seconds + LIMIT_SLACK_S
     # Keep the channels and average them here: ffmpeg's own downmix scales by 1/sqrt(2).
     channels = max(1, info.channels)
-    cmd = [ffmpeg(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-t", f"{limit:.6f}"]
+    seek = ["-ss", f"{start:.6f}"] if start > 0 else []
+    cmd = [ffmpeg(), "-nostdin", "-v", "error", *seek, "-i", str(path), "-map", "0:a:0", "-t", f"{limit:.6f}"]
     cmd += ["-ac", str(channels), "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le", "-"]
     frame = 4 * channels
     out = run_bounded(cmd, (int(limit * sample_rate) + sample_rate) * frame, what="decode the audio")

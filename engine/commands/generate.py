@@ -2,6 +2,7 @@
 
     jukebot generate --artist A --genre G [--lyrics TEXT | --lyrics-file F] [--seconds S]
                      [--drafts N] [--pick K] [--seed X] [--prime AUDIO_OR_CLIP --prime-seconds P]
+                     [--prime-at T]
                      [--temperature T] [--upsample-temperature U] [--threads N]
                      [--model M] [--device D] --out DIR [--json]
 
@@ -10,6 +11,9 @@ upsample of draft K through levels 1 and 0. It writes the song runner's files (`
 `draft-K.npy` per draft, `drafts.npz`, `final.wav`, `final.mp3`, `codes.npz`: all levels, a later
 `--prime codes.npz` continues it; the worker writes the same under `songs/<id>/`), `run.json` and
 `summary.json`.
+`--prime-at T` (`42`, `0:42`) is the moment of the prime where the new music starts: the song keeps
+the prime up to T (at most its last `--prime-seconds`) and continues from there; without it, the new
+music starts at the end of a clip or codes.npz, and after the first seconds of an audio file.
 Checkpoints after every window live in the output folder: run the same command again after a crash
 or Ctrl-C and it carries on where it stopped, with exactly the result an uninterrupted run gives.
 
@@ -61,6 +65,7 @@ class GenerateArgs:
     dtype: str = "auto"
     prime: str | None = None
     prime_seconds: float | None = None
+    prime_at: float | None = None  # the prime's moment where the new music starts; None: its end
     temperature: float | None = None  # drafts (level 2); None: the model's recommendation
     upsample_temperature: float | None = None  # levels 1 and 0; None: the model's recommendation
     top_k: int = 0
@@ -122,13 +127,13 @@ def _load_prompt(engine: Any, args: GenerateArgs, settings: Any) -> Any:
             raise GenerateError(f"--prime {spec}: a clip is named by its number, e.g. clip:12")
         clip_id = int(number)
         data = _clip_codes(clip_id, settings)
-        return Prompt.from_clip_codes(engine, data, args.prime_seconds or limit, source=f"clip #{clip_id}")
+        return _codes_prompt(engine, args, data, limit, f"clip #{clip_id}")
     if not path.is_file():
         raise GenerateError(f"--prime {spec}: no such file")
     if path.suffix == ".npz":
-        return Prompt.from_clip_codes(
-            engine, path.read_bytes(), args.prime_seconds or limit, source=path.name
-        )
+        return _codes_prompt(engine, args, path.read_bytes(), limit, path.name)
+    if args.prime_at is not None:
+        return _audio_prompt_at(engine, args, path, settings)
     try:
         if args.prime_seconds is None:
             info = probe(path)
@@ -183,6 +188,49 @@ def _read_run_record(run_file: Path) -> dict[str, Any]:
             f"{run_file.parent}, or another --out folder"
         )
     return previous
+
+
+def _codes_prompt(engine: Any, args: GenerateArgs, data: bytes, limit: float, source: str) -> Any:
+    """A clip's codes up to --prime-at (default its end), their last --prime-seconds."""
+    from engine.sampling.pipeline import PipelineError, Prompt
+
+    try:
+        return Prompt.from_clip_codes(
+            engine, data, args.prime_seconds or limit, source=source, at=args.prime_at
+        )
+    except PipelineError as e:
+        raise GenerateError(f"--prime {source}: {e}") from None
+
+
+def _audio_prompt_at(engine: Any, args: GenerateArgs, path: Path, settings: Any) -> Any:
+    """The part of an audio file that ends at --prime-at: at most --prime-seconds (or the limit)
+    long; only that part is decoded."""
+    from db.audio.moments import clock
+    from engine.audio import AudioError, load_audio, probe
+    from engine.sampling.pipeline import PipelineError, Prompt
+
+    at, limit = float(args.prime_at or 0.0), float(settings.limits.max_prime_seconds)
+    try:
+        info = probe(path)
+        if info.duration is not None and at > info.duration + 0.05:
+            raise GenerateError(
+                f"--prime-at {clock(at)} is past the end of {path.name} ({clock(info.duration)} long)"
+            )
+        start = max(0.0, at - (args.prime_seconds or limit))
+        if at - start <= 0:
+            raise GenerateError(
+                f"--prime-at {clock(at)}: there is no music before it in {path.name} to continue"
+            )
+        audio = load_audio(
+            path,
+            engine.sample_rate,
+            max_bytes=settings.limits.max_upload_bytes,
+            duration=at - start,
+            start=start,
+        )
+        return Prompt.from_audio(engine, audio, source=f"{path.name} ({clock(start)}-{clock(at)})")
+    except (AudioError, PipelineError) as e:
+        raise GenerateError(f"--prime {path.name}: {e}") from None
 
 
 def _digest(d: dict[str, Any]) -> str:
@@ -334,6 +382,7 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
         "pick": args.pick,
         "prime": None if prompt is None else prompt.source,
         "prime_seconds": 0.0 if prompt is None else prompt.seconds(engine),
+        "prime_at": args.prime_at,
         "temperatures": list(request.settings.temperatures),  # levels 0, 1, 2
         "threads": torch.get_num_threads(),
         "resumed": resumed,
@@ -432,6 +481,12 @@ def generate_command(
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (priors)."),
     prime: str | None = typer.Option(None, "--prime", help="Continue from audio, a codes.npz, or clip:ID."),
     prime_seconds: float | None = typer.Option(None, "--prime-seconds", help="Seconds of the prime to use."),
+    prime_at: str | None = typer.Option(
+        None,
+        "--prime-at",
+        help="The moment of the prime where the new music starts (42, 0:42, 1:02.5): the song keeps "
+        "the prime up to it. Default: a clip's end, an audio file's first seconds.",
+    ),
     temperature: float | None = typer.Option(
         None,
         "--temperature",
@@ -463,6 +518,16 @@ def generate_command(
     if lyrics is not None and lyrics_file is not None:
         raise fail("use --lyrics or --lyrics-file, not both")
     text = lyrics or ""
+    at = None
+    if prime_at is not None:
+        from db.audio.moments import MomentError, parse_moment
+
+        if prime is None:
+            raise fail("--prime-at needs --prime (the clip, codes.npz or audio file to continue)")
+        try:
+            at = parse_moment(prime_at, what="the prime")
+        except MomentError as e:
+            raise fail(f"--prime-at: {e}") from None
     if lyrics_file is not None:
         try:
             text = lyrics_file.read_text(encoding="utf-8")
@@ -482,6 +547,7 @@ def generate_command(
         dtype=dtype,
         prime=prime,
         prime_seconds=prime_seconds,
+        prime_at=at,
         temperature=temperature,
         upsample_temperature=upsample_temperature,
         top_k=top_k,

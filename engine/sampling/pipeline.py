@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,20 +90,48 @@ class Prompt:
 
     @classmethod
     def from_clip_codes(
-        cls, engine: Engine, data: bytes, seconds: float | None = None, *, source: str = "clip"
+        cls,
+        engine: Engine,
+        data: bytes,
+        seconds: float | None = None,
+        *,
+        source: str = "clip",
+        at: float | None = None,
     ) -> Prompt:
-        """The last `seconds` of a clip's codes (`codes.npz`, all three levels); all of it when None."""
+        """The clip's codes (`codes.npz`, all three levels) up to the moment `at` (None: its end),
+        the last `seconds` of them (None: all). The new music starts at `at`: what comes before it
+        is kept exactly, so the song's codes up to `at` are the clip's."""
         codes = codes_from_npz(data, name=source)
         engine.check_codes(codes, source)
-        hops = engine.hop_lengths
+        hops, sr = engine.hop_lengths, engine.sample_rate
         have = codes[-1].shape[1]
-        take = have if seconds is None else min(have, int(seconds * engine.sample_rate) // hops[-1])
+        end = have
+        if at is not None:
+            length = have * hops[-1] / sr
+            if not math.isfinite(at) or at < 0:
+                raise PipelineError(f"the moment to continue from must be 0 or later, not {at:g} s")
+            if at > length + hops[-1] / sr:  # a step of slack: lengths are shown rounded
+                raise PipelineError(
+                    f"{at:.2f} s is past the end of {source} ({length:.2f} s long): "
+                    "choose a moment inside it, or continue from its end"
+                )
+            end = min(have, int(at * sr) // hops[-1])
+            if end < 1:
+                raise PipelineError(
+                    f"there is no music before {at:.2f} s in {source} to continue from "
+                    f"(at least {hops[-1] / sr:.3f} s is needed)"
+                )
+        take = end if seconds is None else min(end, int(seconds * sr) // hops[-1])
         if take < 1:
-            raise PipelineError(
-                f"the prime is shorter than one step of the model ({hops[-1] / engine.sample_rate:.3f} s)"
-            )
-        cut = [c[:1, c.shape[1] - take * hops[-1] // hop :] for c, hop in zip(codes, hops, strict=True)]
-        return cls(cut, f"{source} (last {take * hops[-1] / engine.sample_rate:.2f} s)")
+            raise PipelineError(f"the prime is shorter than one step of the model ({hops[-1] / sr:.3f} s)")
+        cut = [
+            c[:1, (end - take) * hops[-1] // hop : end * hops[-1] // hop]
+            for c, hop in zip(codes, hops, strict=True)
+        ]
+        part = f"last {take * hops[-1] / sr:.2f} s"
+        if end < have:
+            part = f"{(end - take) * hops[-1] / sr:.2f}-{end * hops[-1] / sr:.2f} s"
+        return cls(cut, f"{source} ({part})")
 
     @classmethod
     def from_audio(cls, engine: Engine, audio: np.ndarray, *, source: str = "audio") -> Prompt:

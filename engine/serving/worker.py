@@ -12,7 +12,8 @@ Job contract (payloads are written by the bot, see bot/songs.py and bot/voting.p
   `songs/{id}/drafts/{i}.wav` (level-2 preview) and `songs/{id}/drafts/{i}.npy` (level-2 codes,
   int, shape [T2]), one Draft row each; result {"draft_ids": [...]}. Song -> drafting.
 - `continue` {"song_id"}: like `draft`, primed on the song's `parent_clip_id` (the last
-  `prime_seconds` of that clip's codes, default all of it up to `max_prime_seconds`) or
+  `prime_seconds` of that clip's codes up to `prime_at`, default its end; at most
+  `max_prime_seconds`) or
   `prime_key` (an uploaded audio file: its first `prime_seconds`). The prime's codes of all levels
   are kept at `songs/{id}/prime.npz` for the upsample. `seconds` is the new music after the prime.
 - `upsample` {"song_id", "draft_id"}: levels 1 and 0 for that draft. Writes `songs/{id}/final.wav`,
@@ -427,7 +428,10 @@ class Worker:
                 raise PermanentError(
                     f"the codes of clip #{song.parent_clip_id} are missing from storage"
                 ) from None
-            prompt = Prompt.from_clip_codes(engine, data, seconds, source=f"clip #{song.parent_clip_id}")
+            # The song keeps the clip up to prime_at (None: its end) and continues from there.
+            prompt = Prompt.from_clip_codes(
+                engine, data, seconds, source=f"clip #{song.parent_clip_id}", at=song.prime_at
+            )
         elif song.prime_key:
             try:
                 local = self.storage.local_path(song.prime_key)

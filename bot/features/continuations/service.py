@@ -1,5 +1,9 @@
 """Continuing a posted clip (the Continue button, `/continue clip:`, the "Continue this clip" menu)
-or audio a member uploads (`/continue audio:`): a new song whose music starts from it."""
+or audio a member uploads (`/continue audio:`): a new song whose music starts from it.
+
+A continuation starts its new music at a moment (`prime_at`, seconds): for a clip, the song keeps
+the clip up to that moment (None: its end); for an upload, the part used ends there. The button
+and the menu first offer "from the end" or "from a moment" (a modal asks for it)."""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from bot.core.bot import JukeBot
 from bot.errors import UserError
 from bot.features.requests import Requests, Submitted, queued_text
 from bot.features.requests.logic import check_seconds, continuation_source
+from db.audio.moments import clock
 from db.scope import GuildScope
 
 from . import uploads
+from .logic import moment_in_clip
 
 
 class Continuations:
@@ -19,9 +25,24 @@ class Continuations:
         self.bot = bot
         self.requests = requests
 
-    async def continue_pressed(self, interaction: discord.Interaction[JukeBot], clip_id: int) -> None:
+    async def offer_text(self, interaction: discord.Interaction[JukeBot], clip_id: int) -> str:
+        """The question the Continue button and the menu ask (buttons.offer shows it with the
+        two choices); UserError when there is no such clip in this server."""
+        clip, _ = await self.bot.to_thread(
+            continuation_source, self.bot.db, GuildScope(interaction.guild_id), clip_id
+        )
+        length = f" ({clock(clip.seconds)} long)" if clip.seconds > 0 else ""
+        return (
+            f"Continue clip #{clip_id}{length} from its end, or from a moment you choose? "
+            "From a moment, the new song keeps the clip up to it and goes its own way from there."
+        )
+
+    async def continue_pressed(
+        self, interaction: discord.Interaction[JukeBot], clip_id: int, at: str | None = None
+    ) -> None:
+        """ "From the end" (at None) or the moment modal's submission."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        submitted = await self.continue_clip(interaction, clip_id)
+        submitted = await self.continue_clip(interaction, clip_id, at=at)
         await interaction.followup.send(queued_text(submitted), ephemeral=True)
 
     async def continue_clip(
@@ -32,6 +53,7 @@ class Continuations:
         seconds: float | None = None,
         artist: str | None = None,
         genre: str | None = None,
+        at: str | None = None,
     ) -> Submitted:
         bot, requests = self.bot, self.requests
         requests.check_rate(interaction.user.id)
@@ -40,6 +62,7 @@ class Continuations:
             clip, parent = await bot.to_thread(
                 continuation_source, bot.db, GuildScope(interaction.guild_id), clip_id
             )
+            prime_at = moment_in_clip(at, clip) if at is not None else None
             artist_ = await bot.to_thread(bot.labels.artists.resolve, artist) if artist else parent.artist
             genre_ = await bot.to_thread(bot.labels.genres.resolve, genre) if genre else parent.genre
         except UserError:
@@ -53,6 +76,7 @@ class Continuations:
             seconds=seconds_,
             n_drafts=bot.settings.limits.default_drafts,
             parent_clip_id=clip.id,
+            prime_at=prime_at,
         )
 
     async def continue_upload(
@@ -95,5 +119,6 @@ class Continuations:
             n_drafts=settings.limits.default_drafts,
             prime_key=key,
             prime_seconds=part.seconds,
+            prime_at=part.end,
         )
         return Submitted(submitted.song, submitted.status_url, part.describe(audio.filename))

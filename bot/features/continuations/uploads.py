@@ -20,9 +20,11 @@ from pathlib import Path
 import aiohttp
 
 from bot.errors import UserError
+from db.audio.moments import MomentError, clock, parse_moment
 
 AUDIO_EXTENSIONS = {"wav", "mp3", "ogg", "opus", "oga", "flac", "m4a", "aac"}
 CHUNK = 64 * 1024
+MIN_PRIME_SECONDS = 0.1  # less than this before the moment is no music to continue
 
 
 @dataclass(frozen=True)
@@ -118,51 +120,48 @@ def check_audio(data: bytes, filename: str) -> Upload:
     return Upload(data=data, filename=filename, kind=kind, duration=float(info.duration))
 
 
-_MOMENT = re.compile(r"^(?:(?:(\d+):)?(\d{1,2}):)?(\d+(?:\.\d+)?)$")
-
-
-def clock(seconds: float) -> str:
-    """0:42, 1:05:00: how a moment in a file is written to a member."""
-    whole = int(seconds)
-    h, rest = divmod(whole, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def parse_moment(text: str) -> float:
-    """`at:` as the member wrote it (`0:42`, `1:02:03`, `42`, `42.5`) in seconds; UserError otherwise."""
-    m = _MOMENT.match(text.strip())
-    if m is None or (m[1] is not None and int(m[2]) >= 60) or (m[2] is not None and float(m[3]) >= 60):
-        raise UserError(
-            f"`{text}` is not a moment in the file: write it as minutes:seconds (`0:42`), "
-            "hours:minutes:seconds (`1:02:03`) or seconds (`42`)."
-        )
-    return int(m[1] or 0) * 3600 + int(m[2] or 0) * 60 + float(m[3])
-
-
 @dataclass(frozen=True)
 class Part:
+    """The seconds of an upload that prime the song: from `start`, `seconds` long; the new music
+    starts where it ends."""
+
     start: float
     seconds: float
 
+    @property
+    def end(self) -> float:
+        return self.start + self.seconds
+
     def describe(self, filename: str) -> str:
         return (
-            f"I continue from the part of `{filename}` from {clock(self.start)} to "
-            f"{clock(self.start + self.seconds)}; choose another with `at:` (e.g. `at:0:42`)."
+            f"Using {clock(self.start)}–{clock(self.end)} of `{filename}`: the new music starts at "
+            f"{clock(self.end)}. To start it elsewhere, give the moment with `at:` (e.g. `at:1:30`)."
         )
 
 
 def choose_part(upload: Upload, at: str | None, max_seconds: float) -> Part:
-    """Which seconds of the upload prime the song: from `at` (default the start), at most
-    `max_seconds`. UserError when `at` is not a moment of the file."""
+    """The part of the upload that ends where the new music starts (`at`; default: the first
+    `max_seconds`), at most `max_seconds` long. UserError when `at` is not a moment of the file."""
     duration = upload.duration or max_seconds
-    start = parse_moment(at) if at else 0.0
-    if start >= duration:
+    if at is None:
+        return Part(0.0, min(duration, max_seconds))
+    try:
+        end = parse_moment(at, what=f"`{upload.filename}`")
+    except MomentError as e:
+        raise UserError(str(e)) from None
+    if end > duration + 0.05:  # the container's duration is rounded
         raise UserError(
             f"`{at}` is past the end of `{upload.filename}` ({clock(duration)} long). "
-            "Choose a moment inside the file, or leave `at:` out to start at the beginning."
+            "Choose a moment inside the file, or leave `at:` out to use its beginning."
         )
-    return Part(start, min(duration - start, max_seconds))
+    end = min(end, duration)
+    if end < MIN_PRIME_SECONDS:
+        raise UserError(
+            f"`{at}` is the very start of `{upload.filename}`: there is no music before it to continue. "
+            "Choose a later moment (the new music starts there)."
+        )
+    start = max(0.0, end - max_seconds)
+    return Part(start, end - start)
 
 
 def cut(upload: Upload, part: Part) -> bytes:

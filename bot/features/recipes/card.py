@@ -76,7 +76,6 @@ def recipe_of(s: Session, song: Song) -> Recipe:
         if parent is not None and parent.channel_id and parent.message_id
         else None
     )
-    prime_at = getattr(song, "prime_at", None)  # a moment, where the song model has one
     return Recipe(
         song_id=song.id or 0,
         model=song.model,
@@ -93,7 +92,7 @@ def recipe_of(s: Session, song: Song) -> Recipe:
         parent_clip_id=song.parent_clip_id,
         parent_song_id=parent.song_id if parent is not None else None,
         parent_clip_url=url,
-        prime_at=float(prime_at) if isinstance(prime_at, int | float) else None,
+        prime_at=song.prime_at,
         from_upload=song.prime_key is not None,
         rerolled_from_song_id=song.rerolled_from_song_id,
     )

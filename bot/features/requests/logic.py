@@ -87,6 +87,7 @@ def request_song(
     parent_clip_id: int | None = None,
     prime_key: str | None = None,
     prime_seconds: float | None = None,
+    prime_at: float | None = None,
     seed: int | None = None,
     temperature: float | None = None,
     request_key: str | None = None,
@@ -107,7 +108,7 @@ def request_song(
             request_key,
             user.id,
             parent_clip_id,
-            (artist, genre, seconds, lyrics),
+            (artist, genre, seconds, lyrics, prime_at),
             now - timedelta(seconds=same_press_seconds) if same_press_seconds > 0 else None,
         )
         if earlier is not None:
@@ -130,6 +131,7 @@ def request_song(
             parent_clip_id=parent_clip_id,
             prime_key=prime_key,
             prime_seconds=prime_seconds,
+            prime_at=prime_at,
             request_key=request_key,
         )
 
@@ -139,7 +141,7 @@ def _same_request(
     request_key: str | None,
     user_id: int,
     parent_clip_id: int | None,
-    what: tuple[str, str, float, str],
+    what: tuple[str, str, float, str, float | None],
     since: datetime | None,
 ) -> Song | None:
     """The song an earlier delivery of this request (or press of this button) already made."""
@@ -149,7 +151,8 @@ def _same_request(
             return song
     if parent_clip_id is None or since is None:
         return None
-    artist, genre, seconds, lyrics = what
+    artist, genre, seconds, lyrics, prime_at = what
+    same_moment = col(Song.prime_at).is_(None) if prime_at is None else col(Song.prime_at) == prime_at
     return (
         s.execute(
             select(Song)
@@ -160,6 +163,7 @@ def _same_request(
                 col(Song.genre) == genre,
                 col(Song.seconds) == seconds,
                 col(Song.lyrics) == lyrics,
+                same_moment,
                 col(Song.created_at) >= since,
                 col(Song.status).not_in(NOT_COUNTED),
             )

@@ -73,6 +73,7 @@ class Requests:
         prime_seconds: float | None = None,
         seed: int | None = None,
         temperature: float | None = None,
+        prime_at: float | None = None,
     ) -> Submitted:
         """Write the song, start it if the guild has a free slot, post its status message. `seed` and
         `temperature` (a remix keeps its recipe's): None for a new seed and the model's choice."""
@@ -101,6 +102,7 @@ class Requests:
                 prime_seconds=prime_seconds,
                 seed=seed,
                 temperature=temperature,
+                prime_at=prime_at,
                 request_key=str(interaction.id),
                 same_press_seconds=bot.settings.discord.same_press_seconds,
             )
