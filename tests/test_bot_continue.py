@@ -206,7 +206,8 @@ async def test_continue_at_a_moment_with_the_real_worker(sqlite_studio: Studio) 
     post = studio.fake.messages[int(child.message_id)]
     assert f"continuing clip #{parent.id} from 0:00.3" in post["content"], post["content"]
     info = await studio.run("carol", "song", {"id": child_id})
-    assert f"Continues clip #{parent.id} from 0:00.3" in info.text(), info.text()
+    assert f"continuing clip #{parent.id} from 0:00.3" in info.text(), info.text()
+    assert "from 0:00.3" in info.text().split("Made from:")[1], info.text()  # the recipe card too
 
 
 async def test_continue_button_from_a_moment_survives_a_restart_real_worker(sqlite_studio: Studio) -> None:

@@ -535,7 +535,7 @@ class Worker:
         prompt = self._prompt(engine, song) if primed else None
         self._set_status(job, SongStatus.upsampling)
         pick = draft.index + 1
-        outputs = "" if draft.id == song.winner_draft_id else f"draft-{pick}-"
+        outputs = "" if song.winner_draft_id in (None, draft.id) else f"draft-{pick}-"
         runner = self._runner(job, engine, primed, outputs)
         job.checkpointer = runner.checkpointer(upsample_stage(pick))
         final = runner.upsample(

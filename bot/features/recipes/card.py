@@ -15,17 +15,11 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from bot.core.text import message_url
+from db.audio.moments import clock
 from db.database import Database
 from db.models import Clip, Song
 
 LYRICS_EXCERPT = 160  # characters of lyrics on the card (the full words are in the Remix form)
-
-
-def clock(seconds: float) -> str:
-    """0:42, 1:05:00: a moment as a musician writes it."""
-    h, rest = divmod(int(seconds), 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 @functools.lru_cache(maxsize=16)
