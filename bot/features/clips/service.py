@@ -79,6 +79,7 @@ class Clips:
                     content,
                     partial(media.clip_bundle, bot.storage, song, clip),
                     self.view_for(clip.id or 0),
+                    once=f"jb-clip-{clip.id}",
                 )
                 if msg is None:
                     await self._not_posted(song_id, song.guild_id, channels)
