@@ -1,7 +1,7 @@
 """Chaos: two Discord servers (one fake Discord serves both), 3 members each, 12 songs (6 requests,
 draft votes, then 6 continuations of each other's clips), made by REAL processes: the bot
 (`jukebot bot`), a worker (`jukebot worker`, the tiny random-weight model on the CPU) and the
-publisher (`jukebot publish run`, again and again, to the fake X and SoundCloud). While songs are
+publisher (`jukebot publish run`, again and again, to the fake SoundCloud). While songs are
 in the making, one of the three is SIGKILLed at a random moment and started again, over and over.
 
 The moments come from a seeded random generator: the seed is printed (and named in every failure);
@@ -10,11 +10,13 @@ varies). Members act like people: an interaction nobody answered (the bot was do
 but only after looking whether the first one made its song (the song is keyed by the interaction).
 
 At the end: every song is `done`, its drafts and its clip posted exactly once, in its own server;
-no job or song is left in flight; every clip went out once per platform, each post carrying the
-marker of its own publication; every member has used exactly their 2 songs of the day, nothing is
+no job or song is left in flight; every clip went out once, each post carrying the marker of its
+own publication and no other; every member has used exactly their 2 songs of the day, nothing is
 in flight for them, and a third request is refused. On SQLite (a file: several processes) and
-PostgreSQL. Nothing is mocked: caption moderation is switched off (it would need a text-model
-server, which the publisher tests cover), and so is every platform's clock (uploads are due at once).
+PostgreSQL. Nothing is mocked. Caption moderation is switched off (it would need a text-model
+server; tests/test_bot_trust.py covers it), uploads are due at once (no upload hour), and only
+SoundCloud is set up: X takes no video under 0.5 s, and songs that long take too much CPU here (X's
+crash recovery has its own tests in tests/test_publish_crash.py).
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from db.settings import get_settings
 from db.storage import Storage
 from tests.fakes.discord import FakeDiscord, FakeDiscordError, FakeInteraction, custom_ids
 from tests.fakes.soundcloud_server import FakeSoundCloud
-from tests.fakes.x_server import FakeX
 from tests.publish_fixtures import login_soundcloud
 
 pytest_plugins = ["tests.bot_fixtures", "tests.conftest_publish"]
@@ -113,7 +114,6 @@ class World:
     bot: Proc
     worker: Proc
     publisher: Proc
-    x: FakeX
     sc: FakeSoundCloud
     owners: dict[int, int]  # guild -> its owner (a moderator)
     members: list[Member]
@@ -153,7 +153,7 @@ def _env(database_url: str, tmp_path: Path, fake: FakeDiscord, model: Path) -> d
             "JUKEBOT_DEFAULT_DRAFTS": "2",
             "JUKEBOT_SONGS_PER_DAY": str(SONGS_PER_MEMBER),
             "JUKEBOT_REQUEST_RATE_COUNT": "50",
-            "JUKEBOT_VOTE_WINDOW_MINUTES": "0.1",
+            "JUKEBOT_VOTE_WINDOW_MINUTES": "0.25",
             "JUKEBOT_POLL_SECONDS": "0.2",
             "JUKEBOT_BOT_WATCH_SECONDS": "0.3",
             "JUKEBOT_STATUS_EDIT_SECONDS": "1",
@@ -165,8 +165,8 @@ def _env(database_url: str, tmp_path: Path, fake: FakeDiscord, model: Path) -> d
     return env
 
 
-def _publishing_env(x: FakeX, sc: FakeSoundCloud, guilds: list[int], token_key: str) -> dict[str, str]:
-    """Both servers may publish to the fake X and SoundCloud, at once, retried and checked soon."""
+def _publishing_env(sc: FakeSoundCloud, guilds: list[int], token_key: str) -> dict[str, str]:
+    """Both servers may publish to the fake SoundCloud, at once, retried and checked soon."""
     return {
         "JUKEBOT_PUBLISH_GUILDS": str(guilds),
         "JUKEBOT_PUBLISH_TIMES": "{}",  # no upload hour: due at once
@@ -179,13 +179,6 @@ def _publishing_env(x: FakeX, sc: FakeSoundCloud, guilds: list[int], token_key: 
         "JUKEBOT_PUBLISH_HTTP_TIMEOUT": "10",
         "JUKEBOT_PUBLISH_RATE_LIMIT_WAIT": "3",
         "JUKEBOT_TOKEN_KEY": token_key,
-        "JUKEBOT_X_API_BASE": x.base_url,
-        "JUKEBOT_X_CONSUMER_KEY": x.consumer_key,
-        "JUKEBOT_X_CONSUMER_SECRET": x.consumer_secret,
-        "JUKEBOT_X_ACCESS_TOKEN": x.access_token,
-        "JUKEBOT_X_ACCESS_TOKEN_SECRET": x.access_token_secret,
-        "JUKEBOT_X_VIDEO_SIZE": "320x180",
-        "JUKEBOT_X_UPLOAD_CHUNK_BYTES": str(32 * 1024),
         "JUKEBOT_SOUNDCLOUD_API_BASE": sc.base_url,
         "JUKEBOT_SOUNDCLOUD_AUTH_BASE": sc.base_url,
         "JUKEBOT_SOUNDCLOUD_CLIENT_ID": sc.client_id,
@@ -317,7 +310,7 @@ async def _publish(w: World, guild: int, clip_id: int, message: dict[str, Any]) 
                 w, lambda: w.fake.click(w.owners[guild], int(message["id"]), f"jb:publish:{clip_id}")
             )
         pubs = [p for p in await w.q(_publications, w.db) if p.clip_id == clip_id]
-        if len(pubs) == 2:
+        if len(pubs) == 1:
             w.note(f"clip {clip_id} scheduled for {[p.platform for p in pubs]}")
             return
         await asyncio.sleep(0.5)
@@ -449,7 +442,7 @@ def _everything_settled(db: Database, total: int) -> bool:
     if any(j.status in IN_FLIGHT_JOBS for j in _jobs(db)):
         return False
     pubs = _publications(db)
-    return len(pubs) == 2 * total and all(p.state == "published" for p in pubs)
+    return len(pubs) == total and all(p.state == "published" for p in pubs)
 
 
 @pytest.fixture
@@ -460,12 +453,11 @@ def chaos_seed() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 async def test_chaos_two_servers_and_killed_processes(
     database_url: str,
     tmp_path: Path,
     tiny_model: Path,
-    fake_x: FakeX,
     fake_sc: FakeSoundCloud,
     chaos_seed: int,
     monkeypatch: pytest.MonkeyPatch,
@@ -483,7 +475,7 @@ async def test_chaos_two_servers_and_killed_processes(
             members.append(Member(who, uid, gid, fake.channel(gid, "studio")))
     guilds = list(owners)
     token_key = Fernet.generate_key().decode()
-    env = _env(database_url, tmp_path, fake, tiny_model) | _publishing_env(fake_x, fake_sc, guilds, token_key)
+    env = _env(database_url, tmp_path, fake, tiny_model) | _publishing_env(fake_sc, guilds, token_key)
     monkeypatch.setenv("JUKEBOT_TOKEN_KEY", token_key)  # this process stores the SoundCloud login
     get_settings.cache_clear()
     logs = tmp_path / "logs"
@@ -498,7 +490,6 @@ async def test_chaos_two_servers_and_killed_processes(
         Proc("bot", [*JUKEBOT, "bot", "--sync", "--no-worker"], env, logs),
         Proc("worker", [*JUKEBOT, "worker", "--device", "cpu", "--threads", "1"], env, logs),
         Proc("publisher", [*JUKEBOT, "publish", "run"], env, logs),
-        fake_x,
         fake_sc,
         owners,
         members,
@@ -515,6 +506,11 @@ async def test_chaos_two_servers_and_killed_processes(
         w.note("all 12 songs are out; waiting for the rest to settle")
         deadline = time.monotonic() + CHAOS_SECONDS + SETTLE_SECONDS
         while not await w.q(_everything_settled, db, total):
+            ended = [s.id for s in await w.q(_songs, db) if s.status in ("failed", "cancelled")]
+            gave_up = [p.id for p in await w.q(_publications, db) if p.state == "failed"]
+            assert not ended and not gave_up, (
+                f"songs {ended}, publications {gave_up} failed: {await _state(w)} {w.why()}"
+            )
             assert time.monotonic() < deadline, f"nothing settled: {await _state(w)} {w.why()}"
             await asyncio.sleep(0.5)
         await _check(w, total)
@@ -535,7 +531,7 @@ async def _state(w: World) -> str:
     return (
         f"songs {[(s.id, s.status) for s in songs]}; jobs in flight "
         f"{[(j.id, j.kind, j.status) for j in jobs if j.status in IN_FLIGHT_JOBS]}; "
-        f"publications {[(p.id, p.clip_id, p.platform, p.state) for p in pubs]}"
+        f"publications {[(p.id, p.clip_id, p.platform, p.state, p.last_error) for p in pubs]}"
     )
 
 
@@ -571,12 +567,11 @@ async def _check(w: World, total: int) -> None:
     # every clip once per platform, each post carrying its own publication's marker and no other
     pubs = await w.q(_publications, db)
     assert sorted((p.clip_id, p.platform) for p in pubs) == sorted(
-        (c.id, platform) for c in clips.values() for platform in ("soundcloud", "x")
+        (c.id, "soundcloud") for c in clips.values()
     ), why
     markers = {p.marker for p in pubs}
     assert len(markers) == len(pubs) and None not in markers, why
     posted = {
-        "x": {t.id: t.text for t in w.x.tweets},
         "soundcloud": {str(t.id): t.description for t in w.sc.tracks},
     }
     for platform, remote in posted.items():

@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import discord
 
@@ -56,6 +57,7 @@ class Poster:
         it again on restart, and Discord hands back the first message instead of a second one."""
         limit = self.upload_limit(guild_id)
         bundle = await asyncio.to_thread(make_bundle, limit)
+        once_only: dict[str, Any] = {"nonce": once} if once else {}
         for channel_id in dict.fromkeys(channel_ids):
             for _ in range(6):
                 files = [
@@ -69,7 +71,7 @@ class Poster:
                         files=files,
                         view=view,
                         allowed_mentions=discord.AllowedMentions(users=True),
-                        nonce=once,
+                        **once_only,
                     )
                 except discord.HTTPException as exc:
                     if exc.status != 413 or not bundle.files:
