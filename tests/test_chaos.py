@@ -2,7 +2,8 @@
 draft votes, then 6 continuations of each other's clips), made by REAL processes: the bot
 (`jukebot bot`), a worker (`jukebot worker`, the tiny random-weight model on the CPU) and the
 publisher (`jukebot publish run`, again and again, to the fake SoundCloud). While songs are
-in the making, one of the three is SIGKILLed at a random moment and started again, over and over.
+in the making, one of the three is SIGKILLed at a random moment and started again (the worker
+while a job runs, the publisher while an upload is in flight), up to KILLS_EACH times each.
 
 The moments come from a seeded random generator: the seed is printed (and named in every failure);
 run again with JUKEBOT_CHAOS_SEED=<seed> to replay the same choices (the timing of the machine still
@@ -52,7 +53,7 @@ pytest_plugins = ["tests.bot_fixtures", "tests.conftest_publish"]
 ROOT = Path(__file__).resolve().parents[1]
 JUKEBOT = [sys.executable, "-m", "bot.cli"]
 SONGS_PER_MEMBER = 2
-CHAOS_SECONDS = 150.0  # kills stop after this (or when all is done); then everything must settle
+CHAOS_SECONDS = 360.0  # kills stop after this (or when all is done); then everything must settle
 SETTLE_SECONDS = 120.0
 KILLS_EACH = 3  # at most this many kills of each process (a worker's restart costs ~15 s here)
 IN_FLIGHT_SONGS = {"queued", "drafting", "voting", "upsampling"}
@@ -231,14 +232,17 @@ def _songs_of(db: Database, discord_id: int) -> int:
 # ---------------------------------------------------------------- members, acting like people
 
 
-def _posts(fake: FakeDiscord, guild: int | None, prefix: str) -> list[dict[str, Any]]:
-    """The bot's live messages with a button whose custom id starts with prefix (guild None: any)."""
+def _posts(fake: FakeDiscord, guild: int | None, prefix: str, *, exact: bool = False) -> list[dict[str, Any]]:
+    """The bot's live messages with a button whose custom id starts with prefix (is it, when
+    exact), in the guild (None: in any)."""
     found = []
     for cid, gid in fake.channel_guild.items():
         if guild is not None and gid != guild:
             continue
         for m in fake.channel_messages(cid):
-            if m["author"]["id"] == str(fake.app_id) and any(c.startswith(prefix) for c in custom_ids(m)):
+            if m["author"]["id"] == str(fake.app_id) and any(
+                c == prefix if exact else c.startswith(prefix) for c in custom_ids(m)
+            ):
                 found.append(m)
     return found
 
@@ -408,27 +412,44 @@ async def _publisher_loop(w: World) -> None:
         await asyncio.sleep(0.5)
 
 
+def _busy(db: Database, victim: str) -> bool:
+    """Whether the worker has a job running, or the publisher a publication in flight."""
+    if victim == "worker":
+        return any(j.status == "running" for j in _jobs(db))
+    return any(p.state == "publishing" for p in _publications(db))
+
+
 async def _chaos(w: World, done: Callable[[], Awaitable[bool]]) -> None:
-    """SIGKILL one of the three at a random moment, start it again a moment later; until all is
-    done or CHAOS_SECONDS have passed."""
-    started = time.monotonic()
-    victims = [w.bot, w.worker, w.publisher]
-    while time.monotonic() - started < CHAOS_SECONDS and not await done():
-        await asyncio.sleep(w.rng.uniform(4.0, 12.0))
-        victim = w.rng.choice(victims)
-        if victim.kills >= KILLS_EACH or not victim.alive():
-            continue
-        victim.kill()
-        w.note(f"CHAOS: SIGKILL {victim.name} (kill {victim.kills})")
-        await asyncio.sleep(w.rng.uniform(0.1, 2.0))
-        if victim is w.bot:
-            w.bot_generation += 1
-            victim.start()
-            await w.fake.wait_for(lambda: w.fake.connected, 120, "the bot to connect again")
-        elif victim is w.worker:
-            victim.start()
-        # the publisher loop starts the next run by itself
-    w.calm.set()
+    """SIGKILL one of the three at a random moment, start it again a moment later, until all is
+    done or each was killed KILLS_EACH times. The worker and the publisher are killed while they
+    work (a job running, an upload in flight: up to 20 s of waiting for that), at a random point."""
+    try:
+        started = time.monotonic()
+        victims = [w.bot, w.worker, w.publisher]
+        while time.monotonic() - started < CHAOS_SECONDS and not await done():
+            if all(v.kills >= KILLS_EACH for v in victims):
+                break
+            await asyncio.sleep(w.rng.uniform(3.0, 10.0))
+            victim = w.rng.choice([v for v in victims if v.kills < KILLS_EACH])
+            if victim is not w.bot:
+                busy_by = time.monotonic() + 20
+                while time.monotonic() < busy_by and not await w.q(_busy, w.db, victim.name):
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(w.rng.uniform(0.0, 1.5 if victim is w.publisher else 4.0))
+            if not victim.alive() or await done():
+                continue
+            victim.kill()
+            w.note(f"CHAOS: SIGKILL {victim.name} (kill {victim.kills})")
+            await asyncio.sleep(w.rng.uniform(0.1, 2.0))
+            if victim is w.bot:
+                w.bot_generation += 1
+                victim.start()
+                await w.fake.wait_for(lambda: w.fake.connected, 120, "the bot to connect again")
+            elif victim is w.worker:
+                victim.start()
+            # the publisher loop starts the next run by itself
+    finally:
+        w.calm.set()
     w.note(f"CHAOS over: kills bot {w.bot.kills}, worker {w.worker.kills}, publisher {w.publisher.kills}")
 
 
@@ -504,14 +525,21 @@ async def test_chaos_two_servers_and_killed_processes(
         background.append(asyncio.create_task(_chaos(w, lambda: w.q(_everything_settled, db, total))))
         await asyncio.gather(*(_drive_server(w, g) for g in guilds))
         w.note("all 12 songs are out; waiting for the rest to settle")
-        deadline = time.monotonic() + CHAOS_SECONDS + SETTLE_SECONDS
-        while not await w.q(_everything_settled, db, total):
+        calm_at: float | None = None
+        while not (w.calm.is_set() and await w.q(_everything_settled, db, total)):
+            if calm_at is None and w.calm.is_set():
+                calm_at = time.monotonic()
+            for task in background:
+                if task.done():
+                    task.result()  # a harness failure (the bot never came back, say) ends the test
             ended = [s.id for s in await w.q(_songs, db) if s.status in ("failed", "cancelled")]
             gave_up = [p.id for p in await w.q(_publications, db) if p.state == "failed"]
             assert not ended and not gave_up, (
                 f"songs {ended}, publications {gave_up} failed: {await _state(w)} {w.why()}"
             )
-            assert time.monotonic() < deadline, f"nothing settled: {await _state(w)} {w.why()}"
+            assert calm_at is None or time.monotonic() < calm_at + SETTLE_SECONDS, (
+                f"nothing settled: {await _state(w)} {w.why()}"
+            )
             await asyncio.sleep(0.5)
         await _check(w, total)
     finally:
@@ -549,7 +577,7 @@ async def _check(w: World, total: int) -> None:
         drafts = _posts(fake, None, f"jb:vote:{song.id}:")
         assert len(drafts) == 1, f"song {song.id}: {len(drafts)} drafts posts {why}"
         clip = clips[song.id]
-        posts = _posts(fake, None, f"jb:continue:{clip.id}")
+        posts = _posts(fake, None, f"jb:continue:{clip.id}", exact=True)
         assert len(posts) == 1, f"clip {clip.id}: {len(posts)} posts {why}"
         for post in (*drafts, *posts):
             assert fake.channel_guild[int(post["channel_id"])] == song.guild_id, why
