@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +303,7 @@ async def _vote(w: World, voters: list[Member], song_id: int, message: dict[str,
     for m in voters:
         choice = w.rng.choice(ids)
         with contextlib.suppress(FakeDiscordError):
-            ix = await _answer(w, lambda m=m, c=choice: w.fake.click(m.user_id, int(message["id"]), c))
+            ix = await _answer(w, partial(w.fake.click, m.user_id, int(message["id"]), choice))
             w.note(f"{m.name} votes {choice} on song {song_id}: {ix.text()[:60] if ix else 'no answer'}")
 
 
@@ -334,7 +335,8 @@ async def _drive_server(w: World, guild: int) -> None:
                 _request(
                     w,
                     m,
-                    lambda m=m: w.fake.command(
+                    partial(
+                        w.fake.command,
                         m.user_id,
                         m.channel,
                         "generate",
@@ -381,9 +383,7 @@ async def _drive_server(w: World, guild: int) -> None:
                 _request(
                     w,
                     m,
-                    lambda m=m, c=clip_id, msg=msg: w.fake.click(
-                        m.user_id, int(msg["id"]), f"jb:continue:{c}"
-                    ),
+                    partial(w.fake.click, m.user_id, int(msg["id"]), f"jb:continue:{clip_id}"),
                     f"Continue on clip {clip_id}",
                 )
             )
@@ -616,8 +616,12 @@ async def _check(w: World, total: int) -> None:
         assert await w.q(_songs_of, db, m.user_id) == SONGS_PER_MEMBER, (m.name, why)
         ix = await _answer(
             w,
-            lambda m=m: fake.command(
-                m.user_id, m.channel, "generate", {"artist": "bach", "genre": "chorale", "seconds": 0.2}
+            partial(
+                fake.command,
+                m.user_id,
+                m.channel,
+                "generate",
+                {"artist": "bach", "genre": "chorale", "seconds": 0.2},
             ),
         )
         assert ix is not None, (m.name, why)
