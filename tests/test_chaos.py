@@ -430,7 +430,8 @@ async def _chaos(w: World, done: Callable[[], Awaitable[bool]]) -> None:
             if all(v.kills >= KILLS_EACH for v in victims):
                 break
             await asyncio.sleep(w.rng.uniform(3.0, 10.0))
-            victim = w.rng.choice([v for v in victims if v.kills < KILLS_EACH])
+            fewest = min(v.kills for v in victims)  # each is killed once before any twice
+            victim = w.rng.choice([v for v in victims if v.kills == fewest])
             if victim is not w.bot:
                 busy_by = time.monotonic() + 20
                 while time.monotonic() < busy_by and not await w.q(_busy, w.db, victim.name):
@@ -566,6 +567,8 @@ async def _state(w: World) -> str:
 async def _check(w: World, total: int) -> None:
     fake, db = w.fake, w.db
     why = w.why()
+    kills = {p.name: p.kills for p in (w.bot, w.worker, w.publisher)}
+    assert min(kills.values()) >= 1, f"all was done before the chaos killed each process once: {kills} {why}"
     songs = await w.q(_songs, db)
     assert len(songs) == total, f"{[(s.id, s.request_key) for s in songs]} {why}"
     assert sorted(s for m in w.members for s in m.songs) == [s.id for s in songs], why
