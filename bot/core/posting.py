@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import discord
 
@@ -44,12 +45,19 @@ class Poster:
         content: str,
         make_bundle: Callable[[int], Bundle],
         view: discord.ui.View,
+        *,
+        once: str | None = None,
     ) -> discord.Message | None:
         """Post `content` with the files `make_bundle(limit)` builds under the guild's upload limit,
         to the first channel that accepts it (a configured channel may be gone). If Discord still
-        says the files are too large (413: the guild lost its boost, say), build them smaller."""
+        says the files are too large (413: the guild lost its boost, say), build them smaller.
+
+        `once`: a key naming this post (at most 25 characters), sent as the message's enforced
+        nonce: a bot killed after Discord took the post but before the database recorded it sends
+        it again on restart, and Discord hands back the first message instead of a second one."""
         limit = self.upload_limit(guild_id)
         bundle = await asyncio.to_thread(make_bundle, limit)
+        once_only: dict[str, Any] = {"nonce": once} if once else {}
         for channel_id in dict.fromkeys(channel_ids):
             for _ in range(6):
                 files = [
@@ -63,6 +71,7 @@ class Poster:
                         files=files,
                         view=view,
                         allowed_mentions=discord.AllowedMentions(users=True),
+                        **once_only,
                     )
                 except discord.HTTPException as exc:
                     if exc.status != 413 or not bundle.files:

@@ -80,6 +80,8 @@ __all__ = [
     "custom_ids",
 ]
 
+NONCE_SECONDS = 300.0  # how long Discord remembers an enforced nonce ("a few minutes")
+
 
 class FakeDiscord(MembersActing):
     def __init__(self, *, token: str = "fake-bot-token", limits: DiscordLimits | None = None) -> None:
@@ -119,6 +121,12 @@ class FakeDiscord(MembersActing):
         self.identifies = 0
         self.late_callbacks: list[FakeInteraction] = []  # answered 10062: past the 3 s deadline
         self.fail_next: list[tuple[Callable[[str, str], bool], int, int, str]] = []
+        # Messages sent with an enforced nonce, by (channel, nonce): Discord answers a second send
+        # with the same nonce within a few minutes with the first message instead of a new one.
+        self.nonces: dict[tuple[int, str], tuple[int, float]] = {}
+        # Called with each message the bot posts, after Discord took it and before it answers
+        # (a test can SIGKILL the bot there: the post is made, the bot never hears of it).
+        self.after_post: Callable[[dict[str, Any]], None] | None = None
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
         self._changed = asyncio.Condition()
@@ -728,9 +736,18 @@ class FakeDiscord(MembersActing):
                 refused = self._refuse_message(channel_id, body, files)
                 if refused is not None:
                     return refused
+                nonce = str((body or {}).get("nonce") or "")
+                earlier = self.nonces.get((channel_id, nonce)) if (body or {}).get("enforce_nonce") else None
+                if earlier is not None and time.monotonic() - earlier[1] < NONCE_SECONDS:
+                    return _json_response(self.messages[earlier[0]])
                 msg = self._message(channel_id, body or {}, files)
+                if nonce:
+                    msg["nonce"] = nonce
+                    self.nonces[(channel_id, nonce)] = (int(msg["id"]), time.monotonic())
                 self.messages[int(msg["id"])] = msg
                 self.edits[int(msg["id"])] = [msg]
+                if self.after_post is not None:
+                    self.after_post(msg)
                 return _json_response(msg)
             if method == "GET":
                 msgs = sorted(self.channel_messages(channel_id), key=lambda m: int(m["id"]), reverse=True)

@@ -106,6 +106,7 @@ class Clips:
                     content,
                     partial(clip_bundle_with_lyrics, bot.storage, song, clip),
                     self.view_for(clip.id or 0),
+                    once=f"jb-clip-{clip.id}",
                 )
                 if msg is None:
                     await self._not_posted(song_id, song.guild_id, channels, key)

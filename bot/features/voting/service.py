@@ -81,6 +81,7 @@ class Voting:
                 drafts_content(song, requester, closes),
                 partial(media.draft_bundle, bot.storage, song, drafts),
                 view,
+                once=f"jb-drafts-{drafts[0].id}",
             )
             if msg is None:
                 await self._not_posted(song, channels)
