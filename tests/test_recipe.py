@@ -78,6 +78,8 @@ async def drafts_made(studio: Studio, song_id: int) -> list[np.ndarray]:
 async def test_recipe_card_and_remix_with_the_real_worker(studio: Studio) -> None:
     fake = studio.fake
     alice = studio.members["alice"]
+    # The day limit is what this test counts: remixes still in their vote must not hit the running one.
+    studio.settings.limits.max_queued_per_member = 5
     studio.start_real_worker()
     await studio.start_bot()
     await studio.run("owner", "mod limits", {"songs_per_day": 3})
