@@ -134,13 +134,14 @@ def _row_input(
 def _ln_stats(x_ptr, stride_xb, B, eps, K: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr):
     """(mean, 1 / std) of every row of x [B, K], K wider than one tile: per tile of BLOCK_K
     inputs its mean and squared deviations (two-pass, from the registers), merged tile by tile
-    (Chan et al.'s pairwise update), so no cancellation whatever the rows' mean."""
+    (Chan et al.'s pairwise update), so no cancellation whatever the rows' mean. Unrolled: the
+    loads of every tile are issued at once (one trip to L2, not one per tile)."""
     rb = tl.arange(0, BLOCK_B)
     b_mask = rb < B
     mean = tl.zeros([BLOCK_B], tl.float32)
     m2 = tl.zeros([BLOCK_B], tl.float32)
     n = tl.sum(tl.zeros([BLOCK_K], tl.float32), 0)
-    for t in range((K + BLOCK_K - 1) // BLOCK_K):
+    for t in tl.static_range((K + BLOCK_K - 1) // BLOCK_K):
         rk = t * BLOCK_K + tl.arange(0, BLOCK_K)
         k_mask = rk < K
         xs = tl.load(
@@ -215,12 +216,11 @@ def _gemv_kernel(
     rb = tl.arange(0, BLOCK_B)
     n_mask = rn < N
     cdt = w_ptr.dtype.element_ty
-    K_TILES: tl.constexpr = (K + BLOCK_K - 1) // BLOCK_K
     wv = _load_w_tile(w_ptr, stride_wn, rn, n_mask, 0, K, BLOCK_K)
     if PDL:
         tl.extra.cuda.gdc_wait()
     acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-    if K_TILES == 1:
+    if K <= BLOCK_K:
         rk = tl.arange(0, BLOCK_K)
         k_mask = rk < K
         for b in tl.static_range(BLOCK_B):
@@ -236,7 +236,7 @@ def _gemv_kernel(
         rstd = tl.zeros([BLOCK_B], tl.float32)
         if LN:
             mean, rstd = _ln_stats(x_ptr, stride_xb, B, eps, K, BLOCK_B, BLOCK_K)
-        for t in range(K_TILES):
+        for t in range((K + BLOCK_K - 1) // BLOCK_K):
             # the next tile's load is in flight while this one is multiplied (past the last
             # tile it is all masked: nothing read)
             w_next = _load_w_tile(w_ptr, stride_wn, rn, n_mask, t + 1, K, BLOCK_K)
@@ -392,9 +392,12 @@ def gemv_tiles(rows: int, n: int, k: int) -> tuple[int, int, int, int]:
     if bk > MAX_K:
         bk = _pow2(min(K_TILE, MAX_K))
     bn = 8 if n >= 1024 else 4
-    if os.environ.get("JUKEBOT_GEMV_COLS"):  # a tuning knob for bench/step_speed.py
+    if os.environ.get("JUKEBOT_GEMV_COLS"):  # tuning knobs for bench/step_speed.py
         bn = int(os.environ["JUKEBOT_GEMV_COLS"])
-    return _pow2(rows), bn, bk, 8 if bn * bk >= 8192 else 4
+    warps = 8 if bn * bk >= 8192 else 4
+    if os.environ.get("JUKEBOT_GEMV_WARPS"):
+        warps = int(os.environ["JUKEBOT_GEMV_WARPS"])
+    return _pow2(rows), bn, bk, warps
 
 
 def use_pdl() -> bool:
