@@ -2,6 +2,9 @@
 
     python bench/step_speed.py --model 1b_lyrics --level 2 --batch 3
     python bench/step_speed.py --model 1b_lyrics --level 0 --batch 3 [--modes fused,compile,graph,eager]
+    python bench/step_speed.py --model 5b_lyrics --level 2 --batch 3 --modes fused,eager --no-ref
+    python bench/step_speed.py --model 5b_lyrics --small --device cpu --no-ref --modes fused,eager \
+        --max-k 16 --steps 4 --check-steps 8   # a dry run of the fused path on a CPU (interpreter)
 
 Both sides get released-size priors with random weights and the same window: the context a
 second window re-prefills (n_ctx - hop tokens: 5376 + the 384-character lyric prefix at the top of
@@ -232,6 +235,14 @@ def run_ours(
         "kv_cache_gib": round(dec.cache.nbytes() / 2**30, 3),
         "device": device_name(device),
     }
+    if dec.mode == "fused":
+        from engine.sampling import decode_kernels as dk
+
+        out["gemv"] = {
+            "max_k": dk.MAX_K,
+            "k_tile": min(dk.K_TILE, dk.MAX_K),
+            "cols": os.environ.get("JUKEBOT_GEMV_COLS", "auto"),
+        }
     if ref is not None:
         out["ratio_step"] = round(ref["ms_per_step"] / ms, 1)
         out["ratio_prefill"] = round(ref["prefill_seconds"] / out["prefill_seconds"], 1)
@@ -304,8 +315,23 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="also print the step's kernels by GPU time")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="CPU-test sizes (checks this script on a CPU)")
+    ap.add_argument(
+        "--max-k",
+        type=int,
+        default=0,
+        help="fused GEMV: most inputs held in registers at once (wider products loop over tiles); "
+        "lower it on a CPU dry run so the test sizes loop as 5b's 4800 does",
+    )
+    ap.add_argument("--k-tile", type=int, default=0, help="fused GEMV: inputs per tile of a looped product")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if device.type == "cpu" and "fused" in args.modes:
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined
+    if args.max_k or args.k_tile:
+        from engine.sampling import decode_kernels as dk
+
+        dk.MAX_K = args.max_k or dk.MAX_K
+        dk.K_TILE = args.k_tile or dk.K_TILE
     config = config_of(args.model, args.small)
     torch.backends.cuda.matmul.allow_tf32 = True
     prior = random_prior(config, args.level, device, torch.bfloat16)

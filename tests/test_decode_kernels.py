@@ -172,3 +172,136 @@ def test_fused_decoder_samples_the_eager_tokens(level: int) -> None:
             out[mode] = (loop.run_until_done(t), dec.state.logits.clone())
     assert torch.equal(out["eager"][0], out["fused"][0])
     torch.testing.assert_close(out["eager"][1], out["fused"][1], atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Products wider than one register tile (5b's 4800): the kernel loops over tiles of inputs.
+# The tile is a parameter (MAX_K), lowered here so that tiny widths loop: width 96 in tiles of
+# 32 is 3 tiles (c_attn, c_fc), the attention output 48 is 32 + 16 (the combine prologue across
+# a tile edge and a head edge: head_dim 24), the MLP's hidden 192 is 6 tiles.
+
+
+@pytest.mark.parametrize("k", [96, 80])
+def test_gemv_loops_over_input_tiles(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LayerNorm (statistics over every tile, rows with a large mean), GELU, residual; 5 rows;
+    80 inputs: the last tile half masked."""
+    monkeypatch.setattr(dk, "MAX_K", 32)
+    torch.manual_seed(k)
+    rows, n = 5, 40
+    assert dk.gemv_tiles(rows, n, k)[2] == 32  # the tiled path, not one tile
+    w = torch.randn(k, n)
+    w.data = w.data.t().contiguous().t()
+    b = torch.randn(n)
+    ln = torch.nn.LayerNorm(k)
+    with torch.no_grad():
+        ln.weight.normal_(1.0, 0.2)
+        ln.bias.normal_(0.0, 0.2)
+    x = torch.randn(rows, k) * 2 + torch.tensor([0.0, 1.0, 100.0, -30.0, 5.0])[:, None]
+    got = dk.gemv(x, w, b, ln=ln, gelu=True)
+    y = ln(x) @ w + b
+    torch.testing.assert_close(got, y * torch.sigmoid(1.702 * y), rtol=1e-5, atol=1e-5)
+    res = torch.randn(rows, n)
+    got2 = dk.gemv(x, w, b, residual=res)
+    torch.testing.assert_close(got2, res + x @ w + b, rtol=1e-5, atol=2e-4)
+
+
+@pytest.mark.parametrize("kind", [BLOCK, PREV, TRANSPOSE, CROSS])  # the 5b and 5b_lyrics kinds
+@pytest.mark.parametrize(("rows", "dtype"), [(3, torch.float32), (1, torch.bfloat16), (3, torch.bfloat16)])
+def test_wide_block_step_matches_reference(
+    kind: int, rows: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dk, "MAX_K", 32)
+    monkeypatch.setattr(dk, "MAX_SUB", 4)
+    monkeypatch.setenv("JUKEBOT_GEMV_COLS", "32")  # fewer programs: the interpreter runs each in turn
+    width, heads = 96, 2
+    blk = _block(kind, width, heads, dtype, seed=kind + rows)
+    dk.relayout(blk)
+    assert dk.supports(blk, rows)
+    gen = torch.Generator().manual_seed(rows * 7 + kind)
+    for trial in range(2):
+        s = (
+            torch.tensor(POSITIONS[rows])
+            if trial == 0
+            else torch.randint(0, GEO.seq_len, (rows,), generator=gen)
+        )
+        x = torch.randn(rows, 1, width, generator=gen) * 3.0 + 2.0
+        ref_cache = _cache(blk, rows, dtype)
+        fused_cache = LayerCache(ref_cache.k.clone(), ref_cache.v.clone())
+        masks = step_masks({kind}, s, GEO, dtype=dtype)
+        with torch.no_grad():
+            want = blk.step(x, s, ref_cache, masks)
+            got = dk.fused_block_step(blk, x, s, fused_cache, masks)
+        scale = want.abs().max().item()
+        tol = 2e-5 if dtype == torch.float32 else 2e-2
+        err = (got - want).abs().max().item()
+        assert err <= tol * scale, f"kind {kind} rows {rows} s {s.tolist()}: max err {err} (scale {scale})"
+        torch.testing.assert_close(fused_cache.k.float(), ref_cache.k.float(), rtol=tol, atol=tol)
+
+
+def test_released_priors_take_the_fused_path() -> None:
+    """Every block of every released prior (5b and 5b_lyrics top priors: width 4800, 8 heads of
+    150, cross-attention to the lyric encoder) runs through the kernels for 1-8 rows; built
+    on the meta device (no memory)."""
+    from engine.model.config import PRESETS
+    from engine.model.prior import JukeboxPrior
+
+    for name, model in PRESETS.items():
+        for pc in model.priors:
+            with torch.device("meta"):
+                prior = JukeboxPrior(pc, model.vqvae)
+            for layer in prior.prior.transformer.layers:
+                assert dk.supports(layer, dk.MAX_ROWS), (name, pc.level, layer.attn.kind)
+
+
+def _wide_5b_lyrics_prior() -> tuple[object, object]:
+    """A 5b_lyrics-kind top prior (separate lyric encoder, cross-attention every 4th layer, timing
+    labels) at width 96: the CPU-test sizes of tests/engine_reference.py, wider."""
+    from bench.common import random_prior
+    from engine.model.config import ModelConfig, PriorConfig, VQVAEConfig
+    from tests.engine_reference import SMALL_PRIORS, SMALL_VQVAE
+
+    vq = VQVAEConfig.from_hparams(SMALL_VQVAE)
+    hps = {**SMALL_PRIORS["prior_5b_lyrics"], "prior_width": 96, "prior_depth": 4}
+    ups = tuple(
+        PriorConfig.from_hparams(SMALL_PRIORS[k], l_bins=vq.l_bins)
+        for k in ("upsampler_level_0", "upsampler_level_1")
+    )
+    config = ModelConfig("wide-5b_lyrics", vq, (*ups, PriorConfig.from_hparams(hps, l_bins=vq.l_bins)))
+    return config, random_prior(config, 2, torch.device("cpu"), torch.float32, seed=3)
+
+
+def test_fused_5b_shaped_decoder_samples_the_eager_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole RowDecoder in `fused` mode on the 5b_lyrics-kind prior, every product looping over
+    input tiles: the eager decoder's tokens, logits equal up to float32 rounding, 3 rows."""
+    from bench.common import window_inputs
+    from engine.model.attention import CROSS as CROSS_KIND
+    from engine.sampling.batching import DecodeLoop
+    from engine.sampling.decoders import RowDecoder
+    from engine.sampling.noise import NoiseKey
+    from engine.sampling.window_task import WindowTask
+
+    monkeypatch.setattr(dk, "MAX_K", 32)
+    monkeypatch.setenv("JUKEBOT_GEMV_COLS", "32")  # fewer programs: the interpreter runs each in turn
+    cpu = torch.device("cpu")
+    config, prior = _wide_5b_lyrics_prior()
+    assert CROSS_KIND in prior.prior.transformer.kinds and prior.config.width == 96
+    cond, ctx, _y, _upper, abs_start = window_inputs(prior, config, 3, cpu, seed=2)
+    ctx = ctx[:, :20]
+    out = {}
+    with torch.inference_mode():
+        for mode in ("eager", "fused"):
+            dec = RowDecoder(prior, 3, cpu, torch.float32, mode=mode)  # type: ignore[arg-type]
+            assert dec.mode == mode
+            t = WindowTask(
+                cond=cond,
+                context=ctx,
+                n_new=8,
+                row_bin=NoiseKey(4).row_bin_hash(2, range(3), prior.n_bins, cpu),
+                abs_start=abs_start,
+                temperature=1.0,
+            )
+            loop = DecodeLoop()
+            loop.submit(dec, t)
+            out[mode] = (loop.run_until_done(t), dec.state.logits.clone())
+    assert torch.equal(out["eager"][0], out["fused"][0])
+    torch.testing.assert_close(out["eager"][1], out["fused"][1], atol=1e-4, rtol=1e-4)

@@ -8,7 +8,9 @@ Here each weight product is a GEMV over the weight stored [n_out, n_in] (inputs 
 classic GEMV layout), 8 output columns per program, so every multiprocessor reads; the
 LayerNorm before a product and the bias, GELU or residual add after it run inside the same
 kernel; and the attention of the one query is split over key chunks (flash-decoding), its
-partial results combined in the prologue of the output projection:
+partial results combined in the prologue of the output projection. A product wider than
+MAX_K inputs (5b's 4800) loops over tiles of its inputs (the next tile's weights loaded while
+this one is multiplied; LayerNorm statistics from a first pass over the rows):
 
     1. LayerNorm_0 + c_attn                         -> q, k, v (the weights' dtype)
     2. attention over this layer's KV cache         -> per-chunk partials; writes k, v to the cache
@@ -36,12 +38,62 @@ from torch import Tensor
 from engine.model.attention import BLOCK, CROSS, DENSE, PREV, PRIME, TRANSPOSE, LayerCache
 
 MAX_ROWS = 8  # beyond this the tensor cores of a GEMM pay off: the compiled step is used
-MAX_K = 2048  # inputs per product held in registers (1b_lyrics and the upsamplers; not 5b's 4800)
+MAX_K = 2048  # inputs per product held in registers at once (1b_lyrics and the upsamplers: all)
+# Wider products (5b's 4800) loop over tiles of this many inputs (JUKEBOT_GEMV_KTILE tunes it;
+# tests lower MAX_K to make tiny widths loop)
+K_TILE = int(os.environ.get("JUKEBOT_GEMV_KTILE", "1024"))
 MAX_SUB = 64  # keys per attention iteration at most (tests lower it to split tiny caches)
 
 
 def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+@triton.jit
+def _raw_input(
+    x_ptr,
+    stride_xb,
+    b,
+    rk,
+    k_mask,
+    part_o_ptr,
+    part_m_ptr,
+    part_l_ptr,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    NCHUNK: tl.constexpr,
+    COMBINE: tl.constexpr,
+):
+    """Row b of the product's input at the inputs rk, float32, before any LayerNorm: the row of
+    x, or (COMBINE) the attention output combined from its partial softmax results."""
+    if COMBINE:
+        # a[b, k] for k = head * D + d, from NCHUNK partial softmax results per (row, head)
+        ph = b * H + rk // D
+        dk = rk % D
+        big = tl.full(rk.shape, -1.0e30, tl.float32)
+        for c in range(NCHUNK):
+            big = tl.maximum(big, tl.load(part_m_ptr + ph * NCHUNK + c, mask=k_mask, other=-1.0e30))
+        num = tl.zeros(rk.shape, tl.float32)
+        den = tl.zeros(rk.shape, tl.float32)
+        for c in range(NCHUNK):
+            mc = tl.load(part_m_ptr + ph * NCHUNK + c, mask=k_mask, other=-1.0e30)
+            lc = tl.load(part_l_ptr + ph * NCHUNK + c, mask=k_mask, other=0.0)
+            oc = tl.load(part_o_ptr + (ph * NCHUNK + c) * D + dk, mask=k_mask, other=0.0)
+            wc = tl.exp(mc - big)
+            num += wc * oc
+            den += wc * lc
+        xv = tl.where(den > 0.0, num / tl.where(den > 0.0, den, 1.0), 0.0)
+    else:
+        xv = tl.load(x_ptr + b * stride_xb + rk, mask=k_mask, other=0.0).to(tl.float32)
+    return xv
+
+
+@triton.jit
+def _ln_apply(dv, rstd, rk, k_mask, ln_w_ptr, ln_b_ptr):
+    """LayerNorm's output at the inputs rk from the centred row dv (0 where masked)."""
+    g = tl.load(ln_w_ptr + rk, mask=k_mask, other=0.0).to(tl.float32)
+    be = tl.load(ln_b_ptr + rk, mask=k_mask, other=0.0).to(tl.float32)
+    return dv * rstd * g + be
 
 
 @triton.jit
@@ -67,33 +119,53 @@ def _row_input(
 ):
     """Row b of the product's input (all K of it), after the prologue, rounded to the weights'
     dtype. The row is read once; LayerNorm statistics come from the registers."""
-    if COMBINE:
-        # a[b, k] for k = head * D + d, from NCHUNK partial softmax results per (row, head)
-        ph = b * H + rk // D
-        dk = rk % D
-        big = tl.full(rk.shape, -1.0e30, tl.float32)
-        for c in range(NCHUNK):
-            big = tl.maximum(big, tl.load(part_m_ptr + ph * NCHUNK + c, mask=k_mask, other=-1.0e30))
-        num = tl.zeros(rk.shape, tl.float32)
-        den = tl.zeros(rk.shape, tl.float32)
-        for c in range(NCHUNK):
-            mc = tl.load(part_m_ptr + ph * NCHUNK + c, mask=k_mask, other=-1.0e30)
-            lc = tl.load(part_l_ptr + ph * NCHUNK + c, mask=k_mask, other=0.0)
-            oc = tl.load(part_o_ptr + (ph * NCHUNK + c) * D + dk, mask=k_mask, other=0.0)
-            wc = tl.exp(mc - big)
-            num += wc * oc
-            den += wc * lc
-        xv = tl.where(den > 0.0, num / tl.where(den > 0.0, den, 1.0), 0.0)
-    else:
-        xv = tl.load(x_ptr + b * stride_xb + rk, mask=k_mask, other=0.0).to(tl.float32)
+    xv = _raw_input(
+        x_ptr, stride_xb, b, rk, k_mask, part_o_ptr, part_m_ptr, part_l_ptr, H, D, NCHUNK, COMBINE
+    )  # fmt: skip
     if LN:
         mean = tl.sum(xv, 0) / K
         dv = tl.where(k_mask, xv - mean, 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(dv * dv, 0) / K + eps)
-        g = tl.load(ln_w_ptr + rk, mask=k_mask, other=0.0).to(tl.float32)
-        be = tl.load(ln_b_ptr + rk, mask=k_mask, other=0.0).to(tl.float32)
-        xv = dv * rstd * g + be
+        xv = _ln_apply(dv, rstd, rk, k_mask, ln_w_ptr, ln_b_ptr)
     return xv.to(cdt).to(tl.float32)  # the product's input in the weights' dtype, as the reference
+
+
+@triton.jit
+def _ln_stats(x_ptr, stride_xb, B, eps, K: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr):
+    """(mean, 1 / std) of every row of x [B, K], K wider than one tile: per tile of BLOCK_K
+    inputs its mean and squared deviations (two-pass, from the registers), merged tile by tile
+    (Chan et al.'s pairwise update), so no cancellation whatever the rows' mean. Unrolled: the
+    loads of every tile are issued at once (one trip to L2, not one per tile)."""
+    rb = tl.arange(0, BLOCK_B)
+    b_mask = rb < B
+    mean = tl.zeros([BLOCK_B], tl.float32)
+    m2 = tl.zeros([BLOCK_B], tl.float32)
+    n = tl.sum(tl.zeros([BLOCK_K], tl.float32), 0)
+    for t in tl.static_range((K + BLOCK_K - 1) // BLOCK_K):
+        rk = t * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_mask = rk < K
+        xs = tl.load(
+            x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=b_mask[:, None] & k_mask[None, :], other=0.0
+        ).to(tl.float32)
+        cnt = tl.sum(k_mask.to(tl.float32), 0)
+        mean_t = tl.sum(xs, 1) / cnt
+        d = tl.where(k_mask[None, :], xs - mean_t[:, None], 0.0)
+        m2_t = tl.sum(d * d, 1)
+        tot = n + cnt
+        delta = mean_t - mean
+        mean = mean + delta * (cnt / tot)
+        m2 = m2 + m2_t + delta * delta * (n * cnt / tot)
+        n = tot
+    return mean, 1.0 / tl.sqrt(m2 / K + eps)
+
+
+@triton.jit
+def _load_w_tile(w_ptr, stride_wn, rn, n_mask, t, K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Tile t of the program's weight rows (all masked past K: no memory read)."""
+    rk = t * BLOCK_K + tl.arange(0, BLOCK_K)
+    return tl.load(
+        w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_mask[:, None] & (rk < K)[None, :], other=0.0
+    )
 
 
 @triton.jit
@@ -127,37 +199,64 @@ def _gemv_kernel(
     BLOCK_K: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    """out[b, n] = epilogue(sum_k prologue(x)[b, k] * w[n, k] + bias[n]), K <= BLOCK_K.
+    """out[b, n] = epilogue(sum_k prologue(x)[b, k] * w[n, k] + bias[n]).
 
     prologue: LN (LayerNorm of the float32 row) or COMBINE (attention partials -> output);
     epilogue: EPI 0 plain, 1 quick GELU, 2 residual (out = res + y, float32). A program's
-    weights (BLOCK_N whole rows of w) are one load, used for every row of x. With PDL
-    (programmatic dependent launch) the kernel starts while the previous one finishes and
-    streams its weights in meanwhile: they do not depend on the previous kernel, the rows of x
-    do (read after `gdc_wait`)."""
+    weights (BLOCK_N whole rows of w) are read once, used for every row of x. K <= BLOCK_K: one
+    load of the whole tile; wider (5b's 4800): tiles of BLOCK_K inputs in turn, the next tile's
+    load issued before this one's products, the LayerNorm statistics from a first pass over x.
+    With PDL (programmatic dependent launch) the kernel starts while the previous one finishes
+    and streams its (first) weight tile in meanwhile: weights do not depend on the previous
+    kernel, the rows of x do (read after `gdc_wait`)."""
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
     pid = tl.program_id(0)
     rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     rb = tl.arange(0, BLOCK_B)
-    rk = tl.arange(0, BLOCK_K)
     n_mask = rn < N
-    k_mask = rk < K
     cdt = w_ptr.dtype.element_ty
-    wv = tl.load(
-        w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_mask[:, None] & k_mask[None, :], other=0.0
-    )
+    wv = _load_w_tile(w_ptr, stride_wn, rn, n_mask, 0, K, BLOCK_K)
     if PDL:
         tl.extra.cuda.gdc_wait()
     acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-    for b in tl.static_range(BLOCK_B):
-        if b < B:
-            xv = _row_input(
-                x_ptr, stride_xb, b, rk, k_mask, ln_w_ptr, ln_b_ptr, eps,
-                part_o_ptr, part_m_ptr, part_l_ptr, cdt, K, H, D, NCHUNK, LN, COMBINE,
-            )  # fmt: skip
-            part = tl.sum(wv.to(tl.float32) * xv[None, :], 1)
-            acc = tl.where((rb == b)[:, None], acc + part[None, :], acc)
+    if K <= BLOCK_K:
+        rk = tl.arange(0, BLOCK_K)
+        k_mask = rk < K
+        for b in tl.static_range(BLOCK_B):
+            if b < B:
+                xv = _row_input(
+                    x_ptr, stride_xb, b, rk, k_mask, ln_w_ptr, ln_b_ptr, eps,
+                    part_o_ptr, part_m_ptr, part_l_ptr, cdt, K, H, D, NCHUNK, LN, COMBINE,
+                )  # fmt: skip
+                part = tl.sum(wv.to(tl.float32) * xv[None, :], 1)
+                acc = tl.where((rb == b)[:, None], acc + part[None, :], acc)
+    else:
+        mean = tl.zeros([BLOCK_B], tl.float32)
+        rstd = tl.zeros([BLOCK_B], tl.float32)
+        if LN:
+            mean, rstd = _ln_stats(x_ptr, stride_xb, B, eps, K, BLOCK_B, BLOCK_K)
+        for t in range((K + BLOCK_K - 1) // BLOCK_K):
+            # the next tile's load is in flight while this one is multiplied (past the last
+            # tile it is all masked: nothing read)
+            w_next = _load_w_tile(w_ptr, stride_wn, rn, n_mask, t + 1, K, BLOCK_K)
+            rk = t * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_mask = rk < K
+            wf = wv.to(tl.float32)
+            for b in tl.static_range(BLOCK_B):
+                if b < B:
+                    xv = _raw_input(
+                        x_ptr, stride_xb, b, rk, k_mask, part_o_ptr, part_m_ptr, part_l_ptr, H, D, NCHUNK, COMBINE
+                    )  # fmt: skip
+                    if LN:
+                        mean_b = tl.sum(tl.where(rb == b, mean, 0.0), 0)
+                        rstd_b = tl.sum(tl.where(rb == b, rstd, 0.0), 0)
+                        dv = tl.where(k_mask, xv - mean_b, 0.0)
+                        xv = _ln_apply(dv, rstd_b, rk, k_mask, ln_w_ptr, ln_b_ptr)
+                    xv = xv.to(cdt).to(tl.float32)
+                    part = tl.sum(wf * xv[None, :], 1)
+                    acc = tl.where((rb == b)[:, None], acc + part[None, :], acc)
+            wv = w_next
     bias = tl.load(bias_ptr + rn, mask=n_mask, other=0.0).to(tl.float32)
     y = (acc + bias[None, :]).to(cdt).to(tl.float32)
     om = (rb < B)[:, None] & n_mask[None, :]
@@ -285,16 +384,20 @@ def _pow2(n: int) -> int:
 
 
 def gemv_tiles(rows: int, n: int, k: int) -> tuple[int, int, int, int]:
-    """(BLOCK_B, BLOCK_N, BLOCK_K, num_warps): the whole input row in one tile (every program
-    reads all of x, so fewer programs read less of it: 8 output columns a program, 256 for a
-    2048-wide layer, enough to keep every multiprocessor reading weights)."""
+    """(BLOCK_B, BLOCK_N, BLOCK_K, num_warps): the whole input row in one tile where it fits
+    MAX_K (every program reads all of x, so fewer programs read less of it: 8 output columns a
+    program, 256 for a 2048-wide layer, enough to keep every multiprocessor reading weights),
+    else tiles of K_TILE inputs that the kernel loops over."""
     bk = _pow2(k)
     if bk > MAX_K:
-        raise ValueError(f"decode GEMV: {k} inputs, more than {MAX_K}")
+        bk = _pow2(min(K_TILE, MAX_K))
     bn = 8 if n >= 1024 else 4
-    if os.environ.get("JUKEBOT_GEMV_COLS"):  # a tuning knob for bench/step_speed.py
+    if os.environ.get("JUKEBOT_GEMV_COLS"):  # tuning knobs for bench/step_speed.py
         bn = int(os.environ["JUKEBOT_GEMV_COLS"])
-    return _pow2(rows), bn, bk, 8 if bn * bk >= 8192 else 4
+    warps = 8 if bn * bk >= 8192 else 4
+    if os.environ.get("JUKEBOT_GEMV_WARPS"):
+        warps = int(os.environ["JUKEBOT_GEMV_WARPS"])
+    return _pow2(rows), bn, bk, warps
 
 
 def use_pdl() -> bool:
@@ -354,8 +457,8 @@ def gemv(
     else:
         out = torch.empty(rows, n, device=x.device, dtype=w.dtype)
     bb, bn, bk, warps = tiles or gemv_tiles(rows, n, k)
-    if bk < k or bb < rows:
-        raise ValueError(f"tiles {(bb, bn, bk)} do not cover {rows} rows of {k} inputs")
+    if bb < rows:
+        raise ValueError(f"tiles {(bb, bn, bk)} do not cover {rows} rows")
     pdl = x.device.type == "cuda" and use_pdl()
     po, pm, pl = partials if partials is not None else (x, x, x)
     nchunk = pm.shape[-1] if partials is not None else 1
@@ -460,10 +563,8 @@ SUPPORTED_KINDS = frozenset({DENSE, BLOCK, TRANSPOSE, PREV, PRIME, CROSS})
 
 def supports(layer: Any, rows: int) -> bool:
     att = layer.attn
-    widths = (att.c_attn.n_in, att.c_proj.n_in, layer.mlp.c_fc.n_in, layer.mlp.c_proj.n_in)
     return (
         rows <= MAX_ROWS
-        and max(widths) <= MAX_K
         and att.kind in SUPPORTED_KINDS
         and layer.res_scale == 1.0
         and att.c_attn.w.dtype == att.c_proj.w.dtype

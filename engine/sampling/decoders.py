@@ -158,7 +158,7 @@ def _fused_block_step(prior: Any, capacity: int) -> BlockStep | None:
         return None
     layers = prior.prior.transformer.layers
     if not all(decode_kernels.supports(layer, capacity) for layer in layers):
-        return None  # e.g. more rows than MAX_ROWS, or 5b's 4800-wide blocks
+        return None  # e.g. more rows than MAX_ROWS
     decode_kernels.relayout(prior)
     return decode_kernels.fused_block_step
 
