@@ -161,6 +161,7 @@ async def test_a_song_from_request_to_continuation(studio: Studio) -> None:
         f"jb:continue:{clip.id}",
         f"jb:clipvote:{clip.id}",
         f"jb:publish:{clip.id}",
+        f"jb:remix:{clip.id}",
     ]
     await studio.until(
         lambda: "Finished" in fake.messages[status_id]["content"], "the status to say finished"

@@ -297,6 +297,15 @@ async def _request(w: World, m: Member, act: Callable[[], Awaitable[FakeInteract
     raise AssertionError(f"{m.name}'s {what} never went through {w.why()}")
 
 
+async def _continue_from_the_end(w: World, m: Member, clip_id: int, msg: dict[str, Any]) -> FakeInteraction:
+    """Continue, then "From the end" on the offer: the second press is the request (its key)."""
+    first = await _answer(w, partial(w.fake.click, m.user_id, int(msg["id"]), f"jb:continue:{clip_id}"))
+    if first is None or not first.followups:
+        raise FakeDiscordError("the Continue offer was not answered")  # _answer: unanswered, try again
+    offer = first.followups[-1]
+    return await w.fake.click(m.user_id, int(offer["id"]), f"jb:continue-end:{clip_id}", seen=offer)
+
+
 async def _vote(w: World, voters: list[Member], song_id: int, message: dict[str, Any]) -> None:
     """Each member of the server votes once for a draft (best effort: the window is short)."""
     ids = [c for c in custom_ids(message) if c.startswith(f"jb:vote:{song_id}:")]
@@ -381,10 +390,7 @@ async def _drive_server(w: World, guild: int) -> None:
             clip_id, msg = clip_message(firsts[(i + 1) % len(members)]) or (0, {})
             conts.append(
                 _request(
-                    w,
-                    m,
-                    partial(w.fake.click, m.user_id, int(msg["id"]), f"jb:continue:{clip_id}"),
-                    f"Continue on clip {clip_id}",
+                    w, m, partial(_continue_from_the_end, w, m, clip_id, msg), f"Continue on clip {clip_id}"
                 )
             )
         await asyncio.gather(*conts)
