@@ -51,8 +51,8 @@ async def configure(studio: Studio) -> None:
         },
     )
     assert "Saved" in ix.text(), ix.text()
-    ix = await studio.run("owner", "mod limits", {"vote_minutes": 0.1})
-    assert "voting lasts 0.1 min" in ix.text(), ix.text()
+    ix = await studio.run("owner", "mod limits", {"vote_minutes": 0.25})
+    assert "voting lasts 0.25 min" in ix.text(), ix.text()
     ix = await studio.run("owner", "mod role", {"role": studio.mod_role})
     assert "Saved" in ix.text(), ix.text()
 
@@ -125,7 +125,8 @@ async def test_a_song_from_request_to_continuation(studio: Studio) -> None:
         f"two votes for draft 2 on the buttons ({labels})",
     )
 
-    # The window closes by itself (0.1 min); draft 2 wins and is upsampled by the worker.
+    # The window closes by itself (0.25 min: room for the votes on a busy machine); draft 2 wins
+    # and is upsampled by the worker.
     closed = await studio.until(
         lambda: "Voting closed" in fake.messages[int(drafts_msg["id"])]["content"],
         "the vote to close",
