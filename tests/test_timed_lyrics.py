@@ -142,16 +142,13 @@ async def test_the_x_publication_reads_the_clips_lrc_into_its_video(sqlite_url: 
     from publisher.platforms import XPlatform
 
     storage = Storage(str(tmp_path / "store"))
-    settings = Settings(  # type: ignore[call-arg]
-        database_url=sqlite_url,
-        storage_url=storage.root,
-        x_video_size="320x240",
-        **{
-            k: "unused"
-            for k in ("x_consumer_key", "x_consumer_secret", "x_access_token", "x_access_token_secret")
-        },
-        _env_file=None,
-    )  # X's keys only let the platform be made: nothing is uploaded here
+    # X's keys only let the platform be made: nothing is uploaded here.
+    values: dict[str, object] = {
+        k: "unused"
+        for k in ("x_consumer_key", "x_consumer_secret", "x_access_token", "x_access_token_secret")
+    }
+    values.update(database_url=sqlite_url, storage_url=storage.root, x_video_size="320x240")
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
     storage.write_bytes("songs/4/final.wav", tone_wav(440, 3.0))
     storage.write_bytes("songs/4/final.lrc", b"[00:01.20]HELLO WORLD\n")
     info = CaptionInfo(clip_id=9, title="Song", artist="bach", genre="chorale", lyrics="HELLO WORLD")
