@@ -13,8 +13,9 @@ import pytest
 
 from bot.features.clips.buttons import ClipVoteButton, PublishButton
 from bot.features.continuations.buttons import ContinueButton
+from bot.features.recipes.buttons import RemixButton
 from bot.features.status.buttons import CancelButton
-from bot.features.voting.buttons import CloseVoteButton, VoteButton
+from bot.features.voting.buttons import AgainButton, CloseVoteButton, RerollButton, VoteButton
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,3 +94,6 @@ def test_buttons_keep_the_custom_ids_of_posted_messages() -> None:
     assert ContinueButton(3).custom_id == "jb:continue:3"
     assert ClipVoteButton(3, 2).custom_id == "jb:clipvote:3"
     assert PublishButton(3).custom_id == "jb:publish:3"
+    assert RerollButton(7).custom_id == "jb:reroll:7"
+    assert AgainButton(7, 12, index=1).custom_id == "jb:again:7:12"
+    assert RemixButton(3).custom_id == "jb:remix:3"

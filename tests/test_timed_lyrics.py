@@ -129,3 +129,44 @@ def test_the_x_video_burns_the_timed_lyrics_in(tmp_path: Path) -> None:
     before, during = changed(0.5), changed(2.0)
     assert before < 0.005, f"a caption was shown before its line is sung ({before:.3f})"
     assert during > 0.03, f"the line sung at 2 s is not in the frame ({during:.3f})"
+
+
+async def test_the_x_publication_reads_the_clips_lrc_into_its_video(sqlite_url: str, tmp_path: Path) -> None:
+    """The publisher's X path (publisher/platforms.py) gives a lyric clip's stored LRC to the render:
+    the video it uploads shows the line while it is sung; the same clip without its LRC does not."""
+    import httpx
+
+    from db.database import Database
+    from db.settings import Settings
+    from publisher.captions import CaptionInfo
+    from publisher.platforms import XPlatform
+
+    storage = Storage(str(tmp_path / "store"))
+    # X's keys only let the platform be made: nothing is uploaded here.
+    values: dict[str, object] = {
+        k: "unused"
+        for k in ("x_consumer_key", "x_consumer_secret", "x_access_token", "x_access_token_secret")
+    }
+    values.update(database_url=sqlite_url, storage_url=storage.root, x_video_size="320x240")
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
+    storage.write_bytes("songs/4/final.wav", tone_wav(440, 3.0))
+    storage.write_bytes("songs/4/final.lrc", b"[00:01.20]HELLO WORLD\n")
+    info = CaptionInfo(clip_id=9, title="Song", artist="bach", genre="chorale", lyrics="HELLO WORLD")
+    sung = Clip(id=9, song_id=4, audio_key="songs/4/final.wav", codes_key="x", lrc_key="songs/4/final.lrc")
+    plain = Clip(id=9, song_id=4, audio_key="songs/4/final.wav", codes_key="x")
+    db = Database(sqlite_url)
+    try:
+        async with httpx.AsyncClient() as http:
+            x = XPlatform(settings, db, storage, http)
+            (tmp_path / "sung.mp4").write_bytes(x._render(sung, info))
+            (tmp_path / "plain.mp4").write_bytes(x._render(plain, info))
+    finally:
+        db.dispose()
+    size = (320, 240)
+    band = slice(int(size[1] * 0.87), size[1] - 4)
+
+    def changed(at: float) -> float:
+        diff = np.abs(_frame(tmp_path / "plain.mp4", at, size) - _frame(tmp_path / "sung.mp4", at, size))
+        return float((diff[band] > 60).mean())
+
+    assert changed(0.5) < 0.005 and changed(2.0) > 0.03

@@ -23,6 +23,7 @@ from db import lifecycle, repo
 from db.models import Clip, Song, SongStatus
 from db.storage import Storage
 from publisher.accounts import Account, accounts_for_guild, caption_moderation_on
+from publisher.playlists import remember_guild_name
 
 from . import captions, logic
 
@@ -221,6 +222,10 @@ class Clips:
             if refused:
                 return refused
         platforms = list(accounts)
+        guild = self.bot.get_guild(guild_id) if guild_id is not None else None
+        if guild is not None and "soundcloud" in accounts:
+            # The playlist is titled after the server when made; only /mod playlist remembered it.
+            await self.bot.to_thread(remember_guild_name, self.bot.db, guild.id, guild.name)
         await self.bot.to_thread(schedule_clip, self.bot.db, clip_id, platforms, when, settings=settings)
         return (
             f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "

@@ -1,5 +1,5 @@
 """`/mod playlist [title:]`: the server's SoundCloud playlist (publisher/playlists.py), shown with its
-link, or renamed. A rename is stored first, then applied on SoundCloud at once when the playlist
+link (checked on SoundCloud: a playlist deleted there is made again), or renamed. A rename is stored first, then applied on SoundCloud at once when the playlist
 exists (else it is the title the playlist is made with)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from publisher.errors import PublishError
 from publisher.platforms import soundcloud_configured
 from publisher.playlists import (
     TITLE_MAX,
+    PlaylistInfo,
     clean_title,
     playlist_info,
     remember_guild_name,
@@ -20,6 +21,16 @@ from publisher.playlists import (
 )
 
 TITLE_INPUT_MAX = 200  # what the command accepts; longer than TITLE_MAX only to say why it is refused
+
+
+async def _checked(bot: JukeBot, guild_id: int, info: PlaylistInfo) -> PlaylistInfo:
+    """The playlist as SoundCloud has it now: one deleted there is made again (and the moderators
+    told) rather than its dead link shown. SoundCloud out of reach: what we know."""
+    try:
+        synced = await sync_now(bot.db, bot.settings, guild_id, bot.poster.notify_moderators)
+    except PublishError:
+        return info
+    return synced if synced is not None and synced.url else info
 
 
 def _shown(title: str) -> str:
@@ -37,6 +48,7 @@ async def playlist_answer(bot: JukeBot, guild_id: int, guild_name: str, title: s
                 "This server has no SoundCloud playlist yet: it is made when its first clip is published "
                 f"to SoundCloud, titled “{_shown(info.title)}”. Change that with `/mod playlist title:…`."
             )
+        info = await _checked(bot, guild_id, info)
         clips = f"{info.clips} clip{'s' if info.clips != 1 else ''}"
         return f"🎧 This server's SoundCloud playlist: **{_shown(info.title)}** ({clips}): {info.url}"
     wanted = " ".join(title.split())
