@@ -17,9 +17,11 @@ How a job moves (procrastinate/Oban style; each step is one small function):
   the job now: `LeaseLost` is raised and logged, and the stale worker's write is refused.
 - A lost lease counts in `reclaims` (its own cap), not `attempts`, so a crashed or preempted GPU does
   not burn the job's retries.
-- Times that decide leases come from one clock: the PostgreSQL server's (workers may run on many
-  hosts); on SQLite (one host) the local clock.
+- Times that decide leases come from one clock: the PostgreSQL server's; on SQLite the local one.
 
+The transitions all live here; the pieces they use live beside: `queue_leases.py` (Lease, LeaseLost,
+the fence, backoff, the clock), `queue_reads.py` (a job, its place in line, when work comes due),
+`queue_wait.py` (LISTEN/NOTIFY or polling until work comes). Callers use `queue.X` for all of them.
 All functions are synchronous; the bot calls them through `asyncio.to_thread`.
 """
 
@@ -27,150 +29,71 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
-import socket
-import threading
-import time
-import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Interval, and_, case, func, literal, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from db.database import Database
-from db.models import Job, JobKind, JobStatus, UTCDateTime, utcnow
+from db.models import Job, JobKind, JobStatus, utcnow
+from db.queue_leases import (
+    BACKOFF_BASE_S,
+    BACKOFF_CAP_S,
+    Kinds,
+    Lease,
+    LeaseLost,
+    backoff_seconds,
+    default_owner,
+    fence,
+    kind_names,
+    lease_lost,
+    sql_after,
+    sql_now,
+    transaction,
+)
+from db.queue_reads import get_job, queue_position, seconds_until_work
+from db.queue_wait import NOTIFY_CHANNEL, wait_for_work
 
 log = logging.getLogger("jukebot.queue")
 
-NOTIFY_CHANNEL = "jukebot_jobs"
-BACKOFF_BASE_S = 15.0
-BACKOFF_CAP_S = 15 * 60.0
+# The public names callers use as `queue.X`, wherever they are defined.
+__all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_CAP_S",
+    "NOTIFY_CHANNEL",
+    "CancelResult",
+    "Kinds",
+    "Lease",
+    "LeaseLost",
+    "NotRetryable",
+    "backoff_seconds",
+    "cancel",
+    "claim",
+    "complete",
+    "default_owner",
+    "enqueue",
+    "fail",
+    "fenced",
+    "finish_cancelled",
+    "get_job",
+    "heartbeat",
+    "is_cancel_requested",
+    "queue_position",
+    "reclaim_expired",
+    "release",
+    "requeue",
+    "save_checkpoint",
+    "seconds_until_work",
+    "wait_for_work",
+]
+
 _MAX_ERROR_CHARS = 4000
-
-Kinds = str | JobKind | Iterable[str | JobKind]
-
-
-class LeaseLost(RuntimeError):
-    """This worker no longer owns the job: its lease expired and another attempt took it, or the job
-    was finished, cancelled or requeued. The write was refused; stop working on the job."""
-
-    def __init__(
-        self,
-        job_id: int,
-        token: int,
-        owner: str,
-        action: str,
-        *,
-        current_token: int | None = None,
-        current_status: str | None = None,
-        current_owner: str | None = None,
-    ) -> None:
-        self.job_id = job_id
-        self.token = token
-        self.owner = owner
-        self.action = action
-        self.current_token = current_token
-        self.current_status = current_status
-        self.current_owner = current_owner
-        if current_status is None:
-            now = "the job no longer exists"
-        elif current_token is not None and current_token != token:
-            now = f"the job is {current_status} under token {current_token} (owner {current_owner})"
-        else:
-            now = f"the job is {current_status}"
-        super().__init__(
-            f"Lease lost on job {job_id}: {owner} held token {token} but {now}; its {action} was refused "
-            "so it cannot overwrite the newer attempt. This worker must stop working on the job."
-        )
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What a worker holds while it runs a job. `token` is the fencing token of this attempt."""
-
-    job_id: int
-    token: int
-    owner: str
-    kind: str
-    payload: dict[str, Any]
-    song_id: int | None
-    attempts: int
-    checkpoint_key: str | None
-    reclaims: int = 0
-    lease_seconds: float = 300.0
-    progress: dict[str, Any] = field(default_factory=dict)
-
-
-def default_owner() -> str:
-    """A worker id that says where it runs: host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def backoff_seconds(attempts: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
-    """Exponential backoff with jitter: base·2^(attempts-1), capped, times a random 0.5–1.0."""
-    return min(cap, base * 2 ** max(attempts - 1, 0)) * random.uniform(0.5, 1.0)
-
-
-# --- clock ------------------------------------------------------------------------------------
-
-
-def _now(db: Database) -> ColumnElement[Any]:
-    if db.dialect == "postgresql":
-        return func.now()
-    return literal(utcnow(), UTCDateTime())
-
-
-def _after(db: Database, seconds: float) -> ColumnElement[Any]:
-    if db.dialect == "postgresql":
-        return func.now() + literal(timedelta(seconds=seconds), Interval())
-    return literal(utcnow() + timedelta(seconds=seconds), UTCDateTime())
-
-
-def _kinds(kinds: Kinds) -> list[str]:
-    if isinstance(kinds, str):  # JobKind is a str too
-        return [str(kinds)]
-    return [str(k) for k in kinds]
-
-
-def _fence(lease: Lease) -> ColumnElement[bool]:
-    return and_(
-        col(Job.id) == lease.job_id, col(Job.lease_token) == lease.token, col(Job.status) == JobStatus.running
-    )
-
-
-def _lost(session: Session, lease: Lease, action: str) -> LeaseLost:
-    """Build the LeaseLost for a refused write, saying who owns the job now, and log it."""
-    row = session.execute(
-        select(col(Job.lease_token), col(Job.status), col(Job.lease_owner)).where(col(Job.id) == lease.job_id)
-    ).first()
-    exc = LeaseLost(
-        lease.job_id,
-        lease.token,
-        lease.owner,
-        action,
-        current_token=row[0] if row else None,
-        current_status=row[1] if row else None,
-        current_owner=row[2] if row else None,
-    )
-    log.warning("%s", exc, extra={"job_id": lease.job_id, "token": lease.token})
-    return exc
-
-
-@contextmanager
-def _transaction(db: Database, session: Session | None) -> Iterator[Session]:
-    if session is not None:
-        yield session
-    else:
-        with db.write() as s:
-            yield s
 
 
 # --- enqueue ----------------------------------------------------------------------------------
@@ -211,7 +134,7 @@ def enqueue(
         "song_id": song_id,
         "status": JobStatus.queued.value,
         "priority": priority,
-        "run_at": run_at if run_at is not None else _now(db),
+        "run_at": run_at if run_at is not None else sql_now(db),
         "attempts": 0,
         "max_attempts": max_attempts if max_attempts is not None else settings.queue.max_attempts,
         "reclaims": 0,
@@ -226,7 +149,7 @@ def enqueue(
     }
     insert = pg_insert if db.dialect == "postgresql" else sqlite_insert
     by_key = select(col(Job.id)).where(col(Job.idempotency_key) == idempotency_key)
-    with _transaction(db, session) as s:
+    with transaction(db, session) as s:
         if idempotency_key is not None and (existing := s.execute(by_key).scalar()) is not None:
             return int(existing)
         stmt = insert(Job).values(**values)
@@ -246,7 +169,7 @@ def enqueue(
 
 def claim(db: Database, kinds: Kinds, owner: str, lease_seconds: float) -> Lease | None:
     """Take the next job of one of `kinds` (or a job whose lease expired) with a fresh lease."""
-    now = _now(db)
+    now = sql_now(db)
     ready = and_(col(Job.status) == JobStatus.queued, col(Job.run_at) <= now)
     expired = and_(
         col(Job.status) == JobStatus.running,
@@ -256,7 +179,7 @@ def claim(db: Database, kinds: Kinds, owner: str, lease_seconds: float) -> Lease
     )
     pick = (
         select(col(Job.id))
-        .where(col(Job.kind).in_(_kinds(kinds)), or_(ready, expired))
+        .where(col(Job.kind).in_(kind_names(kinds)), or_(ready, expired))
         .order_by(col(Job.priority).desc(), col(Job.run_at), col(Job.id))
         .limit(1)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer and ignores it
@@ -270,7 +193,7 @@ def claim(db: Database, kinds: Kinds, owner: str, lease_seconds: float) -> Lease
             status=JobStatus.running.value,
             lease_owner=owner,
             lease_token=col(Job.lease_token) + 1,
-            lease_expires_at=_after(db, lease_seconds),
+            lease_expires_at=sql_after(db, lease_seconds),
             heartbeat_at=now,
             attempts=col(Job.attempts) + case((was_expired, 0), else_=1),
             reclaims=col(Job.reclaims) + case((was_expired, 1), else_=0),
@@ -323,17 +246,17 @@ def heartbeat(db: Database, lease: Lease, progress: dict[str, Any] | None = None
     """Extend the lease (and record progress). Returns True when someone asked to cancel the job.
     Raises LeaseLost when this worker no longer owns the job."""
     values: dict[str, Any] = {
-        "lease_expires_at": _after(db, lease.lease_seconds),
-        "heartbeat_at": _now(db),
-        "updated_at": _now(db),
+        "lease_expires_at": sql_after(db, lease.lease_seconds),
+        "heartbeat_at": sql_now(db),
+        "updated_at": sql_now(db),
     }
     if progress is not None:
         values["progress"] = dict(progress)
-    stmt = update(Job).where(_fence(lease)).values(**values).returning(col(Job.cancel_requested))
+    stmt = update(Job).where(fence(lease)).values(**values).returning(col(Job.cancel_requested))
     with db.write() as s:
         row = s.execute(stmt).first()
         if row is None:
-            raise _lost(s, lease, "heartbeat")
+            raise lease_lost(s, lease, "heartbeat")
     return bool(row[0])
 
 
@@ -341,7 +264,7 @@ def reclaim_expired(db: Database) -> int:
     """Deal with every running job whose lease expired (the sweeper; any process may call it):
     requeue it (counting a reclaim, not an attempt), or finish it as cancelled when a cancel was
     asked, or as failed when it has been lost too many times. Returns how many jobs it moved."""
-    now = _now(db)
+    now = sql_now(db)
     with db.write() as s:
         rows = s.execute(
             select(
@@ -393,23 +316,23 @@ def fenced(db: Database, lease: Lease) -> Iterator[Session]:
     (row lock on PostgreSQL; the write lock on SQLite), so no other attempt can take the job
     mid-way. Write the job's results here. Raises LeaseLost instead of yielding if the lease is gone."""
     with db.write() as s:
-        row = s.execute(select(col(Job.id)).where(_fence(lease)).with_for_update()).first()
+        row = s.execute(select(col(Job.id)).where(fence(lease)).with_for_update()).first()
         if row is None:
-            raise _lost(s, lease, "write")
+            raise lease_lost(s, lease, "write")
         yield s
 
 
 def _fenced_update(
     db: Database, lease: Lease, values: dict[str, Any], action: str, session: Session | None
 ) -> None:
-    stmt = update(Job).where(_fence(lease)).values(updated_at=_now(db), **values).returning(col(Job.id))
+    stmt = update(Job).where(fence(lease)).values(updated_at=sql_now(db), **values).returning(col(Job.id))
     if session is not None:
         if session.execute(stmt).first() is None:
-            raise _lost(session, lease, action)
+            raise lease_lost(session, lease, action)
         return
     with db.write() as s:
         if s.execute(stmt).first() is None:
-            raise _lost(s, lease, action)
+            raise lease_lost(s, lease, action)
 
 
 def save_checkpoint(db: Database, lease: Lease, key: str, *, session: Session | None = None) -> None:
@@ -425,7 +348,7 @@ def complete(
     values = {
         "status": JobStatus.succeeded.value,
         "result": dict(result or {}),
-        "finished_at": _now(db),
+        "finished_at": sql_now(db),
         "lease_expires_at": None,
     }
     _fenced_update(db, lease, values, "completion", session)
@@ -439,25 +362,25 @@ def fail(db: Database, lease: Lease, error: str, retry: bool = True, *, delay: f
     with db.write() as s:
         row = s.execute(
             select(col(Job.attempts), col(Job.max_attempts), col(Job.cancel_requested))
-            .where(_fence(lease))
+            .where(fence(lease))
             .with_for_update()
         ).first()
         if row is None:
-            raise _lost(s, lease, "failure report")
+            raise lease_lost(s, lease, "failure report")
         attempts, max_attempts, cancel_requested = row
         values: dict[str, Any] = {
             "last_error": error[-_MAX_ERROR_CHARS:],
             "lease_expires_at": None,
-            "updated_at": _now(db),
+            "updated_at": sql_now(db),
         }
         if cancel_requested:
-            values |= {"status": JobStatus.cancelled.value, "finished_at": _now(db)}
+            values |= {"status": JobStatus.cancelled.value, "finished_at": sql_now(db)}
         elif retry and attempts < max_attempts:
             wait = backoff_seconds(attempts) if delay is None else delay
-            values |= {"status": JobStatus.queued.value, "run_at": _after(db, wait), "lease_owner": None}
+            values |= {"status": JobStatus.queued.value, "run_at": sql_after(db, wait), "lease_owner": None}
         else:
-            values |= {"status": JobStatus.failed.value, "finished_at": _now(db)}
-        s.execute(update(Job).where(_fence(lease)).values(**values))
+            values |= {"status": JobStatus.failed.value, "finished_at": sql_now(db)}
+        s.execute(update(Job).where(fence(lease)).values(**values))
     log.warning(
         "job %s attempt %s/%s failed (%s): %s",
         lease.job_id,
@@ -473,19 +396,19 @@ def release(db: Database, lease: Lease) -> str:
     """Give the job back without burning an attempt (a worker shutting down on SIGTERM). A job whose
     cancel was asked becomes cancelled instead. Returns the job's new status."""
     with db.write() as s:
-        row = s.execute(select(col(Job.cancel_requested)).where(_fence(lease)).with_for_update()).first()
+        row = s.execute(select(col(Job.cancel_requested)).where(fence(lease)).with_for_update()).first()
         if row is None:
-            raise _lost(s, lease, "release")
-        values: dict[str, Any] = {"lease_expires_at": None, "lease_owner": None, "updated_at": _now(db)}
+            raise lease_lost(s, lease, "release")
+        values: dict[str, Any] = {"lease_expires_at": None, "lease_owner": None, "updated_at": sql_now(db)}
         if row[0]:
-            values |= {"status": JobStatus.cancelled.value, "finished_at": _now(db)}
+            values |= {"status": JobStatus.cancelled.value, "finished_at": sql_now(db)}
         else:
             values |= {
                 "status": JobStatus.queued.value,
                 "attempts": case((col(Job.attempts) > 0, col(Job.attempts) - 1), else_=0),
-                "run_at": _now(db),
+                "run_at": sql_now(db),
             }
-        s.execute(update(Job).where(_fence(lease)).values(**values))
+        s.execute(update(Job).where(fence(lease)).values(**values))
     return str(values["status"])
 
 
@@ -494,13 +417,13 @@ def finish_cancelled(db: Database, lease: Lease) -> None:
     _fenced_update(
         db,
         lease,
-        {"status": JobStatus.cancelled.value, "finished_at": _now(db), "lease_expires_at": None},
+        {"status": JobStatus.cancelled.value, "finished_at": sql_now(db), "lease_expires_at": None},
         "cancellation",
         None,
     )
 
 
-# --- cancel, inspect, wait ----------------------------------------------------------------------
+# --- cancel, retry ----------------------------------------------------------------------
 
 
 class CancelResult(StrEnum):
@@ -512,8 +435,8 @@ def cancel(db: Database, job_id: int, *, session: Session | None = None) -> Canc
     """Cancel a job: a queued one at once, and a running one whose lease expired (its worker is
     gone, so nobody else would ever end it); a live running one is asked to stop (its worker sees it
     on the next heartbeat). None when the job is unknown or already finished."""
-    now = _now(db)
-    with _transaction(db, session) as s:
+    now = sql_now(db)
+    with transaction(db, session) as s:
         ends_now = or_(
             col(Job.status) == JobStatus.queued,
             and_(col(Job.status) == JobStatus.running, col(Job.lease_expires_at) < now),
@@ -578,147 +501,7 @@ def requeue(s: Session, job_id: int, *, now: datetime | None = None) -> Job:
 def is_cancel_requested(db: Database, lease: Lease) -> bool:
     """True when a cancel was asked. Raises LeaseLost when this worker no longer owns the job."""
     with db.read() as s:
-        row = s.execute(select(col(Job.cancel_requested)).where(_fence(lease))).first()
+        row = s.execute(select(col(Job.cancel_requested)).where(fence(lease))).first()
         if row is None:
-            raise _lost(s, lease, "cancel check")
+            raise lease_lost(s, lease, "cancel check")
     return bool(row[0])
-
-
-def get_job(db: Database, job_id: int) -> Job | None:
-    with db.read() as s:
-        return s.get(Job, job_id)
-
-
-def queue_position(db: Database, job_id: int) -> int | None:
-    """1 for the next job of its kind to be claimed, 2 for the one after, …; None unless queued."""
-    with db.read() as s:
-        job = s.get(Job, job_id)
-        if job is None or job.status != JobStatus.queued:
-            return None
-        ahead = s.execute(
-            select(func.count())
-            .select_from(Job)
-            .where(
-                col(Job.kind) == job.kind,
-                col(Job.status) == JobStatus.queued,
-                col(Job.id) != job.id,
-                or_(
-                    col(Job.priority) > job.priority,
-                    and_(
-                        col(Job.priority) == job.priority,
-                        or_(
-                            col(Job.run_at) < job.run_at,
-                            and_(col(Job.run_at) == job.run_at, col(Job.id) < job.id),
-                        ),
-                    ),
-                ),
-            )
-        ).scalar_one()
-    return int(ahead) + 1
-
-
-def seconds_until_work(db: Database, kinds: Kinds) -> float | None:
-    """Seconds until a job of `kinds` can be claimed (0 or less: now); None when there is none."""
-    due = case((col(Job.status) == JobStatus.queued, col(Job.run_at)), else_=col(Job.lease_expires_at))
-    with db.read() as s:
-        row = s.execute(
-            select(func.min(due), _now(db)).where(
-                col(Job.kind).in_(_kinds(kinds)),
-                or_(
-                    col(Job.status) == JobStatus.queued,
-                    and_(
-                        col(Job.status) == JobStatus.running,
-                        col(Job.cancel_requested).is_(False),
-                        col(Job.reclaims) < col(Job.max_reclaims),
-                    ),
-                ),
-            )
-        ).one()
-    first, now = row
-    if first is None:
-        return None
-    return float((first - now).total_seconds())
-
-
-class _Listener:
-    """One LISTEN connection per Database: notifications queue up between waits, so none is missed."""
-
-    def __init__(self, db: Database) -> None:
-        import psycopg
-
-        conninfo = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-        self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        self.lock = threading.Lock()
-
-    def wait(self, kinds: list[str], timeout: float) -> bool:
-        """True as soon as a job of `kinds` is announced; False after `timeout` seconds without."""
-        deadline = time.monotonic() + max(timeout, 0.0)
-        with self.lock:
-            while True:
-                remaining = deadline - time.monotonic()
-                for note in self.conn.notifies(timeout=max(remaining, 0.0)):
-                    if note.payload in kinds:
-                        return True
-                    break  # another kind: keep waiting for the rest of the time
-                if time.monotonic() >= deadline:
-                    return False
-
-    def close(self) -> None:
-        if not self.conn.closed:
-            self.conn.close()
-
-
-_listeners: weakref.WeakKeyDictionary[Database, _Listener] = weakref.WeakKeyDictionary()
-_listeners_lock = threading.Lock()
-
-
-def _listener(db: Database) -> _Listener:
-    with _listeners_lock:
-        found = _listeners.get(db)
-        if found is None or found.conn.closed:
-            found = _Listener(db)
-            _listeners[db] = found
-            db.on_dispose(found.close)
-            weakref.finalize(db, found.close)
-        return found
-
-
-def wait_for_work(db: Database, kinds: Kinds, timeout: float, *, poll_seconds: float | None = None) -> bool:
-    """Block until a job of `kinds` can probably be claimed (True) or `timeout` seconds pass (False).
-
-    PostgreSQL: LISTEN/NOTIFY (enqueue notifies), plus a wake-up when a delayed retry or an expired
-    lease comes due. SQLite: short polling every `poll_seconds` (default JUKEBOT_POLL_SECONDS).
-    """
-    kind_list = _kinds(kinds)
-    deadline = time.monotonic() + timeout
-    if poll_seconds is None:
-        from db.settings import get_settings
-
-        poll_seconds = get_settings().queue.poll_seconds
-    listener: _Listener | None = None
-    if db.dialect == "postgresql":
-        try:
-            listener = _listener(db)
-            listener.wait(kind_list, 0)  # drop what was announced before now: the query below sees it
-        except Exception as exc:  # a dropped LISTEN connection: fall back to polling, retry next time
-            log.warning("LISTEN on %s failed (%s); polling instead", db.masked_url, exc)
-            _listeners.pop(db, None)
-            listener = None
-    while True:
-        due = seconds_until_work(db, kind_list)
-        if due is not None and due <= 0:
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        step = remaining if due is None else min(remaining, due + 0.01)
-        if listener is not None:
-            try:
-                listener.wait(kind_list, step)  # an announcement or the due time: look again
-                continue
-            except Exception as exc:
-                log.warning("LISTEN on %s failed (%s); polling instead", db.masked_url, exc)
-                _listeners.pop(db, None)
-                listener = None
-        time.sleep(min(step, poll_seconds))

@@ -35,6 +35,7 @@ if platform.machine() != "x86_64":  # the test extra installs Triton on x86-64 o
     pytest.skip("Triton's wheels are x86-64 only", allow_module_level=True)
 
 import engine.sampling.decode_kernels as dk  # a missing Triton fails here, loudly
+from engine.sampling import decode_attention
 
 GEO = Geometry(seq_len=64, blocks=4, prime_len=10, encoder_len=12)  # block_ctx 16, 4 rows of blocks
 
@@ -69,7 +70,7 @@ def test_fused_block_step_matches_reference(
     """max_sub 64: each (row, head) in one program; 2 and 4: the keys split over many programs,
     each looping over several sub-chunks (the new key's slot lands in any of them), combined
     in the output projection."""
-    monkeypatch.setattr(dk, "MAX_SUB", max_sub)
+    monkeypatch.setattr(decode_attention, "MAX_SUB", max_sub)
     width, heads = 32, 2
     blk = _block(kind, width, heads, dtype, seed=kind * 10 + rows)
     dk.relayout(blk)
@@ -211,7 +212,7 @@ def test_wide_block_step_matches_reference(
     kind: int, rows: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dk, "MAX_K", 32)
-    monkeypatch.setattr(dk, "MAX_SUB", 4)
+    monkeypatch.setattr(decode_attention, "MAX_SUB", 4)
     monkeypatch.setenv("JUKEBOT_GEMV_COLS", "32")  # fewer programs: the interpreter runs each in turn
     width, heads = 96, 2
     blk = _block(kind, width, heads, dtype, seed=kind + rows)
