@@ -22,9 +22,9 @@ from bot.features.status import StatusBoard
 from db import lifecycle, repo
 from db.models import Clip, Song, SongStatus
 from db.storage import Storage
-from publisher.accounts import Account, accounts_for_guild, caption_moderation_on
+from publisher.accounts import Account, accounts_for_guild
 
-from . import captions, logic
+from . import logic
 
 log = logging.getLogger("jukebot.bot.clips")
 
@@ -207,21 +207,17 @@ class Clips:
         at its next upload time, if the bot's owner allowed publishing from that server. Idempotent
         (one row per clip and platform), so nothing is ever posted twice."""
         from publisher.platforms import enabled_platforms
-        from publisher.scheduler import schedule_clip
+        from publisher.scheduler import schedule_for_guild
 
         settings = self.bot.settings
         if not enabled_platforms(settings):
             return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
-        accounts = await self._accounts(guild_id)
-        if not accounts:
+        done = await schedule_for_guild(self.bot.db, settings, clip_id, guild_id, when=when)
+        if not done.allowed:
             return NOT_ALLOWED
-        if caption_moderation_on(settings, accounts.values()):
-            refused = await captions.refusal(self.bot.db, settings, clip_id)
-            if refused:
-                return refused
-        platforms = list(accounts)
-        await self.bot.to_thread(schedule_clip, self.bot.db, clip_id, platforms, when, settings=settings)
+        if done.refused:
+            return done.refused
         return (
-            f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "
+            f"📣 Clip #{clip_id} is scheduled for {', '.join(done.platforms)} at the next upload time. "
             "Each upload happens once, however often it is asked for."
         )
