@@ -22,7 +22,7 @@ from bot.features.status import StatusBoard
 from db import lifecycle, repo
 from db.models import Clip, Song, SongStatus
 from db.storage import Storage
-from publisher.accounts import Account, accounts_for_guild
+from publisher.accounts import accounts_for_guild
 
 from . import logic
 
@@ -33,7 +33,7 @@ NOT_ALLOWED = (
     "has not allowed publishing from this server (the clips would go to the owner's own account)."
 )
 
-ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0) -> the clip post's buttons
+ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0, *, publish=True) -> the clip post's buttons
 
 
 def clip_bundle_with_lyrics(storage: Storage, song: Song, clip: Clip, limit: int) -> media.Bundle:
@@ -48,6 +48,19 @@ def clip_bundle_with_lyrics(storage: Storage, song: Song, clip: Clip, limit: int
         else:
             bundle.files.append(media.Attachment(f"song-{song.id}-clip-{clip.id}.lrc", lrc, "Timed lyrics"))
     return bundle
+
+
+async def may_publish(bot: JukeBot, guild_id: int | None) -> bool:
+    """A server publishes to its own accounts (logged in by the operator with `--guild`), or to the
+    operator's shared ones where the bot's owner allowed it (`/owner publish`, or the
+    `publish_guilds` setting); the owner's deny stops both (publisher/accounts.py)."""
+    from publisher.platforms import enabled_platforms
+
+    settings = bot.settings
+    accounts = await bot.to_thread(
+        accounts_for_guild, bot.db, settings, guild_id, enabled_platforms(settings)
+    )
+    return bool(accounts)
 
 
 class Clips:
@@ -105,7 +118,7 @@ class Clips:
                     song.guild_id,
                     content,
                     partial(clip_bundle_with_lyrics, bot.storage, song, clip),
-                    self.view_for(clip.id or 0),
+                    self.view_for(clip.id or 0, publish=await self.may_publish(song.guild_id)),
                 )
                 if msg is None:
                     await self._not_posted(song_id, song.guild_id, channels, key)
@@ -174,7 +187,8 @@ class Clips:
         )
         if interaction.message is not None:
             try:
-                await interaction.message.edit(view=self.view_for(clip_id, votes))
+                publish = await self.may_publish(interaction.guild_id)
+                await interaction.message.edit(view=self.view_for(clip_id, votes, publish=publish))
             except discord.HTTPException as exc:
                 log.info("clip %s: cannot update the vote count: %s", clip_id, exc)
 
@@ -189,18 +203,7 @@ class Clips:
         await interaction.followup.send(text, ephemeral=True)
 
     async def may_publish(self, guild_id: int | None) -> bool:
-        """A server publishes to its own accounts (logged in by the operator with `--guild`), or to the
-        operator's shared ones where the bot's owner allowed it (`/owner publish`, or the
-        `publish_guilds` setting); the owner's deny stops both (publisher/accounts.py)."""
-        return bool(await self._accounts(guild_id))
-
-    async def _accounts(self, guild_id: int | None) -> dict[str, Account]:
-        from publisher.platforms import enabled_platforms
-
-        settings = self.bot.settings
-        return await self.bot.to_thread(
-            accounts_for_guild, self.bot.db, settings, guild_id, enabled_platforms(settings)
-        )
+        return await may_publish(self.bot, guild_id)
 
     async def publish(self, clip_id: int, when: datetime | None = None, *, guild_id: int | None) -> str:
         """Hand a clip of `guild_id` to the publisher: one publication per configured platform, each
