@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from engine.commands.output import fail
+from engine.commands.output import fail, naming
 
 # ---------------------------------------------------------------------------------------------
 # worker
@@ -68,6 +68,10 @@ def worker_command(
     )
     try:
         code = Worker(settings, options).run()
-    except (DeviceBusy, ConfigError, ModelFileError, DatabaseUnavailable, StorageUnavailable) as e:
+    except DatabaseUnavailable as e:
+        raise fail(naming(str(e), "JUKEBOT_DATABASE_URL")) from None
+    except StorageUnavailable as e:
+        raise fail(naming(str(e), "JUKEBOT_STORAGE_URL")) from None
+    except (DeviceBusy, ConfigError, ModelFileError) as e:
         raise fail(str(e)) from None
     raise typer.Exit(code)
