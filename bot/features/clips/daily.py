@@ -78,7 +78,7 @@ def _pick(
     with db.read() as s:
         song = s.get(Song, clip.song_id)
     assert song is not None
-    votes = repo.vote_counts(db, clip.song_id, repo.CLIP).get(None, 0)
+    votes = repo.clip_votes(db, clip.id)
     return clip, song, votes
 
 

@@ -174,8 +174,9 @@ class Clips:
             None,
             repo.CLIP,
             voter_name=interaction.user.display_name,
+            clip_id=clip.id,
         )
-        votes = (await bot.to_thread(repo.vote_counts, bot.db, clip.song_id, repo.CLIP)).get(None, 0)
+        votes = await bot.to_thread(repo.clip_votes, bot.db, clip_id)
         if outcome == repo.VoteOutcome.unchanged:
             await interaction.response.send_message(
                 f"You already voted for clip #{clip_id}; each member's vote counts once.", ephemeral=True
