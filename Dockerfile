@@ -48,11 +48,15 @@ RUN pip install --no-cache-dir ".[engine]"
 # Triton's kernels and Inductor's compiled steps are built at a worker's first decode; on the models
 # volume (owned by the worker's user) a restarted or replaced container finds them instead of
 # building them again.
+# The worker touches its health file while its loop turns and its job heartbeats reach the database;
+# the healthcheck fails when the file is older than 3 minutes (a hung worker, a database gone). The
+# start period covers loading (or first downloading) the model.
 ENV CC=gcc \
     TRITON_CACHE_DIR=/models/triton-cache \
-    TORCHINDUCTOR_CACHE_DIR=/models/inductor-cache
+    TORCHINDUCTOR_CACHE_DIR=/models/inductor-cache \
+    JUKEBOT_WORKER_HEALTH_FILE=/tmp/jukebot-worker.alive
 USER 1000
 VOLUME ["/data", "/models"]
-HEALTHCHECK --interval=60s --timeout=20s --start-period=120s --retries=3 CMD ["jukebot", "db", "current"]
+HEALTHCHECK --interval=60s --timeout=20s --start-period=600s --retries=3 CMD ["jukebot", "worker-health", "--max-age", "180"]
 ENTRYPOINT ["jukebot"]
 CMD ["worker", "--device", "cuda:0"]

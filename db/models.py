@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Dialect, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Dialect, Index, UniqueConstraint, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -239,16 +239,40 @@ class DailyClip(SQLModel, table=True):
     created_at: datetime = _created()
 
 
+DRAFT_VOTE = text("stage = 'draft'")
+CLIP_VOTE = text("stage = 'clip'")
+
+
 class Vote(SQLModel, table=True):
-    """One vote per member per song and stage ('draft' or 'clip'); changing it updates the row."""
+    """A member's vote: for one of a song's drafts (stage 'draft': one per member per song; changing
+    it updates the row), or for one clip (stage 'clip': one per member per clip; a song may have
+    several clips, each with its own votes)."""
 
     __tablename__ = "votes"
-    __table_args__ = (UniqueConstraint("song_id", "user_id", "stage", name="uq_votes_member_song_stage"),)
+    __table_args__ = (
+        Index(
+            "uq_votes_member_song_draft",
+            "song_id",
+            "user_id",
+            unique=True,
+            sqlite_where=DRAFT_VOTE,
+            postgresql_where=DRAFT_VOTE,
+        ),
+        Index(
+            "uq_votes_member_clip",
+            "clip_id",
+            "user_id",
+            unique=True,
+            sqlite_where=CLIP_VOTE,
+            postgresql_where=CLIP_VOTE,
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     song_id: int = Field(foreign_key="songs.id", index=True)
     user_id: int = Field(foreign_key="users.id")
     stage: str = "draft"
     draft_id: int | None = Field(default=None, foreign_key="drafts.id")
+    clip_id: int | None = Field(default=None, foreign_key="clips.id", index=True)  # stage 'clip' only
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

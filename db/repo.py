@@ -23,7 +23,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from db.database import Database
-from db.models import Clip, DailyClip, Draft, Job, JobStatus, Song, SongStatus, User, Vote, utcnow
+from db.models import (
+    CLIP_VOTE,
+    DRAFT_VOTE,
+    Clip,
+    DailyClip,
+    Draft,
+    Job,
+    JobStatus,
+    Song,
+    SongStatus,
+    User,
+    Vote,
+    utcnow,
+)
 
 Target = Database | Session
 
@@ -189,11 +202,11 @@ def cast_vote(
     stage: str = DRAFT,
     *,
     voter_name: str = "",
+    clip_id: int | None = None,
 ) -> VoteOutcome:
-    """One vote per member per song and stage; voting again changes it.
-
-    Stage 'draft': `draft_id` must be one of the song's drafts. Stage 'clip': a vote for the song's
-    finished clip (draft_id stays None).
+    """Stage 'draft': one vote per member per song, for one of its drafts (`draft_id`); voting again
+    changes it. Stage 'clip': one vote per member per clip (`clip_id`, one of the song's clips; default
+    its first); a song with several clips has votes for each.
     """
     if stage not in (DRAFT, CLIP):
         raise ValueError(f"Unknown vote stage {stage!r}; use 'draft' or 'clip'.")
@@ -202,8 +215,18 @@ def cast_vote(
             draft = s.get(Draft, draft_id) if draft_id is not None else None
             if draft is None or draft.song_id != song_id:
                 raise ValueError(f"Draft {draft_id} is not one of song {song_id}'s drafts.")
+            clip_id = None
+            key, where = ["song_id", "user_id"], DRAFT_VOTE
         else:
+            if clip_id is None:  # the song's first clip (its vote's winner)
+                clip_id = s.execute(
+                    select(func.min(col(Clip.id))).where(col(Clip.song_id) == song_id)
+                ).scalar()
+            clip = s.get(Clip, clip_id) if clip_id is not None else None
+            if clip is None or clip.song_id != song_id:
+                raise ValueError(f"Clip {clip_id} is not one of song {song_id}'s clips.")
             draft_id = None
+            key, where = ["clip_id", "user_id"], CLIP_VOTE
         user = get_or_create_user(s, voter_discord_id, voter_name)
         now = utcnow()
         inserted = s.execute(
@@ -213,14 +236,17 @@ def cast_vote(
                 user_id=user.id,
                 stage=stage,
                 draft_id=draft_id,
+                clip_id=clip_id,
                 created_at=now,
                 updated_at=now,
             )
-            .on_conflict_do_nothing(index_elements=["song_id", "user_id", "stage"])
+            .on_conflict_do_nothing(index_elements=key, index_where=where)
             .returning(col(Vote.id))
         ).first()
         if inserted is not None:
             return VoteOutcome.new
+        if stage == CLIP:
+            return VoteOutcome.unchanged
         changed = s.execute(
             update(Vote)
             .where(
@@ -236,15 +262,21 @@ def cast_vote(
 
 
 def vote_counts(target: Target, song_id: int, stage: str = DRAFT) -> dict[int | None, int]:
-    """Votes per draft id (stage 'draft'), or {None: n} for a clip's votes (stage 'clip')."""
+    """Votes per draft id (stage 'draft'); per clip id for stage 'clip' (see also `clip_votes`)."""
+    key = col(Vote.draft_id) if stage == DRAFT else col(Vote.clip_id)
     stmt = (
-        select(col(Vote.draft_id), func.count())
-        .where(col(Vote.song_id) == song_id, col(Vote.stage) == stage)
-        .group_by(col(Vote.draft_id))
+        select(key, func.count()).where(col(Vote.song_id) == song_id, col(Vote.stage) == stage).group_by(key)
     )
     with _read(target) as s:
         rows = s.execute(stmt).all()
-    return {draft_id: int(n) for draft_id, n in rows}
+    return {k: int(n) for k, n in rows}
+
+
+def clip_votes(target: Target, clip_id: int) -> int:
+    """The clip's votes for the daily clip (its own, not its song's other clips')."""
+    stmt = select(func.count()).where(col(Vote.stage) == CLIP, col(Vote.clip_id) == clip_id)
+    with _read(target) as s:
+        return int(s.execute(stmt).scalar() or 0)
 
 
 # --- clips ------------------------------------------------------------------------------------------
@@ -313,16 +345,16 @@ def top_clips(
 ) -> list[tuple[Clip, int]]:
     """Clips made in [since, until), most clip votes first (then the earlier clip), with their votes."""
     votes = (
-        select(col(Vote.song_id), func.count().label("n"))
+        select(col(Vote.clip_id), func.count().label("n"))
         .where(col(Vote.stage) == CLIP)
-        .group_by(col(Vote.song_id))
+        .group_by(col(Vote.clip_id))
         .subquery()
     )
     n = func.coalesce(votes.c.n, 0)
     stmt = (
         select(Clip, n)
         .join(Song, col(Song.id) == col(Clip.song_id))
-        .outerjoin(votes, votes.c.song_id == col(Clip.song_id))
+        .outerjoin(votes, votes.c.clip_id == col(Clip.id))
         .where(col(Clip.created_at) >= since)
         .order_by(n.desc(), col(Clip.created_at), col(Clip.id))
         .limit(limit)

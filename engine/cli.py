@@ -9,7 +9,7 @@ import typer
 
 from engine.commands.generate import generate_command
 from engine.commands.train import corpus_build_command, corpus_pack_command, train_command
-from engine.commands.worker import worker_command
+from engine.commands.worker import worker_command, worker_health_command
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +17,9 @@ def register(app: typer.Typer) -> None:
         generate_command
     )
     app.command("worker", help="Run a GPU worker: claims draft, upsample and continue jobs.")(worker_command)
+    app.command("worker-health", help="Healthcheck: is the worker's health file fresh?")(
+        worker_health_command
+    )
     app.command("train", help="Train a VQ-VAE, top prior or upsampler from labelled audio.")(train_command)
     corpus = typer.Typer(
         no_args_is_help=True, help="The labelled training corpus rendered from public-domain scores."

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from engine.commands.output import naming
+
 if TYPE_CHECKING:
     from db.database import Database
     from db.settings import Settings
@@ -60,7 +62,7 @@ def _open() -> tuple[Settings, Database]:
     try:
         return settings, open_database(settings.storage.database_url)
     except DatabaseUnavailable as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(naming(str(exc), "JUKEBOT_DATABASE_URL")) from None
 
 
 def _login(
@@ -267,7 +269,7 @@ def run_command(
         try:
             storage = get_storage(settings)
         except StorageUnavailable as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(naming(str(exc), "JUKEBOT_STORAGE_URL")) from None
         results = asyncio.run(run_due_publications(db, storage, settings, echo, platforms=platform or None))
     finally:
         db.dispose()

@@ -12,8 +12,12 @@ Jobs:
   schedule the recently featured clips not yet scheduled for that platform, then run the due ones.
 - `publish:sweep` every few minutes: retries whose time has come, unconfirmed rows due a check,
   rows left `publishing` by a crash.
-The bot adds its own jobs (the daily pick, voting windows) to the same scheduler; the daily pick calls
-`schedule_clip(db, clip_id)` for the day's clip.
+The bot adds its own jobs (the daily pick, voting windows) to the same scheduler.
+
+Every path that schedules a server's clip (the Publish button, the daily pick, the featured-clips fire)
+goes through `schedule_for_guild`: only the accounts the server may publish with, and the caption
+gate (the bot's caption moderation, handed in with `set_caption_gate`) whenever a clip would go out on
+the operator's shared account. Without a gate such a clip is not scheduled (fail closed).
 
 APScheduler pickles the job's function reference, so the job functions are module-level coroutines
 that find the database, storage, settings and notify callback in `configure()`d module state.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -35,10 +39,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlmodel import col, select
 
 from db.database import Database
-from db.models import DailyClip, Publication, utcnow
+from db.models import Clip, DailyClip, Publication, Song, utcnow
 from db.settings import Settings
 from db.storage import Storage, get_storage
 from publisher import state
+from publisher.accounts import accounts_for_guild, caption_moderation_on, not_allowed_text
 from publisher.platforms import PLATFORMS, enabled_platforms
 from publisher.runner import GuildNotify, Notify, RunResult, run_due_publications
 
@@ -60,6 +65,28 @@ class PublisherContext:
 
 _context: PublisherContext | None = None
 
+CaptionGate = Callable[[int], Awaitable[str | None]]  # clip id -> why its caption may not go out, or None
+_caption_gate: CaptionGate | None = None
+
+NO_GATE = (
+    "Clip #{clip_id} was not scheduled: its caption must be moderated (the platform account is the bot "
+    "operator's shared one) and no caption check is running here."
+)
+
+
+def set_caption_gate(gate: CaptionGate | None) -> None:
+    """The caption check for clips going out on the shared account (the bot's clips feature sets it)."""
+    global _caption_gate
+    _caption_gate = gate
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    ids: list[int]
+    platforms: list[str]
+    refused: str | None = None  # why nothing was scheduled, for the moderators
+    allowed: bool = True  # False: the server may not publish to any of the platforms
+
 
 async def _log_only(message: str) -> None:
     log.warning("%s", message)
@@ -71,10 +98,12 @@ def configure(
     settings: Settings,
     notify: Notify | None = None,
     notify_guild: GuildNotify | None = None,
+    caption_gate: CaptionGate | None = None,
 ) -> None:
     """Tell the job functions what to work with (the bot calls build_scheduler, which does this)."""
     global _context
     _context = PublisherContext(db, storage, settings, notify or _log_only, notify_guild)
+    set_caption_gate(caption_gate)
 
 
 def parse_hhmm(text: str) -> time:
@@ -132,30 +161,67 @@ def schedule_clip(
     return state.insert_publications(db, clip_id, times, max_attempts=settings.publish.max_attempts)
 
 
-def schedule_featured(
+async def schedule_for_guild(
+    db: Database,
+    settings: Settings,
+    clip_id: int,
+    guild_id: int | None,
+    platforms: Iterable[str] | None = None,
+    when: datetime | Mapping[str, datetime] | None = None,
+) -> Scheduled:
+    """Schedule a server's clip on the platforms (default: every configured one) it may publish to,
+    after the caption gate when one of its accounts is the operator's shared one. The one way the bot
+    and the scheduler schedule a clip."""
+    names = list(platforms) if platforms is not None else enabled_platforms(settings)
+    accounts = await asyncio.to_thread(accounts_for_guild, db, settings, guild_id, names)
+    if not accounts:
+        return Scheduled([], [], f"Clip #{clip_id}: {not_allowed_text(guild_id)}", allowed=False)
+    if caption_moderation_on(settings, accounts.values()):
+        gate = _caption_gate
+        refused = await gate(clip_id) if gate is not None else NO_GATE.format(clip_id=clip_id)
+        if refused:
+            return Scheduled([], [], refused)
+    chosen = [p for p in names if p in accounts]
+    ids = await asyncio.to_thread(schedule_clip, db, clip_id, chosen, when, settings=settings)
+    return Scheduled(ids, chosen)
+
+
+def featured_unscheduled(
     db: Database, settings: Settings, platform: str, now: datetime | None = None
-) -> list[int]:
-    """Rows (due now) for clips featured in the last `publish_featured_days` days that have none yet for
-    `platform`: belt and braces for a daily pick whose schedule_clip call was lost."""
+) -> list[tuple[int, int | None]]:
+    """(clip, server) of the clips featured in the last `publish_featured_days` days that have no row
+    yet for `platform`: belt and braces for a daily pick whose scheduling was lost."""
     now = now or utcnow()
     first_day = now.astimezone(ZoneInfo(settings.schedule.timezone)).date() - timedelta(
         days=max(0, settings.publish.featured_days - 1)
     )
     already = select(col(Publication.clip_id)).where(col(Publication.platform) == platform)
     with db.read() as s:
-        clip_ids = list(
-            s.execute(
-                select(col(DailyClip.clip_id)).where(
-                    col(DailyClip.day) >= date.isoformat(first_day),
-                    col(DailyClip.clip_id).not_in(already),
-                )
-            ).scalars()
-        )
+        rows = s.execute(
+            select(col(DailyClip.clip_id), col(Song.guild_id))
+            .join(Clip, col(Clip.id) == col(DailyClip.clip_id))
+            .join(Song, col(Song.id) == col(Clip.song_id))
+            .where(
+                col(DailyClip.day) >= date.isoformat(first_day),
+                col(DailyClip.clip_id).not_in(already),
+            )
+            .order_by(col(DailyClip.clip_id))
+        ).all()
+    return [(int(clip_id), guild_id) for clip_id, guild_id in rows]
+
+
+async def schedule_featured(
+    db: Database, settings: Settings, platform: str, now: datetime | None = None
+) -> list[int]:
+    """Rows (due now) for the recently featured clips without one for `platform`, each through
+    `schedule_for_guild` (the server's accounts, the caption gate)."""
+    now = now or utcnow()
     ids: list[int] = []
-    for clip_id in clip_ids:
-        ids += state.insert_publications(
-            db, int(clip_id), {platform: now}, max_attempts=settings.publish.max_attempts
-        )
+    for clip_id, guild_id in await asyncio.to_thread(featured_unscheduled, db, settings, platform, now):
+        done = await schedule_for_guild(db, settings, clip_id, guild_id, [platform], now)
+        if done.refused:
+            log.info("featured clip %s not scheduled for %s: %s", clip_id, platform, done.refused)
+        ids += done.ids
     return ids
 
 
@@ -168,7 +234,7 @@ async def fire_publications(platform: str) -> list[RunResult]:
     if platform not in enabled_platforms(ctx.settings) or platform not in ctx.settings.publish.times:
         log.info("publish job for %s skipped: not configured any more", platform)
         return []
-    await asyncio.to_thread(schedule_featured, ctx.db, ctx.settings, platform)
+    await schedule_featured(ctx.db, ctx.settings, platform)
     return await run_due_publications(
         ctx.db, ctx.storage, ctx.settings, ctx.notify, platforms=[platform], notify_guild=ctx.notify_guild
     )
@@ -192,10 +258,11 @@ def build_scheduler(
     storage: Storage | None = None,
     notify: Notify | None = None,
     notify_guild: GuildNotify | None = None,
+    caption_gate: CaptionGate | None = None,
 ) -> AsyncIOScheduler:
     """An AsyncIOScheduler with the upload jobs, its job store in our database. Start it inside the
     running event loop (e.g. discord.py's `setup_hook`): `scheduler.start()`."""
-    configure(db, storage or get_storage(settings), settings, notify, notify_guild)
+    configure(db, storage or get_storage(settings), settings, notify, notify_guild, caption_gate)
     tz = ZoneInfo(settings.schedule.timezone)
     scheduler = AsyncIOScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename=JOBS_TABLE)},

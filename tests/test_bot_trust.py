@@ -63,12 +63,25 @@ async def test_publish_only_from_servers_the_owner_allowed(studio: Studio, opena
     await studio.start_bot()
     await studio.run("owner", "mod role", {"role": studio.mod_role})
     sid = await studio.run_db(seed_clip, studio)
-    msg = await studio.until(lambda: studio.message_with("jb:publish:"), "the clip")
+    msg = await studio.until(lambda: studio.message_with("jb:clipvote:"), "the clip")
     clip = studio.clip(sid)
     assert clip is not None and clip.id is not None
+    # Nothing allowed (the default): the post does not offer Publish at all.
+    assert not any(c.startswith("jb:publish:") for c in custom_ids(msg)), custom_ids(msg)
+    # A post made while publishing was allowed keeps its button (as a member's client shows it).
+    from bot.features.clips.buttons import clip_view
 
-    # Nothing allowed (the default): a moderator's press is refused in words, nothing scheduled.
-    refused = await studio.click("mia", msg, f"jb:publish:{clip.id}")
+    clip_id = clip.id
+    shown = {**msg, "components": clip_view(clip_id).to_components()}
+
+    async def press(member: str) -> Any:
+        ix = await studio.fake.click(
+            studio.members[member], int(msg["id"]), f"jb:publish:{clip_id}", seen=shown
+        )
+        return await studio.fake.settled(ix, timeout=20)
+
+    # Its press is refused in words, nothing scheduled.
+    refused = await press("mia")
     assert "the bot's owner has not allowed publishing from this server" in refused.text(), refused.text()
     assert publications(studio, clip.id) == []
     # The daily clip's upload scheduling asks the same question.
@@ -90,14 +103,14 @@ async def test_publish_only_from_servers_the_owner_allowed(studio: Studio, opena
     ix = await studio.run("app-owner", "owner publish", {"action": "allow"})
     assert "Publishing is allowed from this server" in ix.text(), ix.text()
     openai_fake.moderation.append(Reply.moderation(False))  # the shared account: captions are checked
-    ok = await studio.click("mia", msg, f"jb:publish:{clip.id}")
+    ok = await press("mia")
     assert "scheduled for x, soundcloud" in ok.text(), ok.text()
     assert sorted(p.platform for p in publications(studio, clip.id)) == ["soundcloud", "x"]
 
     # The setting lists servers too (JUKEBOT_PUBLISH_GUILDS); the owner's deny wins over it.
     studio.settings.publish.guilds = [studio.guild]
     await studio.run("app-owner", "owner publish", {"action": "deny"})
-    again = await studio.click("mia", msg, f"jb:publish:{clip.id}")
+    again = await press("mia")
     assert "has not allowed publishing" in again.text(), again.text()
     # Even one server on the operator's shared account has its captions moderated (the default).
     assert len(openai_fake.moderation_requests()) == 1

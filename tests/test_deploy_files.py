@@ -228,3 +228,25 @@ def test_the_compile_caches_live_on_the_workers_volume() -> None:
         volume = mounts[mount]
         assert volume in compose["volumes"] and volume not in shared, (key, volume)
         assert re.search(rf"chown jukebot(:jukebot)? [^&]*{re.escape(mount)}\b", base), mount
+
+
+def test_the_worker_healthcheck_reads_its_health_file() -> None:
+    """Not `jukebot db current` (that only proves the database answers): the worker's own health
+    file, which its loop and its job heartbeats touch (engine/serving/alive.py)."""
+    from db.settings_sections import QueueSettings
+
+    env = _image_env("base", "worker")
+    assert env.get("JUKEBOT_WORKER_HEALTH_FILE", "").startswith("/tmp/")  # writable by the worker's user
+    check = re.search(r"^HEALTHCHECK .*CMD (\[.*\])$", _stage("worker"), re.MULTILINE)
+    assert check is not None
+    words = json.loads(check.group(1))
+    assert words[:2] == ["jukebot", "worker-health"], words
+    worker = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["worker"]
+    assert worker["healthcheck"]["test"][1:3] == ["jukebot", "worker-health"]
+    assert worker["environment"]["JUKEBOT_WORKER_HEALTH_FILE"] == env["JUKEBOT_WORKER_HEALTH_FILE"]
+    for test in (words, worker["healthcheck"]["test"][1:]):
+        max_age = float(test[test.index("--max-age") + 1])
+        queue = QueueSettings()
+        assert max_age > 2 * max(
+            queue.heartbeat_seconds, queue.poll_seconds
+        )  # a healthy worker touches it in time

@@ -69,9 +69,10 @@ def test_one_vote_per_member_per_song_and_stage(db: Database) -> None:
     assert repo.cast_vote(db, song.id, 2, d2.id) is repo.VoteOutcome.new
     assert repo.cast_vote(db, song.id, 3, d1.id, voter_name="cid") is repo.VoteOutcome.new
     assert repo.vote_counts(db, song.id) == {d2.id: 2, d1.id: 1}
+    clip = repo.add_clip(db, song.id, "c.wav", "c.npz", draft_id=d2.id)
     assert repo.cast_vote(db, song.id, 1, stage=repo.CLIP) is repo.VoteOutcome.new  # a separate stage
     assert repo.cast_vote(db, song.id, 1, stage=repo.CLIP) is repo.VoteOutcome.unchanged
-    assert repo.vote_counts(db, song.id, repo.CLIP) == {None: 1}
+    assert repo.vote_counts(db, song.id, repo.CLIP) == {clip.id: 1}
     assert repo.vote_counts(db, song.id) == {d2.id: 2, d1.id: 1}
 
 

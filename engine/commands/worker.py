@@ -6,7 +6,8 @@ import logging
 
 import typer
 
-from engine.commands.output import fail
+from engine.commands.output import fail, naming
+from engine.serving.alive import ENV as ALIVE_ENV
 
 # ---------------------------------------------------------------------------------------------
 # worker
@@ -37,6 +38,12 @@ def worker_command(
     batch_memory_gb: float | None = typer.Option(
         None, "--batch-memory-gb", help="GPU memory for the batch's KV caches (default: 70% of what is free)."
     ),
+    health_file: str | None = typer.Option(
+        None,
+        "--health-file",
+        envvar=ALIVE_ENV,
+        help="Touch this file while the worker is alive, for `jukebot worker-health` (a container healthcheck).",
+    ),
 ) -> None:
     from db.database import DatabaseUnavailable
     from db.settings import get_settings
@@ -65,9 +72,30 @@ def worker_command(
         checkpoint_seconds=checkpoint_seconds,
         batch_jobs=batch_jobs,
         batch_memory_gb=batch_memory_gb,
+        health_file=health_file,
     )
     try:
         code = Worker(settings, options).run()
-    except (DeviceBusy, ConfigError, ModelFileError, DatabaseUnavailable, StorageUnavailable) as e:
+    except DatabaseUnavailable as e:
+        raise fail(naming(str(e), "JUKEBOT_DATABASE_URL")) from None
+    except StorageUnavailable as e:
+        raise fail(naming(str(e), "JUKEBOT_STORAGE_URL")) from None
+    except (DeviceBusy, ConfigError, ModelFileError) as e:
         raise fail(str(e)) from None
     raise typer.Exit(code)
+
+
+def worker_health_command(
+    health_file: str = typer.Option(
+        ..., "--file", envvar=ALIVE_ENV, help="The file the worker touches (its --health-file)."
+    ),
+    max_age: float = typer.Option(
+        180.0, "--max-age", min=0.0, help="Unhealthy when the file is older than this many seconds."
+    ),
+) -> None:
+    """Exit 0 when the worker touched its health file recently; otherwise one line and exit 1."""
+    from engine.serving.alive import staleness
+
+    why = staleness(health_file, max_age)
+    if why is not None:
+        raise fail(why, code=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from db import queue
@@ -53,8 +54,16 @@ class Heartbeat:
     """Extends the lease every `interval` seconds with the latest progress, from a thread.
     Remembers a cancel request and a lost lease for the sampling loop to see between windows."""
 
-    def __init__(self, db: Database, lease: queue.Lease, tracker: ProgressTracker, interval: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        lease: queue.Lease,
+        tracker: ProgressTracker,
+        interval: float,
+        on_beat: Callable[[], None] | None = None,
+    ) -> None:
         self.db, self.lease, self.tracker, self.interval = db, lease, tracker, interval
+        self.on_beat = on_beat  # after each beat the database took (the worker's health file)
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -78,6 +87,8 @@ class Heartbeat:
         try:
             if queue.heartbeat(self.db, self.lease, self.tracker.snapshot()):
                 self.cancel.set()
+            if self.on_beat is not None:
+                self.on_beat()
         except queue.LeaseLost as e:
             log.warning("%s", e)
             self.lost.set()

@@ -48,6 +48,7 @@ from db.migrate import open_database
 from db.models import JobKind, Song, SongStatus
 from db.settings import Settings, get_settings
 from db.storage import Storage, get_storage
+from engine.serving.alive import AliveFile
 from engine.serving.device import default_threads, device_lock, resolve_device, resolve_dtype
 from engine.serving.heartbeat import Heartbeat, ProgressTracker
 
@@ -80,6 +81,7 @@ class WorkerOptions:
     batch_jobs: int = 1  # jobs decoded together in one batch (engine.sampling.batching); 1: one job at a time
     batch_rows: int | None = None  # rows of that batch (default: 3 per job)
     batch_memory_gb: float | None = None  # decode memory (KV caches) for the batch (default: 70% of free)
+    health_file: str | None = None  # touched while the loop turns (engine/serving/alive.py); None: none
 
 
 def request_from_song(song: Song, sampling: Any = None) -> Any:
@@ -143,6 +145,7 @@ class Worker:
         self._rescued_at = float("-inf")  # monotonic time of the last stalled-job rescue
         self.jobs_done = 0
         self.batch_stats: dict[str, int] = {}
+        self.alive = AliveFile(self.options.health_file)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _on_sigterm(self, signum: int, _frame: Any) -> None:
@@ -171,6 +174,7 @@ class Worker:
                 lease = queue.claim(
                     self.db, list(self.options.kinds), self.owner, self.settings.queue.lease_seconds
                 )
+                self.alive.touch()  # the loop turns and the database answered
                 if lease is None:
                     if self.options.once:
                         return 0
@@ -256,6 +260,7 @@ class Worker:
                         and time.monotonic() - idle_since > opts.idle_exit_seconds
                     ):
                         break
+                    self.alive.touch()  # idle and the database answers (running jobs' heartbeats touch it)
                     self.rescue_stalled()
                     queue.wait_for_work(self.db, list(opts.kinds), timeout=self.settings.queue.poll_seconds)
                 else:
@@ -295,7 +300,8 @@ class Worker:
         tracker = ProgressTracker()
         tracker.stage("loading model")
         song_id = lease.payload.get("song_id", lease.song_id)
-        with Heartbeat(self.db, lease, tracker, self.settings.queue.heartbeat_seconds) as hb:
+        beat = self.settings.queue.heartbeat_seconds
+        with Heartbeat(self.db, lease, tracker, beat, on_beat=self.alive.touch) as hb:
             try:
                 song = repo.song_by_id(self.db, int(song_id)) if song_id is not None else None
                 if song is None:

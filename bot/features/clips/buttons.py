@@ -1,5 +1,6 @@
 """The clip post's buttons: Continue (from the continuations feature), the clip vote for the daily
-clip (`jb:clipvote:<clip>`), Publish for moderators (`jb:publish:<clip>`) and Remix (from the
+clip (`jb:clipvote:<clip>`), Publish for moderators (`jb:publish:<clip>`, only where the server may
+publish) and Remix (from the
 recipes feature)."""
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ class PublishButton(IdButton, DynamicButton, template=r"jb:publish:(?P<clip_id>\
         await interaction.client.need(Clips).publish_pressed(interaction, self.clip_id)
 
 
-def clip_view(clip_id: int, votes: int = 0) -> discord.ui.View:
+def clip_view(clip_id: int, votes: int = 0, *, publish: bool = True) -> discord.ui.View:
+    """`publish`: the server may publish (its own account, or the owner's allowance); otherwise the
+    Publish button is not offered at all (a press would only be refused)."""
     view = discord.ui.View(timeout=None)
     view.add_item(ContinueButton(clip_id))
     view.add_item(ClipVoteButton(clip_id, votes))
-    view.add_item(PublishButton(clip_id))
+    if publish:
+        view.add_item(PublishButton(clip_id))
     view.add_item(RemixButton(clip_id))
     return view

@@ -28,7 +28,7 @@ from db.database import Database
 from db.models import Clip, Song, utcnow
 
 from .buttons import clip_view
-from .service import Clips
+from .service import Clips, may_publish
 
 log = logging.getLogger("jukebot.bot.daily")
 
@@ -78,7 +78,7 @@ def _pick(
     with db.read() as s:
         song = s.get(Song, clip.song_id)
     assert song is not None
-    votes = repo.vote_counts(db, clip.song_id, repo.CLIP).get(None, 0)
+    votes = repo.clip_votes(db, clip.id)
     return clip, song, votes
 
 
@@ -100,9 +100,8 @@ async def post_daily(bot: JukeBot, guild_id: int, now: datetime | None = None) -
         f"{votes} vote{'s' if votes != 1 else ''}. Press **Continue** to take it further."
     )
     bundle = partial(media.clip_bundle, bot.storage, song, clip, stem=f"daily-{day.isoformat()}")
-    msg = await bot.poster.send_first(
-        [gs.daily_channel_id], guild_id, content, bundle, clip_view(clip.id, votes)
-    )
+    view = clip_view(clip.id, votes, publish=await may_publish(bot, guild_id))
+    msg = await bot.poster.send_first([gs.daily_channel_id], guild_id, content, bundle, view)
     if msg is None:
         await bot.poster.notify_moderators(
             guild_id,

@@ -22,10 +22,10 @@ from bot.features.status import StatusBoard
 from db import lifecycle, repo
 from db.models import Clip, Song, SongStatus
 from db.storage import Storage
-from publisher.accounts import Account, accounts_for_guild, caption_moderation_on
+from publisher.accounts import accounts_for_guild
 from publisher.playlists import remember_guild_name
 
-from . import captions, logic
+from . import logic
 
 log = logging.getLogger("jukebot.bot.clips")
 
@@ -34,7 +34,7 @@ NOT_ALLOWED = (
     "has not allowed publishing from this server (the clips would go to the owner's own account)."
 )
 
-ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0) -> the clip post's buttons
+ClipView = Callable[..., discord.ui.View]  # (clip_id, votes=0, *, publish=True) -> the clip post's buttons
 
 
 def clip_bundle_with_lyrics(storage: Storage, song: Song, clip: Clip, limit: int) -> media.Bundle:
@@ -49,6 +49,19 @@ def clip_bundle_with_lyrics(storage: Storage, song: Song, clip: Clip, limit: int
         else:
             bundle.files.append(media.Attachment(f"song-{song.id}-clip-{clip.id}.lrc", lrc, "Timed lyrics"))
     return bundle
+
+
+async def may_publish(bot: JukeBot, guild_id: int | None) -> bool:
+    """A server publishes to its own accounts (logged in by the operator with `--guild`), or to the
+    operator's shared ones where the bot's owner allowed it (`/owner publish`, or the
+    `publish_guilds` setting); the owner's deny stops both (publisher/accounts.py)."""
+    from publisher.platforms import enabled_platforms
+
+    settings = bot.settings
+    accounts = await bot.to_thread(
+        accounts_for_guild, bot.db, settings, guild_id, enabled_platforms(settings)
+    )
+    return bool(accounts)
 
 
 class Clips:
@@ -106,7 +119,7 @@ class Clips:
                     song.guild_id,
                     content,
                     partial(clip_bundle_with_lyrics, bot.storage, song, clip),
-                    self.view_for(clip.id or 0),
+                    self.view_for(clip.id or 0, publish=await self.may_publish(song.guild_id)),
                     once=f"jb-clip-{clip.id}",
                 )
                 if msg is None:
@@ -163,8 +176,9 @@ class Clips:
             None,
             repo.CLIP,
             voter_name=interaction.user.display_name,
+            clip_id=clip.id,
         )
-        votes = (await bot.to_thread(repo.vote_counts, bot.db, clip.song_id, repo.CLIP)).get(None, 0)
+        votes = await bot.to_thread(repo.clip_votes, bot.db, clip_id)
         if outcome == repo.VoteOutcome.unchanged:
             await interaction.response.send_message(
                 f"You already voted for clip #{clip_id}; each member's vote counts once.", ephemeral=True
@@ -176,7 +190,8 @@ class Clips:
         )
         if interaction.message is not None:
             try:
-                await interaction.message.edit(view=self.view_for(clip_id, votes))
+                publish = await self.may_publish(interaction.guild_id)
+                await interaction.message.edit(view=self.view_for(clip_id, votes, publish=publish))
             except discord.HTTPException as exc:
                 log.info("clip %s: cannot update the vote count: %s", clip_id, exc)
 
@@ -191,43 +206,28 @@ class Clips:
         await interaction.followup.send(text, ephemeral=True)
 
     async def may_publish(self, guild_id: int | None) -> bool:
-        """A server publishes to its own accounts (logged in by the operator with `--guild`), or to the
-        operator's shared ones where the bot's owner allowed it (`/owner publish`, or the
-        `publish_guilds` setting); the owner's deny stops both (publisher/accounts.py)."""
-        return bool(await self._accounts(guild_id))
-
-    async def _accounts(self, guild_id: int | None) -> dict[str, Account]:
-        from publisher.platforms import enabled_platforms
-
-        settings = self.bot.settings
-        return await self.bot.to_thread(
-            accounts_for_guild, self.bot.db, settings, guild_id, enabled_platforms(settings)
-        )
+        return await may_publish(self.bot, guild_id)
 
     async def publish(self, clip_id: int, when: datetime | None = None, *, guild_id: int | None) -> str:
         """Hand a clip of `guild_id` to the publisher: one publication per configured platform, each
         at its next upload time, if the bot's owner allowed publishing from that server. Idempotent
         (one row per clip and platform), so nothing is ever posted twice."""
         from publisher.platforms import enabled_platforms
-        from publisher.scheduler import schedule_clip
+        from publisher.scheduler import schedule_for_guild
 
         settings = self.bot.settings
         if not enabled_platforms(settings):
             return "No publishing platform is set up (X or SoundCloud credentials), so nothing was scheduled."
-        accounts = await self._accounts(guild_id)
-        if not accounts:
-            return NOT_ALLOWED
-        if caption_moderation_on(settings, accounts.values()):
-            refused = await captions.refusal(self.bot.db, settings, clip_id)
-            if refused:
-                return refused
-        platforms = list(accounts)
         guild = self.bot.get_guild(guild_id) if guild_id is not None else None
-        if guild is not None and "soundcloud" in accounts:
-            # The playlist is titled after the server when made; only /mod playlist remembered it.
+        if guild is not None:
+            # A SoundCloud playlist is titled after the server when made; remember its name now.
             await self.bot.to_thread(remember_guild_name, self.bot.db, guild.id, guild.name)
-        await self.bot.to_thread(schedule_clip, self.bot.db, clip_id, platforms, when, settings=settings)
+        done = await schedule_for_guild(self.bot.db, settings, clip_id, guild_id, when=when)
+        if not done.allowed:
+            return NOT_ALLOWED
+        if done.refused:
+            return done.refused
         return (
-            f"📣 Clip #{clip_id} is scheduled for {', '.join(platforms)} at the next upload time. "
+            f"📣 Clip #{clip_id} is scheduled for {', '.join(done.platforms)} at the next upload time. "
             "Each upload happens once, however often it is asked for."
         )
