@@ -120,14 +120,6 @@ UPDATABLE = {
 }
 
 
-def publishing_guilds(db: Database, settings: Settings) -> set[int]:
-    """Every server allowed to publish: the setting's list, plus the owner's allows, minus denies."""
-    allowed = set(settings.publish.guilds)
-    for gs in all_guild_settings(db, settings):
-        (allowed.add if gs.publish_allowed else allowed.discard)(gs.guild_id)
-    return allowed
-
-
 def update_guild(db: Database, settings: Settings, guild_id: int, **changes: Any) -> GuildSettings:
     """Store a moderator's changes (only the given fields) and return the merged result."""
     unknown = set(changes) - UPDATABLE
