@@ -2,8 +2,9 @@
 draft votes, then 6 continuations of each other's clips), made by REAL processes: the bot
 (`jukebot bot`), a worker (`jukebot worker`, the tiny random-weight model on the CPU) and the
 publisher (`jukebot publish run`, again and again, to the fake SoundCloud). While songs are
-in the making, one of the three is SIGKILLed at a random moment and started again (the worker
-while a job runs, the publisher while an upload is in flight), up to KILLS_EACH times each.
+in the making, each of the three is SIGKILLed at random moments (one killer each, all at once) and started
+again (the worker while a job runs, the publisher while an upload is in flight), up to KILLS_EACH
+times each.
 
 The moments come from a seeded random generator: the seed is printed (and named in every failure);
 run again with JUKEBOT_CHAOS_SEED=<seed> to replay the same choices (the timing of the machine still
@@ -426,38 +427,44 @@ def _busy(db: Database, victim: str) -> bool:
 
 
 async def _chaos(w: World, done: Callable[[], Awaitable[bool]]) -> None:
-    """SIGKILL one of the three at a random moment, start it again a moment later, until all is
-    done or each was killed KILLS_EACH times. The worker and the publisher are killed while they
-    work (a job running, an upload in flight: up to 20 s of waiting for that), at a random point."""
+    """Each of the three has its own killer, all at once: a SIGKILL at a random moment, a start
+    again a moment later, up to KILLS_EACH times or until all is done. One killer each (not one
+    after the other) so the first kill of each lands within the first ~30 s, before a fast
+    machine can finish the 12 songs. The worker and the publisher are killed while they work (a
+    job running, an upload in flight: up to 20 s of waiting for that), at a random point."""
     try:
-        started = time.monotonic()
-        victims = [w.bot, w.worker, w.publisher]
-        while time.monotonic() - started < CHAOS_SECONDS and not await done():
-            if all(v.kills >= KILLS_EACH for v in victims):
-                break
-            await asyncio.sleep(w.rng.uniform(3.0, 10.0))
-            fewest = min(v.kills for v in victims)  # each is killed once before any twice
-            victim = w.rng.choice([v for v in victims if v.kills == fewest])
-            if victim is not w.bot:
-                busy_by = time.monotonic() + 20
-                while time.monotonic() < busy_by and not await w.q(_busy, w.db, victim.name):
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(w.rng.uniform(0.0, 1.5 if victim is w.publisher else 4.0))
-            if not victim.alive() or await done():
-                continue
-            victim.kill()
-            w.note(f"CHAOS: SIGKILL {victim.name} (kill {victim.kills})")
-            await asyncio.sleep(w.rng.uniform(0.1, 2.0))
-            if victim is w.bot:
-                w.bot_generation += 1
-                victim.start()
-                await w.fake.wait_for(lambda: w.fake.connected, 120, "the bot to connect again")
-            elif victim is w.worker:
-                victim.start()
-            # the publisher loop starts the next run by itself
+        await asyncio.gather(
+            *(
+                _killer(w, victim, done, random.Random(f"{w.seed}:{victim.name}"))
+                for victim in (w.bot, w.worker, w.publisher)
+            )
+        )
     finally:
         w.calm.set()
     w.note(f"CHAOS over: kills bot {w.bot.kills}, worker {w.worker.kills}, publisher {w.publisher.kills}")
+
+
+async def _killer(w: World, victim: Proc, done: Callable[[], Awaitable[bool]], rng: random.Random) -> None:
+    started = time.monotonic()
+    while victim.kills < KILLS_EACH and time.monotonic() - started < CHAOS_SECONDS and not await done():
+        await asyncio.sleep(rng.uniform(3.0, 10.0) if victim.kills == 0 else rng.uniform(5.0, 25.0))
+        if victim is not w.bot:
+            busy_by = time.monotonic() + 20
+            while time.monotonic() < busy_by and not await w.q(_busy, w.db, victim.name):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(rng.uniform(0.0, 1.5 if victim is w.publisher else 4.0))
+        if not victim.alive() or await done():
+            continue
+        victim.kill()
+        w.note(f"CHAOS: SIGKILL {victim.name} (kill {victim.kills})")
+        await asyncio.sleep(rng.uniform(0.1, 2.0))
+        if victim is w.bot:
+            w.bot_generation += 1
+            victim.start()
+            await w.fake.wait_for(lambda: w.fake.connected, 120, "the bot to connect again")
+        elif victim is w.worker:
+            victim.start()
+        # the publisher loop starts the next run by itself
 
 
 def _everything_settled(db: Database, total: int) -> bool:
