@@ -153,7 +153,7 @@ class JobHandlers:
 
     def _failed(self, lease: queue.Lease, e: BaseException) -> str:
         from engine.audio import AudioError
-        from engine.model.checkpoints import DownloadError
+        from engine.model.checkpoint_download import DownloadError
         from engine.model.config import ConfigError
         from engine.model.labels import LabelsError
         from engine.model.prior import LabelError
