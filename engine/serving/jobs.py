@@ -100,6 +100,7 @@ class JobHandlers:
     jobs_done: int
 
     def engine_for(self, name: str) -> Any:
+        """The resident model set `name` (the worker's: engine.serving.worker.Worker.engine_for)."""
         raise NotImplementedError
 
     # -- one job --------------------------------------------------------------------------------
