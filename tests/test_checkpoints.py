@@ -20,23 +20,19 @@ import pytest
 import torch
 
 from db.settings import Settings
-from engine.model.checkpoints import (
+from engine.model.checkpoint_download import (
     LICENSE_NOTICE,
     RELEASED_KNOWN,
-    CheckpointError,
     DownloadError,
     KnownFile,
-    Manifest,
     fetch,
     fetch_released,
-    hparams_of,
-    load_into,
-    read_checkpoint,
     released_files,
-    sha256_file,
 )
+from engine.model.checkpoints import CheckpointError, hparams_of, load_into, read_checkpoint
 from engine.model.config import tiny_config
 from engine.model.jukebox import load_model
+from engine.model.manifests import Manifest, sha256_file
 from engine.model.prior import JukeboxPrior
 from engine.model.vqvae import VQVAE
 from tests.fakes.model_hub import ModelHub, serve_model_hub
@@ -317,7 +313,7 @@ def test_load_model_from_a_folder_with_model_json(tmp_path: Path) -> None:
 
 
 def test_a_trained_folder_refuses_files_that_changed_since(tmp_path: Path) -> None:
-    from engine.model.checkpoints import record_model_file
+    from engine.model.manifests import record_model_file
     from tests.pipeline_fixtures import write_tiny_model
 
     folder = write_tiny_model(tmp_path / "model")

@@ -163,7 +163,7 @@ def test_an_invalid_model_json_is_refused(model_dir: Path, tmp_path: Path, text:
 
 
 def test_a_changed_file_in_a_trained_model_folder_is_refused(model_dir: Path, tmp_path: Path) -> None:
-    from engine.model.checkpoints import record_model_file
+    from engine.model.manifests import record_model_file
 
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)

@@ -27,7 +27,8 @@ from db.storage import Storage
 from engine.audio import probe
 from engine.sampling.pipeline import Engine, codes_from_npz, make_drafts
 from engine.serving.device import DeviceBusy, device_lock
-from engine.serving.worker import Worker, WorkerOptions, request_from_song
+from engine.serving.jobs import request_from_song
+from engine.serving.worker import Worker, WorkerOptions
 from tests.pipeline_fixtures import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]

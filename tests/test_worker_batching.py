@@ -17,7 +17,8 @@ from db.database import Database
 from db.settings import Settings
 from db.storage import Storage
 from engine.sampling.pipeline import Engine, make_drafts
-from engine.serving.worker import Worker, WorkerOptions, request_from_song
+from engine.serving.jobs import request_from_song
+from engine.serving.worker import Worker, WorkerOptions
 from tests.pipeline_fixtures import write_tiny_model
 
 

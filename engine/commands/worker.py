@@ -51,7 +51,8 @@ def worker_command(
     from engine.model.checkpoints import CheckpointError as ModelFileError
     from engine.model.config import ConfigError
     from engine.serving.device import DeviceBusy
-    from engine.serving.worker import ALL_KINDS, Worker, WorkerOptions
+    from engine.serving.options import ALL_KINDS, WorkerOptions
+    from engine.serving.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())

@@ -5,7 +5,7 @@
     model.load_level(0)      # later, to upsample; model.unload_level(2) frees the top prior
 
 Sources: a released name (`5b`, `5b_lyrics`, `1b_lyrics`: OpenAI's files, fetched through
-`engine.model.checkpoints`), `demo` (the shipped demo model), or a folder with `model.json` (our config)
+`engine.model.checkpoint_download`), `demo` (the shipped demo model), or a folder with `model.json` (our config)
 and/or original-format files `vqvae.pth.tar`, `prior_level_{0,1,2}.pth.tar` (configs then come
 from the `hps` the original training code stored in them). A folder may add `sampling.json`, its
 recommended sampling temperatures per level (engine.model.config.SamplingDefaults; `model.sampling`).
@@ -21,14 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.model.checkpoints import (
-    CheckpointError,
-    fetch_released,
-    hparams_of,
-    load_into,
-    read_checkpoint,
-    verify_model_folder,
-)
+from engine.model.checkpoint_download import fetch_released
+from engine.model.checkpoints import CheckpointError, hparams_of, load_into, read_checkpoint
 from engine.model.config import (
     PRESETS,
     ConfigError,
@@ -39,6 +33,7 @@ from engine.model.config import (
     resolve_model_dir,
     sampling_defaults,
 )
+from engine.model.manifests import verify_model_folder
 from engine.model.prior import JukeboxPrior
 from engine.model.vqvae import VQVAE
 

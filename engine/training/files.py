@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.model.checkpoints import record_model_file
 from engine.model.config import ModelConfig, resolve_model_dir
 from engine.model.hparams import config_dict, part_hparams
+from engine.model.manifests import record_model_file
 from engine.training.errors import TrainError
 
 log = logging.getLogger("jukebot.train")
@@ -99,7 +99,7 @@ def write_model_json(config: ModelConfig, out: Path) -> None:
     else:
         out.mkdir(parents=True, exist_ok=True)
         config.save(path)
-    record_model_file(out, path.name)  # the folder's manifest (engine.model.checkpoints)
+    record_model_file(out, path.name)  # the folder's manifest (engine.model.manifests)
 
 
 # ---------------------------------------------------------------------------------------------

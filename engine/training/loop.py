@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.model.checkpoints import record_model_file
+from engine.model.manifests import record_model_file
 from engine.training.errors import TrainError
 from engine.training.files import atomic_save, rng_state, set_rng_state
 from engine.training.report import ProgressReporter
