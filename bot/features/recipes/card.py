@@ -3,7 +3,7 @@
 The temperatures shown are the ones the worker used: the song's own drafts temperature when the
 request chose one (`songs.temperature` > 0), else the model's recommendation (its folder's
 `sampling.json`, else the original's 0.98 / 0.99), which the upsamplers always use
-(engine/serving/worker.py `request_from_song`). Synchronous (reads a file and the database): run in
+(engine/serving/jobs.py `request_from_song`). Synchronous (reads a file and the database): run in
 a thread.
 """
 
