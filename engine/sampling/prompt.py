@@ -8,16 +8,24 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from engine.sampling.pipeline import Engine
 
 
 class PipelineError(ValueError):
     """A request this model cannot make, in words for the person who asked (not worth a retry)."""
+
+
+class CodesModel(Protocol):
+    """What a prompt needs of the model (engine.sampling.pipeline.Engine provides it)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def hop_lengths(self) -> tuple[int, ...]: ...
+    def check_codes(self, codes: Sequence[np.ndarray], what: str) -> None: ...
+    def encode(self, audio: np.ndarray) -> list[np.ndarray]: ...
 
 
 @dataclass
@@ -31,7 +39,7 @@ class Prompt:
     def top_tokens(self) -> int:
         return int(self.codes[-1].shape[1])
 
-    def seconds(self, engine: Engine) -> float:
+    def seconds(self, engine: CodesModel) -> float:
         return self.top_tokens * engine.hop_lengths[-1] / engine.sample_rate
 
     def tiled(self, n: int) -> list[np.ndarray]:
@@ -40,7 +48,7 @@ class Prompt:
     @classmethod
     def from_clip_codes(
         cls,
-        engine: Engine,
+        engine: CodesModel,
         data: bytes,
         seconds: float | None = None,
         *,
@@ -83,7 +91,7 @@ class Prompt:
         return cls(cut, f"{source} ({part})")
 
     @classmethod
-    def from_audio(cls, engine: Engine, audio: np.ndarray, *, source: str = "audio") -> Prompt:
+    def from_audio(cls, engine: CodesModel, audio: np.ndarray, *, source: str = "audio") -> Prompt:
         """Encode audio (mono float32 at the model's rate) to all levels, rounded down to whole
         top-level tokens like the original's `load_prompts`."""
         top = engine.hop_lengths[-1]
