@@ -6,6 +6,9 @@ Real tiny Jukebox priors (random weights, float32, CPU)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from db.database import Database
+from db.queue import enqueue, get_job
 from engine.sampling import batching
 from engine.sampling.batching import BatchScheduler, use_scheduler
 from engine.sampling.noise import NoiseKey
@@ -241,3 +246,35 @@ def test_an_interleaved_upsample_resumes_from_a_sequential_checkpoint(engine: En
     ck = SavingCheckpointer(tmp_path, "up")
     got = upsample(engine, REQ, top, decode=False, checkpointer=ck, interleave_levels=True).codes
     assert _same(want, got) and ck.saved  # the same request: the order of the levels is not part of it
+
+
+def test_an_interleaved_job_killed_anywhere_resumes_on_other_workers_exactly(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """tests/test_resume.py's SIGKILL test, interleaved: each attempt dies mid-window (a real
+    SIGKILL) while the level named, and the levels below it, are decoding."""
+    config = tiny_model_config()
+    plan, sl = tiny_plan(config, 0.06, 2, seed=5)  # the child's job (tests/pipeline_fixtures.py)
+    want = run_plan(
+        plan, tiny_priors(config).__getitem__, TinyLabels(config, sl, 2), empty_codes(2), device=CPU
+    )
+    db = Database(sqlite_url)
+    job_id = enqueue(db, "draft", {})
+    out, storage = tmp_path / "out.npz", tmp_path / "storage"
+    fixtures = Path(__file__).with_name("pipeline_fixtures.py")
+    for attempt, level in enumerate([2, 1, 0, None]):
+        cmd = [sys.executable, str(fixtures), "run-job", "--db", sqlite_url, "--storage", str(storage)]
+        cmd += ["--owner", f"worker-{attempt}", "--out", str(out), "--interleave"]
+        cmd += [] if level is None else ["--kill-level", str(level)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if level is None:
+            assert res.returncode == 0, res.stderr
+            break
+        assert res.returncode == -9, res.stderr  # killed by SIGKILL
+        assert json.loads(res.stdout.strip().splitlines()[-1])["killed_at"][0] == level
+        assert get_job(db, job_id).checkpoint_key  # type: ignore[union-attr]
+    with np.load(out) as z:
+        got = [z[k] for k in sorted(z.files)]
+    assert _same(want, got)
+    job = get_job(db, job_id)
+    assert job is not None and job.status == "succeeded" and job.reclaims == 3
