@@ -1,6 +1,7 @@
 """A whole song end to end: 3 level-2 drafts, then the upsample of one through levels 1 and 0.
 
     python bench/song_e2e.py [--model 1b_lyrics] [--seconds 20] [--budget 420] [--ref-json FILE]
+                             [--interleave-levels]
 
 The real pipeline (`engine.sampling.pipeline.make_drafts` and `upsample`, the worker's code path) on
 released-size priors with random weights in bf16, one level in GPU memory at a time
@@ -12,6 +13,11 @@ then `song` (total wall time, peak memory of the whole pipeline).
 Level 0 is 76% of all decode steps. If the run would outlast `--budget` seconds, level 0 stops
 after the window that crosses the budget and the rest is EXTRAPOLATED from the measured tokens
 per second (the `song` line then says `extrapolated: true` and how many tokens were measured).
+
+`--interleave-levels`: levels 1 and 0 interleaved (`upsample(interleave_levels=True)`, the same
+codes): both upsamplers are resident (level 2 is dropped first), and the stage is `levels 1+0
+interleaved` (wall time of the whole upsample, weights made inside it; past `--budget` it stops and
+extrapolates from the tokens of both levels). Time it beside a run without the flag.
 
 `--ref-json` (the JSON lines of bench/step_speed.py runs on the same GPU) or `--ref MS_TOP
 PRIME_TOP MS_UP PRIME_UP`: the reference's ms per step and prime seconds give an ESTIMATE of the
@@ -70,7 +76,9 @@ class Stages:
         self.current = None
 
 
-def random_engine(model: str, device: torch.device, small: bool, stages: Stages) -> Engine:
+def random_engine(
+    model: str, device: torch.device, small: bool, stages: Stages, interleave: bool = False
+) -> Engine:
     config = config_of(model, small)
     m = JukeboxModel(config, levels=[])
     m.prior_dtype = torch.bfloat16
@@ -80,13 +88,14 @@ def random_engine(model: str, device: torch.device, small: bool, stages: Stages)
     def load_level(self: JukeboxModel, level: int) -> Any:  # random weights instead of a file
         if self.priors[level] is not None:
             return self.prior(level)
-        stages.start(f"level {level}")
+        if not (interleave and level < 2):  # interleaved, one stage times the whole upsample
+            stages.start(f"level {level}")
         prior = random_prior(config, level, device, torch.bfloat16)
         self._priors[str(level)] = prior
         return prior
 
     m.load_level = types.MethodType(load_level, m)  # type: ignore[method-assign]
-    return Engine(m, device=device, swap_levels=True, name=model)
+    return Engine(m, device=device, swap_levels=not interleave, name=model)
 
 
 def reference_estimate(
@@ -142,11 +151,15 @@ def main() -> int:
     )
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="CPU-test sizes (checks this script on a CPU)")
+    ap.add_argument(
+        "--interleave-levels", action="store_true", help="levels 1 and 0 interleaved (both resident)"
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     stages = Stages(device)
     t_all = time.perf_counter()
-    engine = random_engine(args.model, device, args.small, stages)
+    interleave = bool(args.interleave_levels)
+    engine = random_engine(args.model, device, args.small, stages, interleave)
     song = SONG
     request = SongRequest(
         artist=song[0],
@@ -158,14 +171,17 @@ def main() -> int:
     )
     counts: dict[int, dict[str, int]] = {lv: {"tokens": 0, "windows": 0} for lv in range(3)}
     level_now = {"level": 2}
+    upsampled = {"done": 0, "total": 0}  # tokens of levels 1 and 0 (interleaved runs)
 
     def on_window(p: Progress, _codes: list[np.ndarray]) -> None:
         level_now["level"] = p.level
         counts[p.level]["windows"] += 1
         counts[p.level]["tokens"] = p.level_done
+        if p.level < 2:
+            upsampled.update(done=p.done, total=p.total)
 
     def should_stop() -> bool:
-        return level_now["level"] == 0 and time.perf_counter() - t_all > args.budget
+        return (interleave or level_now["level"] == 0) and time.perf_counter() - t_all > args.budget
 
     drafts = make_drafts(engine, request, args.drafts, hooks=Hooks(on_window=on_window), decode=False)
     stages.start("decode level 2 previews")
@@ -181,6 +197,10 @@ def main() -> int:
     totals = {lv: level_plan.totals[lv] for lv in (1, 0)}
     windows_all = {lv: len(level_plan.windows(lv)) for lv in (1, 0)}
     extrapolated = False
+    up_stage = "levels 1+0 interleaved"
+    if interleave:
+        engine.model.unload_level(2)
+        stages.start(up_stage)
     try:
         final = upsample(
             engine,
@@ -189,18 +209,26 @@ def main() -> int:
             draft_index=0,
             hooks=Hooks(on_window=on_window, should_stop=should_stop),
             decode=False,
+            interleave_levels=interleave,
         )
         codes0 = final.codes[0]
     except SamplingStopped as stop:
         extrapolated = True
         codes0 = stop.codes[0]
     stages.stop()
-    level0 = stages.done.get("level 0", {"seconds": 0.0})
     measured0 = counts[0]["tokens"]
-    if extrapolated and measured0:
-        level0["measured_seconds"] = level0["seconds"]
-        level0["measured_tokens"] = measured0
-        level0["seconds"] = round(level0["seconds"] * totals[0] / measured0, 1)
+    if interleave:
+        up = stages.done[up_stage]
+        if extrapolated and upsampled["done"]:
+            up["measured_seconds"] = up["seconds"]
+            up["measured_tokens"] = upsampled["done"]
+            up["seconds"] = round(up["seconds"] * upsampled["total"] / upsampled["done"], 1)
+    else:
+        level0 = stages.done.get("level 0", {"seconds": 0.0})
+        if extrapolated and measured0:
+            level0["measured_seconds"] = level0["seconds"]
+            level0["measured_tokens"] = measured0
+            level0["seconds"] = round(level0["seconds"] * totals[0] / measured0, 1)
     # the final audio: decode all of level 0 (random codes where level 0 stopped early)
     full0 = np.asarray(codes0)
     if full0.shape[1] < totals[0]:
@@ -216,7 +244,11 @@ def main() -> int:
     rows = {2: args.drafts, 1: 1, 0: 1}
     for name, rec in stages.done.items():
         extra: dict[str, Any] = {}
-        if name.startswith("level "):
+        if name == up_stage:
+            up_tokens = tokens[1] + tokens[0]
+            extra = {"tokens": up_tokens, "windows": windows[1] + windows[0], "rows": 1}
+            extra["tokens_per_second"] = round(up_tokens / max(rec["seconds"], 1e-9), 1)
+        elif name.startswith("level "):
             lv = int(name.split()[1])
             extra = {
                 "tokens": tokens[lv],
@@ -238,7 +270,8 @@ def main() -> int:
         "peak_gib": max((r.get("peak_gib", 0.0) for r in stages.done.values()), default=0.0),
         "device": device_name(device),
         "dtype": "bfloat16",
-        "swap_levels": True,
+        "swap_levels": not interleave,
+        "interleave_levels": interleave,
     }
     est = reference_estimate(args.ref_json, args.ref, tokens, windows, rows)
     if est:

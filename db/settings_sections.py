@@ -87,6 +87,9 @@ class EngineSettings(Section):
         ]
     )
     model_url: str | None = None  # a user-given mirror (URL or local folder), tried first
+    # Upsample levels 1 and 0 interleaved (engine.sampling.pipeline.upsample): the same codes. Off
+    # until a GPU measures it faster than one level after the other (bench/song_e2e.py).
+    interleave_levels: bool = False
 
 
 class QueueSettings(Section):

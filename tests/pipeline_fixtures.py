@@ -146,6 +146,7 @@ def _run_job(args: argparse.Namespace) -> int:
         device=CPU,
         dtype=torch.float32,
         hooks=Hooks(on_window=on_window, on_tokens=on_tokens, tokens_every=4),
+        interleave=args.interleave,
     )
     np.savez(args.out, *codes)
     complete(db, lease, {"ok": True})
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=5)
     run.add_argument("--lease-seconds", type=float, default=1.0)
     run.add_argument("--kill-level", type=int, default=None)
+    run.add_argument(
+        "--interleave", action="store_true", help="levels interleaved (tests/test_interleave.py)"
+    )
     args = ap.parse_args(argv)
     if args.cmd == "run-job":
         return _run_job(args)

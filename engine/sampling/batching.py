@@ -48,6 +48,13 @@ from engine.sampling.window_task import WindowTask
 log = logging.getLogger("jukebot.batching")
 
 
+class WindowCancelled(RuntimeError):
+    """The result of a window task nobody wants any more (see `DecodeLoop.cancel`)."""
+
+    def __init__(self) -> None:
+        super().__init__("the window was cancelled")
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -59,8 +66,12 @@ class DecodeLoop:
         self.pending: collections.deque[tuple[Decoder, WindowTask]] = collections.deque()
         self.running: dict[Decoder, list[WindowTask]] = {}
         self.completed = 0  # tasks that left (done or failed): their rows are free again
+        self._cancelled: list[WindowTask] = []  # appended by any thread, reaped by the loop's
 
     def submit(self, decoder: Decoder, task: WindowTask) -> None:
+        if task.cancelled:
+            task.fail(WindowCancelled())
+            return
         if task.rows > decoder.capacity:
             task.fail(
                 ValueError(f"a window of {task.rows} rows does not fit a decode batch of {decoder.capacity}")
@@ -113,6 +124,8 @@ class DecodeLoop:
 
     def tick(self) -> bool:
         """Admit what fits, then one token for every decoder with rows at work. False: idle."""
+        if self._cancelled:
+            self.reap_cancelled()
         self.admit()
         worked = False
         for dec, tasks in list(self.running.items()):
@@ -132,6 +145,26 @@ class DecodeLoop:
                 t.sampled += 1
                 self._after_token(dec, t)
         return worked
+
+    def cancel(self, task: WindowTask) -> None:
+        """Drop `task` at the next step (safe from any thread): a run that stopped between windows
+        no longer wants the window another level was decoding beside it."""
+        task.cancelled = True
+        self._cancelled.append(task)
+
+    def reap_cancelled(self) -> None:
+        while self._cancelled:
+            task = self._cancelled.pop()
+            for dec, tasks in self.running.items():
+                if task in tasks:
+                    tasks.remove(task)
+                    dec.drop(task)
+                    self.completed += 1
+            before = len(self.pending)
+            self.pending = collections.deque((d, t) for d, t in self.pending if t is not task)
+            self.completed += before - len(self.pending)
+            if not task.done.is_set():
+                task.fail(WindowCancelled())
 
     def run_until_done(self, task: WindowTask) -> Tensor:
         while not task.done.is_set():
@@ -183,27 +216,88 @@ def local_decoder(
     return dec, True
 
 
+class WindowDriver:
+    """Window tasks of one or more priors, decoded together without waiting on any one of them.
+
+    A task goes to the shared `BatchScheduler` when a worker set one (its thread decodes), else to
+    this driver's own `DecodeLoop`, whose `tick` advances every decoder one token: the windows of
+    two levels (two priors) alternate their steps in one loop. Decoders are the prior's local ones
+    (`local_decoder`, kept between windows so their CUDA graphs are captured once), or an
+    `EagerDecoder` for a prior without row support. `close()` cancels what is still running."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.loop = DecodeLoop()
+        self.sched = _ACTIVE
+        self._local: dict[WindowTask, tuple[Decoder, bool]] = {}  # task -> (decoder, cached)
+        self._remote: set[WindowTask] = set()
+        self._wake = threading.Event()
+
+    def submit(self, prior: Any, task: WindowTask) -> None:
+        if task.n_new <= 0:
+            task.finish(torch.empty(task.rows, 0, dtype=torch.long, device=task.context.device))
+            return
+        if self.sched is not None and supports_rows(prior):
+            task.wake = self._wake
+            self._remote.add(task)
+            self.sched.submit(prior, task, self.dtype)
+            return
+        device = task.context.device
+        dec: Decoder
+        if supports_rows(prior):
+            dec, cached = local_decoder(prior, task.rows, device, self.dtype, task.top_k, task.top_p)
+        else:
+            dec, cached = EagerDecoder(prior, device, self.dtype, task.rows), False
+        self._local[task] = (dec, cached)
+        self.loop.submit(dec, task)
+
+    def wait_any(self, tasks: list[WindowTask]) -> None:
+        """Decode until at least one of `tasks` is done (its tokens, or its error, are in it)."""
+        while not any(t.done.is_set() for t in tasks):
+            if self.loop.busy():
+                if not self.loop.tick() and not any(t.done.is_set() for t in tasks):
+                    raise RuntimeError("the decode loop has nothing to do but the window is not done")
+            elif any(t in self._remote for t in tasks):
+                self._wake.wait()  # the scheduler's thread decodes; it sets this as a task ends
+                self._wake.clear()
+            else:
+                raise RuntimeError("no decoder holds the windows waited for")
+        for t in tasks:
+            if t.done.is_set():
+                self._release(t)
+
+    def _release(self, task: WindowTask) -> None:
+        self._remote.discard(task)
+        dec, cached = self._local.pop(task, (None, False))
+        if dec is not None:
+            dec.drop(task)
+            if cached:
+                with _LOCAL_LOCK:
+                    _IN_USE.discard(id(dec))
+
+    def close(self) -> None:
+        """Cancel the tasks still decoding (a run that stopped or failed) and free their decoders."""
+        for task in [*self._local, *self._remote]:
+            if not task.done.is_set():
+                if task in self._remote and self.sched is not None:
+                    self.sched.cancel(task)
+                else:
+                    self.loop.cancel(task)
+        self.loop.reap_cancelled()
+        for task in list(self._local):
+            self._release(task)
+        self._remote.clear()
+
+
 def sample_task(prior: Any, task: WindowTask, dtype: torch.dtype) -> Tensor:
     """Sample one window: through the active scheduler if a worker set one, else alone."""
-    if task.n_new <= 0:
-        return torch.empty(task.rows, 0, dtype=torch.long, device=task.context.device)
-    device = task.context.device
-    sched = _ACTIVE
-    if sched is not None and supports_rows(prior):
-        return sched.run(prior, task, dtype)
-    loop = DecodeLoop()
-    if not supports_rows(prior):
-        loop.submit(EagerDecoder(prior, device, dtype, task.rows), task)
-        return loop.run_until_done(task)
-    dec, cached = local_decoder(prior, task.rows, device, dtype, task.top_k, task.top_p)
+    driver = WindowDriver(dtype)
     try:
-        loop.submit(dec, task)
-        return loop.run_until_done(task)
+        driver.submit(prior, task)
+        driver.wait_any([task])
+        return task.tokens()
     finally:
-        dec.drop(task)
-        if cached:
-            with _LOCAL_LOCK:
-                _IN_USE.discard(id(dec))
+        driver.close()
 
 
 @contextlib.contextmanager
@@ -271,6 +365,11 @@ class BatchScheduler:
 
     # -- jobs' side -------------------------------------------------------------------------------
     def run(self, prior: Any, task: WindowTask, dtype: torch.dtype) -> Tensor:
+        self.submit(prior, task, dtype)
+        return task.tokens()
+
+    def submit(self, prior: Any, task: WindowTask, dtype: torch.dtype) -> None:
+        """Hand `task` to the scheduler's thread; `task.done` is set when its tokens are there."""
         if self._thread is None:
             raise RuntimeError("the batch scheduler is not started")
         with self._cv:
@@ -278,7 +377,12 @@ class BatchScheduler:
                 raise RuntimeError("the batch scheduler is closed")
             self._inbox.append((prior, dtype, task))
             self._cv.notify_all()
-        return task.tokens()
+
+    def cancel(self, task: WindowTask) -> None:
+        """Drop a submitted task whose tokens are no longer wanted (at the thread's next step)."""
+        self.loop.cancel(task)
+        with self._cv:
+            self._cv.notify_all()
 
     # -- the scheduler thread -------------------------------------------------------------------
     def _main(self) -> None:
@@ -314,6 +418,9 @@ class BatchScheduler:
         return self._row_bytes_cache[key]
 
     def _route(self, prior: Any, dtype: torch.dtype, task: WindowTask) -> None:
+        if task.cancelled:
+            task.fail(WindowCancelled())
+            return
         key = (id(prior), dtype, task.top_k, task.top_p)
         entry = self._decoders.get(key)
         if entry is not None and entry[0]._prior() is not prior:  # an id reused by a new object
@@ -362,6 +469,8 @@ class BatchScheduler:
 __all__ = [
     "BatchScheduler",
     "DecodeLoop",
+    "WindowCancelled",
+    "WindowDriver",
     "local_decoder",
     "sample_task",
     "use_scheduler",

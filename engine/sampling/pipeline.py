@@ -19,10 +19,7 @@ prompt + seconds. Audio is mono float32 at the model's rate.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +31,7 @@ from torch import Tensor
 
 from engine.model.labels import Labeller, LabelsError, SongLabels
 from engine.sampling.noise import NoiseKey
+from engine.sampling.prompt import PipelineError, Prompt, codes_from_npz, codes_to_npz
 from engine.sampling.resume import Checkpointer, request_digest, resumable_run
 from engine.sampling.sample import Hooks, Plan, SamplingSettings, run_plan
 from engine.sampling.windows import DEFAULT_HOP_FRACTIONS, Window, round_sample_length, tokens_per_level
@@ -45,11 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jukebot.pipeline")
 
+__all__ = ["PipelineError", "Prompt", "codes_from_npz", "codes_to_npz"]  # (engine.sampling.prompt) and below
+
 DRAFT_STREAM = 0  # noise stream of the level-2 drafts; an upsample of draft k uses 1 + k
-
-
-class PipelineError(ValueError):
-    """A request this model cannot make, in words for the person who asked (not worth a retry)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,107 +65,6 @@ class SongRequest:
         d = asdict(self)
         d["settings"] = self.settings.to_dict()
         return d
-
-
-@dataclass
-class Prompt:
-    """Codes to continue from: one row per level, aligned (level L has T2 * hop2 / hop_L tokens)."""
-
-    codes: list[np.ndarray]  # [1, T_level] int64, index = level
-    source: str  # for messages and the request digest
-
-    @property
-    def top_tokens(self) -> int:
-        return int(self.codes[-1].shape[1])
-
-    def seconds(self, engine: Engine) -> float:
-        return self.top_tokens * engine.hop_lengths[-1] / engine.sample_rate
-
-    def tiled(self, n: int) -> list[np.ndarray]:
-        return [np.repeat(c, n, axis=0) for c in self.codes]
-
-    @classmethod
-    def from_clip_codes(
-        cls,
-        engine: Engine,
-        data: bytes,
-        seconds: float | None = None,
-        *,
-        source: str = "clip",
-        at: float | None = None,
-    ) -> Prompt:
-        """The clip's codes (`codes.npz`, all three levels) up to the moment `at` (None: its end),
-        the last `seconds` of them (None: all). The new music starts at `at`: what comes before it
-        is kept exactly, so the song's codes up to `at` are the clip's."""
-        codes = codes_from_npz(data, name=source)
-        engine.check_codes(codes, source)
-        hops, sr = engine.hop_lengths, engine.sample_rate
-        have = codes[-1].shape[1]
-        end = have
-        if at is not None:
-            length = have * hops[-1] / sr
-            if not math.isfinite(at) or at < 0:
-                raise PipelineError(f"the moment to continue from must be 0 or later, not {at:g} s")
-            if at > length + hops[-1] / sr:  # a step of slack: lengths are shown rounded
-                raise PipelineError(
-                    f"{at:.2f} s is past the end of {source} ({length:.2f} s long): "
-                    "choose a moment inside it, or continue from its end"
-                )
-            end = min(have, int(at * sr) // hops[-1])
-            if end < 1:
-                raise PipelineError(
-                    f"there is no music before {at:.2f} s in {source} to continue from "
-                    f"(at least {hops[-1] / sr:.3f} s is needed)"
-                )
-        take = end if seconds is None else min(end, int(seconds * sr) // hops[-1])
-        if take < 1:
-            raise PipelineError(f"the prime is shorter than one step of the model ({hops[-1] / sr:.3f} s)")
-        cut = [
-            c[:1, (end - take) * hops[-1] // hop : end * hops[-1] // hop]
-            for c, hop in zip(codes, hops, strict=True)
-        ]
-        part = f"last {take * hops[-1] / sr:.2f} s"
-        if end < have:
-            part = f"{(end - take) * hops[-1] / sr:.2f}-{end * hops[-1] / sr:.2f} s"
-        return cls(cut, f"{source} ({part})")
-
-    @classmethod
-    def from_audio(cls, engine: Engine, audio: np.ndarray, *, source: str = "audio") -> Prompt:
-        """Encode audio (mono float32 at the model's rate) to all levels, rounded down to whole
-        top-level tokens like the original's `load_prompts`."""
-        top = engine.hop_lengths[-1]
-        n = len(audio) // top * top
-        if n < top:
-            raise PipelineError(
-                f"the prime audio is too short: at least {top / engine.sample_rate:.3f} s are needed"
-            )
-        codes = engine.encode(audio[:n])
-        return cls(codes, f"{source} ({n / engine.sample_rate:.2f} s)")
-
-
-def codes_to_npz(codes: Sequence[np.ndarray], meta: dict[str, Any] | None = None) -> bytes:
-    """A clip's codes of all levels (`level_0`, `level_1`, `level_2`) plus a JSON `meta`."""
-    buf = io.BytesIO()
-    arrays: dict[str, np.ndarray] = {f"level_{i}": np.asarray(c, dtype=np.int32) for i, c in enumerate(codes)}
-    arrays["meta"] = np.frombuffer(json.dumps(meta or {}).encode(), dtype=np.uint8)
-    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
-    return buf.getvalue()
-
-
-def codes_from_npz(data: bytes, *, name: str = "codes") -> list[np.ndarray]:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            levels = sorted(int(k.split("_")[1]) for k in z.files if k.startswith("level_"))
-            if not levels or levels != list(range(len(levels))):
-                raise PipelineError(
-                    f"{name} does not hold the codes of every level from 0 up (it has {levels})"
-                )
-            codes = [z[f"level_{i}"].astype(np.int64) for i in levels]
-    except PipelineError:
-        raise
-    except Exception as e:
-        raise PipelineError(f"{name} is damaged or not a jukebot codes file") from e
-    return [c[None] if c.ndim == 1 else c for c in codes]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,10 +302,18 @@ def _run(
     extra: dict[str, Any],
     hooks: Hooks | None,
     checkpoint_every: float = 0.0,
+    interleave: bool = False,
 ) -> list[np.ndarray]:
     if checkpointer is None:
         return run_plan(
-            plan, engine.prior, labels, codes, device=engine.device, dtype=engine.dtype, hooks=hooks
+            plan,
+            engine.prior,
+            labels,
+            codes,
+            device=engine.device,
+            dtype=engine.dtype,
+            hooks=hooks,
+            interleave=interleave,
         )
     return resumable_run(
         plan,
@@ -423,6 +326,7 @@ def _run(
         dtype=engine.dtype,
         hooks=hooks,
         every_seconds=checkpoint_every,
+        interleave=interleave,
     )
 
 
@@ -484,10 +388,14 @@ def upsample(
     hooks: Hooks | None = None,
     decode: bool = True,
     checkpoint_every: float = 0.0,
+    interleave_levels: bool = False,
 ) -> Final:
     """The levels below the top (1 and 0) for one draft's top-level codes, then the final audio.
     With a prompt, its lower-level codes are kept and only the rest is sampled. `checkpoint_every` > 0 saves
-    checkpoints at most that often (see engine.sampling.resume.resumable_run)."""
+    checkpoints at most that often (see engine.sampling.resume.resumable_run). `interleave_levels`:
+    level 0's windows start as soon as the level-1 codes they are conditioned on exist, their steps
+    alternating with level 1's (the same codes; see engine.sampling.sample.run_plan). Both priors
+    are then resident, so it is ignored with `swap_levels`."""
     top = np.asarray(level2, dtype=np.int64)
     top = top[None] if top.ndim == 1 else top
     if top.shape[0] != 1:
@@ -516,7 +424,10 @@ def upsample(
             }
         ),
     }
-    codes = _run(plan, engine, labels, start, checkpointer, extra, hooks, checkpoint_every)
+    interleave = interleave_levels and not engine.swap_levels
+    if interleave_levels and engine.swap_levels:
+        log.info("levels are sampled one after another: interleaving needs both priors in memory")
+    codes = _run(plan, engine, labels, start, checkpointer, extra, hooks, checkpoint_every, interleave)
     audio = engine.decode(codes[0], 0)[0] if decode else np.zeros(0, dtype=np.float32)
     return Final(codes, audio, sample_length)
 

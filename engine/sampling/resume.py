@@ -309,6 +309,7 @@ def resumable_run(
     dtype: torch.dtype,
     hooks: Hooks | None = None,
     every_seconds: float = 0.0,
+    interleave: bool = False,
 ) -> list[np.ndarray]:
     """`run_plan` from the latest checkpoint (or `initial_codes`), with a checkpoint after every
     window (before the caller's own `on_window`). The codes it returns are those of an
@@ -316,7 +317,8 @@ def resumable_run(
 
     `every_seconds` > 0 saves at most that often (fast GPUs finish windows in a fraction of a
     second); a stop asked through `hooks.should_stop` still saves the last window first, so only
-    a hard kill loses up to that much work. Resuming stays exact either way."""
+    a hard kill loses up to that much work. Resuming stays exact either way, and in either order
+    of the levels (`interleave`, see run_plan): a checkpoint holds whole windows of every level."""
     import time
 
     from engine.sampling.sample import Hooks, run_plan
@@ -360,4 +362,5 @@ def resumable_run(
         dtype=dtype,
         hooks=replace(hooks, on_window=on_window, should_stop=should_stop if user_should_stop else None),
         done_before=done_before,
+        interleave=interleave,
     )

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from engine.sampling.batching import sample_task
+from engine.sampling.batching import WindowDriver, sample_task
 from engine.sampling.noise import NoiseKey
 from engine.sampling.window_task import WindowTask
 from engine.sampling.windows import DEFAULT_HOP_FRACTIONS, Window, level_windows, tokens_to_sample
@@ -257,17 +257,52 @@ def run_plan(
     dtype: torch.dtype = torch.float32,
     hooks: Hooks | None = None,
     done_before: int = 0,
+    interleave: bool = False,
 ) -> list[np.ndarray]:
     """Sample the plan's levels starting from `codes` (one [B, T_have] int array per level; empty
     levels are [B, 0]). Returns the codes of every level on the host.
 
+    `interleave`: a level's window starts as soon as the codes of the level above that condition
+    it are sampled (not when the whole level above is), and the windows of different levels being
+    sampled at once alternate their decode steps in one loop. Exactly the same tokens: a window
+    sees the same context, conditioning and noise in either order.
+
     Raises `SamplingStopped` between windows when `hooks.should_stop()` is true (after
-    `on_window` saw the finished window); not after the last window. `done_before` counts tokens
-    an earlier (resumed) run already sampled, so progress reads as one run."""
-    return _Run(plan, prior_for_level, labels_for, codes, device, dtype, hooks or Hooks(), done_before).run()
+    `on_window` saw the finished window; a window of another level decoding beside it is dropped,
+    to be sampled again on resume); not after the last window. `done_before` counts tokens an
+    earlier (resumed) run already sampled, so progress reads as one run."""
+    run = _Run(plan, prior_for_level, labels_for, codes, device, dtype, hooks or Hooks(), done_before)
+    return run.run(interleave)
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One level of a run: its windows in order, and the window (batch slice) being decoded."""
+
+    level: int
+    windows: list[Window]
+    next: int = 0  # the next window to look at
+    finished: bool = False  # no window left to sample
+    prior: PriorLike | None = None
+    row_bins: list[Tensor] = field(default_factory=list)
+    task: WindowTask | None = None  # the slice being decoded
+    slice: int = 0
+    pieces: list[Tensor] = field(default_factory=list)
+    y: Tensor | None = None  # the window's labels, all rows
+    upper: Tensor | None = None  # the codes above that condition it, all rows
+    context: Tensor | None = None  # the tokens it already has, all rows
+    level_done: int = 0  # tokens of finished windows
+    in_window: int = 0  # tokens of the window being decoded (counted in positions)
+
+    @property
+    def window(self) -> Window:
+        return self.windows[self.next]
 
 
 class _Run:
+    """The windows of every level of a plan, through one decode loop (`WindowDriver`): in level
+    order, or interleaved (a window starts once the codes above it are final)."""
+
     def __init__(
         self,
         plan: Plan,
@@ -291,80 +326,140 @@ class _Run:
                 raise ValueError(f"level {lv} already has {c.shape[1]} tokens, more than {plan.totals[lv]}")
         self.left = plan.tokens_left(self.cur)
         self.total = done_before + sum(self.left.values())
-        self.done = self.done_before = done_before
+        self.done_before = done_before
         self.t0 = time.monotonic()
         mb = plan.settings.max_batch_size
         self.slices = [(i, min(i + mb, plan.n_samples)) for i in range(0, plan.n_samples, mb)]
+        self.lanes = [_Lane(level, plan.windows(level)) for level in plan.levels]
+        self.lane_of = {lane.level: lane for lane in self.lanes}
 
-    def progress(self, level: int, window: int, windows: int, level_done: int) -> Progress:
+    @property
+    def done(self) -> int:
+        return self.done_before + sum(lane.level_done + lane.in_window for lane in self.lanes)
+
+    @property
+    def settled(self) -> int:
+        """Tokens of finished windows: what the codes hold (a checkpoint's count)."""
+        return self.done_before + sum(lane.level_done for lane in self.lanes)
+
+    def progress(self, lane: _Lane) -> Progress:
         elapsed = time.monotonic() - self.t0
-        fresh = self.done - self.done_before
+        done = self.done
+        fresh = done - self.done_before
         rate = fresh / elapsed if elapsed > 0 and fresh > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else None
+        eta = (self.total - done) / rate if rate > 0 else None
+        w = lane.windows[min(lane.next, len(lane.windows) - 1)]
         return Progress(
-            level, window, windows, self.done, self.total, level_done, self.left[level], rate, eta
+            lane.level,
+            w.index,
+            len(lane.windows),
+            done,
+            self.total,
+            lane.level_done + lane.in_window,
+            self.left[lane.level],
+            rate,
+            eta,
         )
 
-    def run(self) -> list[np.ndarray]:
-        for level in self.plan.levels:
-            self.run_level(level)
+    @torch.inference_mode()
+    def run(self, interleave: bool = False) -> list[np.ndarray]:
+        # Interleaved, the levels above are looked at first: they are what the levels below wait for.
+        order = sorted(self.lanes, key=lambda lane: -lane.level) if interleave else self.lanes
+        driver = WindowDriver(self.dtype)
+        try:
+            while True:
+                for i, lane in enumerate(order):
+                    if lane.task is None and (interleave or all(a.finished for a in order[:i])):
+                        self.start_window(lane, driver)
+                busy = [lane.task for lane in self.lanes if lane.task is not None]
+                if not busy:
+                    if not all(lane.finished for lane in self.lanes):
+                        raise RuntimeError("a level waits for codes that no level is sampling")
+                    break
+                driver.wait_any(busy)
+                for lane in self.lanes:
+                    if lane.task is not None and lane.task.done.is_set():
+                        self.task_done(lane, driver)
+        finally:
+            driver.close()
         return _codes_to_host(self.cur)
 
-    def run_level(self, level: int) -> None:
-        plan, cur = self.plan, self.cur
-        windows = plan.windows(level)
-        level_done = 0
-        prior: PriorLike | None = None
-        row_bins: list[Tensor] = []
-        for w in windows:
+    def start_window(self, lane: _Lane, driver: WindowDriver) -> None:
+        """Submit the lane's next window with new tokens, once the codes it is conditioned on exist."""
+        plan, cur, level = self.plan, self.cur, lane.level
+        while lane.next < len(lane.windows):
+            w = lane.window
             have = int(cur[level].shape[1])
             n_new = w.new_tokens(have)
             if n_new <= 0:
+                lane.next += 1
                 continue  # "Nothing new to sample": covered by a prompt or by an earlier run
-            if prior is None:
-                prior = self.prior_for_level(level)
-                bins = _vocab_size(prior)
-                row_bins = [
-                    plan.key.row_bin_hash(level, range(i, j), bins, self.device) for i, j in self.slices
-                ]
             upper = None
             if level + 1 < len(cur):  # every level but the top is conditioned on the level above
                 lo, hi = w.upper_slice(plan.downsamples[level])
                 if cur[level + 1].shape[1] < hi:
+                    above = self.lane_of.get(level + 1)
+                    if above is not None and not above.finished:
+                        return  # the level above is still sampling these codes
                     raise ValueError(
                         f"level {level + 1} has {cur[level + 1].shape[1]} tokens; "
                         f"window {w.index} of level {level} needs {hi}"
                     )
                 upper = cur[level + 1][:, lo:hi]
-            y = self.labels_for(level, w)
-            context = cur[level][:, w.start : have]
-            base_done = self.done
-            pieces = []
-            for bi, (i, j) in enumerate(self.slices):
-                cond = prior.get_cond(
-                    None if y is None else y[i:j].to(self.device), None if upper is None else upper[i:j]
-                )
-                tick = _Ticker(self, level, w.index, len(windows), base_done, level_done, bi, n_new)
-                pieces.append(
-                    sample_window(
-                        prior,
-                        cond,
-                        context[i:j],
-                        n_new,
-                        row_bin=row_bins[bi],
-                        abs_start=w.start,
-                        temperature=plan.settings.temperatures[level],
-                        top_k=plan.settings.top_k,
-                        top_p=plan.settings.top_p,
-                        dtype=self.dtype,
-                        on_token=tick,
-                        tokens_every=self.hooks.tokens_every,
-                    )
-                )
-            cur[level] = torch.cat([cur[level], torch.cat(pieces, dim=0)], dim=1)
-            self.done = base_done + n_new
-            level_done += n_new
-            self.after_window(self.progress(level, w.index, len(windows), level_done))
+            if lane.prior is None:
+                lane.prior = self.prior_for_level(level)
+                bins = _vocab_size(lane.prior)
+                lane.row_bins = [
+                    plan.key.row_bin_hash(level, range(i, j), bins, self.device) for i, j in self.slices
+                ]
+            lane.y, lane.upper = self.labels_for(level, w), upper
+            lane.context, lane.pieces = cur[level][:, w.start : have], []
+            self.submit_slice(lane, driver, 0)
+            return
+        lane.finished = True
+
+    def submit_slice(self, lane: _Lane, driver: WindowDriver, bi: int) -> None:
+        assert lane.prior is not None and lane.context is not None
+        i, j = self.slices[bi]
+        w, s, y, upper = lane.window, self.plan.settings, lane.y, lane.upper
+        n_new = w.new_tokens(int(self.cur[lane.level].shape[1]))
+        lane.slice = bi
+        cond = lane.prior.get_cond(
+            None if y is None else y[i:j].to(self.device), None if upper is None else upper[i:j]
+        )
+        lane.task = WindowTask(
+            cond=cond,
+            context=lane.context[i:j],
+            n_new=n_new,
+            row_bin=lane.row_bins[bi],
+            abs_start=w.start,
+            temperature=s.temperatures[lane.level],
+            top_k=s.top_k,
+            top_p=s.top_p,
+            on_token=_Ticker(self, lane, bi, n_new),
+            tokens_every=self.hooks.tokens_every,
+        )
+        driver.submit(lane.prior, lane.task)
+
+    def task_done(self, lane: _Lane, driver: WindowDriver) -> None:
+        """A slice is done: submit the next one, or append the window's tokens to its level."""
+        assert lane.task is not None
+        lane.pieces.append(lane.task.tokens())  # raises the decode's error, if any
+        lane.task = None
+        if lane.slice + 1 < len(self.slices):
+            self.submit_slice(lane, driver, lane.slice + 1)
+            return
+        new = torch.cat(lane.pieces, dim=0)
+        self.cur[lane.level] = torch.cat([self.cur[lane.level], new], dim=1)
+        lane.level_done += int(new.shape[1])
+        lane.in_window, lane.pieces, lane.y, lane.upper, lane.context = 0, [], None, None, None
+        prog = self.progress(lane)
+        lane.next += 1
+        self.after_window(prog)
+
+    def leading(self) -> _Lane:
+        """The highest level being decoded: its level names the stage in progress reports."""
+        return next((lane for lane in self.lanes if lane.task is not None), self.lanes[-1])
 
     def after_window(self, prog: Progress) -> None:
         hooks = self.hooks
@@ -373,6 +468,8 @@ class _Run:
         more = self.done < self.total
         if hooks.on_window is None and not (more and hooks.should_stop is not None):
             return
+        # Interleaved, another level may be mid-window: its tokens are not in the codes yet.
+        prog = replace(prog, done=self.settled)
         host = _codes_to_host(self.cur)
         if hooks.on_window is not None:
             hooks.on_window(prog, host)
@@ -384,32 +481,13 @@ class _Ticker:
     """Progress inside a window. Every batch slice samples the same positions, so progress counts
     positions (a slice's k-th token is k / len(slices) positions of the window)."""
 
-    def __init__(
-        self,
-        run: _Run,
-        level: int,
-        window: int,
-        windows: int,
-        base_done: int,
-        level_done: int,
-        slice_index: int,
-        n_new: int,
-    ) -> None:
-        self.run, self.level, self.window, self.windows = run, level, window, windows
-        self.base_done, self.level_done, self.slice_index, self.n_new = (
-            base_done,
-            level_done,
-            slice_index,
-            n_new,
-        )
+    def __init__(self, run: _Run, lane: _Lane, slice_index: int, n_new: int) -> None:
+        self.run, self.lane, self.slice_index, self.n_new = run, lane, slice_index, n_new
 
     def __call__(self, k: int) -> None:
-        step = (self.slice_index * self.n_new + k) // len(self.run.slices)
-        self.run.done = self.base_done + step
+        self.lane.in_window = (self.slice_index * self.n_new + k) // len(self.run.slices)
         if self.run.hooks.on_tokens is not None:
-            self.run.hooks.on_tokens(
-                self.run.progress(self.level, self.window, self.windows, self.level_done + step)
-            )
+            self.run.hooks.on_tokens(self.run.progress(self.run.leading()))
 
 
 def _vocab_size(prior: Any) -> int:

@@ -230,8 +230,10 @@ class SongRunner:
         on_stage: Callable[[str], None] | None = None,
         on_preview: Callable[[str], None] | None = None,
         checkpoint_every: float = 0.0,
+        interleave_levels: bool = False,
     ) -> None:
         self.engine, self.files = engine, files
+        self.interleave_levels = interleave_levels  # see engine.sampling.pipeline.upsample
         self._hooks = hooks or (lambda primed: None)
         self._on_stage = on_stage or (lambda name: None)
         self._on_preview = on_preview or (lambda name: None)
@@ -319,6 +321,7 @@ class SongRunner:
                 hooks=self._with_preview(self._hooks(prompt is not None), pick, top.shape[-1], preview),
                 decode=False,
                 checkpoint_every=self.checkpoint_every,
+                interleave_levels=self.interleave_levels,
             )
         except PipelineError as e:
             raise SongError(str(e)) from None

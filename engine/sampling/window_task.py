@@ -35,6 +35,8 @@ class WindowTask:
     error: BaseException | None = None
     sampled: int = 0
     done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event | None = None  # also set when done: one waiter watching several tasks
+    cancelled: bool = False  # its tokens are no longer wanted (the loop drops it at the next step)
 
     @property
     def rows(self) -> int:
@@ -46,11 +48,16 @@ class WindowTask:
 
     def fail(self, e: BaseException) -> None:
         self.error = e
-        self.done.set()
+        self._set_done()
 
     def finish(self, tokens: Tensor) -> None:
         self.result = tokens
+        self._set_done()
+
+    def _set_done(self) -> None:
         self.done.set()
+        if self.wake is not None:
+            self.wake.set()
 
     def tokens(self) -> Tensor:
         self.done.wait()

@@ -303,6 +303,7 @@ class JobHandlers:
             on_stage=job.tracker.stage,
             on_preview=on_preview,
             checkpoint_every=self.options.checkpoint_seconds,
+            interleave_levels=self.settings.engine.interleave_levels,
         )
 
     def _drafts(self, job: _Job, *, primed: bool) -> dict[str, Any]:
