@@ -3,8 +3,8 @@
 thread on a CPU by default; lyrics a model cannot sing are reported; `jukebot train`'s options reach
 the training run.
 
-What sampling really gets is recorded at `engine.sampling.sample.sample_window`, the function every level's
-window goes through, not read back from a settings object."""
+What sampling really gets is recorded at `engine.sampling.batching.WindowDriver.submit`, where every
+level's windows go to be decoded, not read back from a settings object."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import engine.sampling.sample
+import engine.sampling.batching
 from db import queue, repo
 from db.database import Database
 from db.settings import Settings, get_settings
@@ -53,13 +53,13 @@ def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 def temps_used(monkeypatch: pytest.MonkeyPatch) -> dict[int, set[float]]:
     """level -> the temperatures its windows were sampled at."""
     seen: dict[int, set[float]] = {}
-    real = engine.sampling.sample.sample_window
+    real = engine.sampling.batching.WindowDriver.submit  # every window's every slice passes here
 
-    def recording(prior: Any, *args: Any, temperature: float, **kw: Any) -> Any:
-        seen.setdefault(int(prior.level), set()).add(temperature)
-        return real(prior, *args, temperature=temperature, **kw)
+    def recording(self: Any, prior: Any, task: Any) -> None:
+        seen.setdefault(int(prior.level), set()).add(task.temperature)
+        real(self, prior, task)
 
-    monkeypatch.setattr(engine.sampling.sample, "sample_window", recording)
+    monkeypatch.setattr(engine.sampling.batching.WindowDriver, "submit", recording)
     return seen
 
 
