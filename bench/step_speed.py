@@ -2,9 +2,9 @@
 
     python bench/step_speed.py --model 1b_lyrics --level 2 --batch 3
     python bench/step_speed.py --model 1b_lyrics --level 0 --batch 3 [--modes fused,compile,graph,eager]
-    python bench/step_speed.py --model 5b_lyrics --level 2 --batch 3 --modes fused,eager --no-ref
+    python bench/step_speed.py --model 5b_lyrics --level 2 --batch 3 --modes compile,fused,eager --no-ref --fused-wide
     python bench/step_speed.py --model 5b_lyrics --small --device cpu --no-ref --modes fused,eager \
-        --max-k 16 --steps 4 --check-steps 8   # a dry run of the fused path on a CPU (interpreter)
+        --max-k 16 --fused-wide --steps 4 --check-steps 8   # a dry run of the fused path on a CPU (interpreter)
 
 Both sides get released-size priors with random weights and the same window: the context a
 second window re-prefills (n_ctx - hop tokens: 5376 + the 384-character lyric prefix at the top of
@@ -323,15 +323,22 @@ def main() -> int:
         "lower it on a CPU dry run so the test sizes loop as 5b's 4800 does",
     )
     ap.add_argument("--k-tile", type=int, default=0, help="fused GEMV: inputs per tile of a looped product")
+    ap.add_argument(
+        "--fused-wide",
+        action="store_true",
+        help="let priors wider than --max-k take the fused path (its looped products; the engine "
+        "keeps the compiled step there unless JUKEBOT_FUSED_WIDE=1)",
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu" and "fused" in args.modes:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined
-    if args.max_k or args.k_tile:
+    if args.max_k or args.k_tile or args.fused_wide:
         from engine.sampling import decode_kernels as dk
 
         dk.MAX_K = args.max_k or dk.MAX_K
         dk.K_TILE = args.k_tile or dk.K_TILE
+        dk.FUSED_WIDE = dk.FUSED_WIDE or args.fused_wide
     config = config_of(args.model, args.small)
     torch.backends.cuda.matmul.allow_tf32 = True
     prior = random_prior(config, args.level, device, torch.bfloat16)

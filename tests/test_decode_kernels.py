@@ -212,6 +212,7 @@ def test_wide_block_step_matches_reference(
     kind: int, rows: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dk, "MAX_K", 32)
+    monkeypatch.setattr(dk, "FUSED_WIDE", True)  # the looped kernel is opt-in (see the test below)
     monkeypatch.setattr(decode_attention, "MAX_SUB", 4)
     monkeypatch.setenv("JUKEBOT_GEMV_COLS", "32")  # fewer programs: the interpreter runs each in turn
     width, heads = 96, 2
@@ -239,10 +240,11 @@ def test_wide_block_step_matches_reference(
         torch.testing.assert_close(fused_cache.k.float(), ref_cache.k.float(), rtol=tol, atol=tol)
 
 
-def test_released_priors_take_the_fused_path() -> None:
-    """Every block of every released prior (5b and 5b_lyrics top priors: width 4800, 8 heads of
-    150, cross-attention to the lyric encoder) runs through the kernels for 1-8 rows; built
-    on the meta device (no memory)."""
+def test_released_priors_take_the_fused_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every block of every released prior runs through the kernels for 1-8 rows: 1b_lyrics and
+    the upsamplers by default; the 5b and 5b_lyrics top priors (width 4800, 8 heads of 150,
+    cross-attention to the lyric encoder) with the looped products switched on
+    (JUKEBOT_FUSED_WIDE), and by default not. Built on the meta device (no memory)."""
     from engine.model.config import PRESETS
     from engine.model.prior import JukeboxPrior
 
@@ -250,8 +252,13 @@ def test_released_priors_take_the_fused_path() -> None:
         for pc in model.priors:
             with torch.device("meta"):
                 prior = JukeboxPrior(pc, model.vqvae)
+            wide = pc.width > dk.MAX_K
             for layer in prior.prior.transformer.layers:
+                monkeypatch.setattr(dk, "FUSED_WIDE", False)
+                assert dk.supports(layer, dk.MAX_ROWS) is not wide, (name, pc.level, layer.attn.kind)
+                monkeypatch.setattr(dk, "FUSED_WIDE", True)
                 assert dk.supports(layer, dk.MAX_ROWS), (name, pc.level, layer.attn.kind)
+            assert wide == (pc.level == 2 and name in ("5b", "5b_lyrics")), name
 
 
 def _wide_5b_lyrics_prior() -> tuple[object, object]:
@@ -282,6 +289,7 @@ def test_fused_5b_shaped_decoder_samples_the_eager_tokens(monkeypatch: pytest.Mo
     from engine.sampling.window_task import WindowTask
 
     monkeypatch.setattr(dk, "MAX_K", 32)
+    monkeypatch.setattr(dk, "FUSED_WIDE", True)  # the looped kernel is opt-in (see the test below)
     monkeypatch.setenv("JUKEBOT_GEMV_COLS", "32")  # fewer programs: the interpreter runs each in turn
     cpu = torch.device("cpu")
     config, prior = _wide_5b_lyrics_prior()
@@ -306,3 +314,21 @@ def test_fused_5b_shaped_decoder_samples_the_eager_tokens(monkeypatch: pytest.Mo
             out[mode] = (loop.run_until_done(t), dec.state.logits.clone())
     assert torch.equal(out["eager"][0], out["fused"][0])
     torch.testing.assert_close(out["eager"][1], out["fused"][1], atol=1e-4, rtol=1e-4)
+
+
+def test_wide_priors_keep_the_compiled_step_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an H100 the input-tile loop measured 12.6 ms a step for 5b_lyrics' top prior (3 rows)
+    against 7.9 ms for the compiled step (docs/BENCHMARKS.md, 2026-12-07): a prior wider than one
+    register tile must not take it by default, only with JUKEBOT_FUSED_WIDE=1."""
+    from engine.sampling.decoders import RowDecoder
+
+    monkeypatch.setattr(dk, "MAX_K", 32)
+    cpu = torch.device("cpu")
+    _config, prior = _wide_5b_lyrics_prior()
+    layer = prior.prior.transformer.layers[0]
+    assert not dk.supports(layer, 3)
+    with torch.inference_mode():
+        dec = RowDecoder(prior, 3, cpu, torch.float32, mode="fused")  # type: ignore[arg-type]
+    assert dec.mode != "fused"
+    monkeypatch.setattr(dk, "FUSED_WIDE", True)
+    assert dk.supports(layer, 3)

@@ -10,7 +10,8 @@ LayerNorm before a product and the bias, GELU or residual add after it run insid
 kernel; and the attention of the one query is split over key chunks (flash-decoding, in
 `decode_attention.py`), its partial results combined in the prologue of the output projection. A product wider than
 MAX_K inputs (5b's 4800) loops over tiles of its inputs (the next tile's weights loaded while
-this one is multiplied; LayerNorm statistics from a first pass over the rows):
+this one is multiplied; LayerNorm statistics from a first pass over the rows): only with
+JUKEBOT_FUSED_WIDE=1, since the compiled step is faster there on an H100 (see FUSED_WIDE):
 
     1. LayerNorm_0 + c_attn                         -> q, k, v (the weights' dtype)
     2. attention over this layer's KV cache         -> per-chunk partials; writes k, v to the cache
@@ -43,6 +44,10 @@ MAX_K = 2048  # inputs per product held in registers at once (1b_lyrics and the 
 # Wider products (5b's 4800) loop over tiles of this many inputs (JUKEBOT_GEMV_KTILE tunes it;
 # tests lower MAX_K to make tiny widths loop)
 K_TILE = int(os.environ.get("JUKEBOT_GEMV_KTILE", "1024"))
+# Measured on an H100 (docs/BENCHMARKS.md, 2026-12-07): that loop gives 12.6 ms a step for the
+# 5b_lyrics top prior (3 rows), the compiled step 7.9 ms. So wide priors keep the compiled step
+# unless JUKEBOT_FUSED_WIDE=1 (benchmarks and tuning of the loop); exact either way.
+FUSED_WIDE = os.environ.get("JUKEBOT_FUSED_WIDE") == "1"
 
 
 @triton.jit
@@ -370,8 +375,10 @@ def gemv(
 
 def supports(layer: Any, rows: int) -> bool:
     att = layer.attn
+    widths = (att.c_attn.n_in, att.c_proj.n_in, layer.mlp.c_fc.n_in, layer.mlp.c_proj.n_in)
     return (
         rows <= MAX_ROWS
+        and (FUSED_WIDE or max(widths) <= MAX_K)
         and att.kind in SUPPORTED_KINDS
         and layer.res_scale == 1.0
         and att.c_attn.w.dtype == att.c_proj.w.dtype
