@@ -77,8 +77,10 @@ def test_old_names_are_the_ones_the_flat_class_had() -> None:
     assert env_name("lyrics", "model") == "JUKEBOT_LYRICS_MODEL"
     assert env_name("publish", "times") == "JUKEBOT_PUBLISH_TIMES"
     assert env_name("publish", "token_key") == "JUKEBOT_TOKEN_KEY"
-    # every field of the old flat class (73), none lost, and the 7 the trust work added
-    assert len(FLAT_NAMES) == 73 + 7
+    # every field of the old flat class (73), none lost, the 7 the trust work added and
+    # JUKEBOT_INTERLEAVE_LEVELS (speed round 3)
+    assert len(FLAT_NAMES) == 73 + 7 + 1
+    assert env_name("engine", "interleave_levels") == "JUKEBOT_INTERLEAVE_LEVELS"
 
 
 def test_every_field_has_its_own_env_name() -> None:
