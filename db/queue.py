@@ -8,6 +8,8 @@ How a job moves (procrastinate/Oban style; each step is one small function):
                  │               │ ├─release────▶ queued (SIGTERM: no attempt burned)
                  └──reclaim──────┘ └─cancel──────▶ cancelled (at once if queued; asked if running)
 
+  (reclaim and release keep the job's run_at: it goes back to its place in the queue)
+
 - claim: takes the best queued job whose run_at has come, or a running job whose lease expired (its
   worker died or stalled), and gives it a new lease with `lease_token + 1`: the fencing token.
   PostgreSQL picks the row with `FOR UPDATE SKIP LOCKED`; SQLite runs the same UPDATE … RETURNING
@@ -297,8 +299,7 @@ def reclaim_expired(db: Database) -> int:
                     "attempts": case(
                         (col(Job.attempts) > 0, col(Job.attempts) - 1), else_=0
                     ),  # the lost try is free
-                    "lease_owner": None,
-                    "run_at": now,
+                    "lease_owner": None,  # run_at kept: the job goes back to where it stood
                 }
             s.execute(update(Job).where(col(Job.id) == job_id).values(**values))
             log.warning(
@@ -406,8 +407,7 @@ def release(db: Database, lease: Lease) -> str:
             values |= {
                 "status": JobStatus.queued.value,
                 "attempts": case((col(Job.attempts) > 0, col(Job.attempts) - 1), else_=0),
-                "run_at": sql_now(db),
-            }
+            }  # run_at kept: the next worker takes it before the jobs queued after it
         s.execute(update(Job).where(fence(lease)).values(**values))
     return str(values["status"])
 

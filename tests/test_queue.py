@@ -319,6 +319,22 @@ def test_reclaim_expired_requeues_cancels_or_gives_up(db: Database) -> None:
     assert (again.token, again.attempts, again.reclaims) == (2, 1, 1)
 
 
+def test_a_reclaimed_job_keeps_its_place_before_newer_jobs(db: Database) -> None:
+    """A song whose worker died was asked for first: the sweeper puts its job back where it stood
+    (its own run_at), not behind the jobs queued while it ran."""
+    lost = q.enqueue(db, "upsample", {"n": 1})
+    lease = q.claim(db, ["upsample"], "w", 60)
+    assert lease is not None and lease.job_id == lost
+    newer = q.enqueue(db, "upsample", {"n": 2})
+    expire(db, lost)
+    assert q.reclaim_expired(db) == 1
+    assert [q.queue_position(db, x) for x in (lost, newer)] == [1, 2]
+    again = q.claim(db, ["upsample"], "w2", 60)
+    assert again is not None and again.job_id == lost
+    assert q.release(db, again) == "queued"  # the worker shut down (SIGTERM): the same place
+    assert [q.queue_position(db, x) for x in (lost, newer)] == [1, 2]
+
+
 def test_claim_skips_expired_jobs_that_must_not_be_reclaimed(db: Database) -> None:
     a = q.enqueue(db, "draft", {}, max_reclaims=0)
     lease = q.claim(db, ["draft"], "w", 60)
