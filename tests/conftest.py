@@ -257,3 +257,16 @@ def storage(tmp_path: Path) -> Storage:
 @pytest.fixture
 def settings(database_url: str, storage: Storage) -> Settings:
     return Settings(database_url=database_url, storage_url=storage.root, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for a module of tiny-model tests (`pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")`): several times faster than two on a shared
+    2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

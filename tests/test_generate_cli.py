@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -30,12 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ with the real Jukebox prior (tiny random weights) are in tests/test_resume.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,13 +23,7 @@ from engine.sampling.windows import Window
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny models: one intra-op thread is several times faster than two on a shared 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # --- noise -------------------------------------------------------------------------------------

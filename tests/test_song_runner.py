@@ -3,12 +3,10 @@ write the same files, with the same names and the same bytes, for the same reque
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import typer
 from sqlalchemy import select
 from sqlmodel import col
@@ -43,12 +41,7 @@ from tests.pipeline_fixtures import write_tiny_model
 SEED, DRAFTS_N, PICK, LYRICS = 5, 2, 2, "la la la"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ same request gives alone."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from db import queue, repo
 from db.database import Database
@@ -21,13 +19,7 @@ from engine.serving.jobs import request_from_song
 from engine.serving.worker import Worker, WorkerOptions
 from tests.pipeline_fixtures import write_tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
