@@ -226,6 +226,37 @@ def test_decoder_rows_join_and_leave_mid_window(model: tuple[Any, dict[int, Any]
         assert dec.free_rows() == 5
 
 
+def test_a_window_whose_tokens_cannot_be_copied_out_gives_its_rows_back(
+    model: tuple[Any, dict[int, Any]],
+) -> None:
+    """A failure taking a finished window's tokens out of the decoder (e.g. CUDA out of memory on
+    the copy) fails that window with the error, and its rows go back: a shared decoder that lost
+    them would keep later windows waiting for rows for ever."""
+    config, priors = model
+    prior = priors[2]
+    y = TinyLabels(config, 44100, 2)(2, Job(config, priors, seconds=0.05, rows=2, seed=1).plan.windows(2)[0])
+
+    class CopyFails(RowDecoder):
+        def finish(self, task: WindowTask) -> torch.Tensor:
+            raise MemoryError("CUDA out of memory (the copy of the window's tokens)")
+
+    with torch.inference_mode():
+        dec = CopyFails(prior, 2, CPU, torch.float32, mode="eager")
+        task = WindowTask(
+            cond=prior.get_cond(y, None),
+            context=torch.zeros(2, 0, dtype=torch.long),
+            n_new=6,
+            row_bin=NoiseKey(9).row_bin_hash(2, [0, 1], prior.n_bins, CPU),
+            abs_start=0,
+            temperature=1.0,
+        )
+        loop = DecodeLoop()
+        loop.submit(dec, task)
+        with pytest.raises(MemoryError, match="the copy of the window's tokens"):
+            loop.run_until_done(task)
+    assert dec.free_rows() == 2 and not loop.busy()
+
+
 @pytest.mark.parametrize("flags", ["default", "splitk"])
 def test_compiled_step_equals_the_eager_step(
     model: tuple[Any, dict[int, Any]], monkeypatch: pytest.MonkeyPatch, flags: str

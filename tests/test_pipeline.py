@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import io
+import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,6 +68,27 @@ def test_swapping_levels_gives_the_same_codes(engine: Engine, model_dir: Path) -
     assert [p is not None for p in swapped.model.priors] == [False, False, True]
     upsample(swapped, REQ, b.codes[0], decode=False)
     assert [p is not None for p in swapped.model.priors] == [True, False, False]
+
+
+def test_swapping_levels_frees_a_prior_before_the_next_is_loaded(model_dir: Path) -> None:
+    """--swap-levels keeps one prior in memory (consumer GPUs): once level 1 is sampled, nothing
+    of the loop still holds its prior, so unloading it frees it before level 0's is loaded."""
+    swapped = Engine.load(model_dir, swap_levels=True)
+    top = make_drafts(swapped, REQ, 1, decode=False).codes[0]
+    loaded: dict[int, weakref.ref[Any]] = {}
+    alive_at_load: dict[int, list[int]] = {}
+    load_level = swapped.model.load_level
+
+    def load_and_look(level: int) -> Any:
+        gc.collect()
+        alive_at_load[level] = [lv for lv, ref in loaded.items() if lv != level and ref() is not None]
+        prior = load_level(level)
+        loaded[level] = weakref.ref(prior)
+        return prior
+
+    swapped.model.load_level = load_and_look  # type: ignore[method-assign]
+    upsample(swapped, REQ, top, decode=False)
+    assert alive_at_load == {1: [], 0: []}
 
 
 def test_decode_any_level(engine: Engine) -> None:

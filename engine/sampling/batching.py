@@ -120,6 +120,7 @@ class DecodeLoop:
             try:
                 task.finish(dec.finish(task))
             except BaseException as e:
+                dec.drop(task)  # its rows, which `finish` gives back only when it succeeds
                 task.fail(e)
 
     def tick(self) -> bool:

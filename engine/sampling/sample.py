@@ -417,6 +417,7 @@ class _Run:
             self.submit_slice(lane, driver, 0)
             return
         lane.finished = True
+        lane.prior, lane.row_bins = None, []  # with swap_levels, unloading it must free it
 
     def submit_slice(self, lane: _Lane, driver: WindowDriver, bi: int) -> None:
         assert lane.prior is not None and lane.context is not None
