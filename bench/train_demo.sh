@@ -30,6 +30,13 @@ SIZE=()
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 
+put_model() {  # $1 a model file, $2 its name under $OUT: split in 15 MiB parts (.0, .1, ...) if larger
+  if (( $(stat -c %s "$1") > 15 * 1024 * 1024 )); then split -b 15M -d -a 1 "$1" "$OUT/$2."
+  else cp "$1" "$OUT/$2"; fi
+}
+get_model() {  # $1 a folder a call returned, $2 the file's name there, $3 where to put it whole
+  if [[ -f "$1/$2" ]]; then cp "$1/$2" "$3"; elif [[ -f "$1/$2.0" ]]; then cat "$1/$2".? > "$3"; else return 1; fi
+}
 finish() {  # list what comes back; the device tool returns at most 8 files of at most 16 MiB each
   ls -la "$OUT"
   local n big
@@ -72,7 +79,7 @@ if [[ -n "${VQVAE_ONLY:-}" ]]; then
   if [[ -n "${RESUME_VQVAE:-}" ]]; then  # the run folder as the last call left it
     mkdir -p "$RUN/train/vqvae" && tar -xf "$RESUME_VQVAE/logs.tar" -C "$RUN" || exit 1
     cat "$RESUME_VQVAE"/vqvae.state.pt.gz.* | gunzip > "$RUN/train/vqvae/state.pt" || exit 1
-    [[ -f "$RESUME_VQVAE/vqvae.pth.tar" ]] && cp "$RESUME_VQVAE/vqvae.pth.tar" "$RUN/"
+    get_model "$RESUME_VQVAE" vqvae.pth.tar "$RUN/vqvae.pth.tar"  # (remade at the next save anyway)
   fi
   # Leave time for the held-out figures and the packing after the last step.
   VQ_LEFT=$(python3 -c "print(round($LEFT - ${VQVAE_RESERVE_MIN:-0.8}, 2))")
@@ -85,12 +92,12 @@ if [[ -n "${VQVAE_ONLY:-}" ]]; then
   if [[ -f "$RUN/train/vqvae/state.pt" ]]; then
     gzip -1 -c "$RUN/train/vqvae/state.pt" | split -b 15M -d -a 1 - "$OUT/vqvae.state.pt.gz."
   fi
-  [[ -f "$RUN/vqvae.pth.tar" ]] && cp "$RUN/vqvae.pth.tar" "$OUT/"
+  [[ -f "$RUN/vqvae.pth.tar" ]] && put_model "$RUN/vqvae.pth.tar" vqvae.pth.tar
   [[ -f "$RUN/train/vqvae/heldout.json" ]] && cp "$RUN/train/vqvae/heldout.json" "$OUT/vqvae_heldout.json"
   tar -cf "$OUT/logs.tar" --exclude=state.pt -C "$RUN" model.json manifest.json train
   finish
 elif [[ -n "${PRIORS_FROM_VQVAE:-}" ]]; then  # the final VQ-VAE: encode the corpus, train the priors
-  cp "$PRIORS_FROM_VQVAE"/vqvae.pth.tar "$RUN"/ || exit 1
+  get_model "$PRIORS_FROM_VQVAE" vqvae.pth.tar "$RUN/vqvae.pth.tar" || exit 1
   if [[ -f "$PRIORS_FROM_VQVAE/model.json" ]]; then cp "$PRIORS_FROM_VQVAE/model.json" "$RUN/"
   else tar -xf "$PRIORS_FROM_VQVAE/logs.tar" -C "$RUN" model.json || exit 1; fi  # a VQVAE_ONLY call's
   python3 bench/train_demo.py all "${ARGS[@]}" --skip-vqvae --prior-minutes 99 --priors "${PRIORS:-2,1,0}" \
