@@ -3,6 +3,14 @@
     python bench/train_demo.py all --data CORPUS --out RUN [--vqvae-minutes 3.5] [--prior-minutes 4.5]
     python bench/train_demo.py config --data CORPUS --out RUN      # only write RUN/model.json
     python bench/train_demo.py ship --run RUN [--dest engine/model/data/demo]   # fp16 copy for the repository
+    python bench/train_demo.py vqvae --data CORPUS --out RUN --steps 20000 --minutes 8   # VQ-VAE only
+    python bench/train_demo.py vqvae-eval --run RUN --data CORPUS    # held-out reconstruction
+
+`vqvae` trains only the VQ-VAE toward a fixed total of steps (the learning-rate schedule is the same
+however many calls it takes), stops at the time budget with its whole training state saved in
+RUN/train/vqvae/state.pt, and the same command on the same RUN carries on from there; each call ends
+with the held-out spectral convergence (RUN/train/vqvae/heldout.json). `--vqvae-width` and
+`--vqvae-depth` size the VQ-VAE of a new config (defaults: the shipped demo's 32 and 4).
 
 `all` writes the config from the corpus's labels, trains the VQ-VAE, encodes the corpus once, then
 trains the three priors at the same time (three processes share the GPU: each is small and alone
@@ -52,7 +60,17 @@ def corpus_labels(data: Path) -> tuple[list[str], list[str]]:
     return [a for a in artists if a != "unknown"], [g for g in genres if g != "unknown"]
 
 
-def demo_config(artists: list[str], genres: list[str], name: str = "demo") -> ModelConfig:
+VQVAE_WIDTH, VQVAE_DEPTH = 32, 4  # the shipped demo's VQ-VAE (residual channels, blocks per stage)
+
+
+def demo_config(
+    artists: list[str],
+    genres: list[str],
+    name: str = "demo",
+    *,
+    vqvae_width: int = VQVAE_WIDTH,
+    vqvae_depth: int = VQVAE_DEPTH,
+) -> ModelConfig:
     """The demo model: Jukebox's structure, sized to sample a 10 s song on two CPU cores."""
     labels = CustomLabels(artists=("unknown", *artists), genres=("unknown", *genres))
     vq = VQVAEConfig(
@@ -61,8 +79,8 @@ def demo_config(artists: list[str], genres: list[str], name: str = "demo") -> Mo
         strides_t=(2, 2, 2),
         emb_width=64,
         l_bins=512,
-        width=32,
-        depth=4,
+        width=vqvae_width,
+        depth=vqvae_depth,
         multipliers=(2, 1, 1),
         dilation_growth_rate=3,
     )
@@ -87,16 +105,30 @@ def demo_config(artists: list[str], genres: list[str], name: str = "demo") -> Mo
     return ModelConfig(name, vq, (level0, level1, top), custom_labels=labels)
 
 
-def write_config(data: Path, out: Path) -> Path:
+def write_config(
+    data: Path, out: Path, vqvae_width: int | None = None, vqvae_depth: int | None = None
+) -> Path:
+    """out/model.json for the corpus in `data`; the VQ-VAE's size (None: the shipped demo's) counts
+    only for a new run."""
     if (out / "model.json").exists():  # a run being continued keeps its config
+        vq = ModelConfig.load(out / "model.json").vqvae
+        asked = {"width": (vqvae_width, vq.width), "depth": (vqvae_depth, vq.depth)}
+        if any(want is not None and want != have for want, have in asked.values()):
+            print(
+                f"note: {out}/model.json keeps its VQ-VAE of width {vq.width}, depth {vq.depth} "
+                f"(a size given now is for a new run)",
+                file=sys.stderr,
+            )
         return out / "model.json"
+    vqvae_width, vqvae_depth = vqvae_width or VQVAE_WIDTH, vqvae_depth or VQVAE_DEPTH
     artists, genres = corpus_labels(data)
-    cfg = demo_config(artists, genres)
+    cfg = demo_config(artists, genres, vqvae_width=vqvae_width, vqvae_depth=vqvae_depth)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.json"
     if not path.exists():
         cfg.save(path)
     print(f"config: {len(artists)} artists {artists}, {len(genres)} genres {genres}", file=sys.stderr)
+    print(f"config: VQ-VAE width {vqvae_width}, depth {vqvae_depth}", file=sys.stderr)
     return path
 
 
@@ -123,7 +155,7 @@ def _train_cmd(kind: str, run: Path, data: Path, minutes: float, steps: int | No
 def run_all(a: argparse.Namespace) -> int:
     data, run = Path(a.data), Path(a.out)
     t0 = time.monotonic()
-    write_config(data, run)
+    write_config(data, run, a.vqvae_width, a.vqvae_depth)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if not a.skip_vqvae:
         cmd = _train_cmd(
@@ -168,6 +200,39 @@ def run_all(a: argparse.Namespace) -> int:
     return max(codes)
 
 
+def run_vqvae(a: argparse.Namespace) -> int:
+    """The VQ-VAE alone, toward `--steps` in all, for at most `--minutes` in this call; then the
+    held-out figures. Run again on the same --out to carry on (the state is in train/vqvae/)."""
+    data, run = Path(a.data), Path(a.out)
+    write_config(data, run, a.vqvae_width, a.vqvae_depth)
+    cmd = _train_cmd("vqvae", run, data, 0.0, a.steps, "--batch-size", str(a.batch))
+    cmd += ["--max-minutes", f"{a.minutes:.2f}"]  # with --steps: stop (resumably) at the deadline
+    if a.stop_after:
+        cmd += ["--stop-after", str(a.stop_after)]
+    if a.sample_seconds:
+        cmd += ["--sample-seconds", str(a.sample_seconds)]
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    status = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT).returncode
+    if (run / "vqvae.pth.tar").exists():
+        evaluate_vqvae(run, data)
+    return status
+
+
+def evaluate_vqvae(run: Path, data: Path) -> dict[str, object]:
+    """Held-out reconstruction of run's VQ-VAE, printed and kept in run/train/vqvae/heldout.json."""
+    import torch
+
+    from engine.training.vqvae_heldout import heldout_report
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    report = heldout_report(run, data, dev)
+    path = run / "train" / "vqvae" / "heldout.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(f"held-out VQ-VAE: {json.dumps(report)}", file=sys.stderr, flush=True)
+    return report
+
+
 def ship(a: argparse.Namespace) -> int:
     """Copy a trained run into the repository's demo folder: model.json + fp16 original-format files."""
     import torch
@@ -201,12 +266,25 @@ def ship(a: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("config")
-    c.add_argument("--data", required=True)
-    c.add_argument("--out", required=True)
-    r = sub.add_parser("all")
-    r.add_argument("--data", required=True)
-    r.add_argument("--out", required=True)
+
+    def sized(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data", required=True)
+        p.add_argument("--out", required=True)
+        p.add_argument("--vqvae-width", type=int, help=f"VQ-VAE channels of a new run ({VQVAE_WIDTH})")
+        p.add_argument("--vqvae-depth", type=int, help=f"VQ-VAE blocks a stage, new run ({VQVAE_DEPTH})")
+        return p
+
+    sized(sub.add_parser("config"))
+    v = sized(sub.add_parser("vqvae"))
+    v.add_argument("--steps", type=int, required=True, help="the whole run's steps, over every call")
+    v.add_argument("--minutes", type=float, required=True, help="this call's budget")
+    v.add_argument("--batch", type=int, default=32)
+    v.add_argument("--stop-after", type=int, help="save and stop at this step (tests: a call's end)")
+    v.add_argument("--sample-seconds", type=float, help="training crop length (default 1.5 s)")
+    e = sub.add_parser("vqvae-eval")
+    e.add_argument("--run", required=True)
+    e.add_argument("--data", required=True)
+    r = sized(sub.add_parser("all"))
     r.add_argument("--vqvae-minutes", type=float, default=3.5)
     r.add_argument("--prior-minutes", type=float, default=4.5)
     r.add_argument("--total-minutes", type=float, help="the whole run's budget: the priors get what is left")
@@ -235,10 +313,15 @@ def main() -> int:
     s.add_argument("--dest", default=str(ROOT / "engine" / "data" / "demo"))
     a = ap.parse_args()
     if a.cmd == "config":
-        print(write_config(Path(a.data), Path(a.out)))
+        print(write_config(Path(a.data), Path(a.out), a.vqvae_width, a.vqvae_depth))
         return 0
     if a.cmd == "all":
         return run_all(a)
+    if a.cmd == "vqvae":
+        return run_vqvae(a)
+    if a.cmd == "vqvae-eval":
+        evaluate_vqvae(Path(a.run), Path(a.data))
+        return 0
     return ship(a)
 
 

@@ -45,10 +45,15 @@ class AudioClip:
 
 
 def load_clips(
-    data_dir: str | Path, sample_rate: int, *, progress: bool = True, workers: int | None = None
+    data_dir: str | Path,
+    sample_rate: int,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    split: str | None = None,
 ) -> tuple[list[AudioClip], list[str]]:
-    """Every usable clip of `data_dir` (both splits) via `engine.training.dataset`, and a message per
-    skipped file (unreadable, truncated, unlabeled, too short, silent)."""
+    """Every usable clip of `data_dir` (both splits, or only `split`) via `engine.training.dataset`,
+    and a message per skipped file (unreadable, truncated, unlabeled, too short, silent)."""
     from engine.training.dataset import AudioDataset, DatasetError
 
     folder = Path(data_dir)
@@ -58,7 +63,7 @@ def load_clips(
     try:
         # Both splits; names are resolved to ids later, against the model's lists (engine.model.labels).
         ds = AudioDataset(
-            folder, sample_rate=sample_rate, sample_length=sample_rate, split=None, threads=threads
+            folder, sample_rate=sample_rate, sample_length=sample_rate, split=split, threads=threads
         )
     except DatasetError as e:
         raise TrainError(str(e)) from e

@@ -252,7 +252,17 @@ def run_loop(
             for k, v in {**metrics, "grad_norm": gnorm}.items():
                 metric_acc.setdefault(k, []).append(v.detach().float())
             last_of_run = steps is not None and step >= steps
-            if len(pending) >= log_every or last_of_run or flag.stop or step % save_every == 0:
+            step_times.append(time.monotonic() - ts)
+            out_of_time = False
+            if deadline is not None:
+                # Stop when one more step plus a save would pass the deadline.
+                typical = float(np.median(step_times[-20:]))
+                out_of_time = time.monotonic() + 2 * typical + 5.0 > deadline
+            if stop_after is not None and step >= stop_after and not last_of_run:
+                flag.stop = True  # as on SIGTERM: save, stop; a later run resumes to `steps`
+            # Every stop logs its last steps too (a run of short calls keeps its whole loss curve).
+            logs_now = last_of_run or flag.stop or out_of_time or step % save_every == 0
+            if len(pending) >= log_every or logs_now:
                 vals = torch.stack(pending).cpu().tolist()  # one host sync per log interval
                 history.extend(float(v) for v in vals)
                 pending = []
@@ -278,14 +288,6 @@ def run_loop(
                     f.write(json.dumps(rec) + "\n")
                 if reporter is not None:
                     reporter.update(step, rec["loss"], f"lr {rec['lr']:.2e}")
-            step_times.append(time.monotonic() - ts)
-            out_of_time = False
-            if deadline is not None:
-                # Stop when one more step plus a save would pass the deadline.
-                typical = float(np.median(step_times[-20:]))
-                out_of_time = time.monotonic() + 2 * typical + 5.0 > deadline
-            if stop_after is not None and step >= stop_after and not last_of_run:
-                flag.stop = True  # as on SIGTERM: save, stop; a later run resumes to `steps`
             if step % save_every == 0 or last_of_run or flag.stop or out_of_time:
                 if pending:
                     history.extend(float(v) for v in torch.stack(pending).cpu().tolist())
