@@ -153,7 +153,7 @@ def corpus_build_command(
 def corpus_pack_command(
     corpus: Path = typer.Option(..., "--corpus", help="A built corpus folder."),
     tar: Path = typer.Option(..., "--tar", help="The tar file to write."),
-    quality: float = typer.Option(0.1, "--quality", help="Vorbis quality (-0.1 .. 1)."),
+    quality: float = typer.Option(0.1, "--quality", help="Vorbis quality (0 .. 1; 0 is about 28 kbit/s)."),
 ) -> None:
     try:
         from engine.training.corpus_pack import pack_corpus
