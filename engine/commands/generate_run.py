@@ -160,8 +160,13 @@ def generate(args: GenerateArgs) -> dict[str, Any]:
             else:
                 timed(phase["name"])
 
-        runner = SongRunner(engine, FolderFiles(out), hooks=hooks, on_stage=on_stage)
-        runner.interleave_levels = settings.engine.interleave_levels  # JUKEBOT_INTERLEAVE_LEVELS
+        runner = SongRunner(
+            engine,
+            FolderFiles(out),
+            hooks=hooks,
+            on_stage=on_stage,
+            interleave_levels=settings.engine.interleave_levels,  # JUKEBOT_INTERLEAVE_LEVELS
+        )
         try:
             timed("drafts")
             drafts = runner.drafts(request, args.drafts, max_drafts=settings.limits.max_drafts, prompt=prompt)
